@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One set-up path for every README command: creates .venv if missing, installs the
+# pinned torch/torchvision pair, Detectron2 (scripts/provision_detectron2.py) and
+# this project (editable, with test extras). Idempotent: a stamp keyed on the
+# inputs below makes a second run return in about a second.
+#
+# Environment knobs:
+#   PYTHON                          interpreter used to create .venv (default python3)
+#   BRAINSEG_D2_TORCH               torch/torchvision requirement specs
+#                                   (default: "torch==2.14.1 torchvision==0.29.1", a pair
+#                                   whose wheels run on CPU and CUDA machines alike)
+#   BRAINSEG_D2_DETECTRON2_SOURCE   local Detectron2 clone or git+URL: build it with
+#                                   compiled ops instead of the Python-only fallback
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+TORCH_SPEC="${BRAINSEG_D2_TORCH:-torch==2.14.1 torchvision==0.29.1}"
+D2_SOURCE="${BRAINSEG_D2_DETECTRON2_SOURCE:-}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+        || { echo "error: $PYTHON is older than Python 3.10" >&2; exit 1; }
+    echo "[setup] creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+
+stamp_key=$(cat pyproject.toml scripts/setup.sh scripts/provision_detectron2.py \
+    | { cat; echo "$TORCH_SPEC|$D2_SOURCE"; } | sha256sum | cut -c1-16)
+STAMP="$VENV/.brainseg-setup-$stamp_key"
+if [ -f "$STAMP" ] && "$PY" -c 'import torch, torchvision, detectron2, brainseg_d2' 2>/dev/null; then
+    echo "[setup] up to date ($VENV)"
+    exit 0
+fi
+rm -f "$VENV"/.brainseg-setup-*
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+echo "[setup] installing $TORCH_SPEC"
+# shellcheck disable=SC2086
+"$PY" -m pip install -q $TORCH_SPEC
+echo "[setup] provisioning Detectron2"
+"$PY" scripts/provision_detectron2.py ${D2_SOURCE:+--source "$D2_SOURCE"}
+echo "[setup] installing brainseg_d2 (editable) with test extras"
+"$PY" -m pip install -q -e ".[test]"
+"$PY" -m brainseg_d2.env --short
+touch "$STAMP"
+echo "[setup] done"
