@@ -47,7 +47,7 @@ SDIST_VERSION = "0.6"
 SDIST_FILE = f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 #: Bump when FIXES change, so `make setup` rebuilds the wheel.
-FIX_LEVEL = 1
+FIX_LEVEL = 2
 WHEEL_VERSION = f"{SDIST_VERSION}+pyonly{FIX_LEVEL}"
 
 #: Runtime dependencies of Detectron2 v0.6 minus what only Caffe2 export and
@@ -194,6 +194,12 @@ FIXES: list[Fix] = [
         "        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
         "        torch.cuda.set_device(local_rank)\n",
         "selecting a CUDA device is only possible with GPUs",
+    ),
+    Fix(
+        "engine/defaults.py",
+        r'    if "device_ids" not in kwargs:\n',
+        '    if "device_ids" not in kwargs and next(model.parameters()).is_cuda:\n',
+        "DDP rejects device_ids for CPU models, so CPU multi-process training failed",
     ),
 ]
 

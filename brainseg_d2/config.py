@@ -1,0 +1,87 @@
+"""Configuration: ``add_brainseg_config(cfg)`` owns ``cfg.BRAINSEG``; ``get_brainseg_cfg()``.
+
+Config files may start from a Detectron2 model-zoo baseline by its zoo name::
+
+    _BASE_: "zoo://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
+
+The ``zoo://`` prefix resolves to the YAML shipped inside the installed
+``detectron2.model_zoo`` package, so ``_BASE_`` chains never reach outside this
+repository by a relative path.
+"""
+
+from __future__ import annotations
+
+from detectron2.config import CfgNode as _D2CfgNode
+from detectron2.config import get_cfg
+
+from brainseg_d2.postprocessing import PostprocessParams
+
+ZOO_PREFIX = "zoo://"
+
+
+class CfgNode(_D2CfgNode):
+    """Detectron2's CfgNode that also resolves ``_BASE_: zoo://<model zoo config>``."""
+
+    @classmethod
+    def load_yaml_with_base(cls, filename: str, allow_unsafe: bool = False):
+        # fvcore joins a non-absolute _BASE_ with the including file's folder, so the
+        # prefix may arrive as "<folder>/zoo://..."; everything after it is the zoo name.
+        idx = filename.find(ZOO_PREFIX)
+        if idx >= 0:
+            from detectron2 import model_zoo
+
+            zoo_name = filename[idx + len(ZOO_PREFIX) :]
+            try:
+                filename = model_zoo.get_config_file(zoo_name)
+            except RuntimeError:
+                raise ValueError(
+                    f"_BASE_ {ZOO_PREFIX}{zoo_name}: no such config in Detectron2's model zoo"
+                ) from None
+        return super().load_yaml_with_base(filename, allow_unsafe=allow_unsafe)
+
+
+def add_brainseg_config(cfg: _D2CfgNode) -> None:
+    """Add the ``cfg.BRAINSEG`` node (every key defaulted) to a Detectron2 config in place."""
+    _C = cfg
+    _C.BRAINSEG = _D2CfgNode()
+    # Root of converted datasets; "" means $DETECTRON2_DATASETS, else ./datasets.
+    _C.BRAINSEG.DATASET_ROOT = ""
+
+    _C.BRAINSEG.AUGMENT = _D2CfgNode()
+    # Left-right flip probability (axial/coronal slices of the canonical volume).
+    _C.BRAINSEG.AUGMENT.FLIP_PROB = 0.5
+    # Uniform in-plane rotation range in degrees; 0 disables.
+    _C.BRAINSEG.AUGMENT.ROTATION = 10.0
+    # Relative scale range applied on top of the ResizeShortestEdge size; (1, 1) disables.
+    _C.BRAINSEG.AUGMENT.SCALE = (0.9, 1.1)
+    # Intensity ranges (multiplicative); (1, 1) disables each.
+    _C.BRAINSEG.AUGMENT.BRIGHTNESS = (0.9, 1.1)
+    _C.BRAINSEG.AUGMENT.CONTRAST = (0.9, 1.1)
+    _C.BRAINSEG.AUGMENT.GAMMA = (0.8, 1.25)
+
+    # Post-processing (score threshold, opening/closing, hole filling, min 2D area,
+    # min 3D volume, 3D connectivity, keep-largest-K). Defaults and meaning of each
+    # key come from PostprocessParams, the one definition; every step can be off.
+    _C.BRAINSEG.POSTPROCESS = _D2CfgNode(PostprocessParams().to_cfg_dict())
+
+    _C.BRAINSEG.EVAL = _D2CfgNode()
+    # Also run Detectron2's COCOEvaluator (bbox/segm AP) next to the volume metrics.
+    _C.BRAINSEG.EVAL.COCO_AP = True
+    # HD95 (mm) reported when exactly one of prediction / ground truth is empty.
+    _C.BRAINSEG.EVAL.HD95_ONE_EMPTY = 373.1287
+    # Dice/IoU given to a slice or volume where both masks are empty (BraTS: 1).
+    _C.BRAINSEG.EVAL.EMPTY_SCORE = 1.0
+    # Metric the best checkpoint is chosen by (a key of the evaluator's flat dict).
+    _C.BRAINSEG.EVAL.BEST_METRIC = "brainseg/volume_dice_mean_post"
+    # Stop training after this many evaluations without improvement; 0 never stops.
+    _C.BRAINSEG.EVAL.EARLY_STOP_PATIENCE = 0
+
+
+def get_brainseg_cfg() -> CfgNode:
+    """Detectron2's default config plus ``cfg.BRAINSEG``, as a zoo-aware :class:`CfgNode`."""
+    cfg = CfgNode(get_cfg())
+    add_brainseg_config(cfg)
+    # Mask R-CNN on MRI slices: RLE/bitmask annotations, empty slices are informative.
+    cfg.INPUT.MASK_FORMAT = "bitmask"
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    return CfgNode(cfg)

@@ -1,0 +1,187 @@
+"""Register converted datasets in Detectron2's ``DatasetCatalog`` / ``MetadataCatalog``.
+
+A converted dataset is a folder written by ``brainseg-convert`` (layout in
+``datasets/README.md``). Each split becomes ``<dataset>_<split>``. Registration
+is explicit and idempotent (call it from ``setup()``); loading is lazy: the
+COCO JSON is read only when Detectron2 asks for the dataset dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from functools import partial
+from pathlib import Path
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from brainseg_d2.labels import CATEGORY_COLORS
+
+logger = logging.getLogger(__name__)
+
+#: Image-level keys kept in every dataset dict (Detectron2's COCO loader drops them).
+VOLUME_KEYS = (
+    "volume_id",
+    "patient_id",
+    "slice_index",
+    "num_slices",
+    "pixel_spacing",
+    "slice_thickness",
+)
+
+
+def dataset_root(cfg_root: str = "") -> Path:
+    """Datasets root: ``cfg_root`` if set, else ``$DETECTRON2_DATASETS``, else ``./datasets``."""
+    return Path(cfg_root or os.environ.get("DETECTRON2_DATASETS", "datasets"))
+
+
+def is_converted_dataset(folder: Path) -> bool:
+    """True if `folder` looks like a converted dataset (has dataset.json and annotations/)."""
+    return (folder / "dataset.json").is_file() and (folder / "annotations").is_dir()
+
+
+def load_brainseg_json(json_file: str | Path, image_root: str | Path) -> list[dict]:
+    """Load one split's COCO JSON into Detectron2 dataset dicts.
+
+    Args:
+        json_file: ``annotations/instances_<split>.json`` of a converted dataset.
+        image_root: the folder ``file_name`` in the JSON is relative to
+            (``<dataset>/images/<split>``).
+
+    Returns:
+        One dict per slice image with ``file_name``, ``height``, ``width``,
+        ``image_id``, the :data:`VOLUME_KEYS`, and ``annotations`` (``bbox`` in
+        ``XYWH_ABS``, ``segmentation`` as compressed RLE, ``category_id``
+        0-based contiguous, ``iscrowd``). Images without annotations get ``[]``.
+    """
+    json_file = Path(json_file)
+    try:
+        coco = json.loads(json_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read COCO annotations {json_file}: {e}") from None
+    cat_ids = sorted(c["id"] for c in coco["categories"])
+    contiguous = {cid: i for i, cid in enumerate(cat_ids)}
+    by_image: dict[int, list[dict]] = {img["id"]: [] for img in coco["images"]}
+    for ann in coco.get("annotations", []):
+        by_image[ann["image_id"]].append(
+            {
+                "bbox": ann["bbox"],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "segmentation": ann["segmentation"],
+                "category_id": contiguous[ann["category_id"]],
+                "iscrowd": ann.get("iscrowd", 0),
+            }
+        )
+    images_dir = Path(image_root)
+    dicts = []
+    for img in coco["images"]:
+        record = {
+            "file_name": str(images_dir / img["file_name"]),
+            "height": img["height"],
+            "width": img["width"],
+            "image_id": img["id"],
+            "annotations": by_image[img["id"]],
+        }
+        record.update({k: img[k] for k in VOLUME_KEYS if k in img})
+        dicts.append(record)
+    if not dicts:
+        raise ValueError(f"{json_file} holds no images: the split is empty")
+    return dicts
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+
+
+def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> list[str]:
+    """Register every split of one converted dataset folder.
+
+    Args:
+        folder: a converted dataset (``dataset.json``, ``annotations/``, ``images/``).
+        name: registration prefix; defaults to the folder name. Splits register as
+            ``<name>_<split>``.
+
+    Returns:
+        The registered dataset names. Already registered names are left alone
+        (idempotent), so calling this twice is safe.
+    """
+    folder = Path(folder).resolve()
+    if not is_converted_dataset(folder):
+        raise ValueError(
+            f"{folder} is not a converted dataset (expected dataset.json and annotations/); "
+            "create one with brainseg-convert"
+        )
+    info = _read_json(folder / "dataset.json")
+    name = name or folder.name
+    categories = sorted(info["categories"], key=lambda c: c["id"])
+    thing_classes = [c["name"] for c in categories]
+    registered = []
+    for json_file in sorted((folder / "annotations").glob("instances_*.json")):
+        split = json_file.stem[len("instances_") :]
+        ds_name = f"{name}_{split}"
+        registered.append(ds_name)
+        if ds_name in DatasetCatalog.list():
+            continue
+        image_root = folder / "images" / split
+        DatasetCatalog.register(ds_name, partial(load_brainseg_json, json_file, image_root))
+        MetadataCatalog.get(ds_name).set(
+            thing_classes=thing_classes,
+            thing_colors=[list(CATEGORY_COLORS.get(c, (255, 255, 255))) for c in thing_classes],
+            thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(categories)},
+            json_file=str(json_file),
+            image_root=str(image_root),
+            dataset_root=str(folder),
+            volumes_file=str(folder / "volumes.json"),
+            target=info.get("target", "labels"),
+            label_convention=info.get("label_convention", "brats2021"),
+            channels=info.get("channels", []),
+            split=split,
+            evaluator_type="brainseg",
+        )
+    if not registered:
+        raise ValueError(f"{folder}/annotations holds no instances_<split>.json files")
+    return registered
+
+
+def register_all(root: str | Path | None = None) -> list[str]:
+    """Register every converted dataset found directly under the datasets root.
+
+    Args:
+        root: folder to scan; defaults to :func:`dataset_root` (``$DETECTRON2_DATASETS``).
+
+    Returns:
+        All registered names (idempotent; safe to call from every ``setup()``).
+    """
+    root = Path(root) if root is not None else dataset_root()
+    names: list[str] = []
+    if not root.is_dir():
+        return names
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if is_converted_dataset(folder):
+            names += register_brainseg_dataset(folder)
+    return names
+
+
+def volume_manifest(dataset_name: str) -> dict:
+    """The ``volumes`` mapping of a registered dataset's ``volumes.json`` (read lazily)."""
+    meta = MetadataCatalog.get(dataset_name)
+    return _read_json(Path(meta.volumes_file))["volumes"]
+
+
+def check_datasets_exist(names: tuple[str, ...] | list[str]) -> None:
+    """Raise ``ValueError`` naming the first dataset that is not registered."""
+    known = set(DatasetCatalog.list())
+    for n in names:
+        if n not in known:
+            root = dataset_root()
+            raise ValueError(
+                f"dataset {n!r} is not registered: no converted dataset provides it under "
+                f"{root.resolve()} (set DETECTRON2_DATASETS or BRAINSEG.DATASET_ROOT, or run "
+                "brainseg-convert first)"
+            )
+    logger.debug("datasets present: %s", names)

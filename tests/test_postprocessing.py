@@ -1,0 +1,422 @@
+"""Tests for brainseg_d2.postprocessing: every step on tiny hand-drawn masks."""
+
+from __future__ import annotations
+
+import types
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from brainseg_d2.postprocessing import (
+    PostprocessParams,
+    instances_to_category_masks,
+    postprocess_slice,
+    postprocess_volume,
+)
+
+
+def pic(*rows: str) -> np.ndarray:
+    """A bool (H, W) mask drawn with '#' for foreground."""
+    return np.array([[c == "#" for c in row] for row in rows], dtype=bool)
+
+
+def run2d(mask: np.ndarray, **params) -> np.ndarray:
+    """postprocess_slice on one category, every step off unless named in ``params``."""
+    return postprocess_slice(mask[None], PostprocessParams(**params))[0]
+
+
+# ---------------------------------------------------------------------------
+# params
+# ---------------------------------------------------------------------------
+
+
+def test_defaults():
+    p = PostprocessParams()
+    assert (p.enabled, p.score_threshold, p.fill_holes, p.connectivity_3d) == (True, 0.5, False, 26)
+    assert (p.opening_kernel, p.closing_kernel, p.min_area_2d) == (0, 0, 0)
+    assert (p.min_volume_3d, p.keep_largest_k) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("opening_kernel", 4),
+        ("closing_kernel", 2),
+        ("opening_kernel", -3),
+        ("min_area_2d", -1),
+        ("min_volume_3d", 2.5),
+        ("keep_largest_k", -1),
+        ("connectivity_3d", 8),
+        ("score_threshold", 1.5),
+        ("score_threshold", "0.5"),
+        ("enabled", "yes"),
+        ("fill_holes", 1),
+    ],
+)
+def test_invalid_values_name_field_and_value(field, value):
+    with pytest.raises(ValueError, match=rf"{field}.*{value!r}"):
+        PostprocessParams(**{field: value})
+
+
+def test_from_cfg_reads_uppercase_keys():
+    node = types.SimpleNamespace(
+        ENABLED=True,
+        SCORE_THRESH=0.3,
+        OPENING_KERNEL=3,
+        CLOSING_KERNEL=5,
+        FILL_HOLES=False,
+        MIN_AREA_2D=10,
+        MIN_VOLUME_3D=100,
+        CONNECTIVITY_3D=6,
+        KEEP_LARGEST_K=2,
+    )
+    assert PostprocessParams.from_cfg(node) == PostprocessParams(
+        enabled=True,
+        score_threshold=0.3,
+        opening_kernel=3,
+        closing_kernel=5,
+        fill_holes=False,
+        min_area_2d=10,
+        min_volume_3d=100,
+        connectivity_3d=6,
+        keep_largest_k=2,
+    )
+
+
+def test_from_cfg_names_missing_keys_and_validates():
+    with pytest.raises(ValueError, match="KEEP_LARGEST_K"):
+        PostprocessParams.from_cfg(types.SimpleNamespace(ENABLED=True))
+    node = types.SimpleNamespace(**{**PostprocessParams().to_cfg_dict(), "OPENING_KERNEL": 4})
+    with pytest.raises(ValueError, match="opening_kernel"):
+        PostprocessParams.from_cfg(node)
+
+
+def test_to_cfg_dict_round_trip():
+    params = PostprocessParams(min_volume_3d=50, keep_largest_k=1)
+    node = types.SimpleNamespace(**params.to_cfg_dict())
+    assert PostprocessParams.from_cfg(node) == params
+
+
+def test_raw_keeps_only_the_threshold():
+    raw = PostprocessParams.raw(0.7)
+    assert raw.score_threshold == 0.7 and not raw.enabled and not raw.fill_holes
+    assert raw.opening_kernel == raw.closing_kernel == raw.min_area_2d == 0
+    assert raw.min_volume_3d == raw.keep_largest_k == 0
+    assert PostprocessParams.raw().score_threshold == PostprocessParams().score_threshold
+
+
+# ---------------------------------------------------------------------------
+# instances -> category masks
+# ---------------------------------------------------------------------------
+
+
+def test_instances_to_category_masks_union_above_threshold():
+    masks = np.zeros((3, 2, 3), dtype=bool)
+    masks[0, 0, 0] = masks[1, 1, 1] = masks[2, 0, 2] = True
+    masks[0, 1, 2] = True
+    out = instances_to_category_masks(
+        masks, classes=np.array([0, 1, 0]), scores=np.array([0.9, 0.5, 0.3]),
+        num_categories=3, score_threshold=0.5,
+    )  # fmt: skip
+    assert out.shape == (3, 2, 3) and out.dtype == bool
+    np.testing.assert_array_equal(out[0], masks[0])  # instance 2 is below threshold
+    np.testing.assert_array_equal(out[1], masks[1])  # score == threshold is kept
+    assert not out[2].any()
+    both = instances_to_category_masks(masks, np.array([0, 1, 0]), np.ones(3), 3, 0.5)
+    np.testing.assert_array_equal(both[0], masks[0] | masks[2])
+
+
+def test_instances_to_category_masks_no_instances():
+    out = instances_to_category_masks(np.zeros((0, 4, 5), bool), [], [], 2, 0.5)
+    assert out.shape == (2, 4, 5) and not out.any()
+
+
+def test_instances_to_category_masks_bad_input():
+    with pytest.raises(ValueError, match=r"\[0, 2\).*\[0, 2\]"):
+        instances_to_category_masks(np.zeros((2, 3, 3), bool), [0, 2], [1, 1], 2, 0.5)
+    with pytest.raises(ValueError, match=r"classes \(1,\)"):
+        instances_to_category_masks(np.zeros((2, 3, 3), bool), [0], [1, 1], 2, 0.5)
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        instances_to_category_masks(np.zeros((3, 3), bool), [0], [1], 2, 0.5)
+
+
+# ---------------------------------------------------------------------------
+# 2D steps
+# ---------------------------------------------------------------------------
+
+
+def test_opening_removes_speck_and_rounds_corners():
+    mask = pic(
+        "........",
+        ".#####..",
+        ".#####..",
+        ".#####.#",
+        ".#####..",
+        ".#####..",
+        "........",
+    )
+    # 3-px ellipse is a cross: erosion keeps the inner 3x3, dilation gives the
+    # 5x5 square without its corners; the single pixel disappears.
+    expected = pic(
+        "........",
+        "..###...",
+        ".#####..",
+        ".#####..",
+        ".#####..",
+        "..###...",
+        "........",
+    )
+    np.testing.assert_array_equal(run2d(mask, opening_kernel=3), expected)
+
+
+def test_opening_treats_outside_of_slice_as_background():
+    mask = pic(
+        "###...",
+        "###...",
+        "###...",
+        "......",
+    )
+    # erosion keeps only (1, 1); dilation gives the cross around it
+    expected = pic(
+        ".#....",
+        "###...",
+        ".#....",
+        "......",
+    )
+    np.testing.assert_array_equal(run2d(mask, opening_kernel=3), expected)
+
+
+def test_closing_bridges_one_pixel_gap():
+    mask = pic(
+        ".......",
+        ".##.##.",
+        ".##.##.",
+        ".##.##.",
+        ".##.##.",
+        ".......",
+    )
+    # a gap pixel is closed when its 4 neighbours survive dilation: not in the
+    # first and last rows of the gap. Nothing grows into the empty border
+    # columns (OpenCV's neutral default border would add them).
+    expected = pic(
+        ".......",
+        ".##.##.",
+        ".#####.",
+        ".#####.",
+        ".##.##.",
+        ".......",
+    )
+    np.testing.assert_array_equal(run2d(mask, closing_kernel=3), expected)
+
+
+def test_kernel_one_is_identity():
+    mask = pic("#.#", ".#.", "#..")
+    np.testing.assert_array_equal(run2d(mask, opening_kernel=1, closing_kernel=1), mask)
+
+
+def test_fill_holes_fills_enclosed_not_open_background():
+    ring = pic(
+        "#####...",
+        "#...#...",
+        "#...#...",
+        "#####...",
+    )
+    open_c = pic(
+        "####",
+        "#...",
+        "####",
+    )
+    np.testing.assert_array_equal(run2d(ring, fill_holes=True), pic(
+        "#####...",
+        "#####...",
+        "#####...",
+        "#####...",
+    ))  # fmt: skip
+    np.testing.assert_array_equal(run2d(open_c, fill_holes=True), open_c)
+    np.testing.assert_array_equal(run2d(ring, fill_holes=False), ring)
+
+
+def test_min_area_2d_keeps_components_at_least_that_large():
+    mask = pic(
+        "#..##..",
+        "...##..",
+        ".......",
+        "###....",
+    )
+    expected = pic(
+        "...##..",
+        "...##..",
+        ".......",
+        "###....",
+    )
+    np.testing.assert_array_equal(run2d(mask, min_area_2d=3), expected)
+
+
+def test_min_area_2d_connectivity_follows_connectivity_3d():
+    diagonal = pic("#.", ".#")
+    np.testing.assert_array_equal(run2d(diagonal, min_area_2d=2), diagonal)  # 26 -> 8
+    assert not run2d(diagonal, min_area_2d=2, connectivity_3d=6).any()  # 6 -> 4
+    np.testing.assert_array_equal(
+        run2d(diagonal, min_area_2d=2, connectivity_3d=18), diagonal
+    )  # 18 -> 8
+
+
+def test_opening_runs_before_hole_filling():
+    # A one-pixel-thick ring vanishes under opening, so nothing is left to fill.
+    # (Filling first would keep a 5x5 square.)
+    ring = pic(
+        ".......",
+        ".#####.",
+        ".#...#.",
+        ".#...#.",
+        ".#...#.",
+        ".#####.",
+        ".......",
+    )
+    assert not run2d(ring, opening_kernel=3, fill_holes=True).any()
+
+
+def test_slice_disabled_returns_copy():
+    masks = np.stack([pic("#.#", "...", "#..")] * 2)
+    out = postprocess_slice(masks, PostprocessParams(enabled=False, min_area_2d=5))
+    np.testing.assert_array_equal(out, masks)
+    assert out is not masks
+
+
+def test_slice_categories_are_independent():
+    masks = np.stack([pic("#..", "...", "..."), pic("##.", "##.", "...")])
+    out = postprocess_slice(masks, PostprocessParams(fill_holes=False, min_area_2d=2))
+    assert not out[0].any() and out[1].sum() == 4
+
+
+def test_slice_bad_shape():
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        postprocess_slice(np.zeros((4, 4), bool), PostprocessParams())
+
+
+# ---------------------------------------------------------------------------
+# 3D steps
+# ---------------------------------------------------------------------------
+
+
+def vol(*voxels, shape=(4, 5, 5)) -> np.ndarray:
+    out = np.zeros((1, *shape), dtype=bool)
+    for v in voxels:
+        out[(0, *v)] = True
+    return out
+
+
+def run3d(masks: np.ndarray, enforce_nesting: bool = False, **params) -> np.ndarray:
+    params = PostprocessParams(fill_holes=False, **params)
+    return postprocess_volume(masks, params, enforce_nesting=enforce_nesting)
+
+
+def test_min_volume_3d_counts_across_slices():
+    column = [(0, 0, 0), (1, 0, 0), (2, 0, 0)]  # one pixel per slice, 3 voxels
+    blob = [(0, 3, 3), (0, 3, 4)]  # 2 voxels in one slice
+    out = run3d(vol(*column, *blob), min_volume_3d=3)
+    np.testing.assert_array_equal(out, vol(*column))
+
+
+@pytest.mark.parametrize(("connectivity", "kept"), [(6, False), (18, False), (26, True)])
+def test_min_volume_3d_corner_neighbours(connectivity, kept):
+    pair = vol((0, 0, 0), (1, 1, 1))  # touch by a corner only
+    out = run3d(pair, min_volume_3d=2, connectivity_3d=connectivity)
+    assert out.any() == kept
+
+
+@pytest.mark.parametrize(("connectivity", "kept"), [(6, False), (18, True), (26, True)])
+def test_min_volume_3d_edge_neighbours(connectivity, kept):
+    pair = vol((0, 0, 0), (1, 1, 0))  # touch by an edge across slices
+    assert run3d(pair, min_volume_3d=2, connectivity_3d=connectivity).any() == kept
+
+
+def test_keep_largest_k():
+    three = [(0, 0, 0), (1, 0, 0), (2, 0, 0)]
+    five = [(0, 4, 0), (0, 4, 1), (0, 4, 2), (0, 4, 3), (0, 4, 4)]
+    two = [(3, 2, 2), (3, 2, 3)]
+    masks = vol(*three, *five, *two)
+    np.testing.assert_array_equal(run3d(masks, keep_largest_k=1), vol(*five))
+    np.testing.assert_array_equal(run3d(masks, keep_largest_k=2), vol(*three, *five))
+    np.testing.assert_array_equal(run3d(masks, keep_largest_k=5), masks)
+
+
+def test_keep_largest_k_tie_keeps_first_in_raster_order():
+    masks = vol((0, 0, 0), (3, 4, 4))
+    np.testing.assert_array_equal(run3d(masks, keep_largest_k=1), vol((0, 0, 0)))
+
+
+def test_min_volume_applies_before_keep_largest():
+    masks = vol((0, 0, 0), (1, 0, 0), (3, 4, 4))  # sizes 2 and 1
+    assert not run3d(masks, min_volume_3d=3, keep_largest_k=1).any()
+
+
+def test_3d_steps_are_per_category():
+    masks = np.concatenate([vol((0, 0, 0)), vol((0, 0, 0), (1, 0, 0))])
+    out = run3d(masks, min_volume_3d=2)
+    assert not out[0].any() and out[1].sum() == 2
+
+
+def test_volume_applies_2d_steps_per_slice_like_postprocess_slice():
+    rng = np.random.default_rng(0)
+    masks = rng.random((2, 3, 12, 12)) > 0.6
+    params = PostprocessParams(opening_kernel=3, closing_kernel=3, min_area_2d=4)
+    out = postprocess_volume(masks, params)
+    for s in range(3):
+        np.testing.assert_array_equal(out[:, s], postprocess_slice(masks[:, s], params))
+
+
+def test_enforce_nesting():
+    wt = vol((0, 0, 0), (0, 0, 1), (0, 0, 2))
+    tc = vol((0, 0, 1), (0, 0, 2), (0, 0, 3))  # (0,0,3) leaks outside WT
+    et = vol((0, 0, 1), (0, 4, 4))  # (0,4,4) outside TC
+    masks = np.concatenate([wt, tc, et])
+    out = run3d(masks, enforce_nesting=True)
+    np.testing.assert_array_equal(out[0], wt[0])
+    np.testing.assert_array_equal(out[1], vol((0, 0, 1), (0, 0, 2))[0])
+    np.testing.assert_array_equal(out[2], vol((0, 0, 1))[0])
+    np.testing.assert_array_equal(run3d(masks), masks)  # default: not nested
+
+
+def test_volume_disabled_returns_copy():
+    masks = vol((0, 0, 0))
+    out = postprocess_volume(masks, PostprocessParams.raw(), enforce_nesting=True)
+    np.testing.assert_array_equal(out, masks)
+    assert out is not masks
+
+
+def test_volume_bad_shape():
+    with pytest.raises(ValueError, match=r"\(C, S, H, W\)"):
+        postprocess_volume(np.zeros((3, 4, 4), bool), PostprocessParams())
+
+
+def _reference_2d(mask: np.ndarray, params: PostprocessParams) -> np.ndarray:
+    """The 2D steps on the whole slice zero-padded by a wide margin, no cropping."""
+    pad = 8
+    img = np.pad(mask, pad).astype(np.uint8)
+    for size, op in (
+        (params.opening_kernel, cv2.MORPH_OPEN),
+        (params.closing_kernel, cv2.MORPH_CLOSE),
+    ):
+        if size > 1:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+            img = cv2.morphologyEx(img, op, kernel)
+    img = img[pad:-pad, pad:-pad]
+    if params.fill_holes:
+        img = ndimage.binary_fill_holes(img).astype(np.uint8)
+    if params.min_area_2d:
+        labels, n = ndimage.label(img, np.ones((3, 3)))
+        sizes = np.bincount(labels.ravel())
+        img = (sizes >= params.min_area_2d)[labels] & (labels > 0)
+    return img.astype(bool)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bounding_box_cropping_is_exact(seed):
+    rng = np.random.default_rng(seed)
+    params = PostprocessParams(opening_kernel=3, closing_kernel=5, fill_holes=True, min_area_2d=6)
+    for _ in range(5):
+        mask = ndimage.gaussian_filter(rng.random((20, 24)), 1.0) > 0.55
+        np.testing.assert_array_equal(run2d(mask, **vars(params)), _reference_2d(mask, params))
