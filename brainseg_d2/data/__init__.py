@@ -1,0 +1,1 @@
+"""Data: sources, reading, pre-processing and the built-in MRI phantom."""
