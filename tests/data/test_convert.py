@@ -1,0 +1,488 @@
+"""Converter: round trips, splits, determinism, resume and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+
+from brainseg_d2.data import convert
+from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset, main
+from brainseg_d2.data.preprocess import (
+    PreprocessOptions,
+    label_slices,
+    preprocess_volume,
+    slices_to_image,
+)
+from brainseg_d2.data.sources import SourceError, find_brats_cases, find_cases, read_manifest
+from brainseg_d2.labels import get_convention, get_target, raw_to_tissue, tissue_to_raw
+
+SHAPE = (12, 20, 24)  # (z, y, x): 24 x 20 x 12 voxels
+SPACING = (0.9, 1.3, 2.5)
+REPO = Path(__file__).resolve().parents[2]
+# Permuted + flipped axes, rotated by ~6 degrees: an oblique acquisition.
+_ROT = np.array([[np.cos(0.1), -np.sin(0.1), 0], [np.sin(0.1), np.cos(0.1), 0], [0, 0, 1]])
+OBLIQUE = tuple((np.array([[0.0, 0, -1], [1, 0, 0], [0, -1, 0]]) @ _ROT).ravel())
+BRATS21 = {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}
+BRATS23 = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w", "seg": "seg"}
+
+
+def _brain() -> np.ndarray:
+    """Ellipsoid touching neither the first nor the last z slice (those have no brain)."""
+    zz, yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    return ((zz - 5.5) / 5) ** 2 + ((yy - 9.5) / 8.5) ** 2 + ((xx - 11.5) / 10.5) ** 2 < 1
+
+
+def _tissue(seed: int) -> np.ndarray:
+    """Tissue codes: edema blob with necrotic core and enhancing rim, plus a small blob."""
+    rng = np.random.default_rng(seed)
+    t = np.zeros(SHAPE, np.uint8)
+    z0, y0, x0 = 3 + rng.integers(0, 2), 5 + rng.integers(0, 3), 6 + rng.integers(0, 3)
+    t[z0 : z0 + 5, y0 : y0 + 8, x0 : x0 + 8] = 2
+    t[z0 + 1 : z0 + 4, y0 + 2 : y0 + 6, x0 + 2 : x0 + 6] = 3
+    t[z0 + 2 : z0 + 3, y0 + 3 : y0 + 5, x0 + 3 : x0 + 5] = 1
+    t[6:8, 14:16, 17:20] = 2  # second component
+    return t & np.where(_brain(), 0xFF, 0).astype(np.uint8)
+
+
+def _write(array: np.ndarray, path: Path, direction=None, spacing=SPACING) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin((-12.0, 30.5, 4.0))
+    if direction is not None:
+        image.SetDirection(direction)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+def _channel(seed: int) -> np.ndarray:
+    array = (np.random.default_rng(seed).gamma(4.0, 40.0, SHAPE) + 5).astype(np.float32)
+    array[~_brain()] = 0
+    return array
+
+
+def make_brats_case(
+    root: Path, case_id: str, *, seed=0, style="2021", labelled=True, direction=None
+) -> Path:
+    names, sep, conv = (
+        (BRATS21, "_", "brats2021") if style == "2021" else (BRATS23, "-", "brats2023")
+    )
+    folder = root / case_id
+    for i, logical in enumerate(("flair", "t1", "t1ce", "t2")):
+        _write(
+            _channel(seed * 10 + i), folder / f"{case_id}{sep}{names[logical]}.nii.gz", direction
+        )
+    if labelled:
+        raw = tissue_to_raw(_tissue(seed), get_convention(conv))
+        _write(raw, folder / f"{case_id}{sep}seg.nii.gz", direction)
+    return folder
+
+
+def make_brats(root: Path, n: int = 4, **kwargs) -> Path:
+    for i in range(n):
+        make_brats_case(root, f"BraTS2021_{i:05d}", seed=i, **kwargs)
+    return root
+
+
+def rebuild(out: Path, target_name: str) -> dict[str, np.ndarray]:
+    """Volume id -> tissue volume (z, y, x) rebuilt from the COCO files and volumes.json."""
+    target = get_target(target_name)
+    volumes = json.loads((out / "volumes.json").read_text())["volumes"]
+    masks = {
+        v: np.zeros(
+            (len(target.categories), g["geometry"]["num_slices"], *g["geometry"]["slice_shape"]),
+            bool,
+        )
+        for v, g in volumes.items()
+    }
+    for path in sorted((out / "annotations").glob("instances_*.json")):
+        coco = json.loads(path.read_text())
+        images = {im["id"]: im for im in coco["images"]}
+        for ann in coco["annotations"]:
+            im = images[ann["image_id"]]
+            masks[im["volume_id"]][ann["category_id"] - 1, im["slice_index"]] |= mask_util.decode(
+                ann["segmentation"]
+            ).astype(bool)
+    out_volumes = {}
+    for vid, entry in volumes.items():
+        image = slices_to_image(target.tissue_from_masks(masks[vid]), entry["geometry"])
+        out_volumes[vid] = image
+    return out_volumes
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+EXACT = {"min_area": 1, "empty_ratio": 1.0}
+
+
+@pytest.mark.parametrize("target", ["labels", "regions"])
+@pytest.mark.parametrize("axis", ["axial", "coronal", "sagittal"])
+def test_round_trip_is_exact(tmp_path, axis, target):
+    src = make_brats(tmp_path / "in", n=3, direction=OBLIQUE)
+    out = tmp_path / "ds"
+    opts = ConvertOptions(slice_axis=axis, target=target, **EXACT)
+    convert_dataset(find_brats_cases(src), out, opts, progress=False)
+    rebuilt = rebuild(out, target)
+    volumes = json.loads((out / "volumes.json").read_text())["volumes"]
+    assert sorted(rebuilt) == ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002"]
+    for vid, image in rebuilt.items():
+        seg = sitk.ReadImage(str(src / vid / f"{vid}_seg.nii.gz"))
+        expected = raw_to_tissue(sitk.GetArrayFromImage(seg), get_convention("brats2021"))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image), expected)
+        assert image.GetSize() == seg.GetSize()
+        assert image.GetSpacing() == seg.GetSpacing()
+        assert image.GetOrigin() == seg.GetOrigin()
+        assert image.GetDirection() == seg.GetDirection()
+        # Dropped slices hold no brain (so nothing to predict there).
+        geometry = volumes[vid]["geometry"]
+        flair = label_slices(sitk.ReadImage(str(src / vid / f"{vid}_flair.nii.gz")), geometry)
+        dropped = sorted(set(range(geometry["num_slices"])) - set(geometry["kept_slices"]))
+        assert not flair[dropped].any()
+        if axis == "axial":
+            assert dropped  # the first and last slices have no brain
+
+
+def test_images_match_preprocessing_and_coco_is_valid(tmp_path):
+    src = make_brats(tmp_path / "in", n=3, direction=OBLIQUE)
+    out = tmp_path / "ds"
+    info = convert_dataset(
+        find_brats_cases(src), out, ConvertOptions(slice_axis="coronal"), progress=False
+    )
+    assert info["channels"] == ["flair", "t1ce", "t2"]
+    assert info["categories"] == get_target("labels").coco_categories()
+    for split in info["splits"]:
+        coco = COCO(str(out / "annotations" / f"instances_{split}.json"))
+        assert coco.getCatIds() == [1, 2, 3]
+        for ann in coco.loadAnns(coco.getAnnIds()):
+            m = coco.annToMask(ann)
+            assert m.sum() == ann["area"] >= 10
+            ys, xs = np.nonzero(m)
+            assert ann["bbox"] == [xs.min(), ys.min(), np.ptp(xs) + 1, np.ptp(ys) + 1]
+        for im in coco.loadImgs(coco.getImgIds()):
+            for key in (
+                "volume_id",
+                "patient_id",
+                "slice_index",
+                "num_slices",
+                "pixel_spacing",
+                "slice_thickness",
+            ):
+                assert key in im
+    case = find_brats_cases(src)[0]
+    images = {c: sitk.ReadImage(case.channels[c]) for c in ("flair", "t1ce", "t2")}
+    pre = preprocess_volume(images, PreprocessOptions(slice_axis="coronal"))
+    split = json.loads((out / "volumes.json").read_text())["volumes"][case.case_id]["split"]
+    pngs = sorted((out / "images" / split / case.case_id).glob("*.png"))
+    assert pngs
+    for png in pngs:
+        bgr = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(bgr[..., ::-1], pre.slices[int(png.stem)])
+
+
+def test_binary_pairs_in_mha_and_nrrd_round_trip(tmp_path):
+    src = tmp_path / "in"
+    for i in range(4):
+        tissue = _tissue(i)
+        _write(_channel(i), src / "img" / f"p{i}_scan.mha", OBLIQUE)
+        _write(
+            np.where(tissue > 0, 255, 0).astype(np.uint8), src / "lab" / f"p{i}_mask.nrrd", OBLIQUE
+        )
+    cases = find_cases(src, "pairs", image_globs=["img/*_scan.mha"], mask_glob="lab/*_mask.nrrd")
+    assert [c.case_id for c in cases] == ["p0", "p1", "p2", "p3"]
+    info = convert_dataset(cases, tmp_path / "ds", ConvertOptions(**EXACT), progress=False)
+    assert info["target"] == "binary" and info["channels"] == ["image"] * 3
+    for vid, image in rebuild(tmp_path / "ds", "binary").items():
+        tissue = _tissue(int(vid[1:]))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image) > 0, tissue > 0)
+
+
+def _manifest(tmp_path: Path, patients: dict[str, int]) -> Path:
+    rows, seed = [], 0
+    for patient, n in patients.items():
+        for k in range(n):
+            case = f"{patient}_scan{k}"
+            for ch in ("flair", "t2"):
+                _write(_channel(seed), tmp_path / "data" / f"{case}_{ch}.mha")
+                seed += 1
+            _write((_tissue(seed) > 0).astype(np.uint8), tmp_path / "data" / f"{case}_mask.mha")
+            rows.append(
+                {
+                    "case_id": case,
+                    "patient_id": patient,
+                    "image_flair": f"data/{case}_flair.mha",
+                    "image_t2": f"data/{case}_t2.mha",
+                    "mask": f"data/{case}_mask.mha",
+                    "age": "40",
+                }
+            )
+    path = tmp_path / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+PATIENTS = {"P0": 3, "P1": 2, "P2": 2, "P3": 1, "P4": 1, "P5": 2, "P6": 1}
+
+
+def test_no_patient_in_two_splits(tmp_path):
+    cases = read_manifest(_manifest(tmp_path, PATIENTS))
+    assert len(cases) == sum(PATIENTS.values())
+    assert set(cases[0].channels) == {"flair", "t2"}  # "age" is not a channel
+    info = convert_dataset(cases, tmp_path / "ds", ConvertOptions(), progress=False)
+    owner = {}
+    for split in info["splits"]:
+        coco = json.loads((tmp_path / "ds" / "annotations" / f"instances_{split}.json").read_text())
+        for im in coco["images"]:
+            assert owner.setdefault(im["patient_id"], split) == split
+    assert set(owner) == set(PATIENTS)
+    assert {p for ps in info["splits"].values() for p in ps} == set(PATIENTS)
+    assert sum(len(v) for v in info["splits"].values()) == len(PATIENTS)
+    assert set(info["splits"]) == {"train", "val", "test"}
+
+
+def test_folds_partition_patients(tmp_path):
+    cases = read_manifest(_manifest(tmp_path, PATIENTS))
+    vals = []
+    for fold in range(3):
+        split = convert.assign_splits(cases, ConvertOptions(folds=3, fold=fold, seed=1))
+        by_patient = {}
+        for case in cases:
+            assert (
+                by_patient.setdefault(case.patient_id, split[case.case_id]) == split[case.case_id]
+            )
+        vals.append({p for p, s in by_patient.items() if s == "val"})
+        assert set(by_patient.values()) == {"train", "val"}
+    assert set().union(*vals) == set(PATIENTS) and sum(map(len, vals)) == len(PATIENTS)
+
+
+def test_split_depends_on_seed_only(tmp_path):
+    cases = read_manifest(_manifest(tmp_path, PATIENTS))
+    a = convert.assign_splits(cases, ConvertOptions(seed=3))
+    assert a == convert.assign_splits(list(reversed(cases)), ConvertOptions(seed=3))
+    assert any(a != convert.assign_splits(cases, ConvertOptions(seed=s)) for s in range(4, 8))
+
+
+def test_byte_identical_output_any_worker_count(tmp_path):
+    src = make_brats(tmp_path / "in", n=4)
+    cases = find_brats_cases(src)
+    convert_dataset(cases, tmp_path / "a" / "ds", progress=False)
+    convert_dataset(cases, tmp_path / "b" / "ds", workers=2, progress=False)
+    a, b = all_files(tmp_path / "a" / "ds"), all_files(tmp_path / "b" / "ds")
+    assert a.keys() == b.keys() and a == b
+    assert not list((tmp_path / "a").glob("*.tmp-*"))
+
+
+def test_resume_after_interrupt_skips_finished_cases(tmp_path, monkeypatch):
+    src = make_brats(tmp_path / "in", n=5)
+    cases = find_brats_cases(src)
+    real, calls = convert.process_case, []
+
+    def interrupted(case, *args):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(case.case_id)
+        return real(case, *args)
+
+    monkeypatch.setattr(convert, "process_case", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        convert_dataset(cases, tmp_path / "ds", progress=False)
+    assert not (tmp_path / "ds").exists()
+    assert (tmp_path / "ds.tmp-convert" / "cases").is_dir()
+    done = list(calls)
+
+    def counting(case, *args):
+        calls.append(case.case_id)
+        return real(case, *args)
+
+    monkeypatch.setattr(convert, "process_case", counting)
+    convert_dataset(cases, tmp_path / "ds", progress=False)
+    assert calls[3:] == [c.case_id for c in cases if c.case_id not in done]
+    convert_dataset(cases, tmp_path / "fresh" / "ds", progress=False)
+    assert all_files(tmp_path / "ds") == all_files(tmp_path / "fresh" / "ds")
+
+
+def test_changed_options_redo_cached_cases(tmp_path, monkeypatch):
+    src = make_brats(tmp_path / "in", n=2)
+    cases = find_brats_cases(src)
+    work = tmp_path / "ds.tmp-convert"
+    convert.process_case(
+        cases[0], "train", convert.resolve_options(cases, ConvertOptions()), str(work), "stale-key"
+    )
+    calls = []
+    real = convert.process_case
+    monkeypatch.setattr(convert, "process_case", lambda c, *a: calls.append(c) or real(c, *a))
+    convert_dataset(cases, tmp_path / "ds", progress=False)
+    assert len(calls) == 2
+
+
+def test_refuses_to_overwrite(tmp_path, capsys):
+    src = make_brats(tmp_path / "in", n=2)
+    args = ["--input", str(src), "--out", str(tmp_path / "ds"), "--no-progress"]
+    assert main(args) == 0
+    before = all_files(tmp_path / "ds")
+    assert main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert all_files(tmp_path / "ds") == before
+    assert main([*args, "--overwrite", "--target", "regions"]) == 0
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["target"] == "regions"
+    assert not list(tmp_path.glob("ds.tmp-*"))
+
+
+def _flair(case_dir: Path) -> Path:
+    return case_dir / f"{case_dir.name}_flair.nii.gz"
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _rewrite(path: Path, fn, **kwargs) -> None:
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    _write(fn(array), path, **kwargs)
+
+
+BAD_INPUTS = {
+    "corrupt": (lambda d: _flair(d).write_bytes(b"\x1f\x8b garbage" * 50), "_flair.nii.gz"),
+    "truncated": (lambda d: _truncate(d / f"{d.name}_t2.nii.gz"), "_t2.nii.gz"),
+    "missing_channel": (lambda d: (d / f"{d.name}_t1ce.nii.gz").unlink(), "missing channel 't1ce'"),
+    "geometry": (
+        lambda d: _rewrite(d / f"{d.name}_t2.nii.gz", lambda a: a, spacing=(1, 1, 1)),
+        "spacing of",
+    ),
+    "non_integer_labels": (
+        lambda d: _rewrite(d / f"{d.name}_seg.nii.gz", lambda a: a.astype(np.float32) * 0.5),
+        "non-integer label",
+    ),
+    "unknown_labels": (
+        lambda d: _rewrite(d / f"{d.name}_seg.nii.gz", lambda a: np.where(a == 4, 3, a)),
+        "_seg.nii.gz: label values [3]",
+    ),
+    "nan": (lambda d: _rewrite(_flair(d), lambda a: np.where(a > 200, np.nan, a)), "NaN or Inf"),
+    "inf": (lambda d: _rewrite(_flair(d), lambda a: np.where(a > 200, np.inf, a)), "NaN or Inf"),
+    "constant": (lambda d: _rewrite(_flair(d), lambda a: np.full_like(a, 7.0)), "constant"),
+    "four_d": (
+        lambda d: sitk.WriteImage(
+            sitk.JoinSeries([sitk.ReadImage(str(_flair(d)))] * 2), str(_flair(d))
+        ),
+        "expected a 3D volume, got 4D",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_bad_input_fails_cleanly(tmp_path, capsys, kind):
+    src = make_brats(tmp_path / "in", n=3)
+    breaker, expected = BAD_INPUTS[kind]
+    breaker(src / "BraTS2021_00001")
+    rc = main(["--input", str(src), "--out", str(tmp_path / "out" / "ds"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: case BraTS2021_00001")
+    assert expected in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_skip_bad_converts_the_rest(tmp_path, capsys):
+    src = make_brats(tmp_path / "in", n=4)
+    BAD_INPUTS["nan"][0](src / "BraTS2021_00001")
+    BAD_INPUTS["missing_channel"][0](src / "BraTS2021_00002")
+    out = tmp_path / "ds"
+    assert main(["--input", str(src), "--out", str(out), "--skip-bad", "--no-progress"]) == 0
+    assert "skipped: case BraTS2021_00001" in capsys.readouterr().err
+    info = json.loads((out / "dataset.json").read_text())
+    assert [s["case_id"] for s in info["skipped"]] == ["BraTS2021_00001", "BraTS2021_00002"]
+    volumes = json.loads((out / "volumes.json").read_text())["volumes"]
+    assert sorted(volumes) == ["BraTS2021_00000", "BraTS2021_00003"]
+
+
+def test_duplicate_case_ids_and_empty_input(tmp_path, capsys):
+    src = make_brats(tmp_path / "in" / "HGG", n=2)
+    shutil.copytree(src / "BraTS2021_00001", tmp_path / "in" / "LGG" / "BraTS2021_00001")
+    assert main(["--input", str(tmp_path / "in"), "--out", str(tmp_path / "o1")]) == 2
+    assert "duplicate case id 'BraTS2021_00001'" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["--input", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")]) == 2
+    assert f"input folder {tmp_path / 'empty'} is empty" in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_brats_layouts_and_unlabelled_cases(tmp_path):
+    make_brats_case(tmp_path / "in" / "HGG", "Brats18_A_1", seed=1)
+    make_brats_case(tmp_path / "in" / "LGG", "Brats18_B_2", seed=2)
+    make_brats_case(tmp_path / "in", "BraTS-GLI-00003-000", seed=3, style="2023")
+    make_brats_case(tmp_path / "in", "BraTS-GLI-00004-000", seed=4, style="2023", labelled=False)
+    cases = find_brats_cases(tmp_path / "in")
+    by_id = {c.case_id: c for c in cases}
+    assert by_id["Brats18_A_1"].label_convention == "brats2021"
+    gli = by_id["BraTS-GLI-00003-000"]
+    assert gli.label_convention == "brats2023" and gli.channels["t1ce"].endswith("-t1c.nii.gz")
+    assert gli.patient_id == gli.case_id
+    assert not by_id["BraTS-GLI-00004-000"].labelled
+    info = convert_dataset(cases, tmp_path / "ds", ConvertOptions(**EXACT), progress=False)
+    assert info["label_convention"] == "mixed"
+    assert info["splits"]["unlabelled"] == ["BraTS-GLI-00004-000"]
+    coco = COCO(str(tmp_path / "ds" / "annotations" / "instances_unlabelled.json"))
+    assert coco.getImgIds() and not coco.getAnnIds()
+    # BraTS 2023 labels (ET = 3) come out as the same tissue as BraTS 2021 (ET = 4).
+    vol = rebuild(tmp_path / "ds", "labels")["BraTS-GLI-00003-000"]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(vol), _tissue(3))
+
+
+def test_empty_training_slices_subsampled(tmp_path):
+    src = make_brats(tmp_path / "in", n=3)
+    cases = find_brats_cases(src)
+    opts = ConvertOptions(split=(1.0, 0.0, 0.0), empty_ratio=0.0)
+    info = convert_dataset(cases, tmp_path / "ds", opts, progress=False)
+    coco = json.loads((tmp_path / "ds" / "annotations" / "instances_train.json").read_text())
+    with_ann = {a["image_id"] for a in coco["annotations"]}
+    assert {im["id"] for im in coco["images"]} == with_ann
+    assert set(info["splits"]) == {"train"}
+    full = convert_dataset(cases, tmp_path / "ds2", replace_ratio(opts, 1.0), progress=False)
+    assert full["counts"]["train"]["images"] > info["counts"]["train"]["images"]
+
+
+def replace_ratio(opts: ConvertOptions, ratio: float) -> ConvertOptions:
+    from dataclasses import replace
+
+    return replace(opts, empty_ratio=ratio)
+
+
+def test_cli_entry_points(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for cmd in (
+        [sys.executable, "-m", "brainseg_d2.data.convert", "--help"],
+        [sys.executable, str(REPO / "tools" / "convert_dataset.py"), "--help"],
+    ):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert result.returncode == 0 and "--empty-ratio" in result.stdout
+
+
+def test_source_errors(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        find_brats_cases(tmp_path / "nope")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("x")
+    with pytest.raises(SourceError, match="no BraTS cases found"):
+        find_brats_cases(tmp_path / "junk")
+    with pytest.raises(ConversionError, match="binary masks need --target binary"):
+        _write(_channel(0), tmp_path / "p" / "a_img.mha")
+        cases = find_cases(tmp_path / "p", image_globs=["*_img.mha"])
+        convert_dataset(cases, tmp_path / "o", ConvertOptions(target="labels"), progress=False)
