@@ -75,6 +75,17 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.EVAL.BEST_METRIC = "brainseg/volume_dice_mean_post"
     # Stop training after this many evaluations without improvement; 0 never stops.
     _C.BRAINSEG.EVAL.EARLY_STOP_PATIENCE = 0
+    # Per-slice scores: "exclude" slices where prediction and GT are both empty, or
+    # "include" them with EMPTY_SCORE.
+    _C.BRAINSEG.EVAL.EMPTY_SLICE_POLICY = "exclude"
+    # Lesion-wise Dice: lesions of at most this volume (mm^3) are ignored (BraTS GLI: 50).
+    _C.BRAINSEG.EVAL.LESION_MIN_VOLUME = 0.0
+    # Lesion-wise Dice: dilation iterations to merge and match lesions (BraTS GLI: 3).
+    _C.BRAINSEG.EVAL.LESION_DILATION_ITERS = 3
+
+    _C.BRAINSEG.INFERENCE = _D2CfgNode()
+    # Slices per forward pass of whole-volume prediction (brainseg-predict --batch-size).
+    _C.BRAINSEG.INFERENCE.BATCH_SIZE = 8
 
 
 def get_brainseg_cfg() -> CfgNode:

@@ -17,12 +17,16 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.engine import DefaultTrainer
+from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
 from brainseg_d2.data.datasets import check_datasets_exist, dataset_root, register_all
+from brainseg_d2.engine.hooks import EarlyStop, build_eval_hooks
+from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +49,32 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        evaluators = []
-        try:
-            from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
-        except ImportError:  # evaluation package not present in this build
-            BrainSegEvaluator = None
-        if BrainSegEvaluator is not None:
-            evaluators.append(BrainSegEvaluator.from_config(cfg, dataset_name, output_folder))
-        if cfg.BRAINSEG.EVAL.COCO_AP or not evaluators:
+        evaluators = [BrainSegEvaluator.from_config(cfg, dataset_name, output_folder)]
+        if cfg.BRAINSEG.EVAL.COCO_AP:
             # The pure-Python COCO eval works with or without Detectron2's compiled ops.
             evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder,
                                             use_fast_impl=False))
         return DatasetEvaluators(evaluators)
+
+    def build_hooks(self):
+        """Detectron2's hooks plus best checkpoint / early stop right after ``EvalHook``."""
+        hooks = super().build_hooks()
+        at = next(i for i, h in enumerate(hooks) if isinstance(h, d2_hooks.EvalHook)) + 1
+        hooks[at:at] = build_eval_hooks(self.cfg, self.checkpointer)
+        return hooks
+
+    def train(self):
+        """Train; an early stop (``BRAINSEG.EVAL.EARLY_STOP_PATIENCE``) ends it normally.
+
+        After an early stop ``model_final.pth`` holds the last weights, as after a
+        complete run; ``model_best.pth`` the best ones.
+        """
+        try:
+            return super().train()
+        except EarlyStop:
+            self.checkpointer.save("model_final", iteration=self.iter)
+            comm.synchronize()
+            return getattr(self, "_last_eval_results", None)
 
 
 def ensure_weights_available(cfg) -> None:

@@ -1,0 +1,414 @@
+"""BrainSegEvaluator and evaluate_volume: pooled volume scores, empty-slice policy,
+raw vs post-processed, regions per target, output files, two-process gathering."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Instances
+
+from brainseg_d2.evaluation.evaluator import (
+    CASES_COLUMNS,
+    CASES_FILE,
+    SUMMARY_FILE,
+    BrainSegEvaluator,
+    evaluate_volume,
+    region_categories,
+    summarize,
+)
+from brainseg_d2.labels import get_target
+from brainseg_d2.postprocessing import PostprocessParams
+
+H = W = 8
+SPACING = {"slice_thickness": 5.0, "pixel_spacing": [2.0, 0.5]}
+
+
+# ---------------------------------------------------------------------------
+# hand-made datasets
+# ---------------------------------------------------------------------------
+
+
+def _rle(mask: np.ndarray) -> dict:
+    rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _box(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    m[r0:r1, c0:c1] = True
+    return m
+
+
+def _slice_dict(image_id, volume_id, slice_index, num_slices, gt: dict[int, np.ndarray]) -> dict:
+    """Dataset dict of one slice; ``gt`` maps 0-based category -> mask (one annotation each)."""
+    annotations = [
+        {"segmentation": _rle(m), "category_id": c, "bbox": [0, 0, 1, 1], "bbox_mode": 1,
+         "iscrowd": 0}
+        for c, m in gt.items()
+        if m.any()
+    ]
+    return {
+        "file_name": f"{volume_id}/{slice_index:04d}.png", "image_id": image_id,
+        "height": H, "width": W, "volume_id": volume_id, "patient_id": f"P-{volume_id}",
+        "slice_index": slice_index, "num_slices": num_slices, "annotations": annotations,
+        **SPACING,
+    }
+
+
+def _register(name: str, dicts: list[dict], target: str = "labels") -> str:
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(
+        thing_classes=get_target(target).category_names, target=target
+    )
+    return name
+
+
+def _output(pred: dict[int, np.ndarray], score: float = 0.9) -> dict:
+    """Model output of one slice: one instance per category mask."""
+    items = [(c, m) for c, m in pred.items() if m.any()]
+    inst = Instances((H, W))
+    inst.pred_masks = torch.tensor(np.array([m for _, m in items], bool).reshape(-1, H, W))
+    inst.pred_classes = torch.tensor([c for c, _ in items], dtype=torch.int64)
+    inst.scores = torch.full((len(items),), score)
+    return {"instances": inst}
+
+
+def _evaluate(name, dicts, preds, **kwargs) -> tuple[BrainSegEvaluator, dict]:
+    """Run the evaluator; ``preds`` maps image_id -> {category: mask}."""
+    ev = BrainSegEvaluator(name, distributed=False, **kwargs)
+    ev.reset()
+    for d in dicts:
+        inputs = {k: v for k, v in d.items() if k != "annotations"}  # the test mapper drops them
+        ev.process([inputs], [_output(preds.get(d["image_id"], {}))])
+    return ev, ev.evaluate()["brainseg"]
+
+
+def _toy_dataset() -> tuple[list[dict], dict]:
+    """Three volumes of 4 slices (slice 3 of volume "b" absent) with edema/enhancing GT
+    and imperfect predictions, including a one-voxel speck."""
+    dicts, preds = [], {}
+    image_id = 0
+    for v, vid in enumerate(("a", "b", "c")):
+        for s in range(4):
+            if vid == "b" and s == 3:
+                continue  # dropped by the converter: empty in GT and prediction
+            gt = {1: _box(1, 6, 1, 6) if s in (1, 2) else _box(0, 0, 0, 0),
+                  2: _box(2, 4, 2, 4) if s == 2 else _box(0, 0, 0, 0)}
+            pred = {1: _box(1 + v, 6, 1, 6) if s in (1, 2) else _box(0, 0, 0, 0),
+                    2: _box(2, 4, 2, 5) if s == 2 else _box(0, 0, 0, 0)}
+            if s == 0 and vid != "c":
+                pred[0] = _box(7, 8, 7, 8)  # a necrotic speck
+            dicts.append(_slice_dict(image_id, vid, s, 4, gt))
+            preds[image_id] = pred
+            image_id += 1
+    return dicts, preds
+
+
+# ---------------------------------------------------------------------------
+# evaluate_volume: the maths of one volume
+# ---------------------------------------------------------------------------
+
+
+def _volume(slices: list[np.ndarray], category: int = 1, num_categories: int = 3) -> np.ndarray:
+    out = np.zeros((num_categories, len(slices), H, W), bool)
+    out[category] = np.stack(slices)
+    return out
+
+
+def _row(rows, group, name) -> dict:
+    return next(r for r in rows if r["group"] == group and r["name"] == name)
+
+
+def test_volume_dice_pools_counts_not_mean_of_slice_scores():
+    gt = _volume([_box(0, 2, 0, 2), _box(0, 3, 0, 4)])  # 4 and 12 pixels
+    pred = _volume([_box(0, 2, 1, 3), _box(0, 3, 0, 4)])  # slice 0: 2 of 4 overlap
+    row = _row(evaluate_volume(pred, gt, (5.0, 2.0, 0.5), "labels"), "category", "edema")
+    assert row["slice_dice"] == [0.5, 1.0]
+    assert row["dice"] == pytest.approx(2 * 14 / (16 + 16))  # pooled: 0.875, not 0.75
+    assert row["iou"] == pytest.approx(14 / 18)
+    assert (row["gt_voxels"], row["pred_voxels"]) == (16, 16)
+
+
+@pytest.mark.parametrize(
+    "policy, empty_score, expected",
+    [("exclude", 1.0, [0.5]), ("include", 1.0, [1.0, 0.5]), ("include", 0.0, [0.0, 0.5])],
+    ids=["exclude", "include-scores-1", "include-scores-0"],
+)
+def test_empty_slice_policy(policy, empty_score, expected):
+    gt = _volume([_box(0, 0, 0, 0), _box(0, 2, 0, 2)])
+    pred = _volume([_box(0, 0, 0, 0), _box(0, 2, 1, 3)])
+    rows = evaluate_volume(pred, gt, (1, 1, 1), "labels", empty_slice_policy=policy,
+                           empty_score=empty_score)
+    assert _row(rows, "category", "edema")["slice_dice"] == expected
+    # Necrotic is empty everywhere: no slice kept when excluding; volume scores empty_score.
+    necrotic = _row(rows, "category", "necrotic")
+    assert necrotic["slice_dice"] == ([] if policy == "exclude" else [empty_score] * 2)
+    assert necrotic["dice"] == empty_score and necrotic["hd95"] == 0.0
+
+
+def test_slices_argument_limits_slice_scores_only():
+    gt = _volume([_box(0, 2, 0, 2), _box(0, 2, 0, 2)])
+    pred = _volume([_box(0, 0, 0, 0), _box(0, 2, 0, 2)])
+    row = _row(evaluate_volume(pred, gt, (1, 1, 1), "labels", slices=[1]), "category", "edema")
+    assert row["slice_dice"] == [1.0]
+    assert row["dice"] == pytest.approx(2 * 4 / 12)  # the volume still sees slice 0
+
+
+@pytest.mark.parametrize(
+    "shift, expected_mm",
+    [((1, 0, 0), 5.0), ((0, 1, 0), 2.0), ((0, 0, 1), 0.5)],
+    ids=["slice-axis", "row-axis", "column-axis"],
+)
+def test_hd95_uses_spacing_in_slice_array_order(shift, expected_mm):
+    gt = np.zeros((3, 3, H, W), bool)
+    gt[1, 1, 3, 3] = True
+    pred = np.roll(gt, shift, axis=(1, 2, 3))
+    row = _row(evaluate_volume(pred, gt, (5.0, 2.0, 0.5), "labels"), "category", "edema")
+    assert row["hd95"] == pytest.approx(expected_mm)
+
+
+def test_hd95_one_empty_value():
+    gt = _volume([_box(0, 2, 0, 2)])
+    rows = evaluate_volume(np.zeros_like(gt), gt, (1, 1, 1), "labels", hd95_one_empty=99.0)
+    assert _row(rows, "category", "edema")["hd95"] == 99.0
+
+
+def test_labels_target_regions_are_unions_of_categories():
+    gt = np.zeros((3, 1, H, W), bool)
+    gt[0, 0] = _box(0, 2, 0, 2)  # necrotic
+    gt[1, 0] = _box(4, 6, 4, 6)  # edema
+    pred = np.zeros_like(gt)
+    pred[1, 0] = _box(0, 2, 0, 2) | _box(4, 6, 4, 6)  # all called edema
+    rows = evaluate_volume(pred, gt, (1, 1, 1), "labels")
+    assert [r["name"] for r in rows] == ["WT", "TC", "ET", "necrotic", "edema", "enhancing"]
+    assert _row(rows, "region", "WT")["dice"] == 1.0  # WT = NCR | ED | ET
+    assert _row(rows, "region", "TC")["dice"] == 0.0  # TC = NCR | ET, predicted as ED
+    assert _row(rows, "category", "necrotic")["dice"] == 0.0
+    assert _row(rows, "category", "edema")["dice"] == pytest.approx(2 * 4 / 12)
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("labels", {"WT": (0, 1, 2), "TC": (0, 2), "ET": (2,)}),
+        ("regions", {"WT": (0,), "TC": (1,), "ET": (2,)}),
+        ("binary", {"WT": (0,)}),
+    ],
+)
+def test_region_categories(target, expected):
+    assert region_categories(target) == expected
+
+
+def test_regions_target_categories_are_the_regions():
+    gt = np.zeros((3, 1, H, W), bool)
+    gt[0, 0] = _box(0, 6, 0, 6)
+    gt[1, 0] = _box(1, 4, 1, 4)
+    gt[2, 0] = _box(2, 3, 2, 3)
+    pred = gt.copy()
+    pred[0, 0] = _box(0, 5, 0, 6)  # WT too small; not a union with TC/ET
+    rows = evaluate_volume(pred, gt, (1, 1, 1), "regions")
+    for name in ("WT", "TC", "ET"):
+        region, category = _row(rows, "region", name), _row(rows, "category", name)
+        assert {k: v for k, v in region.items() if k != "group"} == {
+            k: v for k, v in category.items() if k != "group"
+        }
+    assert _row(rows, "region", "WT")["dice"] == pytest.approx(2 * 30 / 66)
+
+
+def test_evaluate_volume_rejects_bad_input():
+    gt = _volume([_box(0, 2, 0, 2)])
+    with pytest.raises(ValueError, match="same|C, S, H, W"):
+        evaluate_volume(gt[:, :, :4], gt, (1, 1, 1), "labels")
+    with pytest.raises(ValueError, match="3 categories"):
+        evaluate_volume(gt[:2], gt[:2], (1, 1, 1), "labels")
+    with pytest.raises(ValueError, match="empty_slice_policy"):
+        evaluate_volume(gt, gt, (1, 1, 1), "labels", empty_slice_policy="sometimes")
+    with pytest.raises(ValueError, match="spacing"):
+        evaluate_volume(gt, gt, (1, 1), "labels")
+
+
+def test_summarize_means_skip_nan_and_average_regions():
+    rows = [
+        {"variant": "raw", "group": "region", "name": n, "dice": d, "iou": d, "hd95": 1.0,
+         "sensitivity": d, "precision": d, "lesion_dice": d, "gt_voxels": 1, "pred_voxels": 1,
+         "slice_dice": sl, "slice_iou": sl}
+        for n, d, sl in [("WT", 0.8, [0.5, 1.0]), ("WT", 0.6, []), ("ET", float("nan"), [])]
+    ]
+    flat = summarize(rows)
+    assert flat["volume_dice_WT_raw"] == pytest.approx(0.7)
+    assert flat["slice_dice_WT_raw"] == pytest.approx(0.75)  # over slices, not volumes
+    assert math.isnan(flat["volume_dice_ET_raw"]) and math.isnan(flat["slice_dice_ET_raw"])
+    assert flat["volume_dice_mean_raw"] == pytest.approx(0.7)
+
+
+# ---------------------------------------------------------------------------
+# the evaluator
+# ---------------------------------------------------------------------------
+
+
+def test_raw_and_post_differ_when_postprocessing_removes_a_speck(tmp_path):
+    gt_blob = _box(3, 5, 3, 5)  # 2 x 2 x 3: the speck is 1 of 13 surface voxels (> 5 %)
+    dicts = [_slice_dict(i, "v", i, 3, {1: gt_blob}) for i in range(3)]
+    speck = _box(0, 1, 7, 8)
+    preds = {0: {1: gt_blob | speck}, 1: {1: gt_blob}, 2: {1: gt_blob}}
+    name = _register("eval_test_speck", dicts)
+    _, flat = _evaluate(name, dicts, preds, postprocess=PostprocessParams(min_volume_3d=2))
+    assert flat["volume_dice_cat_edema_raw"] == pytest.approx(2 * 12 / (12 + 13))
+    assert flat["volume_dice_cat_edema_post"] == 1.0
+    assert flat["volume_hd95_WT_raw"] > 0.0 and flat["volume_hd95_WT_post"] == 0.0
+    # The speck lies within the 3-voxel matching dilation: it joins the lesion's prediction.
+    assert flat["lesion_dice_WT_raw"] == pytest.approx(2 * 12 / (12 + 13))
+    assert flat["lesion_dice_WT_post"] == 1.0
+    assert flat["volume_dice_mean_post"] == 1.0  # WT, TC, ET (TC, ET empty in both: 1)
+    assert all(type(v) is float for v in flat.values())
+
+
+def test_score_threshold_applies_to_both_variants():
+    dicts = [_slice_dict(0, "v", 0, 1, {1: _box(0, 2, 0, 2)})]
+    name = _register("eval_test_threshold", dicts)
+    ev = BrainSegEvaluator(name, distributed=False,
+                           postprocess=PostprocessParams(score_threshold=0.95))
+    ev.process([dicts[0]], [_output({1: _box(0, 2, 0, 2)}, score=0.9)])
+    flat = ev.evaluate()["brainseg"]
+    assert flat["volume_dice_cat_edema_raw"] == flat["volume_dice_cat_edema_post"] == 0.0
+
+
+def test_evaluator_matches_evaluate_volume_and_writes_schema(tmp_path):
+    dicts, preds = _toy_dataset()
+    name = _register("eval_test_toy", dicts)
+    post = PostprocessParams(min_volume_3d=2)
+    ev, flat = _evaluate(name, dicts, preds, postprocess=post, output_dir=str(tmp_path))
+
+    # Volume "b": rebuild by hand (slice 3 absent: empty) and score with evaluate_volume.
+    gt = np.zeros((3, 4, H, W), bool)
+    pred = np.zeros_like(gt)
+    for d in dicts:
+        if d["volume_id"] == "b":
+            for ann in d["annotations"]:
+                gt[ann["category_id"], d["slice_index"]] = mask_util.decode(ann["segmentation"])
+            for c, m in preds[d["image_id"]].items():
+                pred[c, d["slice_index"]] = m
+    expected = evaluate_volume(pred, gt, (5.0, 2.0, 0.5), "labels", slices=[0, 1, 2])
+    got = [r for r in ev.rows if r["volume_id"] == "b" and r["variant"] == "raw"]
+    assert [{k: r[k] for k in e} for r, e in zip(got, expected)] == expected
+
+    with open(tmp_path / CASES_FILE, newline="") as f:
+        reader = csv.DictReader(f)
+        table = list(reader)
+    assert tuple(reader.fieldnames) == CASES_COLUMNS
+    assert len(table) == 3 * 6 * 2  # volumes x (3 regions + 3 categories) x variants
+    assert [(r["name"], r["variant"]) for r in table[:4]] == [
+        ("WT", "raw"), ("WT", "post"), ("TC", "raw"), ("TC", "post")
+    ]
+    assert {r["group"] for r in table} == {"region", "category"}
+    assert table[0]["patient_id"] == "P-a"
+    summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
+    assert summary["empty_slice_policy"] == "exclude"
+    assert summary["num_volumes"] == 3
+    assert summary["postprocess"]["MIN_VOLUME_3D"] == 2
+    for key in ("volume_dice_mean_post", "volume_dice_mean_raw", "volume_dice_WT_raw",
+                "volume_hd95_TC_post", "volume_iou_ET_raw", "slice_dice_WT_post",
+                "lesion_dice_ET_raw", "volume_dice_cat_necrotic_post"):
+        assert summary[key] == pytest.approx(flat[key], nan_ok=True)
+    # Necrotic: GT empty everywhere, so its slice scores exist only where specks were.
+    assert flat["slice_dice_cat_necrotic_raw"] == 0.0
+    assert math.isnan(flat["slice_dice_cat_necrotic_post"])
+    assert summary["slice_dice_cat_necrotic_post"] is None  # NaN is null in the JSON
+
+
+def test_evaluator_rejects_unknown_images_and_datasets():
+    dicts = [_slice_dict(0, "v", 0, 1, {})]
+    name = _register("eval_test_unknown", dicts)
+    ev = BrainSegEvaluator(name, distributed=False)
+    ev.process([{"image_id": 7, "volume_id": "w", "slice_index": 0}], [_output({})])
+    with pytest.raises(ValueError, match="volume 'w' slice 0 is not in dataset"):
+        ev.evaluate()
+    DatasetCatalog.register("eval_test_no_target", lambda: dicts)
+    with pytest.raises(ValueError, match="no 'target' metadata"):
+        BrainSegEvaluator("eval_test_no_target")
+
+
+def test_evaluator_from_config():
+    from brainseg_d2.config import get_brainseg_cfg
+
+    name = _register("eval_test_cfg", [_slice_dict(0, "v", 0, 1, {})])
+    cfg = get_brainseg_cfg()
+    cfg.merge_from_list(["BRAINSEG.EVAL.EMPTY_SLICE_POLICY", "include",
+                         "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", "5"])
+    ev = BrainSegEvaluator.from_config(cfg, name, None)
+    ev.process([{"image_id": 0, "volume_id": "v", "slice_index": 0}], [_output({})])
+    ev.evaluate()  # distributed (the default) in a single process: gathers its own records
+    assert ev.summary["empty_slice_policy"] == "include"
+    assert ev.summary["postprocess"]["MIN_VOLUME_3D"] == 5
+    assert ev.summary["slice_dice_WT_raw"] == 1.0  # one empty slice, included, scores 1
+
+
+# ---------------------------------------------------------------------------
+# two processes give the numbers of one
+# ---------------------------------------------------------------------------
+
+
+def _two_rank_worker(out_dir: str) -> None:
+    """Each rank evaluates every other slice; rank 0 writes what it got."""
+    from detectron2.utils import comm
+
+    dicts, preds = _toy_dataset()
+    name = _register("eval_test_dist", dicts)
+    ev = BrainSegEvaluator(name, postprocess=PostprocessParams(min_volume_3d=2))
+    ev.reset()
+    rank = comm.get_rank()
+    for d in dicts[rank :: comm.get_world_size()]:
+        inputs = {k: v for k, v in d.items() if k != "annotations"}
+        ev.process([inputs], [_output(preds[d["image_id"]])])
+    result = ev.evaluate()
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        json.dump({"result": result, "world_size": comm.get_world_size()}, f)
+
+
+def test_two_processes_match_one(tmp_path):
+    from detectron2.engine import launch
+
+    launch(_two_rank_worker, 2, dist_url="auto", args=(str(tmp_path),))
+    rank0 = json.loads((tmp_path / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "rank1.json").read_text())
+    assert rank0["world_size"] == 2 and rank1["result"] == {}
+
+    dicts, preds = _toy_dataset()
+    name = _register("eval_test_dist_single", dicts)
+    _, flat = _evaluate(name, dicts, preds, postprocess=PostprocessParams(min_volume_3d=2))
+    assert rank0["result"]["brainseg"] == pytest.approx(flat, nan_ok=True)
+
+
+# ---------------------------------------------------------------------------
+# a converted phantom: ground truth as prediction scores perfectly
+# ---------------------------------------------------------------------------
+
+
+def test_phantom_ground_truth_as_prediction_is_perfect(eval_phantom_dataset, tmp_path):
+    name = "eval_phantom_val"
+    dicts = DatasetCatalog.get(name)
+    ev = BrainSegEvaluator(name, distributed=False, output_dir=str(tmp_path))
+    for d in dicts:
+        h, w = d["height"], d["width"]
+        inst = Instances((h, w))
+        masks = [mask_util.decode(a["segmentation"]).astype(bool) for a in d["annotations"]]
+        inst.pred_masks = torch.tensor(np.array(masks, bool).reshape(-1, h, w))
+        inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]]).long()
+        inst.scores = torch.ones(len(masks))
+        ev.process([{k: v for k, v in d.items() if k != "annotations"}], [{"instances": inst}])
+    flat = ev.evaluate()["brainseg"]
+    assert flat["volume_dice_mean_raw"] == flat["volume_dice_mean_post"] == 1.0
+    assert flat["volume_hd95_WT_post"] == 0.0
+    assert ev.summary["num_volumes"] == 1
+    assert ev.rows[0]["gt_voxels"] > 100
