@@ -7,6 +7,10 @@ Generates a few BraTS-size cases (4 channels x 240 x 240 x 155 float32 + seg,
   (default channels flair, t1ce, t2 + seg), and of all five files;
 * ``convert_dataset`` with 1 worker and with ``--workers`` workers.
 
+Wall seconds are what the target is about; CPU seconds of this process (all
+threads; worker processes are not counted) are printed too, because on a
+shared machine they move much less with the load than wall time does.
+
 Run: ``python bench/convert.py [--cases 4] [--workers 2] [--profile]``.
 """
 
@@ -17,6 +21,7 @@ import cProfile
 import pstats
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -93,21 +98,36 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
         # Interleaved repeats, best of each: other load on the machine only adds time.
         rows: dict[str, list[float]] = {"floor": [], "floor_all": [], "w1": [], "wN": []}
+        cpu: dict[str, list[float]] = {"floor": [], "w1": []}
+
+        def timed(key: str, fn) -> None:
+            wall, proc = time.perf_counter(), time.process_time()
+            fn()
+            rows[key].append((time.perf_counter() - wall) / len(cases))
+            if key in cpu:
+                cpu[key].append((time.process_time() - proc) / len(cases))
+
         for rep in range(args.repeats):
-            rows["floor"].append(read_floor(cases, used) / len(cases))
-            rows["floor_all"].append(read_floor(cases, ("flair", "t1", "t1ce", "t2")) / len(cases))
+            timed("floor", lambda: read_floor(cases, used))
+            timed("floor_all", lambda: read_floor(cases, ("flair", "t1", "t1ce", "t2")))
             for key, workers in (("w1", 1), ("wN", args.workers)):
-                start = time.perf_counter()
-                convert_dataset(cases, root / f"out_{key}_{rep}", workers=workers, progress=False)
-                rows[key].append((time.perf_counter() - start) / len(cases))
+                out = root / f"out_{key}_{rep}"
+                timed(key, partial(convert_dataset, cases, out, workers=workers, progress=False))
         best = {k: min(v) for k, v in rows.items()}
+        best_cpu = {k: min(v) for k, v in cpu.items()}
         print(f"cases: {len(cases)}, repeats: {args.repeats} (best of each reported)")
-        print(f"read floor (flair, t1ce, t2, seg): {best['floor']:.3f} s/case")
+        print(
+            f"read floor (flair, t1ce, t2, seg): {best['floor']:.3f} s/case  "
+            f"(cpu {best_cpu['floor']:.3f})"
+        )
         print(f"read floor (all 5 files):          {best['floor_all']:.3f} s/case")
         for key, workers in (("w1", 1), ("wN", args.workers)):
+            extra = ""
+            if key in best_cpu:
+                extra = f"  (cpu {best_cpu[key]:.3f}, {best_cpu[key] / best_cpu['floor']:.2f}x)"
             print(
                 f"convert, --workers {workers}:             {best[key]:.3f} s/case  "
-                f"{best[key] / best['floor']:.2f}x floor"
+                f"{best[key] / best['floor']:.2f}x floor{extra}"
             )
 
 

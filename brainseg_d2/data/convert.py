@@ -6,6 +6,7 @@ work is in
 
 * :mod:`~brainseg_d2.data.convert_plan`: options, their defaults, patient splits;
 * :mod:`~brainseg_d2.data.convert_case`: one case -> PNGs + a record;
+* :mod:`~brainseg_d2.data.png_writer`: PNG encoding on threads, overlapped with reading;
 * :mod:`~brainseg_d2.data.coco_writer`: records -> COCO files, volumes.json, dataset.json.
 
 Cases run in parallel (one whole case per worker process), each writes its
@@ -50,6 +51,7 @@ from brainseg_d2.data.convert_plan import (
     resolve_options,
     tool_version,
 )
+from brainseg_d2.data.png_writer import PngWriteError, PngWriter
 from brainseg_d2.data.preprocess import CANONICAL_ORIENTATION
 from brainseg_d2.data.sources import LAYOUTS, Case, SourceError, find_cases
 from brainseg_d2.data.sources_2d import SliceCase
@@ -81,6 +83,8 @@ def _run_case(args: tuple) -> tuple[str, dict | str]:
     try:
         # Looked up here (not bound at import) so tests can wrap process_case.
         return "ok", process_case(*args)
+    except PngWriteError:
+        raise  # not a bad case: stop the run
     except (ValueError, OSError) as exc:
         return "error", case_error(args[0], exc)
 
@@ -211,8 +215,10 @@ def _convert_all(
 
     try:
         if workers <= 1:
-            for task in tasks:
-                collect(task, _run_case(task))
+            # One case's PNGs are encoded while the next case is read.
+            with PngWriter(lookahead=1) as writer:
+                for task in tasks:
+                    collect(task, _run_case((*task, writer)))
             return
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(_run_case, t): t for t in tasks}

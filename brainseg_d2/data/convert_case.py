@@ -35,6 +35,7 @@ from pycocotools import mask as mask_util
 
 from brainseg_d2.data.coco_writer import write_json
 from brainseg_d2.data.convert_plan import ConvertOptions, tool_version
+from brainseg_d2.data.png_writer import PngWriter
 from brainseg_d2.data.preprocess import label_slices, make_geometry, preprocess_volume
 from brainseg_d2.data.sources import Case
 from brainseg_d2.data.sources_2d import SliceCase, check_slice_case, read_slice_case
@@ -165,8 +166,13 @@ def load_volume_case(case: Case, options: ConvertOptions) -> LoadedCase:
     """Read a 3D case and cut it into normalised slices along ``options.slice_axis``."""
     pre_opts = options.preprocess()
     used = list(dict.fromkeys(pre_opts.channels))
-    images = {c: read_image(case.channels[c]) for c in used}
-    mask_image = read_image(case.mask) if case.mask else None
+    paths = [case.channels[c] for c in used] + ([case.mask] if case.mask else [])
+    # Inflating (zlib, ITK) releases the GIL: two files are read at once. map()
+    # raises the first error in file order, as reading one by one would.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        read = list(pool.map(read_image, paths))
+    images = dict(zip(used, read))
+    mask_image = read[len(used)] if case.mask else None
     grid = dict(images, **({"mask": mask_image} if mask_image is not None else {}))
     check_same_geometry(grid, case_id=case.case_id)
     pre = preprocess_volume(images, pre_opts, case_id=case.case_id, sources=case.channels)
@@ -307,33 +313,13 @@ def clear_case_images(work: Path, vid: str) -> None:
             shutil.rmtree(split_dir / vid, ignore_errors=True)
 
 
-def write_pngs(slices: np.ndarray, indices: list[int], out_dir: Path, compression: int) -> None:
-    """Write ``slices[i]`` (RGB) as ``out_dir/<i:04d>.png`` for each index.
-
-    Raises:
-        OSError: a file could not be written.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Sub filter + RLE: about 3x faster than OpenCV's default, files as small.
-    params = [
-        cv2.IMWRITE_PNG_COMPRESSION, compression,
-        cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
-        cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-    ]  # fmt: skip
-
-    def write_png(index: int) -> bool:
-        bgr = cv2.cvtColor(slices[index], cv2.COLOR_RGB2BGR)
-        return cv2.imwrite(str(out_dir / f"{index:04d}.png"), bgr, params)
-
-    # OpenCV releases the GIL while encoding: two threads keep both cores busy.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        written = list(pool.map(write_png, indices))
-    if not all(written):
-        raise OSError(f"cannot write PNGs into {out_dir}")
-
-
 def process_case(
-    case: Case | SliceCase, split: str, options: ConvertOptions, work: str, key: str
+    case: Case | SliceCase,
+    split: str,
+    options: ConvertOptions,
+    work: str,
+    key: str,
+    writer: PngWriter | None = None,
 ) -> dict:
     """Convert one case: write its PNGs and record into ``work``.
 
@@ -344,12 +330,16 @@ def process_case(
         options: conversion options.
         work: the work folder.
         key: :func:`case_key` value stored in the record for resuming.
+        writer: writes the PNGs, and then the record, possibly after this
+            returns (the caller closes it); None: both are written before
+            this returns.
 
     Returns:
         the case record (also written to ``work/cases/<volume_id>.json``).
 
     Raises:
         VolumeError: bad input, naming the file.
+        PngWriteError: PNGs could not be written.
     """
     work_dir, vid = Path(work), volume_id(case.case_id)
     check_case_headers(case, options)
@@ -357,7 +347,6 @@ def process_case(
     slices = select_slices(loaded, case.case_id, split, options)
     clear_case_images(work_dir, vid)
     kept = [e["slice_index"] for e in slices]
-    write_pngs(loaded.slices, kept, work_dir / "images" / split / vid, options.png_compression)
     geometry = dict(loaded.geometry, kept_slices=kept)
     record = {
         "key": key,
@@ -372,7 +361,16 @@ def process_case(
         "intensity": loaded.intensity,
         "slices": slices,
     }
-    write_json(work_dir / "cases" / f"{vid}.json", record)
+
+    def finish() -> None:
+        write_json(work_dir / "cases" / f"{vid}.json", record)
+
+    out_dir = work_dir / "images" / split / vid
+    if writer is not None:
+        writer.submit(loaded.slices, kept, out_dir, options.png_compression, finish)
+    else:
+        with PngWriter() as own:
+            own.submit(loaded.slices, kept, out_dir, options.png_compression, finish)
     return record
 
 

@@ -244,19 +244,22 @@ def _region_class(attrs) -> str | None:
 
 
 def _regions(raw, where: str) -> tuple[Region, ...]:
-    items = raw.values() if isinstance(raw, dict) else raw
-    if not isinstance(items, (list, type({}.values()))):
+    if isinstance(raw, dict):  # VIA 1: {"0": region, "1": region, ...}
+        raw = list(raw.values())
+    if not isinstance(raw, list):
         raise SourceError(f"{where}: 'regions' must be a list or a dict")
     out = []
-    for region in items:
-        shape = region.get("shape_attributes") or {} if isinstance(region, dict) else {}
-        attrs = region.get("region_attributes") if isinstance(region, dict) else None
+    for region in raw:
+        region = region if isinstance(region, dict) else {}
+        shape = region.get("shape_attributes")
+        shape = shape if isinstance(shape, dict) else {}
+        xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
         out.append(
             Region(
-                _region_class(attrs),
+                _region_class(region.get("region_attributes")),
                 str(shape.get("name", "")),
-                tuple(shape.get("all_points_x") or ()),
-                tuple(shape.get("all_points_y") or ()),
+                tuple(xs) if isinstance(xs, list) else (),
+                tuple(ys) if isinstance(ys, list) else (),
             )
         )
     return tuple(out)

@@ -61,11 +61,12 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise VolumeError(f"{path}: file not found")
+    checked = False  # _read_nifti checks float voxels for NaN/Inf itself
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
         elif path.name.lower().endswith((".nii", ".nii.gz")):
-            image = _read_nifti(path)
+            image, checked = _read_nifti(path), True
         else:
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -79,6 +80,10 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             f"{path}: expected one value per voxel, got "
             f"{image.GetNumberOfComponentsPerPixel()} components"
         )
+    return image if checked else _check_finite(image, path)
+
+
+def _check_finite(image: sitk.Image, path: Path) -> sitk.Image:
     array = sitk.GetArrayViewFromImage(image)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise VolumeError(f"{path}: contains NaN or Inf voxels")
@@ -163,7 +168,7 @@ def _read_nifti(path: Path) -> sitk.Image:
     if have < header.end:
         raise VolumeError(f"{path}: truncated file ({have} of {header.end} bytes)")
     if data is None:
-        return sitk.ReadImage(str(path))
+        return _check_finite(sitk.ReadImage(str(path)), path)
     voxels = np.frombuffer(data, dtype=header.dtype, count=header.count, offset=header.offset)
     if not np.isfinite(voxels).all():
         raise VolumeError(f"{path}: contains NaN or Inf voxels")
@@ -175,7 +180,7 @@ def _read_nifti(path: Path) -> sitk.Image:
         or int(np.prod(size)) != header.count
         or itk_dtype != header.dtype.newbyteorder("=")
     ):
-        return sitk.ReadImage(str(path))
+        return _check_finite(sitk.ReadImage(str(path)), path)
     image = sitk.GetImageFromArray(voxels.astype(itk_dtype, copy=False).reshape(size[::-1]))
     image.SetSpacing(reader.GetSpacing())
     image.SetOrigin(reader.GetOrigin())
@@ -347,14 +352,15 @@ def reorient_array(
     """Apply :func:`axis_transform`'s result to a numpy volume (a view, no copy).
 
     Args:
-        array: (z, y, x) array as from ``sitk.GetArrayFromImage`` of the original.
+        array: (z, y, x) array as from ``sitk.GetArrayFromImage`` of the original,
+            or (z, y, x, ...) with trailing axes (e.g. RGB) that are kept.
         permutation, flips: from :func:`axis_transform`.
 
     Returns:
-        (z', y', x') array equal to ``GetArrayFromImage(to_canonical(image))``.
+        (z', y', x'[, ...]) array equal to ``GetArrayFromImage(to_canonical(image))``.
     """
-    # numpy axis a holds ITK axis 2 - a.
-    axes = [2 - permutation[2 - a] for a in range(3)]
+    # numpy axis a holds ITK axis 2 - a; trailing axes (e.g. RGB) stay last.
+    axes = [2 - permutation[2 - a] for a in range(3)] + list(range(3, array.ndim))
     out = np.transpose(array, axes)
     flip_axes = tuple(a for a in range(3) if flips[2 - a])
     return np.flip(out, flip_axes) if flip_axes else out

@@ -74,10 +74,13 @@ def test_percentiles_inside_brain_and_zero_outside():
         assert low > 0
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 10, 1001])
-def test_robust_range_matches_numpy(n):
-    values = np.random.default_rng(n).normal(size=n).astype(np.float32)
-    for lo, hi in [(0.5, 99.5), (0.0, 100.0), (2.0, 98.0)]:
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 1001, 100_003])
+@pytest.mark.parametrize("kind", ["normal", "integer_ties"])
+def test_robust_range_matches_numpy(n, kind):
+    rng = np.random.default_rng(n)
+    values = rng.normal(size=n) if kind == "normal" else np.rint(rng.gamma(2.0, 20.0, n))
+    values = values.astype(np.float32)
+    for lo, hi in [(0.5, 99.5), (0.0, 100.0), (2.0, 98.0), (0.01, 99.99), (30.0, 70.0)]:
         np.testing.assert_allclose(
             robust_range(values, lo, hi), np.percentile(values.astype(float), [lo, hi]), rtol=1e-6
         )
