@@ -1,0 +1,209 @@
+"""``brainseg-predict``: label maps for BraTS case folders with a trained model.
+
+::
+
+    brainseg-predict --config-file CFG --input CASE_DIR --output OUT MODEL.WEIGHTS model.pth
+    brainseg-predict --config-file CFG --input FOLDER_OF_CASES --output OUT_DIR \\
+        --dataset-info datasets/brats/dataset.json --batch-size 8 MODEL.DEVICE cuda
+
+Each case becomes ``OUT/<case>_pred.nii.gz`` (for one case, ``OUT`` may itself end
+with ``.nii.gz``), labels in the training dataset's raw convention on the input's
+voxel grid. Everything that can be checked without the model is checked first
+(cases, channels, file headers, existing outputs), so a bad input costs no model
+loading and leaves nothing behind. Each file is written under a temporary name and
+renamed into place: an output is complete or absent.
+
+Exit status: 0 success, 2 bad input/config or refused overwrite, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from brainseg_d2.config import get_brainseg_cfg
+from brainseg_d2.data.sources import Case, find_brats_cases
+from brainseg_d2.data.volume_io import VolumeError, check_same_geometry, read_header
+from brainseg_d2.inference.volume_predictor import (
+    VolumePredictor,
+    dataset_info_from_cfg,
+    load_dataset_info,
+    preprocess_options_from_info,
+)
+
+OUTPUT_SUFFIXES = (".nii.gz", ".nii")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of ``brainseg-predict``."""
+    p = argparse.ArgumentParser(
+        prog="brainseg-predict",
+        description="Predict tumour label maps for BraTS case folders (whole volumes).",
+    )
+    p.add_argument("--config-file", required=True, metavar="CFG", help="model config (YAML)")
+    p.add_argument(
+        "--input", required=True, help="a BraTS case folder, or a folder of case folders"
+    )
+    p.add_argument(
+        "--dataset-info",
+        metavar="JSON",
+        help="dataset.json of the training dataset (default: from the registered "
+        "DATASETS.TRAIN[0] under the datasets root)",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="output folder (<case>_pred.nii.gz per case), or a .nii.gz file for one case",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="slices per forward pass (default BRAINSEG.INFERENCE.BATCH_SIZE)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the raw masks (score threshold only) instead of post-processed ones",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar for a folder of cases"
+    )
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides, e.g. MODEL.WEIGHTS model_final.pth MODEL.DEVICE cuda",
+    )
+    return p
+
+
+def setup_cfg(args: argparse.Namespace):
+    """Frozen config from ``--config-file``, the trailing opts and ``--raw``.
+
+    Raises:
+        ValueError: bad config file or key, or empty ``MODEL.WEIGHTS``.
+    """
+    cfg = get_brainseg_cfg()
+    try:
+        cfg.merge_from_file(args.config_file, allow_unsafe=False)
+        cfg.merge_from_list(list(args.opts))
+    except (KeyError, ValueError, AssertionError, FileNotFoundError) as exc:
+        msg = str(exc).strip("'\"")
+        raise ValueError(f"bad config ({args.config_file}): {msg}") from None
+    if args.raw:
+        cfg.BRAINSEG.POSTPROCESS.ENABLED = False
+    cfg.freeze()
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model_final.pth`")
+    return cfg
+
+
+def output_paths(cases: Sequence[Case], output: str | os.PathLike) -> dict[str, Path]:
+    """Case id -> output file; ``output`` is a file name only for a single case.
+
+    Raises:
+        ValueError: a file name for several cases.
+    """
+    output = Path(output)
+    if output.name.lower().endswith(OUTPUT_SUFFIXES):
+        if len(cases) != 1:
+            raise ValueError(
+                f"--output {output} is a file name but the input holds {len(cases)} cases; "
+                "give a folder"
+            )
+        return {cases[0].case_id: output}
+    return {case.case_id: output / f"{case.case_id}_pred.nii.gz" for case in cases}
+
+
+def check_case(case: Case, channels: Sequence[str]) -> None:
+    """Pre-flight for one case: every channel present, headers readable, 3D, one grid.
+
+    Raises:
+        VolumeError: naming the case and the channel or file.
+    """
+    headers = {}
+    for name in channels:
+        if name not in case.channels:
+            where = case.expected.get(name, "not provided")
+            raise VolumeError(f"case {case.case_id}: missing channel '{name}' ({where})")
+        path = case.channels[name]
+        if os.path.isdir(path):
+            continue  # DICOM series: checked when read
+        header = read_header(path)
+        if header.GetDimension() != 3:
+            raise VolumeError(
+                f"case {case.case_id}: {path}: expected a 3D volume, got "
+                f"{header.GetDimension()}D of size {header.GetSize()}"
+            )
+        headers[name] = header
+    check_same_geometry(headers, case_id=case.case_id)
+
+
+def write_image(image: sitk.Image, path: Path) -> None:
+    """Write compressed, under a temporary name renamed into place (complete or absent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = next(s for s in OUTPUT_SUFFIXES if path.name.lower().endswith(s))
+    tmp = path.with_name(f".{path.name[: -len(suffix)]}.partial-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        sitk.WriteImage(image, str(tmp), True)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _dataset_info(args: argparse.Namespace, cfg) -> Mapping:
+    if args.dataset_info:
+        return load_dataset_info(args.dataset_info)
+    from brainseg_d2.data.datasets import dataset_root, register_all
+
+    register_all(dataset_root(cfg.BRAINSEG.DATASET_ROOT))
+    return dataset_info_from_cfg(cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every case of ``args.input``; raises ValueError on bad input."""
+    cfg = setup_cfg(args)
+    cases = find_brats_cases(args.input)
+    outputs = output_paths(cases, args.output)
+    existing = [str(p) for p in outputs.values() if p.exists()]
+    if existing and not args.overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ValueError(f"output {existing[0]}{more} exists; pass --overwrite to replace it")
+    info = _dataset_info(args, cfg)
+    channels = list(dict.fromkeys(preprocess_options_from_info(info).preprocess().channels))
+    for case in cases:
+        check_case(case, channels)
+    predictor = VolumePredictor(cfg, dataset_info=info, batch_size=args.batch_size)
+    single_case = len(cases) == 1 and Path(args.input).resolve().name == cases[0].case_id
+    bar = tqdm(cases, desc="predicting", unit="case", disable=single_case or args.no_progress)
+    for case in bar:
+        prediction = predictor.predict(case)
+        write_image(prediction.label_image, outputs[case.case_id])
+        (print if single_case else tqdm.write)(f"wrote {outputs[case.case_id]}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``brainseg-predict``; returns 0, 2 on bad input or config, 130 when interrupted."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""Whole-volume prediction: MRI channels in, a 3D label map on the input's voxel grid out.
+
+The straight line per case::
+
+    channel files -> preprocess_volume (the converter's function, with the options
+    recorded in the training dataset's dataset.json) -> brain slices as the model
+    saw them in training (detectron2 image format + test-time ResizeShortestEdge)
+    -> model, a batch of slices per forward pass -> category masks (score
+    threshold) -> postprocess_volume -> tissue codes -> raw label convention
+    -> slices_to_image (bit-exact original geometry)
+
+Slices without brain voxels are not run through the model: they are predicted
+empty (the converter drops them too, so the model never saw such slices).
+
+Model inputs are built exactly as :class:`~brainseg_d2.data.dataset_mapper.BrainSegDatasetMapper`
+builds them at test time from the converter's PNGs: the PNG holds the slice's
+R, G, B channels, detectron2's ``read_image(format=cfg.INPUT.FORMAT)`` turns that
+into the model's channel order (``BGR`` flips it), then the same
+``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` transform resizes it. Here the
+PNG round trip (lossless) is skipped: the slice goes through the same
+``convert_PIL_to_numpy`` that ``read_image`` ends with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import convert_PIL_to_numpy
+from PIL import Image
+
+from brainseg_d2.data.convert import ConvertOptions
+from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume, slices_to_image
+from brainseg_d2.data.sources import Case, find_brats_cases
+from brainseg_d2.data.volume_io import VolumeError, read_image
+from brainseg_d2.labels import LabelConvention, get_convention, get_target, tissue_to_raw
+from brainseg_d2.postprocessing import (
+    PostprocessParams,
+    instances_to_category_masks,
+    postprocess_volume,
+)
+
+__all__ = [
+    "VolumePrediction",
+    "VolumePredictor",
+    "dataset_info_from_cfg",
+    "load_dataset_info",
+    "preprocess_options_from_info",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A Detectron2-style model: list of input dicts -> list of {"instances": Instances}.
+ModelFn = Callable[[list[dict]], list[dict]]
+#: What :meth:`VolumePredictor.predict` accepts (see there).
+VolumeInput = Case | str | os.PathLike | Mapping[str, Any] | Sequence[Any]
+
+
+@dataclass
+class VolumePrediction:
+    """Prediction for one volume.
+
+    Attributes:
+        label_image: uint8 label map in the dataset's raw convention (e.g. BraTS
+            0/1/2/4), size, spacing, origin and direction identical to the input's.
+        masks_raw: bool (C, S, H, W) category masks after the score threshold only,
+            slices in canonical order (see ``preprocessed.geometry``).
+        masks_post: bool (C, S, H, W) after the cfg's post-processing.
+        preprocessed: the model's view of the volume: (S, H, W, 3) uint8 RGB
+            slices, brain mask and geometry (for overlays).
+        category_names: C names, in category order.
+    """
+
+    label_image: sitk.Image
+    masks_raw: np.ndarray
+    masks_post: np.ndarray
+    preprocessed: PreprocessedVolume
+    category_names: list[str]
+
+
+def load_dataset_info(source: Mapping | str | os.PathLike) -> dict:
+    """Contents of a converted dataset's ``dataset.json``.
+
+    Args:
+        source: the contents (returned as a dict copy), the file, or the dataset folder.
+
+    Raises:
+        ValueError: unreadable file, naming it.
+    """
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if path.is_dir():
+        path = path / "dataset.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read dataset info {path}: {exc}") from None
+
+
+def dataset_info_from_cfg(cfg) -> dict:
+    """dataset.json of the registered training dataset ``cfg.DATASETS.TRAIN[0]``."""
+    from detectron2.data import MetadataCatalog
+
+    if not cfg.DATASETS.TRAIN:
+        raise ValueError("cfg.DATASETS.TRAIN is empty: pass dataset_info (--dataset-info)")
+    name = cfg.DATASETS.TRAIN[0]
+    root = MetadataCatalog.get(name).get("dataset_root")
+    if root is None:
+        raise ValueError(
+            f"dataset {name!r} is not registered, so its dataset.json is unknown: register "
+            "the converted datasets (brainseg_d2.data.datasets.register_all) or pass "
+            "dataset_info (--dataset-info path/to/dataset.json)"
+        )
+    return load_dataset_info(Path(root) / "dataset.json")
+
+
+def preprocess_options_from_info(info: Mapping) -> ConvertOptions:
+    """The converter's options recorded in ``dataset.json``.
+
+    Args:
+        info: contents of ``dataset.json``.
+
+    Returns:
+        :class:`ConvertOptions` whose ``preprocess()`` is what the converter used.
+        Keys of ``info["options"]`` that are not conversion options (input folder,
+        layout, ...) are ignored; without ``options`` the top-level ``channels``
+        and ``slice_axis`` are used with default percentiles.
+    """
+    names = {f.name for f in fields(ConvertOptions)}
+    stored = {k: v for k, v in dict(info.get("options") or {}).items() if k in names}
+    stored.setdefault("channels", info.get("channels"))
+    stored.setdefault("slice_axis", info.get("slice_axis", ConvertOptions.slice_axis))
+    if not stored["channels"]:
+        raise ValueError("dataset info names no channels ('channels' / 'options.channels')")
+    return ConvertOptions(**stored)
+
+
+class VolumePredictor:
+    """Predict whole volumes with a Mask R-CNN trained on converted slices.
+
+    Example::
+
+        cfg = get_brainseg_cfg(); cfg.merge_from_file(...); cfg.freeze()
+        predictor = VolumePredictor(cfg, dataset_info="datasets/brats/dataset.json")
+        pred = predictor.predict("BraTS2021_00000/")
+        sitk.WriteImage(pred.label_image, "BraTS2021_00000_pred.nii.gz")
+    """
+
+    def __init__(
+        self,
+        cfg,
+        *,
+        dataset_info: Mapping | str | Path | None = None,
+        model: ModelFn | None = None,
+        batch_size: int | None = None,
+    ):
+        """
+        Args:
+            cfg: frozen brainseg config (:func:`brainseg_d2.config.get_brainseg_cfg`).
+            dataset_info: contents or path of the training dataset's ``dataset.json``
+                (preprocessing options, channels, target, label convention). Default:
+                ``<dataset_root>/dataset.json`` of the registered ``cfg.DATASETS.TRAIN[0]``.
+            model: callable taking a list of Detectron2 input dicts (``image`` CHW
+                uint8 tensor, ``height``, ``width``, plus ``slice_index``) and returning
+                one ``{"instances": Instances}`` per input with ``pred_masks`` (N, H, W),
+                ``scores`` and ``pred_classes``. Default: ``build_model(cfg)`` with
+                ``cfg.MODEL.WEIGHTS`` loaded, eval mode, on ``cfg.MODEL.DEVICE``.
+            batch_size: slices per forward pass; default ``cfg.BRAINSEG.INFERENCE.BATCH_SIZE``.
+
+        Raises:
+            ValueError: bad dataset info, batch size, post-processing config, or a
+                model whose ``NUM_CLASSES`` differs from the dataset's categories.
+        """
+        self.cfg = cfg
+        info = (
+            dataset_info_from_cfg(cfg) if dataset_info is None else load_dataset_info(dataset_info)
+        )
+        self.dataset_info = info
+        self.options = preprocess_options_from_info(info).preprocess()
+        self.target = get_target(info.get("target", "labels"))
+        self.category_names = self.target.category_names
+        self.label_convention: str = info.get("label_convention", "brats2021")
+        if self.label_convention != "mixed":
+            get_convention(self.label_convention)
+        if batch_size is None:
+            batch_size = cfg.BRAINSEG.INFERENCE.BATCH_SIZE
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.postprocess = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
+        self.input_format: str = cfg.INPUT.FORMAT
+        # Same augmentation as DefaultPredictor and the test-time mapper.
+        self.resize = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.model: ModelFn = self._build_model(cfg) if model is None else model
+
+    def _build_model(self, cfg) -> torch.nn.Module:
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.modeling import build_model
+
+        from brainseg_d2.engine import ensure_weights_available
+
+        if not cfg.MODEL.MASK_ON:
+            raise ValueError("MODEL.MASK_ON is False: volume prediction needs a mask head")
+        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        if num_classes != len(self.category_names):
+            raise ValueError(
+                f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes} but the dataset's target "
+                f"'{self.target.name}' has {len(self.category_names)} categories "
+                f"{self.category_names}"
+            )
+        ensure_weights_available(cfg)
+        model = build_model(cfg)
+        model.eval()
+        if not cfg.MODEL.WEIGHTS:
+            logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        return model
+
+    @property
+    def channels(self) -> list[str]:
+        """Source channels the model needs, in the order a sequence of paths must follow."""
+        return list(dict.fromkeys(self.options.channels))
+
+    # ------------------------------------------------------------------ inputs
+    def find_case(self, images: VolumeInput) -> Case:
+        """Turn any accepted input into a :class:`Case` whose channels are all present.
+
+        Args:
+            images: a :class:`~brainseg_d2.data.sources.Case`; a BraTS case folder
+                (2018-2021 ``<case>_flair.nii.gz`` or 2023 ``<case>-t2f.nii.gz`` names);
+                a mapping channel name -> path or ``sitk.Image``; or a sequence of
+                paths/images in :attr:`channels` order.
+
+        Returns:
+            the case (channel values may be ``sitk.Image`` for in-memory input).
+
+        Raises:
+            VolumeError: a needed channel is missing (the message names case and channel).
+            ValueError: a folder that is not one BraTS case, or a sequence of the wrong length.
+        """
+        if isinstance(images, Case):
+            case = images
+        elif isinstance(images, (str, os.PathLike)):
+            folder = Path(images)
+            if not folder.is_dir():
+                raise ValueError(f"{folder} is not a case folder")
+            cases = find_brats_cases(folder)
+            if len(cases) != 1:
+                raise ValueError(
+                    f"{folder} holds {len(cases)} cases; predict one case folder at a time"
+                )
+            case = cases[0]
+        elif isinstance(images, Mapping):
+            case = Case("volume", "volume", dict(images), None, self._default_convention())
+        elif isinstance(images, Sequence):
+            if len(images) != len(self.channels):
+                raise ValueError(
+                    f"expected {len(self.channels)} images in channel order {self.channels}, "
+                    f"got {len(images)}"
+                )
+            case = Case(
+                "volume", "volume", dict(zip(self.channels, images)), None,
+                self._default_convention(),
+            )  # fmt: skip
+        else:
+            raise ValueError(
+                f"images must be a case folder, a mapping channel -> image or a sequence of "
+                f"images, got {type(images).__name__}"
+            )
+        for name in self.channels:
+            if name not in case.channels:
+                where = case.expected.get(name, f"have {sorted(case.channels)}")
+                raise VolumeError(f"case {case.case_id}: missing channel '{name}' ({where})")
+        return case
+
+    def _default_convention(self) -> str:
+        return "brats2021" if self.label_convention == "mixed" else self.label_convention
+
+    def _convention_for(self, case: Case) -> LabelConvention:
+        # A "mixed" training set (BraTS 2021 + 2023) has no single raw convention:
+        # write each case in its own, as detected from its file names.
+        name = case.label_convention if self.label_convention == "mixed" else self.label_convention
+        return get_convention(name)
+
+    # --------------------------------------------------------------- predicting
+    def predict(self, images: VolumeInput) -> VolumePrediction:
+        """Predict one volume.
+
+        Args:
+            images: see :meth:`find_case`.
+
+        Returns:
+            :class:`VolumePrediction`; ``label_image`` has the input's geometry.
+
+        Raises:
+            VolumeError: missing channel, unreadable file, geometry mismatch between
+                channels, empty or constant channel (messages name case and file).
+        """
+        case = self.find_case(images)
+        volumes = {
+            c: v if isinstance(v, sitk.Image) else read_image(v)
+            for c, v in case.channels.items()
+            if c in self.channels
+        }
+        sources = {c: str(v) for c, v in case.channels.items() if not isinstance(v, sitk.Image)}
+        pre = preprocess_volume(volumes, self.options, case_id=case.case_id, sources=sources)
+        del volumes
+        masks_raw = self.predict_masks(pre)
+        masks_post = postprocess_volume(
+            masks_raw, self.postprocess, enforce_nesting=self.target.nested
+        )
+        label_image = self.masks_to_image(masks_post, pre.geometry, self._convention_for(case))
+        return VolumePrediction(
+            label_image=label_image,
+            masks_raw=masks_raw,
+            masks_post=masks_post,
+            preprocessed=pre,
+            category_names=list(self.category_names),
+        )
+
+    def brain_slices(self, pre: PreprocessedVolume) -> np.ndarray:
+        """Indices (canonical order) of the slices that hold brain voxels."""
+        return np.flatnonzero(pre.brain.reshape(pre.brain.shape[0], -1).any(axis=1))
+
+    def model_inputs(self, pre: PreprocessedVolume, indices: Sequence[int]) -> list[dict]:
+        """Detectron2 input dicts of some slices, as the test-time mapper makes them.
+
+        Args:
+            pre: preprocessed volume, slices (S, H, W, 3) RGB.
+            indices: slice indices.
+
+        Returns:
+            one dict per slice: ``image`` (3, H', W') uint8 tensor in ``cfg.INPUT.FORMAT``
+            order, resized; ``height`` H, ``width`` W (predictions come back at that
+            size); ``slice_index``.
+        """
+        height, width = pre.slices.shape[1:3]
+        # One transform per volume: all slices share their shape.
+        transform = self.resize.get_transform(pre.slices[0])
+        inputs = []
+        for s in indices:
+            image = convert_PIL_to_numpy(Image.fromarray(pre.slices[s]), self.input_format)
+            image = transform.apply_image(image)
+            inputs.append(
+                {
+                    "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                    "height": height,
+                    "width": width,
+                    "slice_index": int(s),
+                }
+            )
+        return inputs
+
+    def predict_masks(self, pre: PreprocessedVolume) -> np.ndarray:
+        """Run the model over the brain slices of a volume.
+
+        Args:
+            pre: preprocessed volume with S slices of (H, W).
+
+        Returns:
+            bool (C, S, H, W): per category, the union of instance masks scoring
+            ``>= POSTPROCESS.SCORE_THRESH``; slices without brain are empty.
+        """
+        num_slices, height, width = pre.brain.shape
+        num_categories = len(self.category_names)
+        threshold = self.postprocess.score_threshold
+        masks = np.zeros((num_categories, num_slices, height, width), dtype=bool)
+        indices = self.brain_slices(pre)
+        with torch.inference_mode():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                outputs = self.model(self.model_inputs(pre, chunk))
+                if len(outputs) != len(chunk):
+                    raise ValueError(
+                        f"model returned {len(outputs)} outputs for {len(chunk)} inputs"
+                    )
+                for s, output in zip(chunk, outputs):
+                    inst = output["instances"]
+                    keep = inst.scores >= threshold  # move only the kept masks off the device
+                    slice_masks = inst.pred_masks[keep].cpu().numpy()
+                    if slice_masks.shape[1:] != (height, width):
+                        raise ValueError(
+                            f"model returned masks of shape {tuple(slice_masks.shape[1:])} "
+                            f"for slice {s} of shape {(height, width)}"
+                        )
+                    masks[:, s] = instances_to_category_masks(
+                        slice_masks,
+                        inst.pred_classes[keep].cpu().numpy(),
+                        inst.scores[keep].cpu().numpy(),
+                        num_categories,
+                        threshold,
+                    )
+        return masks
+
+    def masks_to_image(
+        self, masks: np.ndarray, geometry: Mapping, convention: LabelConvention | None = None
+    ) -> sitk.Image:
+        """Category masks -> label map in the raw convention, on the original grid.
+
+        Args:
+            masks: bool (C, S, H, W) in canonical slice order.
+            geometry: ``PreprocessedVolume.geometry`` of the volume.
+            convention: raw convention; default the dataset's.
+
+        Returns:
+            uint8 image with the original size, spacing, origin and direction.
+        """
+        if convention is None:
+            convention = get_convention(self._default_convention())
+        tissue = self.target.tissue_from_masks(masks)
+        return slices_to_image(tissue_to_raw(tissue, convention), geometry)

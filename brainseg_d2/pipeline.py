@@ -1,0 +1,294 @@
+"""The main job, end to end, on the built-in MRI phantom (``tools/run_demo.py``).
+
+Stages, each a function so tests and users can run them alone:
+
+1. :func:`make_data`: phantom cases (training seed and a *different* held-out seed),
+   converted to COCO slice datasets and registered.
+2. :func:`train`: the CPU phantom config, from scratch, with the plugin's Trainer.
+3. :func:`evaluate`: the project's evaluator on the held-out cases, plus a
+   non-learned baseline (FLAIR hyperintensity: above mean + 2 SD inside the
+   brain, same post-processing, same metric code).
+4. :func:`predict_and_show`: every held-out volume through ``VolumePredictor``
+   to NIfTI in the input's geometry, overlays, montage, GIF, and the HTML report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from brainseg_d2.config import get_brainseg_cfg
+from brainseg_d2.data.convert import ConvertOptions, convert_dataset
+from brainseg_d2.data.datasets import register_brainseg_dataset
+from brainseg_d2.data.phantom import generate_dataset
+from brainseg_d2.data.preprocess import PreprocessOptions, label_slices, preprocess_volume
+from brainseg_d2.data.sources import find_brats_cases
+from brainseg_d2.data.volume_io import read_image
+from brainseg_d2.labels import get_convention, get_target, raw_to_tissue
+from brainseg_d2.postprocessing import PostprocessParams, postprocess_volume
+
+logger = logging.getLogger(__name__)
+
+#: Written into the demo's output folder; only folders holding it are ever replaced.
+MARKER = ".brainseg-demo"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DemoOptions:
+    """Everything the demo does, with the defaults of ``make demo``.
+
+    Attributes:
+        output: folder for every artefact (replaced only if a previous demo wrote it).
+        config: training config (the CPU phantom config).
+        train_cases / heldout_cases: phantom cases for training+validation / held-out test.
+        seed / heldout_seed: phantom seeds; different, so held-out anatomy/tumours are new.
+        spacing: phantom voxel size in mm.
+        target: ``labels`` or ``regions`` (see ``brainseg_d2/labels.py``).
+        opts: extra ``KEY VALUE`` config overrides (e.g. a shorter schedule).
+    """
+
+    output: Path = Path("output/demo")
+    config: Path = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_1k.yaml"
+    train_cases: int = 20
+    heldout_cases: int = 6
+    seed: int = 0
+    heldout_seed: int = 1000
+    spacing: float = 1.5
+    target: str = "regions"
+    opts: list[str] = field(default_factory=list)
+
+
+def prepare_output(folder: Path) -> None:
+    """Create ``folder``; replace it only if it is a previous demo's output."""
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / MARKER).is_file():
+            raise ValueError(
+                f"{folder} exists and was not written by the demo; choose another --output"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("written by brainseg_d2 tools/run_demo.py\n")
+
+
+def make_data(opts: DemoOptions) -> dict[str, Path]:
+    """Generate and convert the phantom data; register ``phantom_{train,val}``, ``heldout_test``.
+
+    Returns:
+        paths of the case folders and converted datasets.
+    """
+    out = opts.output
+    generate_dataset(out / "cases/train", opts.train_cases, seed=opts.seed, spacing=opts.spacing)
+    generate_dataset(
+        out / "cases/heldout", opts.heldout_cases, seed=opts.heldout_seed, spacing=opts.spacing,
+        prefix="Heldout",
+    )
+    convert_dataset(
+        find_brats_cases(out / "cases/train"), out / "datasets/phantom",
+        ConvertOptions(target=opts.target, split=(0.85, 0.15, 0.0), seed=opts.seed),
+        progress=False,
+    )
+    convert_dataset(
+        find_brats_cases(out / "cases/heldout"), out / "datasets/heldout",
+        ConvertOptions(target=opts.target, split=(0.0, 0.0, 1.0), seed=opts.seed),
+        progress=False,
+    )
+    register_brainseg_dataset(out / "datasets/phantom", name="phantom")
+    register_brainseg_dataset(out / "datasets/heldout", name="heldout")
+    return {
+        "train_cases": out / "cases/train",
+        "heldout_cases": out / "cases/heldout",
+        "dataset": out / "datasets/phantom",
+        "heldout_dataset": out / "datasets/heldout",
+    }
+
+
+def build_cfg(opts: DemoOptions, *, test_dataset: str = "phantom_val"):
+    """The frozen training/evaluation config of the demo."""
+    cfg = get_brainseg_cfg()
+    cfg.merge_from_file(str(opts.config), allow_unsafe=False)
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", "('phantom_train',)",
+        "DATASETS.TEST", f"('{test_dataset}',)",
+        "OUTPUT_DIR", str(opts.output / "train"),
+        *opts.opts,
+    ])
+    cfg.freeze()
+    return cfg
+
+
+def train(opts: DemoOptions):
+    """Train the phantom config from scratch; returns the trained model (eval mode)."""
+    from detectron2.engine import default_setup
+
+    from brainseg_d2.engine import Trainer
+
+    cfg = build_cfg(opts)
+    default_setup(cfg, _Args())
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    return trainer.model.eval()
+
+
+class _Args:
+    """The few ``default_argument_parser`` fields that ``default_setup`` reads."""
+
+    config_file = ""
+    eval_only = False
+    opts: list = []
+
+
+def evaluate(opts: DemoOptions, model) -> dict:
+    """The project's evaluator on the held-out volumes; returns its flat results."""
+    from brainseg_d2.engine import Trainer
+    from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
+
+    cfg = build_cfg(opts, test_dataset="heldout_test")
+    evaluator = BrainSegEvaluator.from_config(cfg, "heldout_test", str(opts.output / "eval"))
+    results = Trainer.test(cfg, model, evaluators=[evaluator])
+    return results["brainseg"]
+
+
+def flair_baseline(opts: DemoOptions, case_dir: Path, num_sd: float = 2.0) -> list[dict]:
+    """Score a non-learned baseline on one held-out case with the evaluator's code.
+
+    FLAIR, preprocessed exactly as for the model, is thresholded at mean +
+    ``num_sd`` standard deviations of the brain's FLAIR intensities (tumour and
+    edema are FLAIR-hyperintense); the result is called whole tumour
+    (edema-coded, so it only scores on WT) and cleaned with the same
+    post-processing. Plain Otsu over the brain splits grey from white matter
+    instead (WT Dice ~0.05 on the phantom), so it would be a straw man.
+
+    Returns:
+        the per-volume metric rows (raw and post) of ``evaluate_volume``.
+    """
+    from brainseg_d2.evaluation.evaluator import evaluate_volume
+
+    info = json.loads((opts.output / "datasets/heldout/dataset.json").read_text())
+    case = find_brats_cases(case_dir.parent)
+    case = next(c for c in case if c.case_id == case_dir.name)
+    images = {ch: read_image(case.channels[ch]) for ch in info["channels"]}
+    prep = preprocess_volume(
+        images, PreprocessOptions(channels=tuple(info["channels"]), slice_axis=info["slice_axis"],
+                                  lower_percentile=info["options"]["lower_percentile"],
+                                  upper_percentile=info["options"]["upper_percentile"]),
+    )
+    flair = prep.slices[..., info["channels"].index("flair")]
+    brain_values = flair[prep.brain].astype(np.float32)
+    thresh = brain_values.mean() + num_sd * brain_values.std()
+    target = get_target(info["target"])
+    tissue = np.where((flair > thresh) & prep.brain, 2, 0).astype(np.uint8)  # 2 = edema -> WT
+    pred = target.masks_from_tissue(tissue)
+    gt_tissue = raw_to_tissue(
+        label_slices(read_image(case.mask), prep.geometry), get_convention(info["label_convention"])
+    )
+    gt = target.masks_from_tissue(gt_tissue)
+    geometry = prep.geometry
+    spacing = (geometry["slice_thickness"], *geometry["pixel_spacing"])
+    cfg = build_cfg(opts)
+    rows = []
+    for variant, params in (
+        ("raw", PostprocessParams.raw()),
+        ("post", PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)),
+    ):
+        masks = postprocess_volume(pred, params) if variant == "post" else pred
+        for row in evaluate_volume(masks, gt, spacing, target):
+            rows.append({**row, "variant": variant, "volume_id": case.case_id})
+    return rows
+
+
+def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
+    """Predict every held-out volume to NIfTI, draw pictures, write the HTML report."""
+    from brainseg_d2.inference import VolumePredictor
+    from brainseg_d2.report import write_report
+    from brainseg_d2.visualization import render_prediction
+
+    cfg = build_cfg(opts, test_dataset="heldout_test")
+    info_path = opts.output / "datasets/heldout/dataset.json"
+    info = json.loads(info_path.read_text())
+    predictor = VolumePredictor(cfg, dataset_info=info_path, model=model)
+    target = get_target(info["target"])
+    convention = get_convention(info["label_convention"])
+    pred_dir, pic_dir = opts.output / "predictions", opts.output / "pictures"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    first = {}
+    for case in find_brats_cases(opts.output / "cases/heldout"):
+        prediction = predictor.predict(case.channels)
+        nifti = pred_dir / f"{case.case_id}_pred.nii.gz"
+        sitk.WriteImage(prediction.label_image, str(nifti), True)
+        reference = read_image(case.channels["flair"])
+        _check_same_geometry(prediction.label_image, reference, nifti)
+        gt_tissue = raw_to_tissue(
+            label_slices(read_image(case.mask), prediction.preprocessed.geometry), convention
+        )
+        render = render_prediction(
+            prediction, pic_dir / case.case_id, gt_masks=target.masks_from_tissue(gt_tissue),
+        )
+        if not first:
+            first = {"nifti": nifti, "gif": render.gif, "montage": render.montage,
+                     "slices": render.folder}
+    report = write_report(opts.output / "eval", opts.output / "report.html",
+                          thumbnails=_thumbnails(pic_dir), title="brainseg_d2 phantom demo")
+    return {**first, "predictions": pred_dir, "pictures": pic_dir, "report": report}
+
+
+def _thumbnails(pic_dir: Path) -> dict[str, Path]:
+    return {p.parent.name: p for p in sorted(pic_dir.glob("*/montage.png"))}
+
+
+def _check_same_geometry(image: sitk.Image, reference: sitk.Image, path: Path) -> None:
+    same = (
+        image.GetSize() == reference.GetSize()
+        and np.allclose(image.GetSpacing(), reference.GetSpacing())
+        and np.allclose(image.GetOrigin(), reference.GetOrigin())
+        and np.allclose(image.GetDirection(), reference.GetDirection())
+    )
+    if not same:
+        raise RuntimeError(f"{path} does not share its input's geometry")
+
+
+def run(opts: DemoOptions) -> dict:
+    """All stages; returns a summary (also written to ``<output>/summary.json``)."""
+    t0 = time.perf_counter()
+    prepare_output(opts.output)
+    timings = {}
+
+    def stage(name, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        timings[name] = round(time.perf_counter() - t, 1)
+        logger.info("demo stage %s done in %.1f s", name, timings[name])
+        return out
+
+    stage("data", make_data, opts)
+    model = stage("train", train, opts)
+    results = stage("evaluate", evaluate, opts, model)
+    baseline_rows = stage(
+        "baseline", lambda: [r for c in sorted((opts.output / "cases/heldout").iterdir())
+                             if c.is_dir() for r in flair_baseline(opts, c)]
+    )
+    outputs = stage("predict_and_show", predict_and_show, opts, model)
+
+    baseline_wt = {
+        v: float(np.mean([r["dice"] for r in baseline_rows
+                          if r["name"] == "WT" and r["group"] == "region" and r["variant"] == v]))
+        for v in ("raw", "post")
+    }
+    summary = {
+        "volume_dice": {k: v for k, v in results.items() if k.startswith("volume_dice_")},
+        "baseline_flair_wt_dice": baseline_wt,
+        "timings_s": timings,
+        "total_s": round(time.perf_counter() - t0, 1),
+        "outputs": {k: str(v) for k, v in outputs.items() if v is not None},
+        "options": {k: str(v) for k, v in vars(opts).items()},
+    }
+    (opts.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

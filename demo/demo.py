@@ -1,0 +1,264 @@
+#!/usr/bin/env python
+"""Detectron2-style demo: overlays of predicted tumour masks on MRI.
+
+Two kinds of input:
+
+* 2D slice images (PNG/JPEG files or globs, e.g. a converted dataset's
+  ``images/val/<volume>/*.png``): ``DefaultPredictor`` per image, drawn with
+  ``Visualizer.draw_instance_predictions`` into ``--output``;
+* a case: a BraTS case folder (or a folder of them), or the channel files of
+  one volume (``*_flair.nii.gz *_t1ce.nii.gz ...``, or in the dataset's channel
+  order): ``VolumePredictor`` on the whole volume, then
+  ``<output>/<case>/slice_<s>.png`` (ground truth | prediction), ``montage.png``
+  and ``volume.gif``. Ground truth comes from ``--gt`` or a case folder's seg file.
+
+::
+
+    python demo/demo.py --config-file CFG --input datasets/phantom/images/val/X/*.png \\
+        --output out/ --opts MODEL.WEIGHTS model_final.pth
+    python demo/demo.py --config-file CFG --input BraTS2021_00000/ --output out/ \\
+        --dataset-info datasets/brats/dataset.json --opts MODEL.WEIGHTS model_final.pth
+
+Needs the package importable (``pip install -e .``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+
+from brainseg_d2.config import get_brainseg_cfg
+from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases
+from brainseg_d2.data.volume_io import VolumeError, read_image
+from brainseg_d2.labels import get_convention, get_target
+from brainseg_d2.visualization import (
+    auto_scale,
+    display_image,
+    draw_instances,
+    ground_truth_masks,
+    make_metadata,
+    render_prediction,
+)
+
+logger = logging.getLogger("brainseg_d2.demo")
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="brainseg_d2 demo: tumour overlays on MRI")
+    p.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="2D slice images or globs; or a case folder; or one volume's channel files",
+    )
+    p.add_argument("--output", required=True, help="output folder (or file, for one 2D image)")
+    p.add_argument(
+        "--confidence-threshold",
+        type=float,
+        help="minimum score of shown instances; sets ROI_HEADS.SCORE_THRESH_TEST and "
+        "BRAINSEG.POSTPROCESS.SCORE_THRESH (default: the config's post-processing threshold)",
+    )
+    p.add_argument(
+        "--dataset-info",
+        metavar="JSON",
+        help="dataset.json of the training dataset (categories, channels, label convention); "
+        "default: the registered DATASETS.TRAIN[0]",
+    )
+    p.add_argument("--gt", metavar="LABELS", help="ground-truth label map of the case")
+    p.add_argument("--raw", action="store_true", help="cases: draw masks before post-processing")
+    p.add_argument("--no-gif", action="store_true", help="cases: skip the animated GIF")
+    p.add_argument(
+        "--composite",
+        action="store_true",
+        help="draw on the RGB channel composite instead of the first channel in grey",
+    )
+    p.add_argument(
+        "--opts",
+        default=[],
+        nargs=argparse.REMAINDER,
+        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
+    )
+    return p
+
+
+def setup_cfg(args: argparse.Namespace):
+    cfg = get_brainseg_cfg()
+    try:
+        cfg.merge_from_file(args.config_file, allow_unsafe=False)
+        cfg.merge_from_list(list(args.opts))
+    except (KeyError, ValueError, AssertionError, FileNotFoundError) as e:
+        raise ValueError(f"bad config ({args.config_file}): {str(e).strip(chr(39))}") from None
+    # One threshold for both paths, so the 2D overlays show what volume inference keeps.
+    if args.confidence_threshold is not None:
+        cfg.BRAINSEG.POSTPROCESS.SCORE_THRESH = args.confidence_threshold
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.BRAINSEG.POSTPROCESS.SCORE_THRESH
+    cfg.freeze()
+    return cfg
+
+
+def dataset_info(args: argparse.Namespace, cfg, *, required: bool) -> dict | None:
+    """dataset.json from --dataset-info, else from the registered training dataset."""
+    from brainseg_d2.data.datasets import dataset_root, register_all
+    from brainseg_d2.inference.volume_predictor import dataset_info_from_cfg, load_dataset_info
+
+    if args.dataset_info:
+        return load_dataset_info(args.dataset_info)
+    register_all(dataset_root(cfg.BRAINSEG.DATASET_ROOT))
+    try:
+        return dataset_info_from_cfg(cfg)
+    except ValueError:
+        if required:
+            raise
+        return None
+
+
+def category_names(info: dict | None, num_classes: int) -> list[str]:
+    """Category names from dataset info; else the target with that many categories."""
+    if info is not None:
+        return get_target(info.get("target", "labels")).category_names
+    guess = {1: "binary", 3: "labels"}.get(num_classes)
+    if guess is None:
+        return [f"class {i}" for i in range(num_classes)]
+    logger.warning("no dataset info: assuming target '%s' for the class names", guess)
+    return get_target(guess).category_names
+
+
+def split_inputs(inputs: Sequence[str]) -> tuple[str, list[str]]:
+    """(kind, paths): ``case`` (folders), ``volume`` (channel files) or ``images``."""
+    if any(os.path.isdir(p) for p in inputs):
+        if not all(os.path.isdir(p) for p in inputs):
+            raise ValueError("give either case folders or files, not both")
+        return "case", list(inputs)
+    paths: list[str] = []
+    for pattern in inputs:
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matches:
+            raise ValueError(f"--input {pattern}: no such file")
+        paths += matches
+    if all(p.lower().endswith(VOLUME_SUFFIXES) for p in paths):
+        return "volume", paths
+    if any(p.lower().endswith(VOLUME_SUFFIXES) for p in paths):
+        raise ValueError("give either 2D images or volume files, not both")
+    return "images", paths
+
+
+def volume_case(paths: Sequence[str], channels: Sequence[str], convention: str) -> Case:
+    """A Case from one volume's channel files: BraTS names, else the dataset's channel order."""
+    by_suffix = {}
+    for _, (sep, suffixes) in BRATS_STYLES.items():
+        for suffix, logical in suffixes.items():
+            by_suffix[f"{sep}{suffix}"] = logical
+    stems = [Path(p).name.split(".")[0] for p in paths]
+    found: dict[str, str] = {}
+    case_id = stems[0]
+    for path, stem in zip(paths, stems):
+        for ending, logical in by_suffix.items():
+            if stem.endswith(ending) and logical != "seg":
+                found[logical] = path
+                case_id = stem[: -len(ending)]
+    if not set(channels) <= set(found):
+        if len(paths) != len(channels):
+            raise ValueError(
+                f"cannot tell which file is which channel: name them <case>_<channel>.nii.gz "
+                f"or give {len(channels)} files in the order {list(channels)}"
+            )
+        found = dict(zip(channels, paths))
+    return Case(case_id, case_id, found, None, convention)
+
+
+def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
+    from detectron2.data.detection_utils import read_image as read_2d
+    from detectron2.engine import DefaultPredictor
+
+    info = dataset_info(args, cfg, required=False)
+    names = category_names(info, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    metadata = make_metadata(names)
+    predictor = DefaultPredictor(cfg)
+    out = Path(args.output)
+    to_folder = len(paths) > 1 or out.is_dir() or not out.suffix
+    if to_folder:
+        out.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        image = read_2d(path, format="BGR")
+        instances = predictor(image)["instances"]
+        shown = display_image(image[:, :, ::-1], None if args.composite else 0)
+        drawn = draw_instances(shown, instances, metadata, scale=auto_scale(image.shape))
+        target = out / f"{Path(path).stem}.png" if to_folder else out
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(target), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+            raise ValueError(f"cannot write {target}")
+        print(f"{path}: {len(instances)} instances -> {target}")
+    return 0
+
+
+def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) -> int:
+    from brainseg_d2.inference.volume_predictor import VolumePredictor
+
+    info = dataset_info(args, cfg, required=True)
+    predictor = VolumePredictor(cfg, dataset_info=info)
+    default_convention = (
+        "brats2021" if predictor.label_convention == "mixed" else predictor.label_convention
+    )
+    if kind == "case":
+        cases = [c for folder in paths for c in find_brats_cases(folder)]
+    else:
+        cases = [volume_case(paths, predictor.channels, default_convention)]
+    if args.gt and len(cases) != 1:
+        raise ValueError(f"--gt needs exactly one case, the input holds {len(cases)}")
+    for case in cases:
+        prediction = predictor.predict(case)
+        gt_path = args.gt or case.mask
+        gt = None
+        if gt_path:
+            convention = get_convention(
+                case.label_convention
+                if predictor.label_convention == "mixed"
+                else default_convention
+            )
+            gt = ground_truth_masks(
+                read_image(gt_path), prediction.preprocessed.geometry, predictor.target, convention
+            )
+        rendered = render_prediction(
+            prediction,
+            Path(args.output) / case.case_id,
+            gt_masks=gt,
+            raw=args.raw,
+            display_channel=None if args.composite else 0,
+            gif=not args.no_gif,
+        )
+        print(
+            f"{case.case_id}: {len(rendered.slices)} slice overlays, montage, "
+            f"{'GIF ' if rendered.gif else ''}in {rendered.folder}"
+            + ("" if gt is not None else " (no ground truth)")
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = setup_cfg(args)
+        kind, paths = split_inputs(args.input)
+        if kind == "images":
+            if args.gt:
+                raise ValueError("--gt applies to cases (volumes), not to 2D images")
+            return run_images(args, cfg, paths)
+        return run_cases(args, cfg, kind, paths)
+    except (ValueError, VolumeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

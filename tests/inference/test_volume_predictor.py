@@ -1,0 +1,379 @@
+"""Whole-volume prediction: exact round trip, model inputs, batching, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+from pycocotools import mask as mask_util
+
+from brainseg_d2.config import get_brainseg_cfg
+from brainseg_d2.data.convert import ConvertOptions, convert_dataset
+from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
+from brainseg_d2.data.datasets import load_brainseg_json, register_brainseg_dataset
+from brainseg_d2.data.phantom import PhantomCase, generate_case, write_case
+from brainseg_d2.data.sources import find_brats_cases
+from brainseg_d2.data.volume_io import VolumeError, read_image
+from brainseg_d2.inference import VolumePrediction, VolumePredictor
+from brainseg_d2.inference.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+INSTANT_CFG = REPO / "configs" / "phantom" / "mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
+SPACING = (1.0, 1.3, 2.5)
+ORIGIN = (12.5, -40.0, 7.25)
+# Permuted + flipped axes, rotated by ~6 degrees (an oblique acquisition).
+_ROT = np.array([[np.cos(0.1), -np.sin(0.1), 0], [np.sin(0.1), np.cos(0.1), 0], [0, 0, 1]])
+OBLIQUE = tuple((np.array([[0.0, 0, -1], [1, 0, 0], [0, -1, 0]]) @ _ROT).ravel())
+# The instant-test model made narrower (the mask head on 256 channels is most of its
+# CPU time), with detections from random weights: their scores are about 1 / 4.
+TINY_OPTS = [
+    "MODEL.FPN.OUT_CHANNELS", 64,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", 64,
+    "MODEL.ROI_BOX_HEAD.FC_DIM", 256,
+    "INPUT.MIN_SIZE_TEST", 64,
+    "INPUT.MAX_SIZE_TEST", 128,
+    "TEST.DETECTIONS_PER_IMAGE", 5,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.05,
+    "BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.05,
+]  # fmt: skip
+
+
+def make_cfg(*opts):
+    cfg = get_brainseg_cfg()
+    cfg.merge_from_file(str(INSTANT_CFG), allow_unsafe=False)
+    cfg.merge_from_list(list(opts))
+    cfg.freeze()
+    return cfg
+
+
+def geometry_of(image: sitk.Image) -> tuple:
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
+def reheader(image: sitk.Image, spacing=SPACING, origin=ORIGIN, direction=OBLIQUE) -> sitk.Image:
+    out = sitk.Image(image)
+    out.SetSpacing(spacing)
+    out.SetOrigin(origin)
+    out.SetDirection(direction)
+    return out
+
+
+def convert_one(cases_dir: Path, out: Path, **options) -> Path:
+    """Convert every case into the train split, keeping every slice and component."""
+    opts = ConvertOptions(split=(1.0, 0.0, 0.0), empty_ratio=1.0, min_area=0, **options)
+    convert_dataset(find_brats_cases(cases_dir), out, opts, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """A 3 mm phantom case re-headered oblique + anisotropic, and a 6-slice crop of it.
+
+    Returns:
+        namespace with ``case_dir`` (oblique BraTS case), ``dataset(target, axis)``
+        (its conversion, cached), ``tiny_dir`` (BraTS case folder, 6 axial slices,
+        LPS) and ``tiny_info`` (dataset.json for it).
+    """
+    base = tmp_path_factory.mktemp("predict")
+    case = generate_case(1, spacing=3.0, p_empty=0.0)
+    assert case.kind == "high_grade"  # all of labels 1, 2, 4
+    oblique = PhantomCase(
+        images={k: reheader(v) for k, v in case.images.items()},
+        seg=reheader(case.seg),
+        has_tumour=case.has_tumour,
+        kind=case.kind,
+        anatomy=reheader(case.anatomy),
+    )
+    case_dir = write_case(oblique, base / "cases", "Obl_001")
+    z = sitk.GetArrayViewFromImage(case.seg).reshape(case.seg.GetSize()[2], -1).any(axis=1)
+    mid = int(np.flatnonzero(z).mean())
+    tiny = PhantomCase(
+        images={k: v[:, :, mid - 3 : mid + 3] for k, v in case.images.items()},
+        seg=case.seg[:, :, mid - 3 : mid + 3],
+        has_tumour=True,
+        kind=case.kind,
+        anatomy=case.anatomy[:, :, mid - 3 : mid + 3],
+    )
+    tiny_dir = write_case(tiny, base / "tiny", "Tiny_001")
+    datasets: dict[tuple[str, str], Path] = {}
+
+    def dataset(target: str = "labels", axis: str = "axial") -> Path:
+        if (target, axis) not in datasets:
+            out = base / "datasets" / f"obl_{target}_{axis}"
+            datasets[target, axis] = convert_one(
+                case_dir.parent, out, target=target, slice_axis=axis
+            )
+        return datasets[target, axis]
+
+    tiny_info = json.loads((dataset() / "dataset.json").read_text())
+    return SimpleNamespace(
+        case_dir=case_dir, dataset=dataset, tiny_dir=tiny_dir, tiny_info=tiny_info
+    )
+
+
+class OracleModel:
+    """A perfect model: per slice, the converter's own annotations as instances.
+
+    Reads ``instances_train.json`` of a converted dataset (converted with
+    ``min_area=0`` so that no component is dropped) and answers each input dict by
+    its ``slice_index``. Records every input it receives.
+    """
+
+    def __init__(self, dataset: Path):
+        coco = json.loads((dataset / "annotations" / "instances_train.json").read_text())
+        slice_of = {im["id"]: im["slice_index"] for im in coco["images"]}
+        self.annotations: dict[int, list[dict]] = {s: [] for s in slice_of.values()}
+        for ann in coco["annotations"]:
+            self.annotations[slice_of[ann["image_id"]]].append(ann)
+        self.inputs: list[dict] = []
+
+    def __call__(self, inputs: list[dict]) -> list[dict]:
+        outputs = []
+        for x in inputs:
+            self.inputs.append(x)
+            anns = self.annotations.get(x["slice_index"], [])
+            h, w = x["height"], x["width"]
+            masks = np.zeros((len(anns), h, w), dtype=bool)
+            for i, ann in enumerate(anns):
+                masks[i] = mask_util.decode(ann["segmentation"]).astype(bool)
+            inst = Instances((h, w))
+            inst.pred_masks = torch.from_numpy(masks)
+            inst.scores = torch.ones(len(anns))
+            inst.pred_classes = torch.tensor([a["category_id"] - 1 for a in anns], dtype=torch.long)
+            outputs.append({"instances": inst})
+        return outputs
+
+
+def _channel_paths(case_dir: Path) -> dict[str, str]:
+    return dict(find_brats_cases(case_dir)[0].channels)
+
+
+INPUT_KINDS = {
+    "case_folder": lambda d, channels: d,
+    "mapping_of_paths": lambda d, channels: _channel_paths(d),
+    "mapping_of_images": lambda d, channels: {
+        c: read_image(p) for c, p in _channel_paths(d).items()
+    },
+    "sequence_of_paths": lambda d, channels: [_channel_paths(d)[c] for c in channels],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INPUT_KINDS))
+@pytest.mark.parametrize(("target", "axis"), [("labels", "axial"), ("regions", "coronal")])
+def test_oracle_round_trip_is_exact_on_oblique_anisotropic_case(phantom, kind, target, axis):
+    dataset = phantom.dataset(target, axis)
+    predictor = VolumePredictor(
+        make_cfg(), dataset_info=dataset / "dataset.json", model=OracleModel(dataset)
+    )
+    images = INPUT_KINDS[kind](phantom.case_dir, predictor.channels)
+    pred = predictor.predict(images)
+
+    assert isinstance(pred, VolumePrediction)
+    flair = sitk.ReadImage(str(phantom.case_dir / "Obl_001_flair.nii.gz"))
+    assert flair.GetDirection() != tuple(np.eye(3).ravel())
+    assert geometry_of(pred.label_image) == geometry_of(flair)
+    assert pred.label_image.GetPixelID() == sitk.sitkUInt8
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom.case_dir / "Obl_001_seg.nii.gz")))
+    assert set(np.unique(seg)) == {0, 1, 2, 4}  # BraTS 2021 raw labels
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(pred.label_image), seg)
+    num_slices = pred.preprocessed.geometry["num_slices"]
+    assert pred.masks_raw.shape == (3, num_slices, *pred.preprocessed.geometry["slice_shape"])
+    np.testing.assert_array_equal(pred.masks_post, pred.masks_raw)  # default: no cleaning
+    assert pred.category_names == (
+        ["necrotic", "edema", "enhancing"] if target == "labels" else ["WT", "TC", "ET"]
+    )
+
+
+@pytest.mark.parametrize("image_format", ["BGR", "RGB"])
+def test_model_sees_what_the_test_mapper_makes_of_the_converted_pngs(phantom, image_format):
+    dataset = phantom.dataset()
+    cfg = make_cfg("INPUT.FORMAT", image_format)
+    oracle = OracleModel(dataset)
+    pred = VolumePredictor(cfg, dataset_info=dataset / "dataset.json", model=oracle).predict(
+        phantom.case_dir
+    )
+    seen = {x["slice_index"]: x for x in oracle.inputs}
+    assert len(seen) == len(oracle.inputs)  # each slice once
+    dicts = load_brainseg_json(
+        dataset / "annotations" / "instances_train.json", dataset / "images" / "train"
+    )
+    # Brain slices only, exactly those the converter kept; the others are skipped.
+    brain = np.flatnonzero(pred.preprocessed.brain.any(axis=(1, 2)))
+    assert sorted(seen) == sorted(d["slice_index"] for d in dicts) == brain.tolist()
+    assert len(seen) < pred.preprocessed.geometry["num_slices"]
+    mapper = BrainSegDatasetMapper(cfg, is_train=False)
+    for d in dicts:
+        expected = mapper(d)
+        got = seen[d["slice_index"]]
+        assert got["image"].dtype == torch.uint8
+        assert torch.equal(got["image"], expected["image"]), d["slice_index"]
+        assert (got["height"], got["width"]) == (d["height"], d["width"])
+    assert tuple(got["image"].shape[1:]) != (d["height"], d["width"])  # the resize ran
+
+
+def test_dataset_info_defaults_to_registered_training_dataset(phantom):
+    dataset = phantom.dataset()
+    (name,) = register_brainseg_dataset(dataset, name="predict_obl")
+    cfg = make_cfg("DATASETS.TRAIN", (name,))
+    predictor = VolumePredictor(cfg, model=OracleModel(dataset))
+    assert predictor.dataset_info == json.loads((dataset / "dataset.json").read_text())
+    assert predictor.channels == ["flair", "t1ce", "t2"]
+    with pytest.raises(ValueError, match="not registered.*--dataset-info"):
+        VolumePredictor(make_cfg("DATASETS.TRAIN", ("nowhere_train",)), model=OracleModel(dataset))
+
+
+def test_missing_channel_names_case_and_channel(phantom, tmp_path):
+    case_dir = shutil.copytree(phantom.tiny_dir, tmp_path / "Tiny_001")
+    (case_dir / "Tiny_001_t1ce.nii.gz").unlink()
+    predictor = VolumePredictor(make_cfg(), dataset_info=phantom.tiny_info, model=lambda x: [])
+    with pytest.raises(VolumeError, match=r"case Tiny_001: missing channel 't1ce'"):
+        predictor.predict(case_dir)
+    with pytest.raises(ValueError, match=r"expected 3 images in channel order"):
+        predictor.predict([str(case_dir / "Tiny_001_flair.nii.gz")])
+
+
+class _ScoreRecorder:
+    def __init__(self, model):
+        self.model, self.scores = model, {}
+
+    def __call__(self, inputs):
+        outputs = self.model(inputs)
+        for x, out in zip(inputs, outputs):
+            self.scores[x["slice_index"]] = out["instances"].scores.clone()
+        return outputs
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    cfg = make_cfg(*TINY_OPTS)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.eval()
+    return cfg, model
+
+
+def _predict(cfg, model, info, images, batch_size):
+    recorder = _ScoreRecorder(model)
+    predictor = VolumePredictor(cfg, dataset_info=info, model=recorder, batch_size=batch_size)
+    return predictor.predict(images), recorder.scores
+
+
+def test_batch_size_does_not_change_predictions(phantom, tiny_model):
+    """Batch 1 vs 4 (6 slices: batches of 4 and 2) with native CPU kernels: bitwise equal.
+
+    oneDNN (PyTorch's default CPU convolution backend) picks kernels by batch
+    size, which moves backbone features by ~1e-5 between batch 1 and 4;
+    with ``torch.backends.mkldnn`` off, convolutions are computed image by image
+    and the whole output is bitwise identical, which is what this test checks:
+    batching, padding and slice bookkeeping add no difference of their own.
+    """
+    cfg, model = tiny_model
+    with torch.backends.mkldnn.flags(enabled=False):
+        one, scores_one = _predict(cfg, model, phantom.tiny_info, phantom.tiny_dir, 1)
+        four, scores_four = _predict(cfg, model, phantom.tiny_info, phantom.tiny_dir, 4)
+    assert one.masks_raw.any()  # the random model does detect things
+    assert len(scores_one) == 6
+    np.testing.assert_array_equal(one.masks_raw, four.masks_raw)
+    np.testing.assert_array_equal(one.masks_post, four.masks_post)
+    for s, scores in scores_one.items():
+        assert torch.equal(scores, scores_four[s]), s
+
+
+def test_batch_size_with_default_cpu_backend(phantom, tiny_model):
+    """Same with oneDNN on (the default): scores agree to float32 rounding, masks match.
+
+    Masks are compared with a tolerance of 1e-4 of the voxels because a mask pixel
+    whose logit sits within rounding of the 0.5 threshold may flip (see above);
+    on the CPU this was written on, none did.
+    """
+    cfg, model = tiny_model
+    one, scores_one = _predict(cfg, model, phantom.tiny_info, phantom.tiny_dir, 1)
+    four, scores_four = _predict(cfg, model, phantom.tiny_info, phantom.tiny_dir, 4)
+    assert np.mean(one.masks_raw != four.masks_raw) <= 1e-4
+    for s, scores in scores_one.items():
+        torch.testing.assert_close(scores, scores_four[s], rtol=0, atol=1e-4)
+
+
+def _cli_args(input_dir, output, info, weights, *extra):
+    return [
+        "--config-file", str(INSTANT_CFG),
+        "--input", str(input_dir),
+        "--dataset-info", str(info),
+        "--output", str(output),
+        *extra,
+        "MODEL.WEIGHTS", str(weights),
+        *[str(v) for v in TINY_OPTS],
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    DetectionCheckpointer(tiny_model[1], save_dir=str(folder)).save("model")
+    return folder / "model.pth"
+
+
+def test_cli_predicts_a_folder_of_cases(phantom, tiny_model, tiny_weights, tmp_path, capsys):
+    cases = tmp_path / "cases"
+    for case_id in ("Tiny_001", "Tiny_002"):
+        folder = cases / "HGG" / case_id
+        folder.mkdir(parents=True)
+        for src in phantom.tiny_dir.iterdir():
+            shutil.copy(src, folder / src.name.replace("Tiny_001", case_id))
+    out = tmp_path / "out"
+    info = phantom.dataset() / "dataset.json"
+    assert main(_cli_args(cases, out, info, tiny_weights, "--batch-size", "2")) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["Tiny_001_pred.nii.gz", "Tiny_002_pred.nii.gz"]
+    expected, _ = _predict(*tiny_model, phantom.tiny_info, phantom.tiny_dir, 2)
+    written = sitk.ReadImage(str(out / "Tiny_001_pred.nii.gz"))
+    assert geometry_of(written) == geometry_of(read_image(phantom.tiny_dir / "Tiny_001_t1.nii.gz"))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected.label_image)
+    )
+    assert sitk.GetArrayFromImage(written).any()
+
+
+def test_cli_refuses_to_overwrite(phantom, tiny_weights, tmp_path, capsys):
+    out = tmp_path / "pred.nii.gz"
+    out.write_bytes(b"keep me")
+    info = phantom.dataset() / "dataset.json"
+    assert main(_cli_args(phantom.tiny_dir, out, info, tiny_weights)) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert main(_cli_args(phantom.tiny_dir, out, info, tiny_weights, "--overwrite", "--raw")) == 0
+    image = sitk.ReadImage(str(out))
+    assert geometry_of(image) == geometry_of(read_image(phantom.tiny_dir / "Tiny_001_t2.nii.gz"))
+    assert [p.name for p in tmp_path.iterdir()] == ["pred.nii.gz"]  # no temporary left
+
+
+def test_cli_missing_channel_exits_2_without_output(phantom, tiny_weights, tmp_path, capsys):
+    case_dir = shutil.copytree(phantom.tiny_dir, tmp_path / "in" / "Tiny_001")
+    (case_dir / "Tiny_001_flair.nii.gz").unlink()
+    out = tmp_path / "out"
+    info = phantom.dataset() / "dataset.json"
+    assert main(_cli_args(case_dir, out, info, tiny_weights)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "case Tiny_001: missing channel 'flair'" in err
+    assert not out.exists()
+
+
+def test_cli_file_output_needs_a_single_case(phantom, tiny_weights, tmp_path, capsys):
+    info = phantom.dataset() / "dataset.json"
+    two = tmp_path / "two"
+    for case_id in ("A_1", "B_2"):
+        (two / case_id).mkdir(parents=True)
+        shutil.copy(
+            phantom.tiny_dir / "Tiny_001_flair.nii.gz", two / case_id / f"{case_id}_flair.nii.gz"
+        )
+    assert main(_cli_args(two, tmp_path / "x.nii.gz", info, tiny_weights)) == 2
+    assert "holds 2 cases" in capsys.readouterr().err

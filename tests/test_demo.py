@@ -1,0 +1,122 @@
+"""The picture scripts: demo/demo.py and tools/visualize_data.py, run in-process."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import cv2
+import imageio.v3 as iio
+import numpy as np
+import SimpleITK as sitk
+
+from brainseg_d2.visualization import auto_scale
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "phantom" / "mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
+# A random-init model is slow only through the number of instances it draws.
+FAST_MODEL = [
+    "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "TEST.DETECTIONS_PER_IMAGE", "2",
+    "INPUT.MIN_SIZE_TEST", "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+]  # fmt: skip
+
+
+def _load(relative: str):
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_visualize_data_writes_gt_overlays(phantom_dataset, tmp_path):
+    tool = _load("tools/visualize_data.py")
+    dataset = phantom_dataset["dataset"]
+    out = tmp_path / "gt"
+    assert tool.main(["--dataset-dir", str(dataset), "--split", "train", "--output", str(out),
+                      "--num", "3"]) == 0  # fmt: skip
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 3
+    vid, index = files[0].stem.rsplit("_", 1)
+    source = cv2.imread(str(dataset / "images" / "train" / vid / f"{index}.png"))
+    image = cv2.imread(str(files[0]))
+    assert image.shape[:2] == tuple(auto_scale(source.shape) * n for n in source.shape[:2])
+    # Annotated slices are drawn in colour on a grey slice.
+    assert (np.ptp(image.astype(int), axis=2) > 40).any()
+
+
+def test_visualize_data_one_volume_and_bad_arguments(phantom_dataset, tmp_path, capsys):
+    tool = _load("tools/visualize_data.py")
+    dataset = str(phantom_dataset["dataset"])
+    train = json.loads((phantom_dataset["dataset"] / "dataset.json").read_text())["splits"]
+    vid = train["train"][0]
+    out = tmp_path / "one"
+    assert tool.main(["--dataset-dir", dataset, "--split", "train", "--volume", vid,
+                      "--output", str(out), "--num", "2"]) == 0  # fmt: skip
+    assert {p.name.rsplit("_", 1)[0] for p in out.glob("*.png")} == {vid}
+    assert tool.main(["--dataset-dir", dataset, "--split", "nope", "--output", str(out)]) == 2
+    assert "no split 'nope'" in capsys.readouterr().err
+
+
+def test_demo_on_2d_slices_writes_overlays(phantom_dataset, tmp_path):
+    demo = _load("demo/demo.py")
+    dataset = phantom_dataset["dataset"]
+    images = sorted((dataset / "images" / "train").rglob("*.png"))[:1]
+    out = tmp_path / "demo2d"
+    rc = demo.main([
+        "--config-file", str(CONFIG), "--input", *map(str, images), "--output", str(out),
+        "--confidence-threshold", "0.2", "--dataset-info", str(dataset / "dataset.json"),
+        "--opts", *FAST_MODEL,
+    ])  # fmt: skip
+    assert rc == 0
+    written = sorted(out.glob("*.png"))
+    assert [p.name for p in written] == [p.name for p in images]
+    source = cv2.imread(str(images[0]))
+    scale = auto_scale(source.shape)
+    assert cv2.imread(str(written[0])).shape[:2] == (
+        scale * source.shape[0],
+        scale * source.shape[1],
+    )
+
+
+def _tiny_case(folder: Path) -> Path:
+    """A BraTS-named case folder, 12 x 14 x 5 voxels, tumour in the middle slices."""
+    case = folder / "Tiny_001"
+    case.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for channel in ("flair", "t1", "t1ce", "t2"):
+        array = rng.uniform(50, 150, (5, 14, 12)).astype(np.float32)
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(case / f"Tiny_001_{channel}.nii.gz"))
+    seg = np.zeros((5, 14, 12), np.uint8)
+    seg[1:4, 4:10, 3:9] = 2
+    seg[2, 6:8, 5:7] = 4
+    sitk.WriteImage(sitk.GetImageFromArray(seg), str(case / "Tiny_001_seg.nii.gz"))
+    return case
+
+
+def test_demo_on_a_case_folder_writes_case_pictures(phantom_dataset, tmp_path):
+    demo = _load("demo/demo.py")
+    case = _tiny_case(tmp_path / "cases")
+    out = tmp_path / "democase"
+    rc = demo.main([
+        "--config-file", str(CONFIG), "--input", str(case), "--output", str(out),
+        "--dataset-info", str(phantom_dataset["dataset"] / "dataset.json"),
+        "--opts", *FAST_MODEL,
+    ])  # fmt: skip
+    assert rc == 0
+    folder = out / "Tiny_001"
+    assert sorted(p.name for p in folder.glob("slice_*.png"))  # GT tumour slices at least
+    assert (folder / "montage.png").is_file()
+    assert iio.imread(folder / "volume.gif", index=None).shape[0] == 5
+
+
+def test_demo_names_volume_files_by_suffix_or_order():
+    demo = _load("demo/demo.py")
+    case = demo.volume_case(["a/X_t2.nii.gz", "a/X_flair.nii.gz", "a/X_t1ce.nii.gz"],
+                            ["flair", "t1ce", "t2"], "brats2021")  # fmt: skip
+    assert case.case_id == "X" and case.channels["flair"] == "a/X_flair.nii.gz"
+    case = demo.volume_case(["p.nii.gz", "q.nii.gz"], ["flair", "t2"], "binary")
+    assert case.channels == {"flair": "p.nii.gz", "t2": "q.nii.gz"}
+    kind, _ = demo.split_inputs([str(REPO / "configs")])
+    assert kind == "case"

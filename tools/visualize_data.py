@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""Browse the ground truth of a converted dataset: one overlay PNG per slice.
+
+    tools/visualize_data.py --dataset-dir datasets/phantom --split val --output out/gt
+    tools/visualize_data.py --dataset-dir datasets/phantom --volume Phantom_00003 --num 40 \\
+        --output out/gt
+
+Registers the dataset folder like training does, loads ``<name>_<split>`` from
+Detectron2's ``DatasetCatalog`` and draws every annotation (RLE decoded with
+pycocotools) with ``Visualizer.draw_dataset_dict`` in the registered
+``thing_colors``. Slices with annotations are preferred, spread evenly over the
+split (or the volume). Files: ``<output>/<volume_id>_<slice:04d>.png``.
+Needs the package importable (``pip install -e .``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import read_image
+
+from brainseg_d2.data.datasets import register_brainseg_dataset
+from brainseg_d2.visualization import auto_scale, display_image, draw_dataset_dict
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset-dir", required=True, type=Path, help="converted dataset folder")
+    p.add_argument("--split", default="val", help="split to browse (default: val)")
+    p.add_argument("--output", required=True, type=Path, help="folder for the PNGs")
+    p.add_argument("--num", type=int, default=20, help="number of slices to draw (default: 20)")
+    p.add_argument("--volume", help="only slices of this volume id")
+    p.add_argument("--scale", type=float, help="upscaling factor (default: automatic)")
+    p.add_argument(
+        "--channel",
+        type=int,
+        default=0,
+        choices=[0, 1, 2],
+        help="image channel shown in grey (default 0: the first converted channel)",
+    )
+    p.add_argument("--composite", action="store_true", help="show the RGB composite instead")
+    return p
+
+
+def select_records(records: Sequence[dict], num: int) -> list[dict]:
+    """Up to ``num`` records, evenly spread, preferring slices with annotations."""
+    annotated = [r for r in records if r.get("annotations")]
+    pool = annotated or list(records)
+    pool.sort(key=lambda r: (str(r.get("volume_id", "")), r.get("slice_index", 0)))
+    if len(pool) <= num:
+        return pool
+    picks = np.round(np.linspace(0, len(pool) - 1, num)).astype(int)
+    return [pool[i] for i in sorted(set(picks.tolist()))]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.num < 1:
+        print(f"error: --num must be >= 1, got {args.num}", file=sys.stderr)
+        return 2
+    try:
+        names = register_brainseg_dataset(args.dataset_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    prefix = names[0].rsplit("_", 1)[0] if names else ""
+    wanted = f"{prefix}_{args.split}"
+    splits = [n[len(prefix) + 1 :] for n in names]
+    if wanted not in names:
+        print(
+            f"error: no split {args.split!r} in {args.dataset_dir} (has {splits})", file=sys.stderr
+        )
+        return 2
+    records = DatasetCatalog.get(wanted)
+    if args.volume:
+        volumes = sorted({str(r.get("volume_id")) for r in records})
+        records = [r for r in records if r.get("volume_id") == args.volume]
+        if not records:
+            shown = ", ".join(volumes[:10]) + (" ..." if len(volumes) > 10 else "")
+            print(
+                f"error: volume {args.volume!r} is not in split {args.split!r} (has {shown})",
+                file=sys.stderr,
+            )
+            return 2
+    metadata = MetadataCatalog.get(wanted)
+    args.output.mkdir(parents=True, exist_ok=True)
+    chosen = select_records(records, args.num)
+    for record in chosen:
+        image = read_image(record["file_name"], format="RGB")
+        image = display_image(image, None if args.composite else args.channel)
+        scale = args.scale or auto_scale(image.shape)
+        vid = str(record.get("volume_id", Path(record["file_name"]).parent.name))
+        index = int(record.get("slice_index", record["image_id"]))
+        title = f"{vid} #{index}"
+        drawn = draw_dataset_dict(image, record, metadata, scale=scale, title=title)
+        out = args.output / f"{vid}_{index:04d}.png"
+        if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+            print(f"error: cannot write {out}", file=sys.stderr)
+            return 1
+    print(f"wrote {len(chosen)} overlays of {wanted} to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
