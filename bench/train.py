@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20, help="timed iterations per run")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
-        "--config", default=str(ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_1k.yaml")
+        "--config", default=str(ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml")
     )
     parser.add_argument("--spacing", type=float, default=1.5, help="phantom voxel size (mm)")
     args = parser.parse_args()

@@ -56,7 +56,7 @@ class DemoOptions:
     """
 
     output: Path = Path("output/demo")
-    config: Path = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_1k.yaml"
+    config: Path = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml"
     train_cases: int = 20
     heldout_cases: int = 6
     seed: int = 0
@@ -172,7 +172,7 @@ def flair_baseline(opts: DemoOptions, case_dir: Path, num_sd: float = 2.0) -> li
     """
     from brainseg_d2.evaluation.evaluator import evaluate_volume
 
-    info = json.loads((opts.output / "datasets/heldout/dataset.json").read_text())
+    info = json.loads((opts.output / "datasets/heldout/dataset.json").read_text(encoding="utf-8"))
     case = find_brats_cases(case_dir.parent)
     case = next(c for c in case if c.case_id == case_dir.name)
     images = {ch: read_image(case.channels[ch]) for ch in info["channels"]}
@@ -213,7 +213,7 @@ def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
 
     cfg = build_cfg(opts, test_dataset="heldout_test")
     info_path = opts.output / "datasets/heldout/dataset.json"
-    info = json.loads(info_path.read_text())
+    info = json.loads(info_path.read_text(encoding="utf-8"))
     predictor = VolumePredictor(cfg, dataset_info=info_path, model=model)
     target = get_target(info["target"])
     convention = get_convention(info["label_convention"])
@@ -229,8 +229,10 @@ def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
         gt_tissue = raw_to_tissue(
             label_slices(read_image(case.mask), prediction.preprocessed.geometry), convention
         )
+        # One GIF is enough to show; montages for every case feed the report.
         render = render_prediction(
             prediction, pic_dir / case.case_id, gt_masks=target.masks_from_tissue(gt_tissue),
+            gif=not first,
         )
         if not first:
             first = {"nifti": nifti, "gif": render.gif, "montage": render.montage,

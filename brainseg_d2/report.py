@@ -111,7 +111,7 @@ def load_cases(cases_csv: str | Path) -> list[dict]:
 
 def _load_summary(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):

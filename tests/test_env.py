@@ -59,11 +59,10 @@ def test_fallback_fixes_are_in_effect():
     _, kind, _ = detectron2_install_kind()
     if kind != "python-only fallback":
         pytest.skip("source build of Detectron2")
-    from PIL import Image
-
     from detectron2.data.transforms.transform import ExtentTransform
     from detectron2.model_zoo import get_config_file
     from detectron2.structures.masks import polygons_to_bitmask
+    from PIL import Image
 
     assert ExtentTransform((0, 0, 1, 1), (1, 1)).interp == Image.BILINEAR
     empty = polygons_to_bitmask([], 4, 5)  # used np.bool

@@ -96,8 +96,8 @@ def test_report_lists_every_case_and_its_numbers(eval_dir, tmp_path):
     text = " ".join(page.text)
     for vid in WT_POST:
         assert vid in text  # unescaped by the parser: the raw file holds &lt;weird&amp;id&gt;
-    assert "&lt;weird&amp;id&gt;" in out.read_text()
-    assert "Val <run>" in text and "<run>" not in out.read_text()
+    assert "&lt;weird&amp;id&gt;" in out.read_text(encoding="utf-8")
+    assert "Val <run>" in text and "<run>" not in out.read_text(encoding="utf-8")
     for wt in WT_POST.values():
         assert f"{wt:.3f}" in text and f"{wt - 0.05:.3f}" in text  # post and raw
     assert "0.687" in text and "4.50" in text and "∞" in text  # summary, HD95, infinite
@@ -118,7 +118,8 @@ def test_report_embeds_thumbnails_of_worst_and_best_as_data_uris(eval_dir, tmp_p
 def test_report_references_nothing_outside_the_file(eval_dir, tmp_path):
     out = write_report(eval_dir, tmp_path / "report.html", _thumbs(tmp_path))
     page = _parse(out)
-    without_data = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", out.read_text())
+    html = out.read_text(encoding="utf-8")
+    without_data = re.sub(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+", "", html)
     assert "//" not in without_data and "url(" not in without_data
     assert not {"script", "link", "iframe"} & set(page.tags)
     for key, value in page.attrs:
@@ -142,6 +143,6 @@ def test_cli_finds_demo_montages_as_thumbnails(eval_dir, tmp_path, capsys):
     cv2.imwrite(str(thumbs / "BraTS_002" / "montage.png"), np.zeros((8, 8, 3), np.uint8))
     out = tmp_path / "cli.html"
     assert main(["--eval-dir", str(eval_dir), "--out", str(out), "--thumbs", str(thumbs)]) == 0
-    assert out.read_text().count("data:image/") == 1
+    assert out.read_text(encoding="utf-8").count("data:image/") == 1
     assert main(["--eval-dir", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err

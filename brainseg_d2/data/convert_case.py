@@ -385,7 +385,7 @@ def cached_record(work: Path, vid: str, key: str) -> dict | None:
     """The finished record of a volume in ``work`` if its key matches and its PNGs exist."""
     path = work / "cases" / f"{vid}.json"
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if record.get("key") != key:

@@ -58,7 +58,7 @@ def load_brainseg_json(json_file: str | Path, image_root: str | Path) -> list[di
     """
     json_file = Path(json_file)
     try:
-        coco = json.loads(json_file.read_text())
+        coco = json.loads(json_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read COCO annotations {json_file}: {e}") from None
     cat_ids = sorted(c["id"] for c in coco["categories"])
@@ -93,7 +93,7 @@ def load_brainseg_json(json_file: str | Path, image_root: str | Path) -> list[di
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {path}: {e}") from None
 

@@ -102,7 +102,7 @@ def load_dataset_info(source: Mapping | str | os.PathLike) -> dict:
     if path.is_dir():
         path = path / "dataset.json"
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read dataset info {path}: {exc}") from None
 
