@@ -1,0 +1,79 @@
+"""The main job end to end (tools/run_demo.py --quick): every artefact exists and is sound."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--output", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r.stdout
+
+
+def test_demo_prints_where_things_are_and_the_headline(quick_demo):
+    out, stdout = quick_demo
+    assert "Held-out volume Dice" in stdout
+    for region in ("WT", "TC", "ET"):
+        assert f"  {region}: " in stdout
+    assert "baseline (FLAIR > mean + 2 SD) WT" in stdout
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert 0.0 <= summary["volume_dice"]["volume_dice_WT_post"] <= 1.0
+    assert set(summary["timings_s"]) == {"data", "train", "evaluate", "baseline",
+                                         "predict_and_show"}
+
+
+def test_predicted_nifti_has_the_input_geometry(quick_demo):
+    out, _ = quick_demo
+    for pred in sorted((out / "predictions").glob("*_pred.nii.gz")):
+        case = pred.name[: -len("_pred.nii.gz")]
+        ref = sitk.ReadImage(str(out / "cases" / "heldout" / case / f"{case}_flair.nii.gz"))
+        img = sitk.ReadImage(str(pred))
+        assert img.GetSize() == ref.GetSize()
+        assert np.allclose(img.GetSpacing(), ref.GetSpacing())
+        assert np.allclose(img.GetOrigin(), ref.GetOrigin())
+        assert np.allclose(img.GetDirection(), ref.GetDirection())
+        assert set(np.unique(sitk.GetArrayViewFromImage(img))) <= {0, 1, 2, 4}
+
+
+def test_pictures_and_report(quick_demo):
+    out, _ = quick_demo
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    gif = Path(summary["outputs"]["gif"])
+    frames = iio.imread(gif, index=None)
+    assert frames.ndim == 4 and frames.shape[0] > 1 and frames.shape[-1] in (3, 4)
+    montage = iio.imread(summary["outputs"]["montage"])
+    assert montage.ndim == 3 and montage.shape[2] == 3
+    # MRI in grey with coloured masks: some pixels are saturated colours, not grey.
+    rgb = montage[..., :3].astype(int)
+    assert (np.ptp(rgb, axis=2) > 60).any()
+    html = Path(summary["outputs"]["report"]).read_text(encoding="utf-8")
+    HTMLParser().feed(html)
+    assert "data:image/" in html and "Heldout_00000" in html
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "precious.txt").write_text("user data")
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--output",
+         str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert r.returncode == 2
+    assert "not written by the demo" in r.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "precious.txt").read_text() == "user data"
