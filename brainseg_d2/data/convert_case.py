@@ -60,17 +60,35 @@ def case_key(case: Case | SliceCase, split: str, options: ConvertOptions) -> str
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _check_volume_headers(case: Case, options: ConvertOptions) -> None:
-    for name in options.channels or ():
+def check_volume_case(
+    case: Case, required: Sequence[str], *, include_mask: bool = True, only_required: bool = False
+) -> None:
+    """Pre-flight for one 3D case from headers only: channels present, 3D, one grid.
+
+    Shared by the converter and the volume predictor's CLI.
+
+    Args:
+        case: the case to check.
+        required: channel names that must be present.
+        include_mask: also check the label map (when the case has one).
+        only_required: check only the ``required`` channels' files, not every channel.
+
+    Raises:
+        VolumeError: naming the case and the channel or file.
+    """
+    for name in required:
         if name not in case.channels:
             where = case.expected.get(name, "not provided")
             raise VolumeError(f"case {case.case_id}: missing channel '{name}' ({where})")
+    items = [(n, case.channels[n]) for n in required] if only_required else list(
+        case.channels.items()
+    )
+    if include_mask:
+        items.append(("mask", case.mask))
     headers = {}
-    for name, path in [*case.channels.items(), ("mask", case.mask)]:
-        if path is None:
-            continue
-        if os.path.isdir(path):
-            continue  # DICOM series: checked when read
+    for name, path in items:
+        if path is None or os.path.isdir(path):
+            continue  # no mask, or a DICOM series (checked when read)
         header = read_header(path)
         if header.GetDimension() != 3:
             raise VolumeError(
@@ -79,6 +97,10 @@ def _check_volume_headers(case: Case, options: ConvertOptions) -> None:
             )
         headers[name] = header
     check_same_geometry(headers, case_id=case.case_id)
+
+
+def _check_volume_headers(case: Case, options: ConvertOptions) -> None:
+    check_volume_case(case, options.channels or ())
 
 
 def _check_slice_headers(case: SliceCase, options: ConvertOptions) -> None:

@@ -29,8 +29,8 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from brainseg_d2.config import get_brainseg_cfg
+from brainseg_d2.data.convert_case import check_volume_case
 from brainseg_d2.data.sources import Case, find_brats_cases
-from brainseg_d2.data.volume_io import VolumeError, check_same_geometry, read_header
 from brainseg_d2.inference.volume_predictor import (
     VolumePredictor,
     dataset_info_from_cfg,
@@ -129,22 +129,7 @@ def check_case(case: Case, channels: Sequence[str]) -> None:
     Raises:
         VolumeError: naming the case and the channel or file.
     """
-    headers = {}
-    for name in channels:
-        if name not in case.channels:
-            where = case.expected.get(name, "not provided")
-            raise VolumeError(f"case {case.case_id}: missing channel '{name}' ({where})")
-        path = case.channels[name]
-        if os.path.isdir(path):
-            continue  # DICOM series: checked when read
-        header = read_header(path)
-        if header.GetDimension() != 3:
-            raise VolumeError(
-                f"case {case.case_id}: {path}: expected a 3D volume, got "
-                f"{header.GetDimension()}D of size {header.GetSize()}"
-            )
-        headers[name] = header
-    check_same_geometry(headers, case_id=case.case_id)
+    check_volume_case(case, channels, include_mask=False, only_required=True)
 
 
 def write_image(image: sitk.Image, path: Path) -> None:
