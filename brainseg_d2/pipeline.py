@@ -28,7 +28,7 @@ from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.datasets import register_brainseg_dataset
 from brainseg_d2.data.phantom import generate_dataset
-from brainseg_d2.data.preprocess import PreprocessOptions, label_slices, preprocess_volume
+from brainseg_d2.data.preprocess import label_slices, preprocess_volume
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import read_image
 from brainseg_d2.labels import get_convention, get_target, raw_to_tissue
@@ -157,8 +157,8 @@ def evaluate(opts: DemoOptions, model) -> dict:
     return results["brainseg"]
 
 
-def flair_baseline(opts: DemoOptions, case_dir: Path, num_sd: float = 2.0) -> list[dict]:
-    """Score a non-learned baseline on one held-out case with the evaluator's code.
+def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
+    """Score a non-learned baseline on every held-out case with the evaluator's code.
 
     FLAIR, preprocessed exactly as for the model, is thresholded at mean +
     ``num_sd`` standard deviations of the brain's FLAIR intensities (tumour and
@@ -168,40 +168,36 @@ def flair_baseline(opts: DemoOptions, case_dir: Path, num_sd: float = 2.0) -> li
     instead (WT Dice ~0.05 on the phantom), so it would be a straw man.
 
     Returns:
-        the per-volume metric rows (raw and post) of ``evaluate_volume``.
+        the per-volume metric rows (raw and post) of ``evaluate_volume``, per case.
     """
     from brainseg_d2.evaluation.evaluator import evaluate_volume
+    from brainseg_d2.inference.volume_predictor import preprocess_options_from_info
 
     info = json.loads((opts.output / "datasets/heldout/dataset.json").read_text(encoding="utf-8"))
-    case = find_brats_cases(case_dir.parent)
-    case = next(c for c in case if c.case_id == case_dir.name)
-    images = {ch: read_image(case.channels[ch]) for ch in info["channels"]}
-    prep = preprocess_volume(
-        images, PreprocessOptions(channels=tuple(info["channels"]), slice_axis=info["slice_axis"],
-                                  lower_percentile=info["options"]["lower_percentile"],
-                                  upper_percentile=info["options"]["upper_percentile"]),
-    )
-    flair = prep.slices[..., info["channels"].index("flair")]
-    brain_values = flair[prep.brain].astype(np.float32)
-    thresh = brain_values.mean() + num_sd * brain_values.std()
+    prep_options = preprocess_options_from_info(info).preprocess()
     target = get_target(info["target"])
-    tissue = np.where((flair > thresh) & prep.brain, 2, 0).astype(np.uint8)  # 2 = edema -> WT
-    pred = target.masks_from_tissue(tissue)
-    gt_tissue = raw_to_tissue(
-        label_slices(read_image(case.mask), prep.geometry), get_convention(info["label_convention"])
-    )
-    gt = target.masks_from_tissue(gt_tissue)
-    geometry = prep.geometry
-    spacing = (geometry["slice_thickness"], *geometry["pixel_spacing"])
-    cfg = build_cfg(opts)
-    rows = []
-    for variant, params in (
+    convention = get_convention(info["label_convention"])
+    variants = (
         ("raw", PostprocessParams.raw()),
-        ("post", PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)),
-    ):
-        masks = postprocess_volume(pred, params) if variant == "post" else pred
-        for row in evaluate_volume(masks, gt, spacing, target):
-            rows.append({**row, "variant": variant, "volume_id": case.case_id})
+        ("post", PostprocessParams.from_cfg(build_cfg(opts).BRAINSEG.POSTPROCESS)),
+    )
+    rows = []
+    for case in find_brats_cases(opts.output / "cases/heldout"):
+        images = {ch: read_image(case.channels[ch]) for ch in prep_options.channels}
+        prep = preprocess_volume(images, prep_options)
+        flair = prep.slices[..., list(prep_options.channels).index("flair")]
+        brain_values = flair[prep.brain].astype(np.float32)
+        thresh = brain_values.mean() + num_sd * brain_values.std()
+        tissue = np.where((flair > thresh) & prep.brain, 2, 0).astype(np.uint8)  # edema -> WT
+        pred = target.masks_from_tissue(tissue)
+        gt = target.masks_from_tissue(
+            raw_to_tissue(label_slices(read_image(case.mask), prep.geometry), convention)
+        )
+        spacing = (prep.geometry["slice_thickness"], *prep.geometry["pixel_spacing"])
+        for variant, params in variants:
+            masks = postprocess_volume(pred, params) if variant == "post" else pred
+            for row in evaluate_volume(masks, gt, spacing, target):
+                rows.append({**row, "variant": variant, "volume_id": case.case_id})
     return rows
 
 
@@ -273,10 +269,7 @@ def run(opts: DemoOptions) -> dict:
     stage("data", make_data, opts)
     model = stage("train", train, opts)
     results = stage("evaluate", evaluate, opts, model)
-    baseline_rows = stage(
-        "baseline", lambda: [r for c in sorted((opts.output / "cases/heldout").iterdir())
-                             if c.is_dir() for r in flair_baseline(opts, c)]
-    )
+    baseline_rows = stage("baseline", flair_baseline, opts)
     outputs = stage("predict_and_show", predict_and_show, opts, model)
 
     baseline_wt = {
