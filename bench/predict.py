@@ -19,10 +19,13 @@ post-processing, 3D label map) and whether the masks agree with the baseline.
 With random weights the detections depend on ``SCORE_THRESH_TEST``: at the
 config's 0.05 every slice has ``DETECTIONS_PER_IMAGE`` detections (mask head
 bound); with ``--score-thresh-test 0.5`` none (backbone + RPN + box head, like a
-trained model on tumour-free slices). A trained model lies in between.
+trained model on tumour-free slices). A trained model lies in between: pass its
+``--config``, ``--weights`` and training ``--dataset-info`` (e.g. those of a
+``make demo`` run) to measure it. Every run keeps the detections scoring
+``>= BRAINSEG.POSTPROCESS.SCORE_THRESH``.
 
 Run: ``python bench/predict.py [--spacing 1] [--batch-size 8] [--repeats 2]
-[--score-thresh-test 0.5] [--threads 2]``.
+[--score-thresh-test 0.5] [--threads 2] [--config CFG --weights W --dataset-info J]``.
 """
 
 from __future__ import annotations
@@ -60,23 +63,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--score-thresh-test", type=float, help="MODEL.ROI_HEADS.SCORE_THRESH_TEST")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="phantom case seed")
+    parser.add_argument("--config", default=CONFIG, help="model config (default: %(default)s)")
+    parser.add_argument("--weights", default="", help="trained weights (default: random init)")
+    parser.add_argument("--dataset-info", help="training dataset.json (default: labels target)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     cfg = get_brainseg_cfg()
-    cfg.merge_from_file(CONFIG, allow_unsafe=False)
+    cfg.merge_from_file(args.config, allow_unsafe=False)
+    cfg.MODEL.WEIGHTS = args.weights
     if args.score_thresh_test is not None:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.score_thresh_test
     cfg.freeze()
     torch.manual_seed(args.seed)
     # DefaultPredictor builds the model (random init: MODEL.WEIGHTS is empty); every
     # run below uses this one model, so the weights are identical.
-    default = DefaultPredictor(cfg)
+    default = DefaultPredictor(cfg)  # loads MODEL.WEIGHTS (none: random init)
     model = default.model
     predictors = {
-        b: VolumePredictor(cfg, dataset_info=DATASET_INFO, model=model, batch_size=b)
+        b: VolumePredictor(
+            cfg, dataset_info=args.dataset_info or DATASET_INFO, model=model, batch_size=b
+        )
         for b in sorted({1, args.batch_size})
     }
     vp = predictors[1]
@@ -116,15 +125,17 @@ def main() -> None:
 
         return run
 
-    detections = []  # also warms up (oneDNN builds its kernels on first use of a shape)
+    detections, kept = [], []  # also warms up (oneDNN builds kernels on first use of a shape)
     with torch.inference_mode():
         for x in inputs[:: max(1, len(inputs) // 10)]:
-            detections.append(len(model([x])[0]["instances"]))
+            scores = model([x])[0]["instances"].scores
+            detections.append(len(scores))
+            kept.append(int((scores >= threshold).sum()))
 
     runs = {
         "DefaultPredictor, all slices": default_loop(range(num_slices)),
         "DefaultPredictor, brain slices": default_loop(brain),
-        "model loop, no_grad": model_loop(torch.no_grad),
+        "model loop, no_grad": model_loop(torch.no_grad),  # no score cut: DefaultPredictor's work
         "model loop, inference_mode": model_loop(torch.inference_mode),
     }
     for b, predictor in predictors.items():
@@ -138,7 +149,8 @@ def main() -> None:
         f"volume: phantom seed {args.seed} at {args.spacing:g} mm, {num_slices} slices of "
         f"{tuple(pre.brain.shape[1:])}, {len(brain)} with brain; model input "
         f"{tuple(inputs[0]['image'].shape[1:])}; SCORE_THRESH_TEST "
-        f"{cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST}: {np.mean(detections):.1f} detections/slice"
+        f"{cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST}: {np.mean(detections):.1f} detections/slice, "
+        f"{np.mean(kept):.1f} scoring >= {threshold:g}"
     )
     print(f"repeats: {args.repeats}, runs interleaved (median shown, then each repeat)")
     print(

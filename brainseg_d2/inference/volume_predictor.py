@@ -12,6 +12,13 @@ The straight line per case::
 Slices without brain voxels are not run through the model: they are predicted
 empty (the converter drops them too, so the model never saw such slices).
 
+Detections scoring below the post-processing score threshold are dropped anyway,
+so while it predicts, the predictor raises the box predictor's
+``test_score_thresh`` (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, usually 0.05) to that
+threshold: the mask head and mask pasting then run only on detections that can
+enter the masks. The kept detections are exactly the same (see
+:func:`score_threshold_pushed_down`).
+
 Model inputs are built exactly as :class:`~brainseg_d2.data.dataset_mapper.BrainSegDatasetMapper`
 builds them at test time from the converter's PNGs: the PNG holds the slice's
 R, G, B channels, detectron2's ``read_image(format=cfg.INPUT.FORMAT)`` turns that
@@ -23,10 +30,11 @@ PNG round trip (lossless) is skipped: the slice goes through the same
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -143,6 +151,37 @@ def preprocess_options_from_info(info: Mapping) -> ConvertOptions:
     if not stored["channels"]:
         raise ValueError("dataset info names no channels ('channels' / 'options.channels')")
     return ConvertOptions(**stored)
+
+
+@contextlib.contextmanager
+def score_threshold_pushed_down(model: ModelFn, threshold: float) -> Iterator[None]:
+    """Temporarily make a Mask R-CNN drop detections scoring below ``threshold`` itself.
+
+    Detectron2's ``FastRCNNOutputLayers`` keeps boxes with ``score >
+    test_score_thresh``, runs per-class NMS, keeps the top
+    ``DETECTIONS_PER_IMAGE``; then the mask head runs and masks are pasted at
+    full size for every kept box. When the caller keeps only ``score >=
+    threshold`` anyway, filtering first gives exactly the same kept detections:
+    NMS can only suppress a box through a higher-scoring box (which passes the
+    same filter), and the top-k by score of the survivors starts with those
+    above ``threshold``. The cut is set to the largest float32 below
+    ``threshold``, so that ``>`` there equals ``>=`` here.
+
+    Only raises the model's threshold, never lowers it; restores it on exit.
+    Models without ``roi_heads.box_predictor.test_score_thresh`` (any other
+    callable) are left alone.
+    """
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    old = getattr(predictor, "test_score_thresh", None)
+    cut = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+    if old is None or cut <= old:
+        yield
+        return
+    predictor.test_score_thresh = cut
+    try:
+        yield
+    finally:
+        predictor.test_score_thresh = old
 
 
 class VolumePredictor:
@@ -378,7 +417,7 @@ class VolumePredictor:
         threshold = self.postprocess.score_threshold
         masks = np.zeros((num_categories, num_slices, height, width), dtype=bool)
         indices = self.brain_slices(pre)
-        with torch.inference_mode():
+        with torch.inference_mode(), score_threshold_pushed_down(self.model, threshold):
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 outputs = self.model(self.model_inputs(pre, chunk))

@@ -21,6 +21,7 @@ from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
 from brainseg_d2.data.datasets import load_brainseg_json, register_brainseg_dataset
 from brainseg_d2.data.phantom import PhantomCase, generate_case, write_case
+from brainseg_d2.data.preprocess import preprocess_volume
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import VolumeError, read_image
 from brainseg_d2.inference import VolumePrediction, VolumePredictor
@@ -304,6 +305,53 @@ def test_batch_size_with_default_cpu_backend(phantom, tiny_model):
     assert np.mean(one.masks_raw != four.masks_raw) <= 1e-4
     for s, scores in scores_one.items():
         torch.testing.assert_close(scores, scores_four[s], rtol=0, atol=1e-4)
+
+
+def test_score_threshold_pushdown_keeps_exactly_the_same_detections(phantom, tiny_model):
+    """The predictor lets the model drop low scores itself: same masks, less mask-head work.
+
+    Reference: the model at its config's ``SCORE_THRESH_TEST`` (0.05), then every
+    instance scoring ``>= t`` is kept, as ``DefaultPredictor`` users would do.
+    ``t`` is the median score, so the cut matters on both sides.
+    """
+    cfg, model = tiny_model
+    base = VolumePredictor(cfg, dataset_info=phantom.tiny_info, model=model, batch_size=3)
+    pre = preprocess_volume(
+        {ch: read_image(p) for ch, p in _channel_paths(phantom.tiny_dir).items()}, base.options
+    )
+    inputs = base.model_inputs(pre, base.brain_slices(pre))
+    seen: list[int] = []
+    hook = model.roi_heads.mask_head.register_forward_hook(
+        lambda mod, args, out: seen.append(sum(len(i) for i in args[1]))
+    )
+    try:
+        with torch.backends.mkldnn.flags(enabled=False), torch.inference_mode():
+            reference = [model(inputs[i : i + 3]) for i in range(0, len(inputs), 3)]
+            reference = [out["instances"] for batch in reference for out in batch]
+            reference_work = sum(seen)
+            scores = torch.cat([inst.scores for inst in reference])
+            t = float(scores.median())
+            assert (scores < t).any() and (scores >= t).any()
+            options = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", t]
+            predictor = VolumePredictor(
+                make_cfg(*TINY_OPTS, *options),
+                dataset_info=phantom.tiny_info,
+                model=model,
+                batch_size=3,
+            )
+            seen.clear()
+            masks = predictor.predict_masks(pre)
+    finally:
+        hook.remove()
+    assert model.roi_heads.box_predictor.test_score_thresh == 0.05  # restored
+    assert 0 < sum(seen) < reference_work  # masks computed for the kept detections only
+    expected = np.zeros_like(masks)
+    for x, inst in zip(inputs, reference):
+        keep = inst.scores >= t
+        for c, m in zip(inst.pred_classes[keep].numpy(), inst.pred_masks[keep].numpy()):
+            expected[c, x["slice_index"]] |= m
+    assert expected.any()
+    np.testing.assert_array_equal(masks, expected)
 
 
 def _cli_args(input_dir, output, info, weights, *extra):
