@@ -53,11 +53,16 @@ class DemoOptions:
         spacing: phantom voxel size in mm.
         target: ``labels`` or ``regions`` (see ``brainseg_d2/labels.py``).
         opts: extra ``KEY VALUE`` config overrides (e.g. a shorter schedule).
+
+    The demo turns off evaluation during training (``TEST.EVAL_PERIOD 0``): its
+    budget goes to training iterations, and the held-out evaluation follows.
+    60 training cases (51 train, 9 val) rather than 20 cost about a minute of
+    data generation and gave better-calibrated scores in the same iterations.
     """
 
     output: Path = Path("output/demo")
     config: Path = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml"
-    train_cases: int = 20
+    train_cases: int = 60
     heldout_cases: int = 6
     seed: int = 0
     heldout_seed: int = 1000
@@ -118,6 +123,7 @@ def build_cfg(opts: DemoOptions, *, test_dataset: str = "phantom_val"):
         "DATASETS.TRAIN", "('phantom_train',)",
         "DATASETS.TEST", f"('{test_dataset}',)",
         "OUTPUT_DIR", str(opts.output / "train"),
+        "TEST.EVAL_PERIOD", "0",
         *opts.opts,
     ])
     cfg.freeze()
@@ -164,7 +170,9 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
     ``num_sd`` standard deviations of the brain's FLAIR intensities (tumour and
     edema are FLAIR-hyperintense); the result is called whole tumour
     (edema-coded, so it only scores on WT) and cleaned with the same
-    post-processing. Plain Otsu over the brain splits grey from white matter
+    post-processing; where that asks for score hysteresis
+    (``COMPONENT_SCORE_THRESH``), components must hold a voxel above mean +
+    ``num_sd + 1`` SD instead. Plain Otsu over the brain splits grey from white matter
     instead (WT Dice ~0.05 on the phantom), so it would be a straw man.
 
     Returns:
@@ -187,15 +195,19 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
         prep = preprocess_volume(images, prep_options)
         flair = prep.slices[..., list(prep_options.channels).index("flair")]
         brain_values = flair[prep.brain].astype(np.float32)
-        thresh = brain_values.mean() + num_sd * brain_values.std()
-        tissue = np.where((flair > thresh) & prep.brain, 2, 0).astype(np.uint8)  # edema -> WT
-        pred = target.masks_from_tissue(tissue)
+        mean, sd = brain_values.mean(), brain_values.std()
+        tissue = np.where((flair > mean + num_sd * sd) & prep.brain, 2, 0).astype(np.uint8)
+        pred = target.masks_from_tissue(tissue)  # edema -> WT
+        # The model's score hysteresis has an intensity analogue: components must
+        # hold a voxel one SD brighter than the threshold.
+        bright = (flair > mean + (num_sd + 1) * sd) & prep.brain
+        seeds = target.masks_from_tissue(np.where(bright, 2, 0).astype(np.uint8))
         gt = target.masks_from_tissue(
             raw_to_tissue(label_slices(read_image(case.mask), prep.geometry), convention)
         )
         spacing = (prep.geometry["slice_thickness"], *prep.geometry["pixel_spacing"])
         for variant, params in variants:
-            masks = postprocess_volume(pred, params) if variant == "post" else pred
+            masks = postprocess_volume(pred, params, seeds=seeds) if variant == "post" else pred
             for row in evaluate_volume(masks, gt, spacing, target):
                 rows.append({**row, "variant": variant, "volume_id": case.case_id})
     return rows

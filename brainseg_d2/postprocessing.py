@@ -21,8 +21,12 @@ Step order (every step can be switched off):
    outside of the slice counts as background), hole filling
    (:func:`scipy.ndimage.binary_fill_holes`), removal of components smaller than
    ``min_area_2d`` pixels.
-2. 3D, per category (volumes only): removal of components smaller than
-   ``min_volume_3d`` voxels, then keep the ``keep_largest_k`` largest components.
+2. 3D, per category (volumes only): with ``component_score_threshold`` set, only
+   components holding a voxel of a confident instance survive (hysteresis on
+   instance scores: voxels enter at ``score_threshold``, a component needs a
+   *seed*, a voxel of an instance scoring ``>= component_score_threshold``);
+   then removal of components smaller than ``min_volume_3d`` voxels, then keep
+   the ``keep_largest_k`` largest components.
 3. Optional nesting (volumes only, ``enforce_nesting=True``): each category is
    intersected with the previous one, so WT ⊇ TC ⊇ ET holds after cleaning.
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import cv2
@@ -69,6 +74,14 @@ class PostprocessParams:
             analysis); its in-plane part (4 or 8) is the 2D connectivity.
         keep_largest_k: keep only the K largest 3D components per category;
             0 = off (gliomas are usually one lesion, but metastases are not).
+        component_score_threshold: hysteresis on instance scores; empty = off.
+            A 3D component (of the masks made at ``score_threshold``) is kept
+            only if it holds a voxel of an instance scoring ``>=`` this. One
+            value for every category, or one per category. Low-scoring instances
+            then extend a confident lesion's outline without creating lesions
+            of their own (false positives on tumour-free volumes are mostly
+            such lone low-score detections). Needs the seed masks
+            (:func:`postprocess_volume` ``seeds``).
 
     Defaults: every cleaning step is off, so ``PostprocessParams()`` differs from
     :meth:`raw` only in being enabled. Sizes and kernels need tuning per dataset
@@ -90,6 +103,7 @@ class PostprocessParams:
     min_volume_3d: int = 0
     connectivity_3d: int = 26
     keep_largest_k: int = 0
+    component_score_threshold: tuple[float, ...] = ()
 
     #: field name -> config key under the post-processing node.
     CFG_KEYS: ClassVar[dict[str, str]] = {
@@ -102,6 +116,7 @@ class PostprocessParams:
         "min_volume_3d": "MIN_VOLUME_3D",
         "connectivity_3d": "CONNECTIVITY_3D",
         "keep_largest_k": "KEEP_LARGEST_K",
+        "component_score_threshold": "COMPONENT_SCORE_THRESH",
     }
 
     def __post_init__(self) -> None:
@@ -129,6 +144,34 @@ class PostprocessParams:
                 raise ValueError(f"{name} must be odd (or 0 for off), got {value!r}")
         if self.connectivity_3d not in (6, 18, 26):
             raise ValueError(f"connectivity_3d must be 6, 18 or 26, got {self.connectivity_3d!r}")
+        values = self.component_score_threshold
+        if isinstance(values, numbers.Real) and not isinstance(values, bool):
+            values = (values,)
+        if not isinstance(values, (tuple, list)) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+            for v in values
+        ):
+            raise ValueError(
+                "component_score_threshold must be numbers in [0, 1] (one, or one per "
+                f"category; empty = off), got {self.component_score_threshold!r}"
+            )
+        object.__setattr__(self, "component_score_threshold", tuple(float(v) for v in values))
+
+    def component_thresholds(self, num_categories: int) -> np.ndarray | None:
+        """Per-category seed score thresholds ``(C,)``, or None when hysteresis is off.
+
+        Raises:
+            ValueError: if ``component_score_threshold`` has neither 1 nor ``C`` values.
+        """
+        values = self.component_score_threshold
+        if not self.enabled or not values:
+            return None
+        if len(values) not in (1, num_categories):
+            raise ValueError(
+                f"component_score_threshold has {len(values)} values; give 1 or one per "
+                f"category ({num_categories})"
+            )
+        return np.broadcast_to(np.asarray(values, dtype=float), (num_categories,)).copy()
 
     @classmethod
     def from_cfg(cls, node: Any) -> PostprocessParams:
@@ -174,6 +217,7 @@ class PostprocessParams:
             min_area_2d=0,
             min_volume_3d=0,
             keep_largest_k=0,
+            component_score_threshold=(),
         )
 
 
@@ -182,7 +226,7 @@ def instances_to_category_masks(
     classes: np.ndarray,
     scores: np.ndarray,
     num_categories: int,
-    score_threshold: float,
+    score_threshold: float | Sequence[float] | np.ndarray,
 ) -> np.ndarray:
     """Union of the instance masks scoring ``>= score_threshold``, per category.
 
@@ -214,8 +258,18 @@ def instances_to_category_masks(
         raise ValueError(
             f"classes must be in [0, {num_categories}), got values {sorted(set(classes.tolist()))}"
         )
+    thresholds = np.asarray(score_threshold, dtype=float)
+    if thresholds.ndim == 0:
+        thresholds = np.full(num_categories, float(thresholds))
+    if thresholds.shape != (num_categories,):
+        raise ValueError(
+            f"score_threshold must be one number or {num_categories} (one per category), "
+            f"got shape {thresholds.shape}"
+        )
+    if scores.dtype.kind == "f":  # compare in the scores' precision: float32 0.9 >= 0.9
+        thresholds = thresholds.astype(scores.dtype)
     out = np.zeros((num_categories, *masks.shape[1:]), dtype=bool)
-    for i in np.flatnonzero(scores >= score_threshold):
+    for i in np.flatnonzero(scores >= thresholds[classes] if n else []):
         out[classes[i]] |= masks[i]
     return out
 
@@ -284,6 +338,20 @@ def postprocess_slice(masks: np.ndarray, params: PostprocessParams) -> np.ndarra
     return np.stack([_clean_2d(m, params) for m in masks]) if len(masks) else masks.copy()
 
 
+def _keep_seeded(mask: np.ndarray, seeds: np.ndarray, connectivity: int) -> np.ndarray:
+    """Components of ``mask`` (3D) that hold at least one ``seeds`` voxel."""
+    out = np.zeros(mask.shape, dtype=bool)
+    box = _bbox(mask)
+    if box is None:
+        return out
+    labels, n = ndimage.label(mask[box], structure=neighbourhood_structure(3, connectivity))
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[labels[seeds[box] & (labels > 0)]] = True
+    keep[0] = False
+    out[box] = keep[labels]
+    return out
+
+
 def _filter_components_3d(mask: np.ndarray, params: PostprocessParams) -> np.ndarray:
     out = np.zeros(mask.shape, dtype=bool)
     box = _bbox(mask)
@@ -304,21 +372,29 @@ def _filter_components_3d(mask: np.ndarray, params: PostprocessParams) -> np.nda
 
 
 def postprocess_volume(
-    masks: np.ndarray, params: PostprocessParams, *, enforce_nesting: bool = False
+    masks: np.ndarray,
+    params: PostprocessParams,
+    *,
+    enforce_nesting: bool = False,
+    seeds: np.ndarray | None = None,
 ) -> np.ndarray:
     """2D then 3D post-processing of a stack of category masks.
 
     Args:
         masks: bool ``(C, S, H, W)``: categories, slices, rows, columns.
         params: settings. The 2D steps of :func:`postprocess_slice` run on every
-            slice, then per category: 3D components smaller than
-            ``min_volume_3d`` voxels are removed (``connectivity_3d``), then only
-            the ``keep_largest_k`` largest remain.
+            slice, then per category: 3D components without a seed voxel are
+            removed (if ``component_score_threshold`` is set), then those smaller
+            than ``min_volume_3d`` voxels (``connectivity_3d``), then only the
+            ``keep_largest_k`` largest remain.
         enforce_nesting: for nested targets (``regions``: WT ⊇ TC ⊇ ET, in that
             category order) intersect each category with the one before it,
             after all cleaning, so an inner region never leaks outside its outer
             one. This can leave fragments smaller than the size limits. Default
             False (``labels`` and ``binary`` targets are not nested).
+        seeds: bool ``(C, S, H, W)``, voxels of instances scoring ``>=``
+            ``component_score_threshold`` (``instances_to_category_masks`` with
+            ``params.component_thresholds(C)``); required when that is set.
 
     Returns:
         bool ``(C, S, H, W)``, a new array; a copy of the input when
@@ -329,10 +405,21 @@ def postprocess_volume(
         raise ValueError(f"masks must be (C, S, H, W), got shape {masks.shape}")
     if not params.enabled:
         return masks.copy()
+    seed_thresholds = params.component_thresholds(masks.shape[0])
+    if seed_thresholds is not None:
+        if seeds is None:
+            raise ValueError(
+                "component_score_threshold is set: postprocess_volume needs the seed masks"
+            )
+        seeds = np.asarray(seeds).astype(bool, copy=False)
+        if seeds.shape != masks.shape:
+            raise ValueError(f"seeds must have the masks' shape {masks.shape}, got {seeds.shape}")
     out = np.empty_like(masks)
     for c in range(masks.shape[0]):
         for s in range(masks.shape[1]):
             out[c, s] = _clean_2d(masks[c, s], params)
+        if seed_thresholds is not None:
+            out[c] = _keep_seeded(out[c], seeds[c], params.connectivity_3d)
         if params.min_volume_3d > 0 or params.keep_largest_k > 0:
             out[c] = _filter_components_3d(out[c], params)
     if enforce_nesting:

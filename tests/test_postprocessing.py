@@ -53,6 +53,8 @@ def test_defaults():
         ("score_threshold", "0.5"),
         ("enabled", "yes"),
         ("fill_holes", 1),
+        ("component_score_threshold", (0.5, 1.2)),
+        ("component_score_threshold", "0.9"),
     ],
 )
 def test_invalid_values_name_field_and_value(field, value):
@@ -71,8 +73,10 @@ def test_from_cfg_reads_uppercase_keys():
         MIN_VOLUME_3D=100,
         CONNECTIVITY_3D=6,
         KEEP_LARGEST_K=2,
+        COMPONENT_SCORE_THRESH=[0.9, 0.7, 0.7],
     )
     assert PostprocessParams.from_cfg(node) == PostprocessParams(
+        component_score_threshold=(0.9, 0.7, 0.7),
         enabled=True,
         score_threshold=0.3,
         opening_kernel=3,
@@ -94,7 +98,7 @@ def test_from_cfg_names_missing_keys_and_validates():
 
 
 def test_to_cfg_dict_round_trip():
-    params = PostprocessParams(min_volume_3d=50, keep_largest_k=1)
+    params = PostprocessParams(min_volume_3d=50, keep_largest_k=1, component_score_threshold=(0.8,))
     node = types.SimpleNamespace(**params.to_cfg_dict())
     assert PostprocessParams.from_cfg(node) == params
 
@@ -103,7 +107,7 @@ def test_raw_keeps_only_the_threshold():
     raw = PostprocessParams.raw(0.7)
     assert raw.score_threshold == 0.7 and not raw.enabled and not raw.fill_holes
     assert raw.opening_kernel == raw.closing_kernel == raw.min_area_2d == 0
-    assert raw.min_volume_3d == raw.keep_largest_k == 0
+    assert raw.min_volume_3d == raw.keep_largest_k == 0 and raw.component_score_threshold == ()
     assert PostprocessParams.raw().score_threshold == PostprocessParams().score_threshold
 
 
@@ -420,3 +424,59 @@ def test_bounding_box_cropping_is_exact(seed):
     for _ in range(5):
         mask = ndimage.gaussian_filter(rng.random((20, 24)), 1.0) > 0.55
         np.testing.assert_array_equal(run2d(mask, **vars(params)), _reference_2d(mask, params))
+
+
+# ---------------------------------------------------------------------------
+# hysteresis on instance scores (component_score_threshold)
+# ---------------------------------------------------------------------------
+
+
+def test_instances_to_category_masks_per_category_thresholds():
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, 0, 0] = masks[1, 1, 1] = masks[2, 2, 2] = True
+    out = instances_to_category_masks(masks, np.array([0, 1, 0]), np.array([0.8, 0.8, 0.95]),
+                                      2, [0.9, 0.5])
+    assert out[0].sum() == 1 and out[0, 2, 2]  # 0.8 < 0.9 for category 0
+    assert out[1, 1, 1]
+    with pytest.raises(ValueError, match="one per category"):
+        instances_to_category_masks(masks, np.array([0, 1, 0]), np.ones(3), 2, [0.5, 0.5, 0.5])
+
+
+def _two_blobs() -> np.ndarray:
+    masks = np.zeros((2, 4, 8, 8), bool)
+    masks[:, :, 0:2, 0:2] = True  # blob A in both categories
+    masks[:, 1:3, 5:8, 5:8] = True  # blob B in both categories
+    return masks
+
+
+def test_component_score_threshold_keeps_only_seeded_components():
+    masks = _two_blobs()
+    seeds = np.zeros_like(masks)
+    seeds[0, 2, 1, 1] = True  # category 0: one voxel of blob A came from a confident instance
+    seeds[1, 1, 6, 6] = True  # category 1: one voxel of blob B
+    out = postprocess_volume(
+        masks, PostprocessParams(component_score_threshold=(0.9,)), seeds=seeds
+    )
+    assert out[0, :, 0:2, 0:2].all() and not out[0, :, 5:, 5:].any()  # whole A kept, B gone
+    assert out[1, 1:3, 5:, 5:].all() and not out[1, :, 0:2, 0:2].any()
+    raw = postprocess_volume(masks, PostprocessParams.raw(), seeds=np.zeros_like(masks))
+    np.testing.assert_array_equal(raw, masks)  # not a raw step
+    # Without seeds every component goes; the size filter runs after the seed filter.
+    none = postprocess_volume(
+        masks, PostprocessParams(component_score_threshold=(0.9,)), seeds=np.zeros_like(masks)
+    )
+    assert not none.any()
+
+
+def test_component_score_threshold_needs_seeds_and_a_valid_length():
+    masks = _two_blobs()
+    with pytest.raises(ValueError, match="needs the seed masks"):
+        postprocess_volume(masks, PostprocessParams(component_score_threshold=(0.9,)))
+    with pytest.raises(ValueError, match="3 values; give 1 or one per category"):
+        postprocess_volume(
+            masks, PostprocessParams(component_score_threshold=(0.9, 0.8, 0.7)), seeds=masks
+        )
+    with pytest.raises(ValueError, match="seeds must have the masks' shape"):
+        postprocess_volume(
+            masks, PostprocessParams(component_score_threshold=(0.9,)), seeds=masks[:1]
+        )

@@ -4,6 +4,7 @@ Data path::
 
     outputs["instances"] (N, H, W) --instances_to_category_masks(score_threshold)--> (C, H, W)
         --compressed RLE per category--> small per-slice records --comm.gather--> rank 0
+        (with hysteresis, ``component_score_threshold``, also seed masks made the same way)
     rank 0: records + ground truth from the dataset dicts --> (C, S, H, W) per volume
         --postprocess_volume(raw | post)--> evaluate_volume --> rows --> summarize
 
@@ -369,6 +370,11 @@ def summarize(rows: Sequence[Mapping]) -> dict[str, float]:
 # ---------------------------------------------------------------------------
 
 
+def _encode(masks: np.ndarray) -> list[dict]:
+    """Compressed RLE of each ``(H, W)`` mask of a ``(C, H, W)`` stack."""
+    return [mask_util.encode(np.asfortranarray(m, np.uint8)) for m in masks]
+
+
 def _decode_segmentation(segm, height: int, width: int) -> np.ndarray:
     """Bool ``(H, W)`` mask of a COCO segmentation (compressed/uncompressed RLE or polygons)."""
     if isinstance(segm, list):  # polygons
@@ -454,6 +460,7 @@ class BrainSegEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._post = postprocess if postprocess is not None else PostprocessParams()
         self._raw = PostprocessParams.raw(self._post.score_threshold)
+        self._seed_thresholds = self._post.component_thresholds(len(self._target.categories))
         self._volume_kwargs = {
             "empty_score": float(empty_score),
             "hd95_one_empty": float(hd95_one_empty),
@@ -493,21 +500,21 @@ class BrainSegEvaluator(DatasetEvaluator):
             instances = out["instances"].to("cpu")
             if not instances.has("pred_masks"):
                 raise ValueError("BrainSegEvaluator needs 'pred_masks' (a Mask R-CNN model)")
-            masks = instances_to_category_masks(
+            args = (
                 instances.pred_masks.numpy(),
                 instances.pred_classes.numpy(),
                 instances.scores.numpy(),
                 num_categories,
-                self._post.score_threshold,
             )
-            self._records.append(
-                {
-                    "image_id": inp["image_id"],
-                    "volume_id": inp.get("volume_id"),
-                    "slice_index": inp.get("slice_index"),
-                    "masks": [mask_util.encode(np.asfortranarray(m, np.uint8)) for m in masks],
-                }
-            )
+            record = {
+                "image_id": inp["image_id"],
+                "volume_id": inp.get("volume_id"),
+                "slice_index": inp.get("slice_index"),
+                "masks": _encode(instances_to_category_masks(*args, self._post.score_threshold)),
+            }
+            if self._seed_thresholds is not None:
+                record["seeds"] = _encode(instances_to_category_masks(*args, self._seed_thresholds))
+            self._records.append(record)
 
     def _volumes(self) -> dict[str, _Volume]:
         volumes: dict[str, _Volume] = {}
@@ -547,25 +554,32 @@ class BrainSegEvaluator(DatasetEvaluator):
                     f"prediction for volume {vid!r} slice {s} is not in dataset "
                     f"{self._dataset_name!r}"
                 )
-            grouped[vid][s] = rec["masks"]
+            grouped[vid][s] = rec
         return grouped
 
-    def _arrays(self, vol: _Volume, preds: Mapping[int, list]) -> tuple[np.ndarray, np.ndarray]:
+    def _arrays(
+        self, vol: _Volume, preds: Mapping[int, dict]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Predicted masks, ground truth and seed masks (None without hysteresis)."""
         shape = (len(self._target.categories), vol.num_slices, *vol.shape)
         gt = np.zeros(shape, dtype=bool)
         pred = np.zeros(shape, dtype=bool)
+        seeds = np.zeros(shape, dtype=bool) if self._seed_thresholds is not None else None
         for s, d in vol.slices.items():
             for ann in d.get("annotations", []):
                 gt[ann["category_id"], s] |= _decode_segmentation(ann["segmentation"], *vol.shape)
-        for s, rles in preds.items():
-            masks = mask_util.decode(rles)  # (H, W, C)
-            if masks.shape[:2] != vol.shape:
-                raise ValueError(
-                    f"prediction of slice {s} has size {masks.shape[:2]}, "
-                    f"the dataset's image is {vol.shape}"
-                )
-            pred[:, s] = masks.transpose(2, 0, 1).astype(bool)
-        return pred, gt
+        for s, rec in preds.items():
+            for key, out in (("masks", pred), ("seeds", seeds)):
+                if out is None:
+                    continue
+                masks = mask_util.decode(rec[key])  # (H, W, C)
+                if masks.shape[:2] != vol.shape:
+                    raise ValueError(
+                        f"prediction of slice {s} has size {masks.shape[:2]}, "
+                        f"the dataset's image is {vol.shape}"
+                    )
+                out[:, s] = masks.transpose(2, 0, 1).astype(bool)
+        return pred, gt, seeds
 
     def evaluate(self) -> dict:
         """Gather, score on rank 0, write files; returns ``{"brainseg": {key: float}}``."""
@@ -594,10 +608,12 @@ class BrainSegEvaluator(DatasetEvaluator):
                     f"[BrainSegEvaluator] volume {vid}: {missing} of its {len(vol.slices)} "
                     "slices have no prediction; they count as predicted empty"
                 )
-            pred, gt = self._arrays(vol, preds)
+            pred, gt, seeds = self._arrays(vol, preds)
             per_variant = []
             for variant, params in zip(VARIANTS, (self._raw, self._post)):
-                masks = postprocess_volume(pred, params, enforce_nesting=self._target.nested)
+                masks = postprocess_volume(
+                    pred, params, enforce_nesting=self._target.nested, seeds=seeds
+                )
                 scored = evaluate_volume(
                     masks, gt, vol.spacing, self._target, slices=list(preds),
                     **self._volume_kwargs,

@@ -356,9 +356,9 @@ class VolumePredictor:
         sources = {c: str(v) for c, v in case.channels.items() if not isinstance(v, sitk.Image)}
         pre = preprocess_volume(volumes, self.options, case_id=case.case_id, sources=sources)
         del volumes
-        masks_raw = self.predict_masks(pre)
+        masks_raw, seeds = self._predict(pre)
         masks_post = postprocess_volume(
-            masks_raw, self.postprocess, enforce_nesting=self.target.nested
+            masks_raw, self.postprocess, enforce_nesting=self.target.nested, seeds=seeds
         )
         label_image = self.masks_to_image(masks_post, pre.geometry, self._convention_for(case))
         return VolumePrediction(
@@ -412,10 +412,16 @@ class VolumePredictor:
             bool (C, S, H, W): per category, the union of instance masks scoring
             ``>= POSTPROCESS.SCORE_THRESH``; slices without brain are empty.
         """
+        return self._predict(pre)[0]
+
+    def _predict(self, pre: PreprocessedVolume) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_masks` plus the seed masks of ``COMPONENT_SCORE_THRESH`` (or None)."""
         num_slices, height, width = pre.brain.shape
         num_categories = len(self.category_names)
         threshold = self.postprocess.score_threshold
+        seed_thresholds = self.postprocess.component_thresholds(num_categories)
         masks = np.zeros((num_categories, num_slices, height, width), dtype=bool)
+        seeds = None if seed_thresholds is None else np.zeros_like(masks)
         indices = self.brain_slices(pre)
         with torch.inference_mode(), score_threshold_pushed_down(self.model, threshold):
             for start in range(0, len(indices), self.batch_size):
@@ -434,14 +440,16 @@ class VolumePredictor:
                             f"model returned masks of shape {tuple(slice_masks.shape[1:])} "
                             f"for slice {s} of shape {(height, width)}"
                         )
-                    masks[:, s] = instances_to_category_masks(
+                    args = (
                         slice_masks,
                         inst.pred_classes[keep].cpu().numpy(),
                         inst.scores[keep].cpu().numpy(),
                         num_categories,
-                        threshold,
                     )
-        return masks
+                    masks[:, s] = instances_to_category_masks(*args, threshold)
+                    if seeds is not None:
+                        seeds[:, s] = instances_to_category_masks(*args, seed_thresholds)
+        return masks, seeds
 
     def masks_to_image(
         self, masks: np.ndarray, geometry: Mapping, convention: LabelConvention | None = None

@@ -284,6 +284,23 @@ def test_score_threshold_applies_to_both_variants():
     assert flat["volume_dice_cat_edema_raw"] == flat["volume_dice_cat_edema_post"] == 0.0
 
 
+def test_component_score_threshold_drops_lone_low_score_lesions():
+    """Hysteresis: a low-score instance extends a confident lesion, but alone it is dropped."""
+    lesion, extension, lone = _box(3, 5, 3, 5), _box(5, 6, 3, 5), _box(0, 2, 6, 8)
+    dicts = [_slice_dict(i, "v", i, 2, {1: lesion | extension}) for i in range(2)]
+    name = _register("eval_test_hysteresis", dicts)
+    post = PostprocessParams(score_threshold=0.3, component_score_threshold=(0.9,))
+    ev = BrainSegEvaluator(name, distributed=False, postprocess=post)
+    for d in dicts:
+        inst = _output({1: lesion})["instances"]  # score 0.9: the seed
+        low = _output({1: extension, 2: lone}, score=0.4)["instances"]
+        ev.process([d], [{"instances": Instances.cat([inst, low])}])
+    flat = ev.evaluate()["brainseg"]
+    assert flat["volume_dice_cat_edema_raw"] == flat["volume_dice_cat_edema_post"] == 1.0
+    assert flat["volume_dice_cat_enhancing_raw"] == 0.0  # the lone 0.4 lesion, no GT
+    assert flat["volume_dice_cat_enhancing_post"] == 1.0  # dropped: both empty
+
+
 def test_evaluator_matches_evaluate_volume_and_writes_schema(tmp_path):
     dicts, preds = _toy_dataset()
     name = _register("eval_test_toy", dicts)

@@ -354,6 +354,32 @@ def test_score_threshold_pushdown_keeps_exactly_the_same_detections(phantom, tin
     np.testing.assert_array_equal(masks, expected)
 
 
+def test_component_score_threshold_in_volume_prediction(phantom):
+    """Score hysteresis reaches predict(): a lone low-score lesion is raw-only."""
+
+    def model(inputs):
+        outputs = []
+        for x in inputs:
+            h, w = x["height"], x["width"]
+            masks = np.zeros((2, h, w), bool)
+            masks[0, 2:6, 2:6] = True  # confident lesion
+            masks[1, h - 6 : h - 2, w - 6 : w - 2] = True  # lone low-score one
+            inst = Instances((h, w))
+            inst.pred_masks = torch.from_numpy(masks)
+            inst.scores = torch.tensor([0.95, 0.4])
+            inst.pred_classes = torch.tensor([1, 1])
+            outputs.append({"instances": inst})
+        return outputs
+
+    opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.3,
+            "BRAINSEG.POSTPROCESS.COMPONENT_SCORE_THRESH", (0.9,)]  # fmt: skip
+    predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
+    pred = predictor.predict(phantom.tiny_dir)
+    raw, post = pred.masks_raw[1], pred.masks_post[1]
+    assert raw[:, 2:6, 2:6].all() and raw[:, -6:-2, -6:-2].any()
+    assert post[:, 2:6, 2:6].all() and not post[:, -6:-2, -6:-2].any()
+
+
 def _cli_args(input_dir, output, info, weights, *extra):
     return [
         "--config-file", str(INSTANT_CFG),
