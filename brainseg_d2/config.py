@@ -60,7 +60,8 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.AUGMENT.GAMMA = (0.8, 1.25)
 
     # Post-processing (score threshold, opening/closing, hole filling, min 2D area,
-    # min 3D volume, 3D connectivity, keep-largest-K). Defaults and meaning of each
+    # min 3D volume, 3D connectivity, keep-largest-K, score hysteresis
+    # COMPONENT_SCORE_THRESH). Defaults and meaning of each
     # key come from PostprocessParams, the one definition; every step can be off.
     _C.BRAINSEG.POSTPROCESS = _D2CfgNode(PostprocessParams().to_cfg_dict())
 

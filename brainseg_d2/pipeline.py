@@ -115,13 +115,13 @@ def make_data(opts: DemoOptions) -> dict[str, Path]:
     }
 
 
-def build_cfg(opts: DemoOptions, *, test_dataset: str = "phantom_val"):
-    """The frozen training/evaluation config of the demo."""
+def build_cfg(opts: DemoOptions, *, test_dataset: str | None = "phantom_val"):
+    """The frozen training/evaluation config of the demo (``test_dataset`` None: no test set)."""
     cfg = get_brainseg_cfg()
     cfg.merge_from_file(str(opts.config), allow_unsafe=False)
     cfg.merge_from_list([
         "DATASETS.TRAIN", "('phantom_train',)",
-        "DATASETS.TEST", f"('{test_dataset}',)",
+        "DATASETS.TEST", f"('{test_dataset}',)" if test_dataset else "()",
         "OUTPUT_DIR", str(opts.output / "train"),
         "TEST.EVAL_PERIOD", "0",
         *opts.opts,
@@ -136,7 +136,9 @@ def train(opts: DemoOptions):
 
     from brainseg_d2.engine import Trainer
 
-    cfg = build_cfg(opts)
+    # No test set while training: Detectron2's EvalHook evaluates it once more after
+    # the last iteration even with EVAL_PERIOD 0; the held-out evaluation follows.
+    cfg = build_cfg(opts, test_dataset=None)
     default_setup(cfg, _Args())
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
