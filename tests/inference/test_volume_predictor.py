@@ -372,7 +372,8 @@ def test_component_score_threshold_in_volume_prediction(phantom):
         return outputs
 
     opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.3,
-            "BRAINSEG.POSTPROCESS.COMPONENT_SCORE_THRESH", (0.9,)]  # fmt: skip
+            "BRAINSEG.POSTPROCESS.COMPONENT_SCORE_THRESH", (0.9,),
+            "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", 0]  # fmt: skip
     predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
     pred = predictor.predict(phantom.tiny_dir)
     raw, post = pred.masks_raw[1], pred.masks_post[1]
