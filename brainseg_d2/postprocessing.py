@@ -38,8 +38,8 @@ disagree.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cv2
@@ -51,6 +51,7 @@ from brainseg_d2.evaluation.metrics import neighbourhood_structure
 __all__ = [
     "PostprocessParams",
     "instances_to_category_masks",
+    "instances_to_masks_and_seeds",
     "postprocess_slice",
     "postprocess_volume",
 ]
@@ -274,6 +275,26 @@ def instances_to_category_masks(
     return out
 
 
+def instances_to_masks_and_seeds(
+    masks: np.ndarray,
+    classes: np.ndarray,
+    scores: np.ndarray,
+    num_categories: int,
+    params: PostprocessParams,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Category masks at ``params.score_threshold`` and, with hysteresis on, the seeds.
+
+    Returns:
+        bool ``(C, H, W)`` masks, and bool ``(C, H, W)`` seed masks (instances
+        scoring ``>= params.component_thresholds(C)``) or None when that is off:
+        the two inputs :func:`postprocess_volume` needs per slice.
+    """
+    args = (masks, classes, scores, num_categories)
+    out = instances_to_category_masks(*args, params.score_threshold)
+    thresholds = params.component_thresholds(num_categories)
+    return out, None if thresholds is None else instances_to_category_masks(*args, thresholds)
+
+
 def _morph(img: np.ndarray, op: int, size: int) -> np.ndarray:
     """Opening/closing of a uint8 mask with the outside of the slice as background.
 
@@ -338,21 +359,15 @@ def postprocess_slice(masks: np.ndarray, params: PostprocessParams) -> np.ndarra
     return np.stack([_clean_2d(m, params) for m in masks]) if len(masks) else masks.copy()
 
 
-def _keep_seeded(mask: np.ndarray, seeds: np.ndarray, connectivity: int) -> np.ndarray:
-    """Components of ``mask`` (3D) that hold at least one ``seeds`` voxel."""
-    out = np.zeros(mask.shape, dtype=bool)
-    box = _bbox(mask)
-    if box is None:
-        return out
-    labels, n = ndimage.label(mask[box], structure=neighbourhood_structure(3, connectivity))
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[labels[seeds[box] & (labels > 0)]] = True
-    keep[0] = False
-    out[box] = keep[labels]
-    return out
+def _filter_components_3d(
+    mask: np.ndarray, params: PostprocessParams, seeds: np.ndarray | None = None
+) -> np.ndarray:
+    """3D component filters of one category, on one labelling of ``mask``.
 
-
-def _filter_components_3d(mask: np.ndarray, params: PostprocessParams) -> np.ndarray:
+    In order: components without a ``seeds`` voxel go (when seeds are given),
+    those under ``min_volume_3d`` voxels go, then the ``keep_largest_k`` largest
+    of the rest stay. The first two drop whole components, so one pass is exact.
+    """
     out = np.zeros(mask.shape, dtype=bool)
     box = _bbox(mask)
     if box is None:
@@ -361,6 +376,10 @@ def _filter_components_3d(mask: np.ndarray, params: PostprocessParams) -> np.nda
     labels, n = ndimage.label(mask[box], structure=structure)  # components lie in the box
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= params.min_volume_3d
+    if seeds is not None:
+        seeded = np.zeros(n + 1, dtype=bool)
+        seeded[labels[seeds[box]]] = True
+        keep &= seeded
     keep[0] = False
     if params.keep_largest_k > 0:
         # Stable sort: among equal sizes the component met first (lower label) wins.
@@ -418,10 +437,9 @@ def postprocess_volume(
     for c in range(masks.shape[0]):
         for s in range(masks.shape[1]):
             out[c, s] = _clean_2d(masks[c, s], params)
-        if seed_thresholds is not None:
-            out[c] = _keep_seeded(out[c], seeds[c], params.connectivity_3d)
-        if params.min_volume_3d > 0 or params.keep_largest_k > 0:
-            out[c] = _filter_components_3d(out[c], params)
+        category_seeds = seeds[c] if seed_thresholds is not None else None
+        if category_seeds is not None or params.min_volume_3d > 0 or params.keep_largest_k > 0:
+            out[c] = _filter_components_3d(out[c], params, category_seeds)
     if enforce_nesting:
         for c in range(1, out.shape[0]):
             out[c] &= out[c - 1]

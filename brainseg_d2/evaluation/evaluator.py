@@ -77,7 +77,7 @@ from brainseg_d2.evaluation.metrics import (
 from brainseg_d2.labels import REGIONS, Target, get_target
 from brainseg_d2.postprocessing import (
     PostprocessParams,
-    instances_to_category_masks,
+    instances_to_masks_and_seeds,
     postprocess_volume,
 )
 
@@ -460,6 +460,7 @@ class BrainSegEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._post = postprocess if postprocess is not None else PostprocessParams()
         self._raw = PostprocessParams.raw(self._post.score_threshold)
+        # Validates the hysteresis length once; None when it is off.
         self._seed_thresholds = self._post.component_thresholds(len(self._target.categories))
         self._volume_kwargs = {
             "empty_score": float(empty_score),
@@ -500,20 +501,21 @@ class BrainSegEvaluator(DatasetEvaluator):
             instances = out["instances"].to("cpu")
             if not instances.has("pred_masks"):
                 raise ValueError("BrainSegEvaluator needs 'pred_masks' (a Mask R-CNN model)")
-            args = (
+            masks, seeds = instances_to_masks_and_seeds(
                 instances.pred_masks.numpy(),
                 instances.pred_classes.numpy(),
                 instances.scores.numpy(),
                 num_categories,
+                self._post,
             )
             record = {
                 "image_id": inp["image_id"],
                 "volume_id": inp.get("volume_id"),
                 "slice_index": inp.get("slice_index"),
-                "masks": _encode(instances_to_category_masks(*args, self._post.score_threshold)),
+                "masks": _encode(masks),
             }
-            if self._seed_thresholds is not None:
-                record["seeds"] = _encode(instances_to_category_masks(*args, self._seed_thresholds))
+            if seeds is not None:
+                record["seeds"] = _encode(seeds)
             self._records.append(record)
 
     def _volumes(self) -> dict[str, _Volume]:

@@ -53,7 +53,7 @@ from brainseg_d2.data.volume_io import VolumeError, read_image
 from brainseg_d2.labels import LabelConvention, get_convention, get_target, tissue_to_raw
 from brainseg_d2.postprocessing import (
     PostprocessParams,
-    instances_to_category_masks,
+    instances_to_masks_and_seeds,
     postprocess_volume,
 )
 
@@ -419,9 +419,9 @@ class VolumePredictor:
         num_slices, height, width = pre.brain.shape
         num_categories = len(self.category_names)
         threshold = self.postprocess.score_threshold
-        seed_thresholds = self.postprocess.component_thresholds(num_categories)
         masks = np.zeros((num_categories, num_slices, height, width), dtype=bool)
-        seeds = None if seed_thresholds is None else np.zeros_like(masks)
+        hysteresis = self.postprocess.component_thresholds(num_categories) is not None
+        seeds = np.zeros_like(masks) if hysteresis else None
         indices = self.brain_slices(pre)
         with torch.inference_mode(), score_threshold_pushed_down(self.model, threshold):
             for start in range(0, len(indices), self.batch_size):
@@ -440,15 +440,15 @@ class VolumePredictor:
                             f"model returned masks of shape {tuple(slice_masks.shape[1:])} "
                             f"for slice {s} of shape {(height, width)}"
                         )
-                    args = (
+                    masks[:, s], slice_seeds = instances_to_masks_and_seeds(
                         slice_masks,
                         inst.pred_classes[keep].cpu().numpy(),
                         inst.scores[keep].cpu().numpy(),
                         num_categories,
+                        self.postprocess,
                     )
-                    masks[:, s] = instances_to_category_masks(*args, threshold)
                     if seeds is not None:
-                        seeds[:, s] = instances_to_category_masks(*args, seed_thresholds)
+                        seeds[:, s] = slice_seeds
         return masks, seeds
 
     def masks_to_image(
