@@ -11,7 +11,11 @@ Wall seconds are what the target is about; CPU seconds of this process (all
 threads; worker processes are not counted) are printed too, because on a
 shared machine they move much less with the load than wall time does.
 
-Run: ``python bench/convert.py [--cases 4] [--workers 2] [--profile]``.
+``--memory`` also converts 1 case and then all cases in a fresh process each
+(one worker) and prints the peak resident memory of each: it must not grow
+with the number of cases.
+
+Run: ``python bench/convert.py [--cases 4] [--workers 2] [--profile] [--memory]``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import subprocess
+import sys
 import tempfile
 import time
 from functools import partial
@@ -72,12 +78,34 @@ def read_floor(cases, channels) -> float:
     return time.perf_counter() - start
 
 
+_PEAK_RSS = """
+import resource, sys
+from brainseg_d2.data.convert import convert_dataset
+from brainseg_d2.data.sources import find_brats_cases
+cases = find_brats_cases(sys.argv[1])[: int(sys.argv[2])]
+convert_dataset(cases, sys.argv[3], progress=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss_mib(data: Path, n_cases: int, out: Path) -> float:
+    """Peak resident memory (MiB) of a fresh process converting ``n_cases`` with one worker."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, str(data), str(n_cases), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(done.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--profile", action="store_true", help="cProfile one case")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory", action="store_true", help="peak memory, 1 case vs all")
     parser.add_argument("--data", type=Path, help="keep/reuse generated cases in this folder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,6 +157,10 @@ def main() -> None:
                 f"convert, --workers {workers}:             {best[key]:.3f} s/case  "
                 f"{best[key] / best['floor']:.2f}x floor{extra}"
             )
+        if args.memory:
+            for n in (1, len(cases)):
+                rss = peak_rss_mib(data, n, root / f"mem_{n}")
+                print(f"peak memory, {n} case(s), --workers 1: {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

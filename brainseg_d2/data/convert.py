@@ -9,7 +9,10 @@ work is in
 * :mod:`~brainseg_d2.data.png_writer`: PNG encoding on threads, overlapped with reading;
 * :mod:`~brainseg_d2.data.coco_writer`: records -> COCO files, volumes.json, dataset.json.
 
-Cases run in parallel (one whole case per worker process), each writes its
+Cases run in parallel (one whole case per worker process). With one worker the
+case is a three-stage pipeline on threads: the next case is read and
+normalised while the current one is annotated and the previous one's PNGs are
+encoded, so at most three cases are in memory. Each case writes its
 PNGs and a small JSON record into a work folder ``<out>.tmp-convert`` beside
 the output; the records are then assembled into the COCO files and the work
 folder is renamed to ``<out>``. An interrupted run leaves the work folder
@@ -25,11 +28,13 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 from tqdm import tqdm
 
 from brainseg_d2.data.coco_writer import assemble_dataset
@@ -38,6 +43,7 @@ from brainseg_d2.data.convert_case import (
     case_error,
     case_key,
     check_case_headers,
+    load_case,
     process_case,
     slice_annotations,
     volume_id,
@@ -78,10 +84,17 @@ __all__ = [
 WORK_SUFFIX = ".tmp-convert"
 
 
-def _run_case(args: tuple) -> tuple[str, dict | str]:
-    """Worker entry: ("ok", record) or ("error", one-line message) for bad input."""
+def _run_case(args: tuple, ahead: Future | None = None) -> tuple[str, dict | str]:
+    """Worker entry: ("ok", record) or ("error", one-line message) for bad input.
+
+    Args:
+        args: :func:`process_case` arguments.
+        ahead: the case being read by :func:`load_case` on another thread.
+    """
     try:
         # Looked up here (not bound at import) so tests can wrap process_case.
+        if ahead is not None:
+            return "ok", process_case(*args, ahead.result())
         return "ok", process_case(*args)
     except PngWriteError:
         raise  # not a bad case: stop the run
@@ -177,6 +190,21 @@ def convert_dataset(
     return info
 
 
+@contextmanager
+def _opencv_threads(n: int) -> Iterator[None]:
+    """Run OpenCV on ``n`` threads inside the block, restoring the previous number after.
+
+    The converter overlaps its own stages on threads; OpenCV's pool on top of
+    them only adds threads that spin while they wait for work.
+    """
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def _convert_all(
     cases: Sequence[Case | SliceCase],
     split_of: Mapping[str, str],
@@ -215,12 +243,19 @@ def _convert_all(
 
     try:
         if workers <= 1:
-            # One case's PNGs are encoded while the next case is read.
-            with PngWriter(lookahead=1) as writer:
-                for task in tasks:
-                    collect(task, _run_case((*task, writer)))
+            # Reading case k + 1, annotating case k and encoding case k - 1's
+            # PNGs overlap (zlib, ITK, numpy and OpenCV release the GIL).
+            with (
+                _opencv_threads(1),
+                PngWriter(lookahead=1) as writer,
+                ThreadPoolExecutor(1) as reader,
+            ):
+                ahead = [reader.submit(load_case, t[0], t[2]) for t in tasks[:1]]
+                for i, task in enumerate(tasks):
+                    ahead += [reader.submit(load_case, t[0], t[2]) for t in tasks[i + 1 : i + 2]]
+                    collect(task, _run_case((*task, writer), ahead.pop(0)))
             return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
             futures = {pool.submit(_run_case, t): t for t in tasks}
             try:
                 for future in as_completed(futures):

@@ -189,9 +189,9 @@ def load_volume_case(case: Case, options: ConvertOptions) -> LoadedCase:
     pre_opts = options.preprocess()
     used = list(dict.fromkeys(pre_opts.channels))
     paths = [case.channels[c] for c in used] + ([case.mask] if case.mask else [])
-    # Inflating (zlib, ITK) releases the GIL: two files are read at once. map()
+    # Inflating (zlib, ITK) releases the GIL: the files are read at once. map()
     # raises the first error in file order, as reading one by one would.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=len(paths)) as pool:
         read = list(pool.map(read_image, paths))
     images = dict(zip(used, read))
     mask_image = read[len(used)] if case.mask else None
@@ -272,16 +272,22 @@ def slice_annotations(
     out = []
     masks = TARGETS[target_name].masks_from_tissue(tissue)
     for category_id, mask in enumerate(masks, start=1):
-        if not mask.any():
+        rows = np.flatnonzero(mask.any(axis=1))
+        if not rows.size:
             continue
+        # Labelling only the mask's bounding box: tumours cover a small part of a slice.
+        cols = np.flatnonzero(mask.any(axis=0))
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         n, comp, stats, _ = cv2.connectedComponentsWithStats(
-            mask.view(np.uint8), connectivity=connectivity
+            np.ascontiguousarray(mask[y0:y1, x0:x1]).view(np.uint8), connectivity=connectivity
         )
         for k in range(1, n):
             x, y, w, h, area = (int(v) for v in stats[k])
             if area < max(min_area, 1):
                 continue
-            rle = mask_util.encode(np.asfortranarray(comp == k, dtype=np.uint8))
+            component = np.zeros(mask.shape, dtype=np.uint8, order="F")
+            component[y0:y1, x0:x1] = comp == k
+            rle = mask_util.encode(component)
             out.append(
                 {
                     "category_id": category_id,
@@ -290,7 +296,7 @@ def slice_annotations(
                         "counts": rle["counts"].decode("ascii"),
                     },
                     "area": area,
-                    "bbox": [x, y, w, h],
+                    "bbox": [x + int(x0), y + int(y0), w, h],
                     "iscrowd": 0,
                 }
             )
@@ -335,6 +341,16 @@ def clear_case_images(work: Path, vid: str) -> None:
             shutil.rmtree(split_dir / vid, ignore_errors=True)
 
 
+def load_case(case: Case | SliceCase, options: ConvertOptions) -> LoadedCase:
+    """Check, read and normalise one case: the part of :func:`process_case` that can run ahead.
+
+    Raises:
+        VolumeError: bad input, naming the file.
+    """
+    check_case_headers(case, options)
+    return LOADERS[type(case)](case, options)
+
+
 def process_case(
     case: Case | SliceCase,
     split: str,
@@ -342,6 +358,7 @@ def process_case(
     work: str,
     key: str,
     writer: PngWriter | None = None,
+    loaded: LoadedCase | None = None,
 ) -> dict:
     """Convert one case: write its PNGs and record into ``work``.
 
@@ -355,6 +372,7 @@ def process_case(
         writer: writes the PNGs, and then the record, possibly after this
             returns (the caller closes it); None: both are written before
             this returns.
+        loaded: the case already read by :func:`load_case` (None: read it here).
 
     Returns:
         the case record (also written to ``work/cases/<volume_id>.json``).
@@ -364,8 +382,8 @@ def process_case(
         PngWriteError: PNGs could not be written.
     """
     work_dir, vid = Path(work), volume_id(case.case_id)
-    check_case_headers(case, options)
-    loaded = LOADERS[type(case)](case, options)
+    if loaded is None:
+        loaded = load_case(case, options)
     slices = select_slices(loaded, case.case_id, split, options)
     clear_case_images(work_dir, vid)
     kept = [e["slice_index"] for e in slices]

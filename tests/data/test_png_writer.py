@@ -1,0 +1,77 @@
+"""PNG encoding (ISA-L deflate in hand-written chunks) and the threaded writer."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from brainseg_d2.data import png_writer
+from brainseg_d2.data.png_writer import PngWriteError, PngWriter, encode_png
+
+
+def _decode(data: bytes) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return bgr[..., ::-1]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (3, 5, 3), (64, 47, 3)])
+@pytest.mark.parametrize("compression", [0, 1, 6, 9])
+def test_encode_png_is_lossless(shape, compression):
+    rng = np.random.default_rng(sum(shape))
+    rgb = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    rgb[: shape[0] // 2] = rgb[: shape[0] // 2] // 64  # a smooth part too
+    data = encode_png(rgb, compression)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    np.testing.assert_array_equal(_decode(data), rgb)
+    assert encode_png(rgb, compression) == data  # deterministic
+
+
+def test_encode_png_without_isal_and_level_order(monkeypatch):
+    ramp = np.tile(np.arange(200, dtype=np.uint8)[None, :, None], (50, 1, 3))
+    rgb = (ramp + np.random.default_rng(0).integers(0, 3, ramp.shape)).astype(np.uint8)
+    fast = encode_png(rgb, 1)
+    monkeypatch.setattr(png_writer, "_fast_deflate", None)
+    plain = encode_png(rgb, 1)
+    np.testing.assert_array_equal(_decode(plain), rgb)
+    np.testing.assert_array_equal(_decode(fast), rgb)
+    # Stored rows are the largest file; zlib's best level the smallest.
+    assert len(encode_png(rgb, 0)) > len(fast) >= len(encode_png(rgb, 9))
+
+
+@pytest.mark.parametrize(
+    "array, compression, message",
+    [
+        (np.zeros((4, 4), np.uint8), 1, "(H, W, 3) uint8"),
+        (np.zeros((4, 4, 3), np.uint16), 1, "(H, W, 3) uint8"),
+        (np.zeros((0, 4, 3), np.uint8), 1, "(H, W, 3) uint8"),
+        (np.zeros((4, 4, 3), np.uint8), 10, "compression must be 0-9"),
+    ],
+)
+def test_encode_png_rejects_bad_input(array, compression, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        encode_png(array, compression)
+
+
+def test_writer_writes_then_calls_back_in_order(tmp_path):
+    slices = np.random.default_rng(1).integers(0, 256, (4, 6, 7, 3), dtype=np.uint8)
+    done = []
+    with PngWriter(lookahead=1) as writer:
+        writer.submit(slices, [0, 2], tmp_path / "a", 1, lambda: done.append("a"))
+        writer.submit(slices, [3], tmp_path / "b", 1, lambda: done.append("b"))
+        assert done == ["a"]  # one case may still be pending
+    assert done == ["a", "b"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["0000.png", "0002.png"]
+    written = cv2.imread(str(tmp_path / "b" / "0003.png"))
+    np.testing.assert_array_equal(written[..., ::-1], slices[3])
+
+
+def test_writer_failure_names_the_folder_and_skips_the_callback(tmp_path):
+    out = tmp_path / "case"
+    (out / "0001.png").mkdir(parents=True)  # a folder where a PNG must go
+    done = []
+    writer = PngWriter()
+    with pytest.raises(PngWriteError, match=f"cannot write PNGs into {out}"):
+        writer.submit(np.zeros((2, 3, 3, 3), np.uint8), [0, 1], out, 1, lambda: done.append(1))
+    writer.close()
+    assert done == []
