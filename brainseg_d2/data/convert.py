@@ -333,7 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--min-area", type=int, default=d.min_area, help="min component area in px")
     p.add_argument("--connectivity", type=int, choices=[4, 8], default=d.connectivity)
-    p.add_argument("--png-compression", type=int, default=d.png_compression, help="0-9")
+    p.add_argument(
+        "--png-compression",
+        type=int,
+        default=d.png_compression,
+        help="PNG deflate level 0-9: 0 stored, 1 fast (default), 2-9 zlib, smaller and slower",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes, one case each")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--skip-bad", action="store_true", help="skip bad cases and list them")

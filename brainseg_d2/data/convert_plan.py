@@ -45,7 +45,8 @@ class ConvertOptions:
         empty_ratio: fraction of empty (no annotation) brain slices kept in train.
         min_area: connected components smaller than this (pixels) are dropped.
         connectivity: 4 or 8, for connected components.
-        png_compression: OpenCV PNG compression level 0-9 (1: fast, small enough).
+        png_compression: PNG deflate level 0-9 (0: stored; 1: ISA-L, fast and small
+            enough; 2-9: zlib, slower, a few percent smaller).
     """
 
     channels: tuple[str, ...] | None = None
