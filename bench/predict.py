@@ -11,8 +11,11 @@ by every run so the weights are the same. Runs, each timed over the same volume:
   voxels only (isolates the gain from skipping);
 * ``model loop, no_grad`` / ``model loop, inference_mode``: the model called one
   slice at a time on the predictor's prepared inputs (isolates inference_mode);
-* ``VolumePredictor, batch 1`` and ``batch N``: ``predict_masks`` (input building,
-  model, mask union), i.e. skipping + inference_mode, then batching on top.
+* ``VolumePredictor, batch 1`` and ``batch N, one at a time``: ``predict_masks``
+  (input building, model, mask union) with ``concurrent_batches=1``, i.e.
+  skipping + inference_mode + the score cut, then batching on top;
+* ``VolumePredictor, batch N``: the default, on CPU ``torch.get_num_threads()``
+  batches at once, each on one torch thread.
 
 Also reported: ``VolumePredictor.predict`` end to end (preprocessing, model,
 post-processing, 3D label map) and whether the masks agree with the baseline.
@@ -82,13 +85,19 @@ def main() -> None:
     # run below uses this one model, so the weights are identical.
     default = DefaultPredictor(cfg)  # loads MODEL.WEIGHTS (none: random init)
     model = default.model
+    info = args.dataset_info or DATASET_INFO
     predictors = {
-        b: VolumePredictor(
-            cfg, dataset_info=args.dataset_info or DATASET_INFO, model=model, batch_size=b
-        )
-        for b in sorted({1, args.batch_size})
+        "batch 1": VolumePredictor(
+            cfg, dataset_info=info, model=model, batch_size=1, concurrent_batches=1
+        ),
+        f"batch {args.batch_size}, one at a time": VolumePredictor(
+            cfg, dataset_info=info, model=model, batch_size=args.batch_size, concurrent_batches=1
+        ),
+        f"batch {args.batch_size}": VolumePredictor(
+            cfg, dataset_info=info, model=model, batch_size=args.batch_size
+        ),
     }
-    vp = predictors[1]
+    vp = predictors["batch 1"]
 
     case = generate_case(args.seed, spacing=args.spacing, p_empty=0.0)
     pre = preprocess_volume(case.images, vp.options)  # what predict() does first
@@ -138,8 +147,8 @@ def main() -> None:
         "model loop, no_grad": model_loop(torch.no_grad),  # no score cut: DefaultPredictor's work
         "model loop, inference_mode": model_loop(torch.inference_mode),
     }
-    for b, predictor in predictors.items():
-        runs[f"VolumePredictor, batch {b}"] = lambda p=predictor: p.predict_masks(pre)
+    for label, predictor in predictors.items():
+        runs[f"VolumePredictor, {label}"] = lambda p=predictor: p.predict_masks(pre)
 
     print(
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -154,7 +163,7 @@ def main() -> None:
     )
     print(f"repeats: {args.repeats}, runs interleaved (median shown, then each repeat)")
     print(
-        f"{'run':34s} {'s/volume':>9s} {'volume slices/s':>16s} {'brain slices/s':>15s} "
+        f"{'run':44s} {'s/volume':>9s} {'volume slices/s':>16s} {'brain slices/s':>15s} "
         f"{'speed-up':>9s}"
     )
     # Round robin: on a shared machine, load changes affect every run alike.
@@ -176,18 +185,18 @@ def main() -> None:
         for name, values in table.items():
             t = statistics.median(values)
             print(
-                f"{name:34s} {t:9.2f} {num_slices / t:16.2f} {len(brain) / t:15.2f} "
+                f"{name:44s} {t:9.2f} {num_slices / t:16.2f} {len(brain) / t:15.2f} "
                 f"{base / t:8.2f}x   [{', '.join(f'{v:.2f}' for v in values)}]"
             )
     reference = results["DefaultPredictor, all slices"]
-    for b in predictors:
-        ours = results[f"VolumePredictor, batch {b}"]
+    for label in predictors:
+        ours = results[f"VolumePredictor, {label}"]
         print(
-            f"batch {b} vs DefaultPredictor: {int((ours != reference).sum())} of "
+            f"{label} vs DefaultPredictor: {int((ours != reference).sum())} of "
             f"{reference.size} mask voxels differ ({int(reference.sum())} set)"
         )
     start = time.perf_counter()
-    predictors[args.batch_size].predict(case.images)
+    predictors[f"batch {args.batch_size}"].predict(case.images)
     print(
         f"VolumePredictor.predict end to end (batch {args.batch_size}, preprocessing and "
         f"post-processing included): {time.perf_counter() - start:.2f} s"

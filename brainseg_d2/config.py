@@ -87,6 +87,10 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.INFERENCE = _D2CfgNode()
     # Slices per forward pass of whole-volume prediction (brainseg-predict --batch-size).
     _C.BRAINSEG.INFERENCE.BATCH_SIZE = 8
+    # On CPU, batches run this many at a time, each on one torch thread (a small
+    # slice cannot keep several threads busy); 0: torch's thread count; 1: one batch
+    # at a time on all threads. Ignored on CUDA.
+    _C.BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES = 0
 
 
 def get_brainseg_cfg() -> CfgNode:

@@ -2,16 +2,33 @@
 
 Prints the versions that matter for a bug report, and which kind of Detectron2
 install is present: a source build (with compiled ops) or the Python-only
-fallback built by ``scripts/provision_detectron2.py``.
+fallback built by ``scripts/provision_detectron2.py``. Also
+:func:`library_threads`, for code that runs its own threads beside a library's pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
 import platform
 import sys
+from collections.abc import Callable, Iterator
+
+
+@contextlib.contextmanager
+def library_threads(get: Callable[[], int], set_: Callable[[int], None], n: int) -> Iterator[None]:
+    """Set a library's process-wide thread count inside the block, restore it after.
+
+    Example: ``with library_threads(torch.get_num_threads, torch.set_num_threads, 1):``.
+    """
+    before = get()
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)
 
 
 def _dist_version(name: str) -> str | None:

@@ -28,9 +28,8 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +60,7 @@ from brainseg_d2.data.png_writer import PngWriteError, PngWriter
 from brainseg_d2.data.preprocess import CANONICAL_ORIENTATION
 from brainseg_d2.data.sources import LAYOUTS, Case, SourceError, find_cases
 from brainseg_d2.data.sources_2d import SliceCase
+from brainseg_d2.env import library_threads
 from brainseg_d2.labels import CONVENTIONS, TARGETS
 
 __all__ = [
@@ -190,21 +190,6 @@ def convert_dataset(
     return info
 
 
-@contextmanager
-def _opencv_threads(n: int) -> Iterator[None]:
-    """Run OpenCV on ``n`` threads inside the block, restoring the previous number after.
-
-    The converter overlaps its own stages on threads; OpenCV's pool on top of
-    them only adds threads that spin while they wait for work.
-    """
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(n)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
-
-
 def _convert_all(
     cases: Sequence[Case | SliceCase],
     split_of: Mapping[str, str],
@@ -246,7 +231,8 @@ def _convert_all(
             # Reading case k + 1, annotating case k and encoding case k - 1's
             # PNGs overlap (zlib, ITK, numpy and OpenCV release the GIL).
             with (
-                _opencv_threads(1),
+                # OpenCV's own pool would only add threads that spin beside ours.
+                library_threads(cv2.getNumThreads, cv2.setNumThreads, 1),
                 PngWriter(lookahead=1) as writer,
                 ThreadPoolExecutor(1) as reader,
             ):

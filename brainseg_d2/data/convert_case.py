@@ -80,8 +80,8 @@ def check_volume_case(
         if name not in case.channels:
             where = case.expected.get(name, "not provided")
             raise VolumeError(f"case {case.case_id}: missing channel '{name}' ({where})")
-    items = [(n, case.channels[n]) for n in required] if only_required else list(
-        case.channels.items()
+    items = (
+        [(n, case.channels[n]) for n in required] if only_required else list(case.channels.items())
     )
     if include_mask:
         items.append(("mask", case.mask))

@@ -65,12 +65,7 @@ def encode_png(rgb: np.ndarray, compression: int = 1) -> bytes:
     # IHDR: width, height, bit depth 8, colour type 2 (RGB), deflate, filter method 0
     # (per-row filter types), no interlace.
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", idat)
-        + _chunk(b"IEND", b"")
-    )
+    return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 class PngWriteError(ConversionError):

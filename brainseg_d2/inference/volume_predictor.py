@@ -19,6 +19,11 @@ threshold: the mask head and mask pasting then run only on detections that can
 enter the masks. The kept detections are exactly the same (see
 :func:`score_threshold_pushed_down`).
 
+On CPU, several batches run at once, each on one torch thread
+(``BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES``): a slice of a few hundred pixels
+a side cannot keep several intra-op threads busy, two single-threaded forward
+passes can (torch releases the GIL in its kernels).
+
 Model inputs are built exactly as :class:`~brainseg_d2.data.dataset_mapper.BrainSegDatasetMapper`
 builds them at test time from the converter's PNGs: the PNG holds the slice's
 R, G, B channels, detectron2's ``read_image(format=cfg.INPUT.FORMAT)`` turns that
@@ -34,7 +39,9 @@ import contextlib
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,7 @@ from brainseg_d2.data.convert import ConvertOptions
 from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume, slices_to_image
 from brainseg_d2.data.sources import Case, find_brats_cases
 from brainseg_d2.data.volume_io import VolumeError, read_image
+from brainseg_d2.env import library_threads
 from brainseg_d2.labels import LabelConvention, get_convention, get_target, tissue_to_raw
 from brainseg_d2.postprocessing import (
     PostprocessParams,
@@ -202,6 +210,7 @@ class VolumePredictor:
         dataset_info: Mapping | str | Path | None = None,
         model: ModelFn | None = None,
         batch_size: int | None = None,
+        concurrent_batches: int | None = None,
     ):
         """
         Args:
@@ -215,6 +224,10 @@ class VolumePredictor:
                 ``scores`` and ``pred_classes``. Default: ``build_model(cfg)`` with
                 ``cfg.MODEL.WEIGHTS`` loaded, eval mode, on ``cfg.MODEL.DEVICE``.
             batch_size: slices per forward pass; default ``cfg.BRAINSEG.INFERENCE.BATCH_SIZE``.
+            concurrent_batches: on CPU (``cfg.MODEL.DEVICE``), forward passes run at
+                once on threads, each with one torch thread; 0: ``torch.get_num_threads()``;
+                1: one at a time. Default ``cfg.BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES``.
+                Masks do not depend on it (a test checks).
 
         Raises:
             ValueError: bad dataset info, batch size, post-processing config, or a
@@ -236,6 +249,11 @@ class VolumePredictor:
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if concurrent_batches is None:
+            concurrent_batches = cfg.BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES
+        if int(concurrent_batches) < 0:
+            raise ValueError(f"concurrent_batches must be >= 0, got {concurrent_batches}")
+        self.concurrent_batches = int(concurrent_batches)
         self.postprocess = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
         self.input_format: str = cfg.INPUT.FORMAT
         # Same augmentation as DefaultPredictor and the test-time mapper.
@@ -423,10 +441,12 @@ class VolumePredictor:
         hysteresis = self.postprocess.component_thresholds(num_categories) is not None
         seeds = np.zeros_like(masks) if hysteresis else None
         indices = self.brain_slices(pre)
+        batches = [
+            indices[start : start + self.batch_size]
+            for start in range(0, len(indices), self.batch_size)
+        ]
         with torch.inference_mode(), score_threshold_pushed_down(self.model, threshold):
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                outputs = self.model(self.model_inputs(pre, chunk))
+            for chunk, outputs in self._forward(pre, batches):
                 if len(outputs) != len(chunk):
                     raise ValueError(
                         f"model returned {len(outputs)} outputs for {len(chunk)} inputs"
@@ -450,6 +470,32 @@ class VolumePredictor:
                     if seeds is not None:
                         seeds[:, s] = slice_seeds
         return masks, seeds
+
+    def _forward(
+        self, pre: PreprocessedVolume, batches: Sequence[np.ndarray]
+    ) -> Iterator[tuple[np.ndarray, list[dict]]]:
+        """Model outputs of each batch of slice indices, in order (see ``concurrent_batches``)."""
+
+        def run(chunk: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+            with torch.inference_mode():  # thread-local: entered in each worker
+                return chunk, self.model(self.model_inputs(pre, chunk))
+
+        workers = self.concurrent_batches or torch.get_num_threads()
+        if str(self.cfg.MODEL.DEVICE).startswith("cuda") or workers == 1 or len(batches) < 2:
+            yield from map(run, batches)
+            return
+        with (
+            library_threads(torch.get_num_threads, torch.set_num_threads, 1),
+            ThreadPoolExecutor(workers) as pool,
+        ):
+            # A bounded window of batches in flight keeps memory independent of the volume.
+            pending: deque[Future] = deque()
+            for chunk in batches:
+                pending.append(pool.submit(run, chunk))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
     def masks_to_image(
         self, masks: np.ndarray, geometry: Mapping, convention: LabelConvention | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +25,7 @@ from brainseg_d2.data.phantom import PhantomCase, generate_case, write_case
 from brainseg_d2.data.preprocess import preprocess_volume
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import VolumeError, read_image
+from brainseg_d2.env import library_threads
 from brainseg_d2.inference import VolumePrediction, VolumePredictor
 from brainseg_d2.inference.cli import main
 
@@ -305,6 +307,68 @@ def test_batch_size_with_default_cpu_backend(phantom, tiny_model):
     assert np.mean(one.masks_raw != four.masks_raw) <= 1e-4
     for s, scores in scores_one.items():
         torch.testing.assert_close(scores, scores_four[s], rtol=0, atol=1e-4)
+
+
+class _ThreadRecorder(_ScoreRecorder):
+    def __init__(self, model):
+        super().__init__(model)
+        self.calls: list[tuple[int, int]] = []  # (thread id, torch threads) per call
+
+    def __call__(self, inputs):
+        self.calls.append((threading.get_ident(), torch.get_num_threads()))
+        return super().__call__(inputs)
+
+
+def test_concurrent_batches_do_not_change_predictions(phantom, tiny_model):
+    """Batches run at once on pool threads, each on one torch thread: bitwise equal.
+
+    The reference runs the batches one after another on one torch thread too, so
+    only the concurrency differs (native kernels, as in the batch-size test).
+    Torch's thread count is restored afterwards.
+    """
+    cfg, model = tiny_model
+    threads = torch.get_num_threads()
+
+    def run(concurrent):
+        recorder = _ThreadRecorder(model)
+        predictor = VolumePredictor(
+            cfg, dataset_info=phantom.tiny_info, model=recorder, batch_size=2,
+            concurrent_batches=concurrent,
+        )  # fmt: skip
+        return predictor.predict(phantom.tiny_dir), recorder
+
+    with torch.backends.mkldnn.flags(enabled=False):
+        with library_threads(torch.get_num_threads, torch.set_num_threads, 1):
+            one, one_rec = run(1)
+        two, two_rec = run(2)
+    assert torch.get_num_threads() == threads
+    main_thread = threading.get_ident()
+    assert one_rec.calls == [(main_thread, 1)] * 3  # 6 slices, batches of 2
+    assert len(two_rec.calls) == 3
+    assert all(t != main_thread and n == 1 for t, n in two_rec.calls)
+    assert one.masks_raw.any()
+    np.testing.assert_array_equal(one.masks_raw, two.masks_raw)
+    np.testing.assert_array_equal(one.masks_post, two.masks_post)
+    for s, scores in one_rec.scores.items():
+        assert torch.equal(scores, two_rec.scores[s]), s
+
+
+def test_concurrent_batches_are_cpu_only_and_checked(phantom, tiny_model):
+    cfg, model = tiny_model
+    cuda_cfg = make_cfg(*TINY_OPTS, "MODEL.DEVICE", "cuda")
+    recorder = _ThreadRecorder(model)
+    predictor = VolumePredictor(
+        cuda_cfg, dataset_info=phantom.tiny_info, model=recorder, batch_size=2,
+        concurrent_batches=2,
+    )  # fmt: skip
+    pre = preprocess_volume(
+        {ch: read_image(p) for ch, p in _channel_paths(phantom.tiny_dir).items()},
+        predictor.options,
+    )
+    predictor.predict_masks(pre)  # the callable runs on the CPU whatever the cfg says
+    assert {t for t, _ in recorder.calls} == {threading.get_ident()}
+    with pytest.raises(ValueError, match="concurrent_batches must be >= 0, got -1"):
+        VolumePredictor(cfg, dataset_info=phantom.tiny_info, model=model, concurrent_batches=-1)
 
 
 def test_score_threshold_pushdown_keeps_exactly_the_same_detections(phantom, tiny_model):
