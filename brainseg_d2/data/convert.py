@@ -236,10 +236,14 @@ def _convert_all(
                 PngWriter(lookahead=1) as writer,
                 ThreadPoolExecutor(1) as reader,
             ):
-                ahead = [reader.submit(load_case, t[0], t[2]) for t in tasks[:1]]
-                for i, task in enumerate(tasks):
-                    ahead += [reader.submit(load_case, t[0], t[2]) for t in tasks[i + 1 : i + 2]]
-                    collect(task, _run_case((*task, writer), ahead.pop(0)))
+
+                def read_ahead(task: tuple | None) -> Future | None:
+                    return None if task is None else reader.submit(load_case, task[0], task[2])
+
+                upcoming = read_ahead(tasks[0] if tasks else None)
+                for task, following in zip(tasks, [*tasks[1:], None]):
+                    current, upcoming = upcoming, read_ahead(following)
+                    collect(task, _run_case((*task, writer), current))
             return
         with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
             futures = {pool.submit(_run_case, t): t for t in tasks}

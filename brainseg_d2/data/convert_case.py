@@ -275,9 +275,11 @@ def slice_annotations(
         rows = np.flatnonzero(mask.any(axis=1))
         if not rows.size:
             continue
-        # Labelling only the mask's bounding box: tumours cover a small part of a slice.
+        # Labelling only the mask's bounding box: tumours cover a small part of a
+        # slice. OpenCV labels 2 x 2 blocks, so the box starts on even coordinates:
+        # the blocks, hence the order of the components, are those of the whole slice.
         cols = np.flatnonzero(mask.any(axis=0))
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        y0, y1, x0, x1 = rows[0] & ~1, rows[-1] + 1, cols[0] & ~1, cols[-1] + 1
         n, comp, stats, _ = cv2.connectedComponentsWithStats(
             np.ascontiguousarray(mask[y0:y1, x0:x1]).view(np.uint8), connectivity=connectivity
         )

@@ -2,8 +2,8 @@
 
 The PNGs are 8-bit RGB, every row "Sub"-filtered, and deflated with ISA-L at
 level 1 (the default ``png_compression``). OpenCV's libpng/zlib encoder at its
-fastest settings took 4.7x as long per case for files 2% smaller (bench/convert.py,
-BENCHMARKS.md), and encoding was the largest cost of conversion after reading,
+fastest settings took 3.3-4.7x as long per case for files under 1% smaller
+(BENCHMARKS.md, converter), and encoding was the largest cost after reading,
 so the three PNG chunks are written here and the deflating is left to ISA-L.
 Level 0 stores the rows uncompressed, levels 2-9 use zlib at that level.
 """

@@ -486,3 +486,31 @@ def test_source_errors(tmp_path):
         _write(_channel(0), tmp_path / "p" / "a_img.mha")
         cases = find_cases(tmp_path / "p", image_globs=["*_img.mha"])
         convert_dataset(cases, tmp_path / "o", ConvertOptions(target="labels"), progress=False)
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_slice_annotations_match_labelling_the_whole_slice(connectivity):
+    """Components are labelled in their bounding box, yet come out as from the whole slice.
+
+    Same masks, areas, boxes and order: the order decides the annotation ids, and
+    a crop that moved OpenCV's 2 x 2 labelling blocks reordered them.
+    """
+    rng = np.random.default_rng(connectivity)
+    for _ in range(300):
+        h, w = rng.integers(4, 40, size=2)
+        tissue = rng.integers(0, 4, size=(h, w), dtype=np.uint8)
+        tissue[rng.random((h, w)) < rng.uniform(0.3, 0.9)] = 0
+        expected = []
+        for category_id, mask in enumerate(get_target("regions").masks_from_tissue(tissue), 1):
+            n, comp, stats, _ = cv2.connectedComponentsWithStats(
+                mask.view(np.uint8), connectivity=connectivity
+            )
+            for k in range(1, n):
+                rle = mask_util.encode(np.asfortranarray(comp == k, dtype=np.uint8))
+                x, y, bw, bh, area = (int(v) for v in stats[k])
+                expected.append((category_id, rle["counts"].decode(), area, [x, y, bw, bh]))
+        got = [
+            (a["category_id"], a["segmentation"]["counts"], a["area"], a["bbox"])
+            for a in convert.slice_annotations(tissue, "regions", 1, connectivity)
+        ]
+        assert got == expected
