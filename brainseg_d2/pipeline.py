@@ -31,7 +31,7 @@ from brainseg_d2.data.phantom import generate_dataset
 from brainseg_d2.data.preprocess import label_slices, preprocess_volume
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import read_image
-from brainseg_d2.labels import get_convention, get_target, raw_to_tissue
+from brainseg_d2.labels import TISSUE_ED, get_convention, get_target, raw_to_tissue
 from brainseg_d2.postprocessing import PostprocessParams, postprocess_volume
 
 logger = logging.getLogger(__name__)
@@ -198,21 +198,24 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
         flair = prep.slices[..., list(prep_options.channels).index("flair")]
         brain_values = flair[prep.brain].astype(np.float32)
         mean, sd = brain_values.mean(), brain_values.std()
-        tissue = np.where((flair > mean + num_sd * sd) & prep.brain, 2, 0).astype(np.uint8)
-        pred = target.masks_from_tissue(tissue)  # edema -> WT
+        pred = _whole_tumour(target, (flair > mean + num_sd * sd) & prep.brain)
         # The model's score hysteresis has an intensity analogue: components must
         # hold a voxel one SD brighter than the threshold.
-        bright = (flair > mean + (num_sd + 1) * sd) & prep.brain
-        seeds = target.masks_from_tissue(np.where(bright, 2, 0).astype(np.uint8))
+        seeds = _whole_tumour(target, (flair > mean + (num_sd + 1) * sd) & prep.brain)
         gt = target.masks_from_tissue(
             raw_to_tissue(label_slices(read_image(case.mask), prep.geometry), convention)
         )
         spacing = (prep.geometry["slice_thickness"], *prep.geometry["pixel_spacing"])
         for variant, params in variants:
-            masks = postprocess_volume(pred, params, seeds=seeds) if variant == "post" else pred
+            masks = postprocess_volume(pred, params, seeds=seeds)  # raw params: a copy
             for row in evaluate_volume(masks, gt, spacing, target):
                 rows.append({**row, "variant": variant, "volume_id": case.case_id})
     return rows
+
+
+def _whole_tumour(target, voxels: np.ndarray) -> np.ndarray:
+    """Category masks ``(C, ...)`` of voxels coded as edema, so that they count as WT only."""
+    return target.masks_from_tissue(np.where(voxels, TISSUE_ED, 0).astype(np.uint8))
 
 
 def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
