@@ -17,13 +17,37 @@ TC = NCR | ET, ET = ET. With the ``regions`` target one pixel can belong to
 several categories, so each category is its own binary mask.
 
 Internal tissue codes (``TISSUE_*``) are the values of a *canonical label map*:
-0 background, 1 NCR, 2 ED, 3 ET. Every raw convention maps into them, and
-predictions map back out through :func:`tissue_to_raw`.
+0 background, 1 NCR, 2 ED, 3 ET, and 4 RC (resection cavity, BraTS 2024
+post-treatment glioma: a class of its own, in no tumour region and in no
+target's category). Every raw convention maps into them, and predictions map
+back out through :func:`tissue_to_raw`.
+
+For evaluation a convention also names its *classes* (raw value -> class name)
+and its *regions* (region name -> the classes whose union it is):
+
+===============  ==============================================  =====================
+convention       classes (raw value: name)                        regions
+===============  ==============================================  =====================
+brats2021        1 necrotic, 2 edema, 4 enhancing                 WT, TC, ET
+brats2023        1 necrotic, 2 edema, 3 enhancing                 WT, TC, ET
+brats2024        brats2023 + 4 resection_cavity                   WT, TC, ET, RC
+brats2024-ped    1 enhancing, 2 non_enhancing, 3 cystic, 4 edema  WT, TC, ET
+binary           1 tumour                                         WT
+===============  ==============================================  =====================
+
+:func:`detect_convention` reads it from BraTS case names (``Brats18_...``,
+``BraTS2021_...``: brats2021; ``BraTS-GLI-00000-000``: brats2024, whose values
+are a superset of a 2023 GLI map; MET, MEN, PED, SSA: brats2023), and
+:func:`load_convention` reads a user's own from a small JSON or YAML file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -31,42 +55,194 @@ TISSUE_BACKGROUND = 0
 TISSUE_NCR = 1  # necrotic / non-enhancing tumour core
 TISSUE_ED = 2  # peritumoural edema
 TISSUE_ET = 3  # enhancing tumour
-TISSUE_NAMES = {TISSUE_NCR: "necrotic", TISSUE_ED: "edema", TISSUE_ET: "enhancing"}
+TISSUE_RC = 4  # resection cavity (BraTS 2024 post-treatment glioma); not tumour
+#: Largest tissue code; canonical label maps hold 0..TISSUE_MAX.
+TISSUE_MAX = TISSUE_RC
+TISSUE_NAMES = {
+    TISSUE_NCR: "necrotic",
+    TISSUE_ED: "edema",
+    TISSUE_ET: "enhancing",
+    TISSUE_RC: "resection_cavity",
+}
+#: Short names a user's convention file may give for each tissue code.
+TISSUE_ALIASES = {
+    "NCR": TISSUE_NCR, "NETC": TISSUE_NCR, "NET": TISSUE_NCR, "necrotic": TISSUE_NCR,
+    "ED": TISSUE_ED, "SNFH": TISSUE_ED, "edema": TISSUE_ED,
+    "ET": TISSUE_ET, "enhancing": TISSUE_ET,
+    "RC": TISSUE_RC, "resection_cavity": TISSUE_RC,
+}  # fmt: skip
 
-#: BraTS evaluation regions as sets of tissue codes.
+#: BraTS evaluation regions as sets of tissue codes (tumour regions only: the
+#: resection cavity is in none of them).
 REGIONS: dict[str, tuple[int, ...]] = {
     "WT": (TISSUE_NCR, TISSUE_ED, TISSUE_ET),
     "TC": (TISSUE_NCR, TISSUE_ET),
     "ET": (TISSUE_ET,),
 }
+#: Region of the resection cavity, reported beside the tumour regions where a
+#: convention has that class (it is not part of WT).
+RC_REGION = "RC"
 
 
 @dataclass(frozen=True)
 class LabelConvention:
-    """How raw integer labels on disk map to tissue codes.
+    """How raw integer labels on disk map to tissue codes, classes and regions.
 
     Attributes:
         name: identifier stored in ``dataset.json``.
-        raw_to_tissue: raw label value -> tissue code (0 for background).
+        raw_to_tissue: raw label value -> tissue code (0 for background). A
+            user's convention may leave classes without a tissue code; such a
+            convention serves evaluation only (:func:`raw_to_tissue` refuses it).
+        classes: raw value -> class name, foreground values only (0 is always
+            background). Default: the tissue names of ``raw_to_tissue``.
+        regions: region name -> class names whose union is the region. Default:
+            the BraTS regions (:data:`REGIONS`) the classes cover, plus ``RC``
+            when the convention has the resection cavity.
+        description: one line for help texts.
     """
 
     name: str
     raw_to_tissue: dict[int, int]
+    classes: dict[int, str] = field(default=None)  # type: ignore[assignment]
+    regions: dict[str, tuple[str, ...]] = field(default=None)  # type: ignore[assignment]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        raw_to_tissue = {int(r): int(t) for r, t in self.raw_to_tissue.items()}
+        if raw_to_tissue.get(0, 0) != 0:
+            raise ValueError(f"convention {self.name!r}: raw value 0 must be background")
+        raw_to_tissue.setdefault(0, 0)
+        bad = {r: t for r, t in raw_to_tissue.items() if r < 0 or not 0 <= t <= TISSUE_MAX}
+        if bad:
+            raise ValueError(
+                f"convention {self.name!r}: raw values must be >= 0 and tissue codes "
+                f"0-{TISSUE_MAX}, got {bad}"
+            )
+        classes = self.classes
+        if classes is None:
+            classes = {r: TISSUE_NAMES[t] for r, t in sorted(raw_to_tissue.items()) if r and t}
+        classes = {int(v): str(n) for v, n in classes.items()}
+        if 0 in classes or any(v < 0 for v in classes):
+            raise ValueError(
+                f"convention {self.name!r}: class values must be > 0 (0 is background), "
+                f"got {sorted(classes)}"
+            )
+        if len(set(classes.values())) != len(classes):
+            raise ValueError(f"convention {self.name!r}: class names repeat: {classes}")
+        unknown_raw = sorted(set(raw_to_tissue) - set(classes) - {0})
+        if unknown_raw:
+            raise ValueError(
+                f"convention {self.name!r}: raw values {unknown_raw} have a tissue code "
+                "but no class name"
+            )
+        regions = self.regions
+        if regions is None:
+            regions = _default_regions(raw_to_tissue, classes)
+        regions = {str(k): tuple(str(c) for c in v) for k, v in regions.items()}
+        for region, members in regions.items():
+            missing = [c for c in members if c not in classes.values()]
+            if not members or missing:
+                raise ValueError(
+                    f"convention {self.name!r}: region {region!r} must be a non-empty list "
+                    f"of its classes {sorted(classes.values())}, got {list(members)}"
+                )
+        object.__setattr__(self, "raw_to_tissue", raw_to_tissue)
+        object.__setattr__(self, "classes", classes)
+        object.__setattr__(self, "regions", regions)
 
     @property
     def tissue_to_raw(self) -> dict[int, int]:
-        return {t: r for r, t in self.raw_to_tissue.items()}
+        """Tissue code -> raw value; where several raw values share a tissue code
+        (e.g. BraTS 2024 PED's non-enhancing and cystic parts), the smallest wins."""
+        out: dict[int, int] = {}
+        for raw, tissue in sorted(self.raw_to_tissue.items()):
+            out.setdefault(tissue, raw)
+        return out
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        """Every raw value a label map of this convention may hold, 0 included."""
+        return (0, *sorted(self.classes))
+
+    def class_values(self, names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+        """Raw values of the named classes (a region's members), sorted."""
+        by_name = {n: v for v, n in self.classes.items()}
+        return tuple(sorted(by_name[n] for n in names))
+
+    def evaluation_names(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """What evaluation scores: ``(group, name, raw values)`` for every region
+        (group ``region``), then every class (group ``class``) that is not already
+        a region of the same values (BraTS ET is the enhancing class: scored once)."""
+        out = [("region", r, self.class_values(m)) for r, m in self.regions.items()]
+        seen = {values for _, _, values in out}
+        for value, name in sorted(self.classes.items()):
+            if (value,) not in seen:
+                out.append(("class", name, (value,)))
+        return out
+
+
+def _default_regions(
+    raw_to_tissue: dict[int, int], classes: dict[int, str]
+) -> dict[str, tuple[str, ...]]:
+    """BraTS regions a convention's tissue codes cover (all of each region's codes)."""
+    regions: dict[str, tuple[str, ...]] = {}
+    present = {t for r, t in raw_to_tissue.items() if r in classes}
+    for region, codes in REGIONS.items():
+        if set(codes) <= present:
+            regions[region] = tuple(
+                classes[r] for r, t in sorted(raw_to_tissue.items()) if r in classes and t in codes
+            )
+    if TISSUE_RC in present:
+        regions[RC_REGION] = tuple(
+            classes[r] for r, t in sorted(raw_to_tissue.items()) if t == TISSUE_RC and r in classes
+        )
+    return regions
 
 
 CONVENTIONS: dict[str, LabelConvention] = {
     # BraTS 2018-2021: 1 NCR/NET, 2 edema, 4 enhancing (3 unused).
-    "brats2021": LabelConvention("brats2021", {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED, 4: TISSUE_ET}),
-    # BraTS 2023+ GLI: 1 NCR, 2 edema, 3 enhancing.
-    "brats2023": LabelConvention("brats2023", {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED, 3: TISSUE_ET}),
+    "brats2021": LabelConvention(
+        "brats2021",
+        {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED, 4: TISSUE_ET},
+        description="BraTS 2018-2021: 1 NCR/NET, 2 edema, 4 enhancing",
+    ),
+    # BraTS 2023+ GLI, MET, MEN, SSA, PED 2023: 1 NCR, 2 edema, 3 enhancing.
+    "brats2023": LabelConvention(
+        "brats2023",
+        {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED, 3: TISSUE_ET},
+        description="BraTS 2023+ (GLI, MET, MEN, PED 2023, SSA): 1 NCR, 2 edema, 3 enhancing",
+    ),
+    # BraTS 2024 post-treatment glioma: brats2023 plus 4 = resection cavity, which
+    # the official evaluator scores as its own group and leaves out of WT/TC.
+    "brats2024": LabelConvention(
+        "brats2024",
+        {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED, 3: TISSUE_ET, 4: TISSUE_RC},
+        description="BraTS 2024 GLI post-treatment: 1 NETC, 2 SNFH, 3 ET, 4 resection cavity",
+    ),
+    # BraTS 2024 PED: 1 ET, 2 non-enhancing tumour, 3 cystic component, 4 edema;
+    # TC = ET | NET | CC, WT = TC | ED (the official BraTS 2024 PED groups). Both
+    # core parts are NCR in tissue codes, so the converter trains them as one.
+    "brats2024-ped": LabelConvention(
+        "brats2024-ped",
+        {0: 0, 1: TISSUE_ET, 2: TISSUE_NCR, 3: TISSUE_NCR, 4: TISSUE_ED},
+        classes={1: "enhancing", 2: "non_enhancing", 3: "cystic", 4: "edema"},
+        regions={
+            "WT": ("enhancing", "non_enhancing", "cystic", "edema"),
+            "TC": ("enhancing", "non_enhancing", "cystic"),
+            "ET": ("enhancing",),
+        },
+        description="BraTS 2024 PED: 1 ET, 2 non-enhancing, 3 cystic, 4 edema",
+    ),
     # Binary tumour masks (the converter binarises 0/255 masks to 0/1). Tumour is
     # coded as edema so that it counts towards WT; only the "binary" target makes
     # sense for such data.
-    "binary": LabelConvention("binary", {0: 0, 1: TISSUE_ED}),
+    "binary": LabelConvention(
+        "binary",
+        {0: 0, 1: TISSUE_ED},
+        classes={1: "tumour"},
+        regions={"WT": ("tumour",)},
+        description="binary masks: 1 tumour",
+    ),
 }
 
 
@@ -100,22 +276,24 @@ class Target:
         """Split a canonical tissue map into one boolean mask per category.
 
         Args:
-            tissue: integer array of any shape (..., ) holding tissue codes 0-3.
+            tissue: integer array of any shape (..., ) holding tissue codes
+                0-``TISSUE_MAX``. The resection cavity (4) is in no category of
+                the built-in targets: it counts as background, as in BraTS 2024.
 
         Returns:
             bool array of shape (C, ...) with C = number of categories.
 
         Raises:
-            ValueError: a value outside 0-3.
+            ValueError: a value outside 0-``TISSUE_MAX``.
         """
         tissue = np.asarray(tissue)
-        if tissue.size and (tissue.min() < 0 or tissue.max() > TISSUE_ET):
+        if tissue.size and (tissue.min() < 0 or tissue.max() > TISSUE_MAX):
             raise ValueError(
-                f"tissue codes must be 0-{TISSUE_ET}, got values {tissue.min()}..{tissue.max()}"
+                f"tissue codes must be 0-{TISSUE_MAX}, got values {tissue.min()}..{tissue.max()}"
             )
         # One table lookup gives each voxel a bit per category it belongs to; an
         # isin per category costs several times more (this runs per slice).
-        table = np.zeros(TISSUE_ET + 1, dtype=np.uint8)
+        table = np.zeros(TISSUE_MAX + 1, dtype=np.uint8)
         for bit, codes in enumerate(self.categories.values()):
             table[list(codes)] |= 1 << bit
         bits = np.take(table, tissue)
@@ -185,6 +363,167 @@ def get_convention(name: str) -> LabelConvention:
         ) from None
 
 
+# ---------------------------------------------------------------------------
+# BraTS case names and user conventions
+# ---------------------------------------------------------------------------
+
+#: BraTS 2023+ tasks that share the ``BraTS-XXX-#####-###`` case names.
+BRATS_TASKS = ("GLI", "MET", "MEN", "PED", "SSA")
+#: A BraTS 2023+ case id, e.g. ``BraTS-GLI-00000-000`` (group 1: the task).
+BRATS2023_CASE = re.compile(r"BraTS-(" + "|".join(BRATS_TASKS) + r")-\d{5}-\d{3}")
+#: A BraTS 2018-2021 case id: ``Brats18_2013_2_1``, ``BraTS19_CBICA_AAB_1``,
+#: ``BraTS20_Training_001``, ``BraTS2021_00000``.
+BRATS2021_CASE = re.compile(
+    r"(?<![A-Za-z0-9])(?:BraTS|Brats)(?:20)?\d{2}_[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*"
+)
+#: Convention of each BraTS 2023+ task's label maps. GLI gets brats2024, a
+#: superset of the 2023 GLI values (4 = resection cavity never occurs in 2023
+#: maps). PED follows 2023 here; BraTS 2024 PED maps need ``brats2024-ped``.
+BRATS_TASK_CONVENTIONS = {
+    "GLI": "brats2024",
+    "MET": "brats2023",
+    "MEN": "brats2023",
+    "PED": "brats2023",
+    "SSA": "brats2023",
+}
+
+
+def brats_task(name: str) -> str | None:
+    """BraTS 2023+ task of a case or file name (``GLI``, ``MET``, ``MEN``,
+    ``PED``, ``SSA``), ``"2021"`` for a BraTS 2018-2021 name, None otherwise."""
+    name = os.path.basename(str(name))
+    m = BRATS2023_CASE.search(name)
+    if m:
+        return m.group(1)
+    return "2021" if BRATS2021_CASE.search(name) else None
+
+
+def detect_convention(name: str) -> str | None:
+    """Label convention named by a BraTS case or file name; None if not a BraTS name.
+
+    Args:
+        name: a case id or file name, e.g. ``BraTS-MET-00001-000-seg.nii.gz`` or
+            ``BraTS2021_00000_seg.nii.gz`` (folders are ignored).
+
+    Returns:
+        ``brats2021`` for 2018-2021 names; for 2023+ names the task's entry in
+        :data:`BRATS_TASK_CONVENTIONS`; None for other names.
+    """
+    task = brats_task(name)
+    if task is None:
+        return None
+    return "brats2021" if task == "2021" else BRATS_TASK_CONVENTIONS[task]
+
+
+def _tissue_code(name: str, where: str) -> int:
+    if name in TISSUE_ALIASES:
+        return TISSUE_ALIASES[name]
+    raise ValueError(f"{where}: tissue {name!r} is not one of {sorted(TISSUE_ALIASES)}")
+
+
+def convention_from_dict(data: dict, *, name: str = "custom") -> LabelConvention:
+    """Build a user's convention from a mapping (the content of a convention file).
+
+    Keys:
+
+    * ``labels`` (required): raw value -> class name, e.g. ``{1: "lesion"}``;
+      value 0 is background and may be left out.
+    * ``regions`` (optional): region name -> list of class names whose union it
+      is, e.g. ``{"WT": ["lesion", "edema"]}``. Default: the BraTS regions the
+      classes cover when they are named after tissues, else none.
+    * ``tissue`` (optional): class name -> canonical tissue (``NCR``, ``ED``,
+      ``ET``, ``RC`` or their long names), needed only where the converter or
+      predictor use the convention. Classes named after a tissue
+      (:data:`TISSUE_ALIASES`) get it without saying.
+    * ``name`` (optional): the convention's name (default ``name``).
+
+    Raises:
+        ValueError: a missing or malformed key, naming it.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
+        raise ValueError(f"convention {name!r}: needs a 'labels' mapping of value -> class name")
+    name = str(data.get("name", name))
+    classes: dict[int, str] = {}
+    for value, cls in data["labels"].items():
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"convention {name!r}: label value {value!r} is not an integer"
+            ) from None
+        if value == 0:
+            continue  # background, whatever it is called
+        classes[value] = str(cls)
+    tissue_names = data.get("tissue") or {}
+    if not isinstance(tissue_names, dict):
+        raise ValueError(f"convention {name!r}: 'tissue' must map class name -> tissue")
+    unknown = sorted(set(tissue_names) - set(classes.values()))
+    if unknown:
+        raise ValueError(f"convention {name!r}: 'tissue' names unknown classes {unknown}")
+    raw_to_tissue = {0: 0}
+    for value, cls in classes.items():
+        if cls in tissue_names:
+            raw_to_tissue[value] = _tissue_code(str(tissue_names[cls]), f"convention {name!r}")
+        elif cls in TISSUE_ALIASES:
+            raw_to_tissue[value] = TISSUE_ALIASES[cls]
+    regions = data.get("regions")
+    if regions is not None:
+        if not isinstance(regions, dict):
+            raise ValueError(f"convention {name!r}: 'regions' must map region -> list of classes")
+        regions = {
+            str(k): tuple([v] if isinstance(v, str) else list(v or [])) for k, v in regions.items()
+        }
+    return LabelConvention(name, raw_to_tissue, classes=classes, regions=regions,
+                           description=f"user convention {name}")  # fmt: skip
+
+
+def load_convention(path: str | os.PathLike) -> LabelConvention:
+    """Read a user's convention from a ``.json``, ``.yaml`` or ``.yml`` file.
+
+    Example (YAML)::
+
+        name: my-lesions
+        labels: {1: lesion, 2: edema}
+        regions: {WT: [lesion, edema], core: [lesion]}
+        tissue: {lesion: NCR, edema: ED}   # only for the converter/predictor
+
+    See :func:`convention_from_dict` for the keys.
+
+    Raises:
+        ValueError: unreadable file or bad content; the message names the file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            import yaml  # only needed here; PyYAML comes with detectron2/fvcore
+
+            data = yaml.safe_load(text)
+        else:
+            raise ValueError("expected a .json, .yaml or .yml file")
+        return convention_from_dict(data, name=path.stem)
+    except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError without importing yaml up front
+        raise ValueError(f"{path}: cannot parse ({type(exc).__name__}: {exc})") from None
+
+
+def resolve_convention(spec: str | LabelConvention) -> LabelConvention:
+    """A convention from a built-in name (:data:`CONVENTIONS`) or a file path."""
+    if isinstance(spec, LabelConvention):
+        return spec
+    if spec in CONVENTIONS:
+        return CONVENTIONS[spec]
+    if str(spec).lower().endswith((".json", ".yaml", ".yml")):
+        return load_convention(spec)
+    raise ValueError(
+        f"unknown label convention {spec!r}; choose one of {sorted(CONVENTIONS)} "
+        "or give a .json/.yaml convention file"
+    )
+
+
 def get_target(name: str) -> Target:
     """Look up a segmentation target by name; ``ValueError`` names the bad value."""
     try:
@@ -201,16 +540,24 @@ def raw_to_tissue(labels: np.ndarray, convention: LabelConvention) -> np.ndarray
         convention: the dataset's label convention.
 
     Returns:
-        uint8 array of the same shape with tissue codes 0-3.
+        uint8 array of the same shape with tissue codes 0-``TISSUE_MAX``.
 
     Raises:
         ValueError: if a label value is not part of the convention (the message
-            lists the unexpected values).
+            lists the unexpected values), or is a class of a user's convention
+            without a tissue code.
     """
     labels = np.asarray(labels)
     values = np.unique(labels)
     unknown = [int(v) for v in values if int(v) not in convention.raw_to_tissue]
     if unknown:
+        untissued = [v for v in unknown if v in convention.classes]
+        if untissued:
+            names = [convention.classes[v] for v in untissued]
+            raise ValueError(
+                f"classes {names} (values {untissued}) of convention '{convention.name}' "
+                "have no tissue code; give them one under 'tissue' in the convention file"
+            )
         raise ValueError(
             f"label values {unknown} are not in convention '{convention.name}' "
             f"(allowed: {sorted(convention.raw_to_tissue)})"
@@ -225,17 +572,20 @@ def tissue_to_raw(tissue: np.ndarray, convention: LabelConvention) -> np.ndarray
     """Map canonical tissue codes back to the raw convention (e.g. ET -> 4 for BraTS 2021).
 
     Args:
-        tissue: integer array of tissue codes 0-3.
+        tissue: integer array of tissue codes 0-``TISSUE_MAX``.
         convention: the convention to write.
 
     Returns:
-        uint8 array of the same shape in the raw convention.
+        uint8 array of the same shape in the raw convention. A tissue the
+        convention has no value for is written as 0, except tumour tissues in
+        ``binary`` (all tumour).
     """
-    lut = np.zeros(4, dtype=np.uint8)
+    lut = np.zeros(TISSUE_MAX + 1, dtype=np.uint8)
     for t, raw in convention.tissue_to_raw.items():
         lut[t] = raw
     # Tissues the convention cannot express (e.g. NCR in "binary") fall back to
-    # the convention's tumour label rather than silently vanishing.
+    # the convention's tumour label rather than silently vanishing; the resection
+    # cavity is not tumour.
     if convention.name == "binary":
-        lut[1:] = 1
+        lut[[TISSUE_NCR, TISSUE_ED, TISSUE_ET]] = 1
     return lut[np.asarray(tissue, dtype=np.int64)]

@@ -20,5 +20,5 @@ def test_masks_from_tissue_matches_the_category_codes(name):
 
 
 def test_masks_from_tissue_rejects_unknown_codes():
-    with pytest.raises(ValueError, match="tissue codes must be 0-3, got values 0..4"):
-        TARGETS["regions"].masks_from_tissue(np.array([[0, 4]]))
+    with pytest.raises(ValueError, match="tissue codes must be 0-4, got values 0..5"):
+        TARGETS["regions"].masks_from_tissue(np.array([[0, 5]]))

@@ -8,9 +8,13 @@ volume: ``(slice thickness, row spacing, column spacing)``); ``None`` means 1 mm
 
 The maths lives in stateless functions (MONAI style): :func:`confusion_counts` and
 :func:`scores_from_counts` so evaluators can pool counts over slices and score a
-whole volume from the pooled counts; :func:`hausdorff_distance_95`;
-:func:`lesion_wise_dice`; volume differences. :class:`PooledCounts` is the small
-accumulator that sums counts per ``(volume, category)``.
+whole volume from the pooled counts; :func:`hausdorff_distance_95` (in the MONAI
+or the panoptica convention, :data:`HD95_CONVENTIONS`); volume differences.
+:class:`PooledCounts` is the small accumulator that sums counts per
+``(volume, category)``. Lesion-wise scores (BraTS 2023 lesion-wise Dice and
+HD95, BraTS 2024+ panoptic qualities) live in
+:mod:`brainseg_d2.evaluation.lesion_metrics`; :func:`lesion_wise_dice` is kept
+here for its callers.
 
 Empty-mask policy (parameters, with these defaults): when prediction and ground
 truth are both empty, overlap scores are ``empty_score=1.0`` (as BraTS scores
@@ -28,12 +32,15 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "BRATS2023_HD95_PENALTY",
     "BRATS_MAX_DISTANCE_MM",
+    "HD95_CONVENTIONS",
     "PooledCounts",
     "absolute_volume_difference",
     "confusion_counts",
     "dice",
     "hausdorff_distance_95",
+    "hd95_from_distances",
     "iou",
     "lesion_wise_dice",
     "neighbourhood_structure",
@@ -49,6 +56,12 @@ __all__ = [
 #: Diagonal of a 240 x 240 x 155 volume at 1 mm (sqrt(240^2 + 240^2 + 155^2)): the
 #: largest distance possible in a BraTS volume, used when one mask is empty.
 BRATS_MAX_DISTANCE_MM = 373.1287
+#: HD95 the BraTS 2023 scripts give where a distance is undefined because one side
+#: is empty (a missed lesion, a false positive, an empty mask): their ``inf`` is
+#: replaced by 374 mm. The BraTS 2024+ package (``brats-evaluation``) uses 373.
+BRATS2023_HD95_PENALTY = 374.0
+#: The two ways of turning surface distances into HD95 (see :func:`hd95_from_distances`).
+HD95_CONVENTIONS = ("monai", "panoptica")
 
 
 # ---------------------------------------------------------------------------
@@ -338,6 +351,48 @@ def surface_distances(
     return pred_to_gt, gt_to_pred
 
 
+def hd95_from_distances(
+    pred_to_gt: np.ndarray,
+    gt_to_pred: np.ndarray,
+    *,
+    percentile: float = 95.0,
+    convention: str = "monai",
+) -> float:
+    """Percentile Hausdorff distance from the two directed surface-distance arrays.
+
+    The conventions differ in how the two directions are combined:
+
+    * ``"monai"``: the maximum of the two *directed* percentiles,
+      ``max(P(pred -> gt), P(gt -> pred))`` (MONAI ``compute_hausdorff_distance``;
+      also the form of the BraTS 2023 scripts, which weight distances by surfel
+      area on top, so their values differ slightly).
+    * ``"panoptica"``: the percentile of the *pooled* distances of both
+      directions, ``P(concat(pred -> gt, gt -> pred))`` (panoptica, hence the
+      BraTS 2024+ ``brats-evaluation`` package); usually a little smaller.
+
+    Percentiles interpolate linearly (``numpy.percentile``'s default, as MONAI's
+    ``torch.quantile`` and panoptica do).
+
+    Args:
+        pred_to_gt, gt_to_pred: non-empty 1D distance arrays from
+            :func:`surface_distances`.
+        percentile: in [0, 100].
+        convention: ``"monai"`` or ``"panoptica"``.
+
+    Returns:
+        The distance (mm when the distances are).
+    """
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+    if convention == "monai":
+        return float(
+            max(np.percentile(pred_to_gt, percentile), np.percentile(gt_to_pred, percentile))
+        )
+    if convention == "panoptica":
+        return float(np.percentile(np.concatenate([pred_to_gt, gt_to_pred]), percentile))
+    raise ValueError(f"HD95 convention must be one of {HD95_CONVENTIONS}, got {convention!r}")
+
+
 def hausdorff_distance_95(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -346,19 +401,22 @@ def hausdorff_distance_95(
     percentile: float = 95.0,
     both_empty: float = 0.0,
     one_empty: float = BRATS_MAX_DISTANCE_MM,
+    convention: str = "monai",
 ) -> float:
     """Symmetric percentile Hausdorff distance (HD95 by default) in millimetres.
 
-    Convention, identical to MONAI's ``compute_hausdorff_distance(percentile=95,
-    directed=False, spacing=...)`` (checked against MONAI 1.6): the maximum of the
-    two *directed* percentiles,
-    ``max(P95(d(pred_surface -> gt_surface)), P95(d(gt_surface -> pred_surface)))``,
-    each percentile with linear interpolation (``numpy.percentile`` default, same as
-    ``torch.quantile``). It is *not* the percentile of the pooled distances.
-    Surfaces and distances are those of :func:`surface_distances`. The BraTS 2023
-    scripts (DeepMind ``compute_robust_hausdorff``) also take the max of the two
-    directed percentiles, but over surfel-area-weighted distances, so their values
-    differ slightly from MONAI's and ours.
+    Default convention ``"monai"``, identical to MONAI's
+    ``compute_hausdorff_distance(percentile=95, directed=False, spacing=...)``
+    (checked against MONAI 1.6): the maximum of the two *directed* percentiles,
+    ``max(P95(d(pred_surface -> gt_surface)), P95(d(gt_surface -> pred_surface)))``.
+    ``convention="panoptica"`` takes the 95th percentile of the *pooled*
+    distances instead, as panoptica and the BraTS 2024+ evaluator do (checked
+    against panoptica 2.1); see :func:`hd95_from_distances`. Surfaces and
+    distances are those of :func:`surface_distances` in both. The BraTS 2023
+    scripts (DeepMind ``compute_robust_hausdorff``) take the max of the two
+    directed percentiles, but over surfel-area-weighted distances between
+    surfels on a half-voxel-shifted grid, so their values differ slightly from
+    both.
 
     Args:
         pred: bool array ``(H, W)`` or ``(S, H, W)`` (any dimensionality).
@@ -371,16 +429,19 @@ def hausdorff_distance_95(
         one_empty: value when exactly one mask is empty (default 373.1287 mm, the
             diagonal of a 240x240x155 1 mm BraTS volume, i.e. the worst possible
             distance there; MONAI returns NaN, the BraTS 2023 scripts 374).
+        convention: ``"monai"`` (default) or ``"panoptica"``.
 
     Returns:
         The distance in mm.
 
     Raises:
         ValueError: if the shapes differ, the spacing does not match the number
-            of axes, or ``percentile`` is outside [0, 100].
+            of axes, ``percentile`` is outside [0, 100] or the convention unknown.
     """
     if not 0.0 <= percentile <= 100.0:
         raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+    if convention not in HD95_CONVENTIONS:
+        raise ValueError(f"HD95 convention must be one of {HD95_CONVENTIONS}, got {convention!r}")
     pred, gt = _as_pair(pred, gt)
     _as_spacing(spacing, pred.ndim)
     has_pred, has_gt = bool(pred.any()), bool(gt.any())
@@ -389,18 +450,12 @@ def hausdorff_distance_95(
     if not has_pred or not has_gt:
         return float(one_empty)
     pred_to_gt, gt_to_pred = surface_distances(pred, gt, spacing)
-    return float(max(np.percentile(pred_to_gt, percentile), np.percentile(gt_to_pred, percentile)))
+    return hd95_from_distances(pred_to_gt, gt_to_pred, percentile=percentile, convention=convention)
 
 
 # ---------------------------------------------------------------------------
-# lesion-wise Dice (BraTS 2023)
+# lesion-wise Dice (BraTS 2023), kept for its callers
 # ---------------------------------------------------------------------------
-
-
-def _dilation_structure(ndim: int, neighbours: int | None) -> np.ndarray:
-    if neighbours is None:  # BraTS 2023: generate_binary_structure(3, 2), i.e. 18 in 3D
-        return ndimage.generate_binary_structure(ndim, min(2, ndim))
-    return neighbourhood_structure(ndim, neighbours)
 
 
 def lesion_wise_dice(
@@ -416,38 +471,10 @@ def lesion_wise_dice(
 ) -> dict:
     """Lesion-wise Dice as in the BraTS 2023 evaluation (``get_LesionWiseScores``).
 
-    What is computed, step by step:
-
-    1. Lesions. ``gt`` and ``pred`` are split into connected components with
-       ``connectivity``. GT components that touch after dilating the whole GT mask
-       ``dilation_iters`` times (structuring element ``dilation_connectivity``)
-       are merged into one lesion (BraTS ``get_GTseg_combinedByDilation``).
-    2. Matching. Each GT lesion is dilated the same way; every predicted component
-       that intersects the dilated lesion is matched to it. A predicted component
-       may match several lesions.
-    3. Lesion Dice. Dice between the lesion and the union of its matched predicted
-       components (0 when nothing matches: a missed lesion).
-    4. Small lesions. Lesions with volume ``<= min_lesion_volume`` (mm^3 with
-       ``spacing``, else voxels) are ignored: not in the mean, and predicted
-       components matched to them are not false positives (BraTS 2023 rule; GLI,
-       SSA and PED use 50, MET uses 2; default 0 keeps every lesion).
-    5. Aggregate. ``sum(lesion Dice) / (number of counted lesions + number of
-       false-positive components)``, a false positive being a predicted component
-       matched to no lesion. When that is 0/0 (both empty, or only ignored
-       lesions and no false positives) the score is ``empty_score`` (BraTS: 1).
-
-    Args:
-        pred: bool array ``(S, H, W)`` (or ``(H, W)``).
-        gt: bool array of the same shape.
-        spacing: voxel size in mm per axis, only used for lesion volumes.
-        connectivity: neighbourhood for connected components (see
-            :func:`neighbourhood_structure`); ``None`` -> full (26 in 3D, BraTS).
-        dilation_iters: dilation iterations, in voxels (BraTS GLI/SSA/PED: 3;
-            MEN/MET: 1). 0 matches on direct overlap only and merges nothing.
-        dilation_connectivity: neighbourhood of one dilation step; ``None`` -> 18
-            in 3D (BraTS's ``generate_binary_structure(3, 2)``), 8 in 2D.
-        min_lesion_volume: lesions with a volume ``<=`` this are ignored.
-        empty_score: aggregate when nothing is counted (default 1.0).
+    The same computation as
+    :func:`brainseg_d2.evaluation.lesion_metrics.brats2023_lesion_metrics` (see
+    there for the steps and parameters), without the lesion HD95. Kept with its
+    old signature for callers such as the Detectron2 evaluator.
 
     Returns:
         dict with ``lesion_wise_dice`` (float), ``num_lesions`` (counted GT
@@ -457,81 +484,30 @@ def lesion_wise_dice(
         ``volume``, ``dice``, ``matched`` (list of predicted component ids, 1-based
         labels of ``scipy.ndimage.label(pred)``) and ``ignored`` (bool).
     """
-    pred, gt = _as_pair(pred, gt)
-    if dilation_iters < 0:
-        raise ValueError(f"dilation_iters must be >= 0, got {dilation_iters!r}")
-    voxel = math.prod(_as_spacing(spacing, pred.ndim))
-    structure = neighbourhood_structure(pred.ndim, connectivity)
-    dil_structure = _dilation_structure(pred.ndim, dilation_connectivity)
-    box = _union_bbox(pred, gt)
-    if box is not None:
-        # Crop to both masks plus the dilation reach: exact (everything outside is
-        # background) and keeps labels, since raster order is kept.
-        pad = dilation_iters
-        box = tuple(
-            slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, gt.shape)
-        )
-        pred, gt = pred[box], gt[box]
+    # Imported here: lesion_metrics builds on this module.
+    from brainseg_d2.evaluation.lesion_metrics import brats2023_lesion_metrics
 
-    pred_cc, n_pred = ndimage.label(pred, structure=structure)
-    pred_sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)
-    if dilation_iters > 0 and gt.any():
-        # Lesions = components of the dilated GT restricted to GT voxels: GT
-        # components closer than the dilation reach share one lesion id.
-        dilated_cc, _ = ndimage.label(
-            ndimage.binary_dilation(gt, dil_structure, iterations=dilation_iters),
-            structure=structure,
-        )
-        ids = np.unique(dilated_cc[gt])
-        relabel = np.zeros(int(ids[-1]) + 1, dtype=dilated_cc.dtype)
-        relabel[ids] = np.arange(1, ids.size + 1)  # consecutive lesion ids from 1
-        lesions = np.where(gt, relabel[dilated_cc], 0)
-    else:
-        lesions, _ = ndimage.label(gt, structure=structure)
-
-    records = []
-    matched_any = np.zeros(n_pred + 1, dtype=bool)
-    pad = dilation_iters
-    for lesion_id, box in enumerate(ndimage.find_objects(lesions), start=1):
-        # Work inside the lesion's box grown by the dilation reach: exact and fast.
-        box = tuple(
-            slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, gt.shape)
-        )
-        lesion = lesions[box] == lesion_id
-        reach = lesion
-        if dilation_iters > 0:
-            reach = ndimage.binary_dilation(lesion, dil_structure, iterations=dilation_iters)
-        matched = np.unique(pred_cc[box][reach])
-        matched = matched[matched != 0]
-        size = int(np.count_nonzero(lesion))
-        # Any predicted voxel inside the lesion belongs to a matched component.
-        overlap = int(np.count_nonzero(pred[box] & lesion))
-        pred_size = int(pred_sizes[matched].sum())
-        volume = size * voxel
-        ignored = volume <= min_lesion_volume
-        matched_any[matched] = True
-        records.append(
-            {
-                "label": lesion_id,
-                "volume": volume,
-                "dice": 2.0 * overlap / (pred_size + size),
-                "matched": [int(m) for m in matched],
-                "ignored": bool(ignored),
-            }
-        )
-
-    counted = [r for r in records if not r["ignored"]]
-    num_fp = int(n_pred - np.count_nonzero(matched_any[1:]))
-    denominator = len(counted) + num_fp
-    score = sum(r["dice"] for r in counted) / denominator if denominator else float(empty_score)
-    num_tp = sum(1 for r in counted if r["matched"])
+    out = brats2023_lesion_metrics(
+        pred,
+        gt,
+        spacing=spacing,
+        connectivity=connectivity,
+        dilation_iters=dilation_iters,
+        dilation_connectivity=dilation_connectivity,
+        min_lesion_volume=min_lesion_volume,
+        empty_score=empty_score,
+        compute_hd95=False,
+    )
+    lesions = [
+        {k: r[k] for k in ("label", "volume", "dice", "matched", "ignored")} for r in out["lesions"]
+    ]
     return {
-        "lesion_wise_dice": float(score),
-        "num_lesions": len(counted),
-        "num_tp": num_tp,
-        "num_fn": len(counted) - num_tp,
-        "num_fp": num_fp,
-        "lesions": records,
+        "lesion_wise_dice": out["lesion_wise_dice"],
+        "num_lesions": out["num_lesions"],
+        "num_tp": out["num_tp"],
+        "num_fn": out["num_fn"],
+        "num_fp": out["num_fp"],
+        "lesions": lesions,
     }
 
 

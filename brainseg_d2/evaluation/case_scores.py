@@ -1,0 +1,337 @@
+"""Every metric of one case: a predicted label map scored against its reference.
+
+The array-level core of ``brainseg-evaluate`` (:mod:`brainseg_d2.evaluation.nifti_evaluation`),
+free of file handling so that other entry points can score the same way:
+:func:`score_label_maps` takes two raw label maps in one
+:class:`~brainseg_d2.labels.LabelConvention` and returns one row per region and
+class (:meth:`~brainseg_d2.labels.LabelConvention.evaluation_names`);
+:func:`missing_prediction_rows` scores a case without prediction as BraTS does;
+:func:`summarize_cases` aggregates rows over cases.
+
+Conventions (:class:`ScoringSettings`, BraTS defaults):
+
+* overlap scores (Dice, IoU, sensitivity, specificity, precision) come from the
+  voxel counts of the whole volume; Dice and IoU of two empty masks are
+  ``empty_score`` (1, BraTS), and such rows are flagged ``both_empty``;
+* ``hd95`` follows MONAI (maximum of the two directed 95th percentiles),
+  ``hd95_pooled`` panoptica (95th percentile of the pooled distances), both in
+  mm with the voxel spacing; 0 when both masks are empty and the *penalty*
+  ``hd95_penalty`` (374 mm, BraTS 2023) when exactly one is;
+* ``lesion_dice``/``lesion_hd95``: BraTS 2023 lesion-wise scores
+  (:func:`~brainseg_d2.evaluation.lesion_metrics.brats2023_lesion_metrics`)
+  with the challenge's dilation and small-lesion threshold;
+* ``rq``, ``sq``, ``pq``, ``sq_hd95``: BraTS 2024+ lesion qualities
+  (:func:`~brainseg_d2.evaluation.lesion_metrics.panoptic_lesion_metrics`),
+  NaN when neither mask has a lesion (as panoptica); ``sq_hd95`` is the penalty
+  where lesions exist but none is matched (panoptica: inf);
+* volumes in mL; ``volume_diff_ml`` is predicted minus reference (signed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from brainseg_d2.evaluation.lesion_metrics import (
+    BRATS2023_LESION_SETTINGS,
+    PANOPTICA_MATCHING_THRESHOLD,
+    LesionSettings,
+    brats2023_lesion_metrics,
+    panoptic_lesion_metrics,
+)
+from brainseg_d2.evaluation.metrics import (
+    BRATS2023_HD95_PENALTY,
+    confusion_counts,
+    hd95_from_distances,
+    scores_from_counts,
+    surface_distances,
+)
+from brainseg_d2.labels import LabelConvention
+
+__all__ = [
+    "CASE_COLUMNS",
+    "DISTANCE_METRICS",
+    "SCORE_METRICS",
+    "ScoringSettings",
+    "missing_prediction_rows",
+    "score_label_maps",
+    "score_masks",
+    "summarize_cases",
+]
+
+#: Metrics in [0, 1], higher is better; a missing prediction scores 0 in each.
+SCORE_METRICS = (
+    "dice", "iou", "sensitivity", "specificity", "precision", "lesion_dice", "rq", "sq", "pq",
+)  # fmt: skip
+#: Distances in mm, lower is better; a missing prediction scores the penalty.
+DISTANCE_METRICS = ("hd95", "hd95_pooled", "lesion_hd95", "sq_hd95")
+#: Counts and volumes of a row.
+COUNT_FIELDS = (
+    "ref_voxels", "pred_voxels", "ref_ml", "pred_ml", "volume_diff_ml",
+    "lesion_tp", "lesion_fn", "lesion_fp", "panoptic_tp", "panoptic_fp", "panoptic_fn",
+)  # fmt: skip
+#: Column order of the per-case CSV.
+CASE_COLUMNS = (
+    "case_id", "group", "name", "missing", "both_empty",
+    *SCORE_METRICS[:5], "hd95", "hd95_pooled", "lesion_dice", "lesion_hd95",
+    "rq", "sq", "pq", "sq_hd95", *COUNT_FIELDS, "convention", "pred_file", "ref_file",
+)  # fmt: skip
+#: Per-case metrics that the summary averages.
+SUMMARY_METRICS = (*SCORE_METRICS, *DISTANCE_METRICS, "volume_diff_ml")
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How a case is scored (BraTS defaults).
+
+    Attributes:
+        hd95_penalty: HD95 (mm) where a distance is undefined because one side is
+            empty: one empty mask, a missed lesion, a false-positive lesion, a
+            missing prediction (BraTS 2023: 374).
+        empty_score: Dice/IoU/lesion Dice when both masks are empty (BraTS: 1).
+        lesion: BraTS 2023 lesion-wise settings (dilation, small-lesion volume).
+        matching_threshold: least Dice of a matched lesion pair (BraTS 2024+).
+    """
+
+    hd95_penalty: float = BRATS2023_HD95_PENALTY
+    empty_score: float = 1.0
+    lesion: LesionSettings = field(default_factory=lambda: BRATS2023_LESION_SETTINGS["GLI"])
+    matching_threshold: float = PANOPTICA_MATCHING_THRESHOLD
+
+
+def _ml(voxels: int, spacing: Sequence[float]) -> float:
+    return voxels * math.prod(spacing) / 1000.0
+
+
+def score_masks(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Sequence[float],
+    settings: ScoringSettings | None = None,
+    *,
+    with_lesions: bool = False,
+) -> dict:
+    """All metrics of one binary prediction against its reference.
+
+    Args:
+        pred: bool array ``(S, H, W)`` (any dimensionality).
+        gt: bool array of the same shape.
+        spacing: voxel size in mm per array axis.
+        settings: scoring conventions (default :class:`ScoringSettings`).
+        with_lesions: also return the per-lesion records under ``lesions_2023``
+            and ``lesions_panoptic``.
+
+    Returns:
+        dict with the metrics of the module docstring (keys of
+        :data:`CASE_COLUMNS` from ``both_empty`` on, less the file and
+        convention columns).
+    """
+    settings = settings or ScoringSettings()
+    pred = np.asarray(pred, dtype=bool)
+    gt = np.asarray(gt, dtype=bool)
+    tp, fp, fn, tn = confusion_counts(pred, gt)
+    scores = scores_from_counts(tp, fp, fn, tn, empty_score=settings.empty_score)
+    n_pred, n_gt = tp + fp, tp + fn
+    if n_pred and n_gt:
+        distances = surface_distances(pred, gt, spacing)
+        hd95 = hd95_from_distances(*distances, convention="monai")
+        hd95_pooled = hd95_from_distances(*distances, convention="panoptica")
+    else:
+        hd95 = hd95_pooled = 0.0 if n_pred == n_gt else settings.hd95_penalty
+    lesion = brats2023_lesion_metrics(
+        pred,
+        gt,
+        spacing=spacing,
+        dilation_iters=settings.lesion.dilation_iters,
+        min_lesion_volume=settings.lesion.min_lesion_volume,
+        empty_score=settings.empty_score,
+        hd95_penalty=settings.hd95_penalty,
+    )
+    panoptic = panoptic_lesion_metrics(
+        pred,
+        gt,
+        spacing=spacing,
+        matching_threshold=settings.matching_threshold,
+        zero_tp_hd95=settings.hd95_penalty,
+    )
+    row = {
+        "both_empty": n_pred == 0 and n_gt == 0,
+        **{k: scores[k] for k in ("dice", "iou", "sensitivity", "specificity", "precision")},
+        "hd95": hd95,
+        "hd95_pooled": hd95_pooled,
+        "lesion_dice": lesion["lesion_wise_dice"],
+        "lesion_hd95": lesion["lesion_wise_hd95"],
+        "rq": panoptic["rq"],
+        "sq": panoptic["sq"],
+        "pq": panoptic["pq"],
+        "sq_hd95": panoptic["sq_hd95"],
+        "ref_voxels": n_gt,
+        "pred_voxels": n_pred,
+        "ref_ml": _ml(n_gt, spacing),
+        "pred_ml": _ml(n_pred, spacing),
+        "volume_diff_ml": _ml(n_pred - n_gt, spacing),
+        "lesion_tp": lesion["num_tp"],
+        "lesion_fn": lesion["num_fn"],
+        "lesion_fp": lesion["num_fp"],
+        "panoptic_tp": panoptic["tp"],
+        "panoptic_fp": panoptic["fp"],
+        "panoptic_fn": panoptic["fn"],
+    }
+    if with_lesions:
+        row["lesions_2023"] = lesion["lesions"]
+        row["lesions_panoptic"] = panoptic["lesions"]
+    return row
+
+
+def _check_values(labels: np.ndarray, convention: LabelConvention, what: str) -> np.ndarray:
+    values = np.unique(labels)
+    unknown = [int(v) for v in values if int(v) not in convention.values]
+    if unknown:
+        raise ValueError(
+            f"{what} has label values {unknown} that convention '{convention.name}' does not "
+            f"have (it has {list(convention.values)})"
+        )
+    return values
+
+
+def _name_mask(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    lut = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
+    lut[[v for v in values if v < lut.size]] = True
+    return lut[labels]
+
+
+def score_label_maps(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    convention: LabelConvention,
+    settings: ScoringSettings | None = None,
+    *,
+    with_lesions: bool = False,
+) -> list[dict]:
+    """Score a predicted label map against its reference, region by region and class by class.
+
+    Args:
+        pred: integer array ``(S, H, W)`` of raw labels in ``convention``.
+        ref: integer array of the same shape and convention.
+        spacing: voxel size in mm per array axis.
+        convention: the labels' convention; its
+            :meth:`~brainseg_d2.labels.LabelConvention.evaluation_names` say what
+            is scored (regions first, then classes that are not a region).
+        settings: scoring conventions.
+        with_lesions: keep the per-lesion records (see :func:`score_masks`).
+
+    Returns:
+        One dict per name with ``group`` (``region``/``class``), ``name``,
+        ``missing`` (False) and the metrics of :func:`score_masks`.
+
+    Raises:
+        ValueError: different shapes, or label values outside the convention
+            (the message names them).
+    """
+    pred = np.asarray(pred)
+    ref = np.asarray(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    _check_values(pred, convention, "prediction")
+    _check_values(ref, convention, "reference")
+    pred = pred.astype(np.int64, copy=False)
+    ref = ref.astype(np.int64, copy=False)
+    rows = []
+    for group, name, values in convention.evaluation_names():
+        scored = score_masks(
+            _name_mask(pred, values),
+            _name_mask(ref, values),
+            spacing,
+            settings,
+            with_lesions=with_lesions,
+        )
+        rows.append({"group": group, "name": name, "missing": False, **scored})
+    return rows
+
+
+def missing_prediction_rows(
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    convention: LabelConvention,
+    settings: ScoringSettings | None = None,
+) -> list[dict]:
+    """Rows of a case whose prediction is missing, scored as BraTS scores it.
+
+    Every score of :data:`SCORE_METRICS` is 0 and every distance of
+    :data:`DISTANCE_METRICS` the penalty (374 mm), whatever the reference holds,
+    as the BraTS evaluation fills in missing cases. Prediction volumes are NaN.
+    """
+    settings = settings or ScoringSettings()
+    ref = np.asarray(ref)
+    _check_values(ref, convention, "reference")
+    ref = ref.astype(np.int64, copy=False)
+    rows = []
+    for group, name, values in convention.evaluation_names():
+        n_gt = int(np.count_nonzero(_name_mask(ref, values)))
+        row = {"group": group, "name": name, "missing": True, "both_empty": False}
+        row.update({k: 0.0 for k in SCORE_METRICS})
+        row.update({k: float(settings.hd95_penalty) for k in DISTANCE_METRICS})
+        row.update({k: math.nan for k in COUNT_FIELDS})
+        row.update(ref_voxels=n_gt, ref_ml=_ml(n_gt, spacing))
+        rows.append(row)
+    return rows
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float, int]:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if not arr.size:
+        return math.nan, math.nan, 0
+    return float(arr.mean()), float(np.median(arr)), int(arr.size)
+
+
+def summarize_cases(rows: Sequence[Mapping]) -> list[dict]:
+    """Aggregate per-case rows by region/class.
+
+    Args:
+        rows: dicts with ``group``, ``name``, ``missing``, ``both_empty``,
+            ``ref_voxels`` and the metrics, one per case x name.
+
+    Returns:
+        One dict per ``(group, name)`` in first-seen order with
+
+        * ``n_cases``: rows; ``n_exists``: cases whose reference holds the
+          region (the *n* a tumour-bearing mean is over); ``n_both_empty``;
+          ``n_missing`` (missing predictions, scored 0 / penalty);
+        * ``mean``, ``median``, ``n_defined``: per metric over all cases
+          (BraTS conventions: both empty scores Dice 1, HD95 0), NaN skipped and
+          counted out of ``n_defined``;
+        * ``mean_exists``: per metric over the ``n_exists`` tumour-bearing cases
+          only (the Dice there is unaffected by the both-empty convention).
+    """
+    grouped: dict[tuple[str, str], list[Mapping]] = defaultdict(list)
+    for row in rows:
+        grouped[(row["group"], row["name"])].append(row)
+    out = []
+    for (group, name), items in grouped.items():
+        exists = [r for r in items if (r.get("ref_voxels") or 0) > 0]
+        entry: dict = {
+            "group": group,
+            "name": name,
+            "n_cases": len(items),
+            "n_exists": len(exists),
+            "n_both_empty": sum(1 for r in items if r.get("both_empty")),
+            "n_missing": sum(1 for r in items if r.get("missing")),
+            "mean": {},
+            "median": {},
+            "n_defined": {},
+            "mean_exists": {},
+        }
+        for metric in SUMMARY_METRICS:
+            mean, median, n = _stats([r.get(metric, math.nan) for r in items])
+            entry["mean"][metric] = mean
+            entry["median"][metric] = median
+            entry["n_defined"][metric] = n
+            entry["mean_exists"][metric] = _stats([r.get(metric, math.nan) for r in exists])[0]
+        out.append(entry)
+    return out
