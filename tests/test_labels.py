@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from brainseg_d2.labels import TARGETS
+from brainseg_d2.labels import (
+    CONVENTIONS,
+    TARGETS,
+    TISSUE_ED,
+    TISSUE_ET,
+    TISSUE_NCR,
+    TISSUE_RC,
+    brats_task,
+    detect_convention,
+    load_convention,
+    raw_to_tissue,
+    resolve_convention,
+    tissue_to_raw,
+)
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -22,3 +37,120 @@ def test_masks_from_tissue_matches_the_category_codes(name):
 def test_masks_from_tissue_rejects_unknown_codes():
     with pytest.raises(ValueError, match="tissue codes must be 0-4, got values 0..5"):
         TARGETS["regions"].masks_from_tissue(np.array([[0, 5]]))
+
+
+# ---------------------------------------------------------------------------
+# conventions
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CONVENTIONS))
+def test_convention_round_trip(name):
+    conv = CONVENTIONS[name]
+    raw = np.array(conv.values * 3, dtype=np.uint8).reshape(3, -1)
+    tissue = raw_to_tissue(raw, conv)
+    back = tissue_to_raw(tissue, conv)
+    # One raw value per tissue code round-trips exactly; BraTS 2024 PED's two core
+    # parts share NCR and come back as the smaller (non-enhancing, 2).
+    expected = np.vectorize(lambda v: conv.tissue_to_raw[conv.raw_to_tissue[int(v)]])(raw)
+    np.testing.assert_array_equal(back, expected)
+    if name != "brats2024-ped":
+        np.testing.assert_array_equal(back, raw)
+
+
+def test_brats2024_resection_cavity_is_its_own_class_not_a_tumour_region():
+    conv = CONVENTIONS["brats2024"]
+    assert conv.raw_to_tissue[4] == TISSUE_RC
+    assert conv.classes[4] == "resection_cavity"
+    assert conv.regions["RC"] == ("resection_cavity",)
+    assert "resection_cavity" not in conv.regions["WT"]
+    # In the canonical map RC belongs to no category of any target.
+    tissue = np.array([[0, 1, 2, 3, 4]])
+    for target in TARGETS.values():
+        assert not target.masks_from_tissue(tissue)[..., 4].any()
+    # 2021-style labels: 4 means ET there, RC here.
+    assert raw_to_tissue(np.array([4]), CONVENTIONS["brats2021"])[0] == TISSUE_ET
+    assert raw_to_tissue(np.array([4]), conv)[0] == TISSUE_RC
+
+
+def test_evaluation_names_score_each_mask_once():
+    names = CONVENTIONS["brats2024"].evaluation_names()
+    assert names == [
+        ("region", "WT", (1, 2, 3)),
+        ("region", "TC", (1, 3)),
+        ("region", "ET", (3,)),
+        ("region", "RC", (4,)),
+        ("class", "necrotic", (1,)),
+        ("class", "edema", (2,)),
+    ]
+    ped = dict((n, v) for _, n, v in CONVENTIONS["brats2024-ped"].evaluation_names())
+    assert ped == {"WT": (1, 2, 3, 4), "TC": (1, 2, 3), "ET": (1,), "non_enhancing": (2,),
+                   "cystic": (3,), "edema": (4,)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "convention"),
+    [
+        ("BraTS-GLI-00000-000-seg.nii.gz", "GLI", "brats2024"),
+        ("BraTS-MET-00001-000.nii.gz", "MET", "brats2023"),
+        ("BraTS-MEN-00002-001-seg.nii.gz", "MEN", "brats2023"),
+        ("BraTS-PED-00003-000-seg.nii.gz", "PED", "brats2023"),
+        ("/data/BraTS-SSA-00004-000/BraTS-SSA-00004-000-seg.nii.gz", "SSA", "brats2023"),
+        ("Brats18_2013_2_1_seg.nii.gz", "2021", "brats2021"),
+        ("BraTS19_CBICA_AAB_1_seg.nii.gz", "2021", "brats2021"),
+        ("BraTS20_Training_001_seg.nii.gz", "2021", "brats2021"),
+        ("BraTS2021_00000_seg.nii.gz", "2021", "brats2021"),
+        ("case_001.nii.gz", None, None),
+        ("BraTS-XYZ-00000-000.nii.gz", None, None),
+    ],
+)
+def test_detect_convention_from_names(name, task, convention):
+    assert brats_task(name) == task
+    assert detect_convention(name) == convention
+
+
+def test_user_convention_from_yaml_and_json(tmp_path):
+    yaml_file = tmp_path / "lesions.yaml"
+    yaml_file.write_text(
+        "labels: {0: background, 1: lesion, 2: edema}\n"
+        "regions: {all: [lesion, edema], core: lesion}\n"
+        "tissue: {lesion: NCR}\n"
+    )
+    conv = load_convention(yaml_file)
+    assert conv.name == "lesions"
+    assert conv.classes == {1: "lesion", 2: "edema"}
+    assert conv.regions == {"all": ("lesion", "edema"), "core": ("lesion",)}
+    assert conv.raw_to_tissue == {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED}  # "edema" by its name
+    json_file = tmp_path / "c.json"
+    json_file.write_text(json.dumps({"name": "mine", "labels": {"1": "spot"}}))
+    conv = resolve_convention(str(json_file))
+    assert conv.name == "mine" and conv.regions == {}
+    assert conv.evaluation_names() == [("class", "spot", (1,))]
+    with pytest.raises(ValueError, match=r"classes \['spot'\] .* have no tissue code"):
+        raw_to_tissue(np.array([0, 1]), conv)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("regions: {a: [x]}\n", "needs a 'labels' mapping"),
+        ("labels: {one: lesion}\n", "label value 'one' is not an integer"),
+        ("labels: {1: a, 2: a}\n", "class names repeat"),
+        ("labels: {1: a}\nregions: {r: [b]}\n", "region 'r' must be a non-empty list"),
+        ("labels: {1: a}\ntissue: {a: XYZ}\n", "tissue 'XYZ' is not one of"),
+        ("labels: [1, 2\n", "cannot parse"),
+    ],
+    ids=["no_labels", "bad_value", "repeated_class", "unknown_region_class", "bad_tissue", "yaml"],
+)
+def test_user_convention_errors_name_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as info:
+        load_convention(path)
+    assert str(path) in str(info.value)
+
+
+def test_resolve_convention_rejects_unknown_names():
+    assert resolve_convention("brats2021") is CONVENTIONS["brats2021"]
+    with pytest.raises(ValueError, match="unknown label convention 'brats2030'"):
+        resolve_convention("brats2030")

@@ -16,6 +16,7 @@ from brainseg_d2.evaluation.metrics import (
     confusion_counts,
     dice,
     hausdorff_distance_95,
+    hd95_from_distances,
     iou,
     lesion_wise_dice,
     neighbourhood_structure,
@@ -171,6 +172,27 @@ def test_hd95_is_max_of_directed_percentiles_not_pooled():
     assert hausdorff_distance_95(pred, gt, percentile=100.0) == pytest.approx(10.0)
     assert hausdorff_distance_95(pred, gt, percentile=50.0) == pytest.approx(6.0)
     assert hausdorff_distance_95(gt, pred) == pytest.approx(9.6)  # symmetric
+
+
+def test_hd95_conventions_hand_computed():
+    # pred->gt [0, 0, 0, 10], gt->pred [0, 0]: MONAI takes the larger directed
+    # percentile (index 0.95 * 3 = 2.85 -> 8.5); panoptica pools the six values
+    # (index 0.95 * 5 = 4.75 -> 7.5).
+    d1, d2 = np.array([0.0, 0.0, 0.0, 10.0]), np.array([0.0, 0.0])
+    assert hd95_from_distances(d1, d2) == pytest.approx(8.5)
+    assert hd95_from_distances(d1, d2, convention="panoptica") == pytest.approx(7.5)
+    with pytest.raises(ValueError, match="convention must be one of"):
+        hd95_from_distances(d1, d2, convention="deepmind")
+
+
+def test_hd95_convention_on_masks():
+    # gt (0, 0); pred (0, 0) and (0, 3): pred->gt [0, 3], gt->pred [0].
+    gt = _voxels((1, 4), (0, 0))
+    pred = _voxels((1, 4), (0, 0), (0, 3))
+    assert hausdorff_distance_95(pred, gt) == pytest.approx(2.85)
+    assert hausdorff_distance_95(pred, gt, convention="panoptica") == pytest.approx(2.7)
+    with pytest.raises(ValueError, match="convention"):
+        hausdorff_distance_95(pred, gt, convention="x")
 
 
 def test_hd95_identical_masks_zero():
