@@ -114,6 +114,7 @@ def score_masks(
     settings: ScoringSettings | None = None,
     *,
     with_lesions: bool = False,
+    outside_voxels: int = 0,
 ) -> dict:
     """All metrics of one binary prediction against its reference.
 
@@ -124,6 +125,8 @@ def score_masks(
         settings: scoring conventions (default :class:`ScoringSettings`).
         with_lesions: also return the per-lesion records under ``lesions_2023``
             and ``lesions_panoptic``.
+        outside_voxels: background voxels of the case outside the arrays given
+            (when they are a crop), counted as true negatives.
 
     Returns:
         dict with the metrics of the module docstring (keys of
@@ -134,8 +137,10 @@ def score_masks(
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)
     tp, fp, fn, tn = confusion_counts(pred, gt)
+    tn += int(outside_voxels)
     scores = scores_from_counts(tp, fp, fn, tn, empty_score=settings.empty_score)
     n_pred, n_gt = tp + fp, tp + fn
+    distances = None
     if n_pred and n_gt:
         distances = surface_distances(pred, gt, spacing)
         hd95 = hd95_from_distances(*distances, convention="monai")
@@ -150,6 +155,7 @@ def score_masks(
         min_lesion_volume=settings.lesion.min_lesion_volume,
         empty_score=settings.empty_score,
         hd95_penalty=settings.hd95_penalty,
+        whole_distances=distances,
     )
     panoptic = panoptic_lesion_metrics(
         pred,
@@ -157,6 +163,7 @@ def score_masks(
         spacing=spacing,
         matching_threshold=settings.matching_threshold,
         zero_tp_hd95=settings.hd95_penalty,
+        whole_distances=distances,
     )
     row = {
         "both_empty": n_pred == 0 and n_gt == 0,
@@ -198,6 +205,19 @@ def _check_values(labels: np.ndarray, convention: LabelConvention, what: str) ->
     return values
 
 
+def _bbox(a: np.ndarray, b: np.ndarray, pad: int) -> tuple[slice, ...]:
+    """Bounding box of ``a | b`` grown by ``pad`` voxels (a 1-voxel box if both are empty)."""
+    union = a | b
+    box = []
+    for axis in range(union.ndim):
+        other = tuple(i for i in range(union.ndim) if i != axis)
+        idx = np.flatnonzero(union.any(axis=other))
+        if idx.size == 0:
+            return tuple(slice(0, 1) for _ in range(union.ndim))
+        box.append(slice(max(int(idx[0]) - pad, 0), min(int(idx[-1]) + 1 + pad, union.shape[axis])))
+    return tuple(box)
+
+
 def _name_mask(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     lut = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
     lut[[v for v in values if v < lut.size]] = True
@@ -237,10 +257,19 @@ def score_label_maps(
     ref = np.asarray(ref)
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    size = pred.size
+    # Every metric is unchanged on the bounding box of both label maps grown by
+    # the lesion dilation reach (outside it both are background: surfaces,
+    # components, dilations and merges are those of the whole volume), but
+    # true negatives outside the box are added back for the specificity.
+    settings = settings or ScoringSettings()
+    box = _bbox(pred != 0, ref != 0, settings.lesion.dilation_iters)
+    pred = pred[box].astype(np.int64, copy=False)
+    ref = ref[box].astype(np.int64, copy=False)
+    outside = size - pred.size
+    # Outside the box both are 0, so checking the box checks the volume.
     _check_values(pred, convention, "prediction")
     _check_values(ref, convention, "reference")
-    pred = pred.astype(np.int64, copy=False)
-    ref = ref.astype(np.int64, copy=False)
     rows = []
     for group, name, values in convention.evaluation_names():
         scored = score_masks(
@@ -249,6 +278,7 @@ def score_label_maps(
             spacing,
             settings,
             with_lesions=with_lesions,
+            outside_voxels=outside,
         )
         rows.append({"group": group, "name": name, "missing": False, **scored})
     return rows

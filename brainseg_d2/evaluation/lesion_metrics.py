@@ -118,6 +118,7 @@ def brats2023_lesion_metrics(
     hd95_penalty: float = BRATS2023_HD95_PENALTY,
     empty_hd95: float = 0.0,
     compute_hd95: bool = True,
+    whole_distances: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Lesion-wise Dice and HD95 as in the BraTS 2023 evaluation (``get_LesionWiseScores``).
 
@@ -172,6 +173,9 @@ def brats2023_lesion_metrics(
         hd95_penalty: HD95 of a missed lesion and of each false positive (374).
         empty_hd95: HD95 aggregate when nothing is counted (default 0.0).
         compute_hd95: False skips the distances (HD95 values are NaN).
+        whole_distances: ``surface_distances(pred, gt, spacing)`` if the caller
+            has them: reused where a lesion and its matches are the whole masks
+            (one lesion, every component matched), the common glioma case.
 
     Returns:
         dict with ``lesion_wise_dice``, ``lesion_wise_hd95`` (floats),
@@ -221,7 +225,9 @@ def brats2023_lesion_metrics(
 
     records = []
     matched_any = np.zeros(n_pred + 1, dtype=bool)
-    for lesion_id, lesion_box in enumerate(ndimage.find_objects(lesions), start=1):
+    lesion_boxes = ndimage.find_objects(lesions)
+    n_lesions = len(lesion_boxes)
+    for lesion_id, lesion_box in enumerate(lesion_boxes, start=1):
         # The lesion's box grown by the dilation reach holds every voxel a
         # matching component must touch: exact and fast.
         reach_box = _grow(lesion_box, pad, gt.shape)
@@ -241,6 +247,8 @@ def brats2023_lesion_metrics(
         if compute_hd95 and not ignored:
             if matched.size == 0:
                 hd95 = float(hd95_penalty)
+            elif whole_distances is not None and n_lesions == 1 and matched.size == n_pred:
+                hd95 = hd95_from_distances(*whole_distances, convention=hd95_convention)
             else:
                 joint = _join([lesion_box, *(pred_boxes[m - 1] for m in matched)])
                 sub_gt = lesions[joint] == lesion_id
@@ -294,6 +302,7 @@ def panoptic_lesion_metrics(
     matching_threshold: float = PANOPTICA_MATCHING_THRESHOLD,
     hd95_convention: str = "panoptica",
     zero_tp_hd95: float = math.inf,
+    whole_distances: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Lesion detection and segmentation qualities as the BraTS 2024+ evaluator computes them.
 
@@ -332,6 +341,8 @@ def panoptic_lesion_metrics(
         matching_threshold: least Dice of a matched pair.
         hd95_convention: ``"panoptica"`` (default) or ``"monai"``.
         zero_tp_hd95: ``sq_hd95`` when lesions exist but none is matched.
+        whole_distances: ``surface_distances(pred, gt, spacing)`` if the caller
+            has them: reused when both masks are one component each.
 
     Returns:
         dict with ``num_ref``, ``num_pred``, ``tp``, ``fp``, ``fn`` (ints),
@@ -392,8 +403,11 @@ def panoptic_lesion_metrics(
         }
         if label in match:
             p, d = match[label]
-            joint = _join([ref_boxes[label - 1], pred_boxes[p - 1]])
-            distances = surface_distances(pred_cc[joint] == p, ref_cc[joint] == label, sampling)
+            if whole_distances is not None and n_ref == n_pred == 1:
+                distances = whole_distances
+            else:
+                joint = _join([ref_boxes[label - 1], pred_boxes[p - 1]])
+                distances = surface_distances(pred_cc[joint] == p, ref_cc[joint] == label, sampling)
             record.update(
                 matched=p, dice=d, hd95=hd95_from_distances(*distances, convention=hd95_convention)
             )

@@ -505,3 +505,19 @@ def test_lesion_wise_matches_brats2023_port(seed, dil_factor, thresh):
     assert ours["lesion_wise_dice"] == pytest.approx(
         _brats2023_lesion_wise_dice(pred, gt, dil_factor, thresh)
     )
+
+
+@pytest.mark.parametrize(("seed", "shape", "spacing"), CROSS_CASES)
+def test_surface_distances_kdtree_equals_distance_transform(seed, shape, spacing, monkeypatch):
+    import brainseg_d2.evaluation.metrics as metrics
+
+    pred, gt = _random_pair(seed, shape)
+    far = np.zeros_like(gt)  # a far-away speck makes the box large and the surfaces sparse
+    far[(0,) * far.ndim] = True
+    for p, g in ((pred, gt), (pred | far, gt)):
+        monkeypatch.setattr(metrics, "_KDTREE_BOX_RATIO", float("inf"))
+        edt = surface_distances(p, g, spacing)
+        monkeypatch.setattr(metrics, "_KDTREE_BOX_RATIO", 0)
+        tree = surface_distances(p, g, spacing)
+        for a, b in zip(edt, tree):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
