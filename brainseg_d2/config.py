@@ -14,6 +14,7 @@ from __future__ import annotations
 from detectron2.config import CfgNode as _D2CfgNode
 from detectron2.config import get_cfg
 
+import brainseg_d2.modeling  # noqa: F401  (registers BrainSegRCNN and RefinedSemSegHead)
 from brainseg_d2.postprocessing import PostprocessParams
 
 ZOO_PREFIX = "zoo://"
@@ -64,6 +65,20 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # COMPONENT_SCORE_THRESH). Defaults and meaning of each
     # key come from PostprocessParams, the one definition; every step can be off.
     _C.BRAINSEG.POSTPROCESS = _D2CfgNode(PostprocessParams().to_cfg_dict())
+
+    # Where category masks come from: "semantic" (the dense head's per-pixel
+    # probabilities; MODEL.META_ARCHITECTURE BrainSegRCNN) or "instances" (union of
+    # the instance masks, for plain Mask R-CNN).
+    _C.BRAINSEG.MASK_SOURCE = "semantic"
+
+    # Dense head of BrainSegRCNN (MODEL.SEM_SEG_HEAD.NAME RefinedSemSegHead); the
+    # FPN part uses Detectron2's MODEL.SEM_SEG_HEAD keys, its classes are
+    # MODEL.ROI_HEADS.NUM_CLASSES.
+    _C.BRAINSEG.SEM_SEG = _D2CfgNode()
+    # Channels of the full-resolution branch that keeps 1-2 pixel structures.
+    _C.BRAINSEG.SEM_SEG.REFINE_DIM = 16
+    # Weight of the soft Dice loss relative to the per-pixel cross-entropy.
+    _C.BRAINSEG.SEM_SEG.DICE_WEIGHT = 1.0
 
     _C.BRAINSEG.EVAL = _D2CfgNode()
     # Also run Detectron2's COCOEvaluator (bbox/segm AP) next to the volume metrics.

@@ -5,10 +5,13 @@ Stages, each a function so tests and users can run them alone:
 1. :func:`make_data`: phantom cases (training seed and a *different* held-out seed),
    converted to COCO slice datasets and registered.
 2. :func:`train`: the CPU phantom config, from scratch, with the plugin's Trainer.
-3. :func:`evaluate`: the project's evaluator on the held-out cases, plus a
+3. :func:`tune`: the post-processing chosen on the validation split
+   (:mod:`brainseg_d2.evaluation.tuning`), written to ``train/config_tuned.yaml``
+   and used from here on.
+4. :func:`evaluate`: the project's evaluator on the held-out cases, plus a
    non-learned baseline (FLAIR hyperintensity: above mean + 2 SD inside the
    brain, same post-processing, same metric code).
-4. :func:`predict_and_show`: every held-out volume through ``VolumePredictor``
+5. :func:`predict_and_show`: every held-out volume through ``VolumePredictor``
    to NIfTI in the input's geometry, overlays, montage, GIF, and the HTML report.
 """
 
@@ -53,6 +56,9 @@ class DemoOptions:
         spacing: phantom voxel size in mm.
         target: ``labels`` or ``regions`` (see ``brainseg_d2/labels.py``).
         opts: extra ``KEY VALUE`` config overrides (e.g. a shorter schedule).
+        tune: choose the post-processing on ``phantom_val`` after training
+            (False: the config's values).
+        postprocess: the chosen post-processing, set by :func:`tune`.
 
     The demo turns off evaluation during training (``TEST.EVAL_PERIOD 0``): its
     budget goes to training iterations, and the held-out evaluation follows.
@@ -63,16 +69,25 @@ class DemoOptions:
     output: Path = Path("output/demo")
     config: Path = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml"
     train_cases: int = 60
-    heldout_cases: int = 6
+    heldout_cases: int = 12
     seed: int = 0
     heldout_seed: int = 1000
     spacing: float = 1.5
     target: str = "regions"
     opts: list[str] = field(default_factory=list)
+    tune: bool = True
+    postprocess: PostprocessParams | None = None
 
 
 def prepare_output(folder: Path) -> None:
-    """Create ``folder``; replace it only if it is a previous demo's output."""
+    """Create ``folder``; replace it only if it is a previous demo's output.
+
+    Raises:
+        ValueError: ``folder`` is a file or a link, or a non-empty folder
+            without the demo's :data:`MARKER`; nothing is touched.
+    """
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise ValueError(f"{folder} exists and is not a folder; choose another --output")
     if folder.exists() and any(folder.iterdir()):
         if not (folder / MARKER).is_file():
             raise ValueError(
@@ -126,6 +141,9 @@ def build_cfg(opts: DemoOptions, *, test_dataset: str | None = "phantom_val"):
         "TEST.EVAL_PERIOD", "0",
         *opts.opts,
     ])
+    if opts.postprocess is not None:
+        for key, value in opts.postprocess.to_cfg_dict().items():
+            cfg.BRAINSEG.POSTPROCESS[key] = list(value) if isinstance(value, tuple) else value
     cfg.freeze()
     return cfg
 
@@ -152,6 +170,24 @@ class _Args:
     config_file = ""
     eval_only = False
     opts: list = []
+
+
+def tune(opts: DemoOptions, model) -> PostprocessParams | None:
+    """Choose the post-processing on ``phantom_val``; sets ``opts.postprocess``.
+
+    Returns:
+        the chosen settings (also written, as a full config, to
+        ``<output>/train/config_tuned.yaml``), or None when ``opts.tune`` is off.
+    """
+    from brainseg_d2.evaluation.tuning import tune_postprocess, write_tuned_config
+
+    if not opts.tune:
+        return None
+    cfg = build_cfg(opts, test_dataset="phantom_val")
+    params, _ = tune_postprocess(model, cfg, "phantom_val")
+    write_tuned_config(cfg, params, opts.output / "train" / "config_tuned.yaml")
+    opts.postprocess = params
+    return params
 
 
 def evaluate(opts: DemoOptions, model) -> dict:
@@ -285,6 +321,7 @@ def run(opts: DemoOptions) -> dict:
 
     stage("data", make_data, opts)
     model = stage("train", train, opts)
+    tuned = stage("tune", tune, opts, model)
     results = stage("evaluate", evaluate, opts, model)
     baseline_rows = stage("baseline", flair_baseline, opts)
     outputs = stage("predict_and_show", predict_and_show, opts, model)
@@ -294,13 +331,22 @@ def run(opts: DemoOptions) -> dict:
                           if r["name"] == "WT" and r["group"] == "region" and r["variant"] == v]))
         for v in ("raw", "post")
     }
+    post = tuned or PostprocessParams.from_cfg(build_cfg(opts).BRAINSEG.POSTPROCESS)
     summary = {
         "volume_dice": {k: v for k, v in results.items() if k.startswith("volume_dice_")},
+        "lesion_dice": {k: v for k, v in results.items() if k.startswith("lesion_dice_")},
+        # n of each mean: held-out volumes whose ground truth holds the region.
+        "num_present": {k[len("num_present_"):]: int(v) for k, v in results.items()
+                        if k.startswith("num_present_") and "cat_" not in k},
+        "num_volumes": opts.heldout_cases,
+        "postprocess": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in post.to_cfg_dict().items()},
+        "postprocess_tuned": tuned is not None,
         "baseline_flair_wt_dice": baseline_wt,
         "timings_s": timings,
         "total_s": round(time.perf_counter() - t0, 1),
         "outputs": {k: str(v) for k, v in outputs.items() if v is not None},
-        "options": {k: str(v) for k, v in vars(opts).items()},
+        "options": {k: str(v) for k, v in vars(opts).items() if k != "postprocess"},
     }
     (opts.output / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -49,7 +49,11 @@ from scipy import ndimage
 from brainseg_d2.evaluation.metrics import neighbourhood_structure
 
 __all__ = [
+    "MASK_SOURCES",
     "PostprocessParams",
+    "masks_and_seeds_from_output",
+    "probabilities_to_masks_and_seeds",
+    "score_maps_from_output",
     "instances_to_category_masks",
     "instances_to_masks_and_seeds",
     "postprocess_slice",
@@ -64,7 +68,9 @@ class PostprocessParams:
     Attributes:
         enabled: False turns every step off (masks are returned unchanged). The
             score threshold still applies: it is how instances become masks.
-        score_threshold: instances with score ``>=`` this enter the category masks.
+        score_threshold: pixels enter the category masks where the score is
+            ``>=`` this: the pixel's probability for a dense head's output, the
+            instance's score for instance masks.
         opening_kernel: diameter in pixels of the elliptical structuring element
             of a 2D opening (removes specks and thin bridges); odd; 0 = off.
         closing_kernel: same for a 2D closing (bridges small gaps); odd; 0 = off.
@@ -75,9 +81,10 @@ class PostprocessParams:
             analysis); its in-plane part (4 or 8) is the 2D connectivity.
         keep_largest_k: keep only the K largest 3D components per category;
             0 = off (gliomas are usually one lesion, but metastases are not).
-        component_score_threshold: hysteresis on instance scores; empty = off.
+        component_score_threshold: hysteresis on scores; empty = off.
             A 3D component (of the masks made at ``score_threshold``) is kept
-            only if it holds a voxel of an instance scoring ``>=`` this. One
+            only if it holds a voxel scoring ``>=`` this (pixel probability, or
+            the score of an instance covering the voxel). One
             value for every category, or one per category. Low-scoring instances
             then extend a confident lesion's outline without creating lesions
             of their own (false positives on tumour-free volumes are mostly
@@ -293,6 +300,107 @@ def instances_to_masks_and_seeds(
     out = instances_to_category_masks(*args, params.score_threshold)
     thresholds = params.component_thresholds(num_categories)
     return out, None if thresholds is None else instances_to_category_masks(*args, thresholds)
+
+
+def probabilities_to_masks_and_seeds(
+    probs: np.ndarray, params: PostprocessParams
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Category masks of a dense head's per-pixel probabilities, and the hysteresis seeds.
+
+    For a dense head the pixel's probability plays the part of the instance score:
+    pixels enter category ``c`` at ``probs[c] >= params.score_threshold``, and seed
+    a 3D component at ``probs[c] >= params.component_thresholds(C)[c]``.
+
+    Args:
+        probs: float ``(C, H, W)`` (or ``(C, S, H, W)``) probabilities in [0, 1].
+        params: settings.
+
+    Returns:
+        bool masks of ``probs``' shape, and bool seeds (None when hysteresis is off).
+    """
+    probs = np.asarray(probs)
+    if probs.ndim < 3:
+        raise ValueError(f"probabilities must be (C, H, W), got shape {probs.shape}")
+    masks = probs >= np.float32(params.score_threshold)
+    thresholds = params.component_thresholds(probs.shape[0])
+    if thresholds is None:
+        return masks, None
+    thresholds = thresholds.astype(np.float32).reshape(-1, *([1] * (probs.ndim - 1)))
+    return masks, probs >= thresholds
+
+
+#: Where category masks come from: a dense head's ``sem_seg`` probabilities, or the
+#: union of the detected instances' masks.
+MASK_SOURCES = ("semantic", "instances")
+
+
+def score_maps_from_output(
+    output: dict, num_categories: int, source: str = "semantic", min_score: float = 0.0
+) -> np.ndarray:
+    """Per-pixel score of every category in one Detectron2 model output.
+
+    For a dense head the score is its probability; for instances it is the
+    highest score of the instances of that category covering the pixel (0 where
+    none does). Thresholding either at ``t`` gives the category masks at ``t``
+    (for instances: the union of those scoring ``>= t``), so post-processing and
+    its tuning treat both sources alike.
+
+    Args:
+        output: ``{"sem_seg": (C, H, W) probabilities, "instances": Instances}``
+            (tensors on any device).
+        num_categories: C.
+        source: ``semantic`` (the ``sem_seg`` probabilities) or ``instances``.
+        min_score: instances scoring below this are left out (their masks are
+            not moved off the device); scores below it are irrelevant to any
+            threshold at or above it.
+
+    Returns:
+        float32 ``(C, H, W)``.
+
+    Raises:
+        ValueError: unknown source, or the output lacks what it needs.
+    """
+    if source not in MASK_SOURCES:
+        raise ValueError(f"mask source must be one of {MASK_SOURCES}, got {source!r}")
+    if source == "semantic":
+        if "sem_seg" not in output:
+            raise ValueError(
+                "the model returns no 'sem_seg' (no dense head): set BRAINSEG.MASK_SOURCE "
+                "instances, or use MODEL.META_ARCHITECTURE BrainSegRCNN"
+            )
+        probs = output["sem_seg"].detach().float().cpu().numpy()
+        if probs.shape[0] != num_categories:
+            raise ValueError(
+                f"sem_seg has {probs.shape[0]} channels, the dataset {num_categories} categories"
+            )
+        return probs
+    inst = output["instances"]
+    if not inst.has("pred_masks"):
+        raise ValueError("the model returns instances without 'pred_masks' (no mask head)")
+    keep = inst.scores >= min_score  # move only the kept masks off the device
+    masks = inst.pred_masks[keep].cpu().numpy().astype(bool, copy=False)
+    classes = inst.pred_classes[keep].cpu().numpy()
+    scores = inst.scores[keep].cpu().numpy().astype(np.float32)
+    if len(classes) and (classes.min() < 0 or classes.max() >= num_categories):
+        raise ValueError(
+            f"classes must be in [0, {num_categories}), got values {sorted(set(classes.tolist()))}"
+        )
+    out = np.zeros((num_categories, *inst.image_size), dtype=np.float32)
+    for mask, c, score in zip(masks, classes, scores):
+        np.maximum(out[c], np.where(mask, score, np.float32(0)), out=out[c])
+    return out
+
+
+def masks_and_seeds_from_output(
+    output: dict, num_categories: int, params: PostprocessParams, source: str = "semantic"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Category masks ``(C, H, W)`` and hysteresis seeds of one Detectron2 model output.
+
+    :func:`score_maps_from_output` thresholded by
+    :func:`probabilities_to_masks_and_seeds`.
+    """
+    scores = score_maps_from_output(output, num_categories, source, params.score_threshold)
+    return probabilities_to_masks_and_seeds(scores, params)
 
 
 def _morph(img: np.ndarray, op: int, size: int) -> np.ndarray:

@@ -6,8 +6,10 @@ Every overlay goes through :class:`detectron2.utils.visualizer.Visualizer`
 ``draw_text`` for titles), so the pictures look like every other Detectron2
 demo. Array conventions:
 
-* images are ``(H, W, 3)`` uint8 **RGB** (``PreprocessedVolume.slices[s]``, or a
-  converted PNG read with PIL / ``read_image(format="RGB")``);
+* slices are ``(H, W, N)`` uint8, one channel per MRI sequence
+  (``PreprocessedVolume.slices[s]``, or a converted PNG read with
+  ``png_writer.read_channel_png``); :func:`display_image` makes the ``(H, W, 3)``
+  RGB picture drawn on (one channel in grey by default: FLAIR for BraTS);
 * category masks are bool ``(C, H, W)`` for a slice and ``(C, S, H, W)`` for a
   volume, in the target's category order (see :mod:`brainseg_d2.labels`).
 
@@ -95,25 +97,35 @@ def auto_scale(shape: Sequence[int], target: int = 480, max_scale: int = 4) -> i
     return int(np.clip(round(target / longest), 1, max_scale))
 
 
-def display_image(image: np.ndarray, channel: int | None = None) -> np.ndarray:
-    """Image to draw on: the RGB composite, or one channel as greyscale.
+def display_image(
+    image: np.ndarray, channel: int | None = None, composite: Sequence[int] | None = None
+) -> np.ndarray:
+    """Image to draw on: one channel as greyscale, or three channels as an RGB composite.
 
     Args:
-        image: ``(H, W, 3)`` or ``(H, W)`` uint8.
-        channel: ``None`` keeps the three channels; ``k`` shows channel ``k``
-            (e.g. 0 = FLAIR for BraTS conversions) in grey.
+        image: ``(H, W, N)`` or ``(H, W)`` uint8.
+        channel: show channel ``k`` in grey (0 = FLAIR for BraTS conversions).
+        composite: with ``channel`` None, the channels shown as R, G, B (default
+            the first three, or the only one repeated).
 
     Returns:
         ``(H, W, 3)`` uint8 RGB.
     """
     image = np.asarray(image)
     if image.ndim == 2:
-        return np.repeat(image[..., None], 3, axis=2).astype(np.uint8, copy=False)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {image.shape}")
-    if channel is None:
-        return image.astype(np.uint8, copy=False)
-    return np.repeat(image[..., channel : channel + 1], 3, axis=2).astype(np.uint8, copy=False)
+        image = image[..., None]
+    if image.ndim != 3:
+        raise ValueError(f"image must be (H, W) or (H, W, N), got shape {image.shape}")
+    n = image.shape[2]
+    if channel is not None:
+        if not 0 <= channel < n:
+            raise ValueError(f"channel {channel} out of range for an image of {n} channels")
+        picks = [channel] * 3
+    else:
+        picks = list(composite) if composite is not None else [min(i, n - 1) for i in range(3)]
+        if len(picks) != 3 or not all(0 <= c < n for c in picks):
+            raise ValueError(f"composite must name 3 of the {n} channels, got {picks}")
+    return np.ascontiguousarray(image[..., picks]).astype(np.uint8, copy=False)
 
 
 def _check_image_masks(image: np.ndarray, masks: np.ndarray, names: Sequence[str]) -> np.ndarray:
@@ -522,14 +534,15 @@ def render_case(
     without any gets evenly spread slices instead.
 
     Args:
-        slices: ``(S, H, W, 3)`` uint8 RGB (``PreprocessedVolume.slices``).
+        slices: ``(S, H, W, N)`` uint8 (``PreprocessedVolume.slices``).
         pred_masks: bool ``(C, S, H, W)`` predicted category masks.
         out_dir: folder for this case (created).
         names: ``C`` category names.
         colors: ``C`` RGB 0-255 colours; default from ``CATEGORY_COLORS``.
         gt_masks: bool ``(C, S, H, W)`` ground truth, or None.
         display_channel: show this image channel in grey (0: the first
-            converted channel, FLAIR for BraTS); None shows the RGB composite.
+            converted channel, FLAIR for BraTS); None shows the first three
+            channels as an RGB composite.
         num_slices: number of side-by-side PNGs.
         montage_slices: number of montage panels.
         montage_cols: panels per montage row; default 4, or 3 with ground truth
@@ -543,8 +556,8 @@ def render_case(
     """
     slices = np.asarray(slices)
     pred_masks = np.asarray(pred_masks, dtype=bool)
-    if slices.ndim != 4 or slices.shape[3] != 3:
-        raise ValueError(f"slices must be (S, H, W, 3), got shape {slices.shape}")
+    if slices.ndim != 4:
+        raise ValueError(f"slices must be (S, H, W, N), got shape {slices.shape}")
     if pred_masks.ndim != 4 or pred_masks.shape[1:] != slices.shape[:3]:
         raise ValueError(
             f"pred_masks must be (C, S, H, W) with (S, H, W) = {slices.shape[:3]}, "

@@ -20,6 +20,9 @@ from pathlib import Path
 from brainseg_d2.data.convert_plan import ConvertOptions, tool_version
 from brainseg_d2.labels import get_target
 
+#: How slice PNGs hold their channels (``png_writer.tile_channels``), in dataset.json.
+IMAGE_LAYOUT = "channel_tiles"
+
 #: Keys of a case record copied into ``volumes.json``.
 VOLUME_KEYS = (
     "case_id",
@@ -43,17 +46,17 @@ def write_json(path: Path, obj, indent: int | None = None) -> None:
 
 
 def remove_stale_images(work: Path, records: Sequence[Mapping]) -> None:
-    """Delete ``images/<split>/<volume_id>`` folders no record owns (left by earlier runs)."""
+    """Delete ``{images,labels}/<split>/<volume_id>`` folders no record owns (earlier runs)."""
     wanted = {(r["split"], r["volume_id"]) for r in records}
-    images = work / "images"
-    if not images.is_dir():
-        return
-    for split_dir in sorted(images.iterdir()):
-        for vol_dir in sorted(split_dir.iterdir()):
-            if (split_dir.name, vol_dir.name) not in wanted:
-                shutil.rmtree(vol_dir)
-        if not any(split_dir.iterdir()):
-            split_dir.rmdir()
+    for kind in ("images", "labels"):
+        if not (work / kind).is_dir():
+            continue
+        for split_dir in sorted((work / kind).iterdir()):
+            for vol_dir in sorted(split_dir.iterdir()):
+                if (split_dir.name, vol_dir.name) not in wanted:
+                    shutil.rmtree(vol_dir)
+            if not any(split_dir.iterdir()):
+                split_dir.rmdir()
 
 
 def coco_splits(records: Sequence[Mapping]) -> dict[str, dict[str, list[dict]]]:
@@ -68,10 +71,12 @@ def coco_splits(records: Sequence[Mapping]) -> dict[str, dict[str, list[dict]]]:
         g = rec["geometry"]
         for entry in rec["slices"]:
             image_id = len(split["images"]) + 1
+            file_name = f"{rec['volume_id']}/{entry['slice_index']:04d}.png"
             split["images"].append(
                 {
                     "id": image_id,
-                    "file_name": f"{rec['volume_id']}/{entry['slice_index']:04d}.png",
+                    "file_name": file_name,
+                    **({"sem_seg_file_name": file_name} if rec["labelled"] else {}),
                     "height": g["slice_shape"][0],
                     "width": g["slice_shape"][1],
                     "volume_id": rec["volume_id"],
@@ -156,7 +161,8 @@ def assemble_dataset(
         "target": target.name,
         "categories": target.coco_categories(),
         "classes": target.category_names,
-        "channels": list(options.preprocess().rgb_channels),
+        "channels": list(options.preprocess().channels),
+        "image_layout": IMAGE_LAYOUT,
         "slice_axis": options.slice_axis,
         "splits": patient_splits(ordered),
         "counts": {
@@ -170,6 +176,7 @@ def assemble_dataset(
         "options": {**asdict(options), **dict(source_options or {})},
         "skipped": sorted(skipped, key=lambda s: s["case_id"]),
         "file_name_root": "images/<split>",
+        "sem_seg_file_name_root": "labels/<split>",
     }
     write_json(work / "dataset.json", info, indent=2)
     return info

@@ -10,8 +10,10 @@ loaded (:data:`LOADERS`); slice selection, annotation and writing are shared.
 * a slice is dropped when it holds no brain voxel and no label voxel.
 * "empty" training slices are slices without annotations; ``round(ratio * n)``
   of them are kept per volume, drawn with a generator seeded by (seed, case id).
-* a case's PNGs go to ``<work>/images/<split>/<volume_id>/<slice:04d>.png`` and
-  its record to ``<work>/cases/<volume_id>.json``; the record stores a hash of
+* a case's PNGs go to ``<work>/images/<split>/<volume_id>/<slice:04d>.png`` (all
+  channels, as tiles), its label PNGs (tissue codes, every labelled voxel, for
+  Detectron2's ``sem_seg``) to ``<work>/labels/<split>/<volume_id>/<slice:04d>.png``
+  and its record to ``<work>/cases/<volume_id>.json``; the record stores a hash of
   everything the output depends on, so an interrupted run reuses it.
 """
 
@@ -36,7 +38,12 @@ from pycocotools import mask as mask_util
 from brainseg_d2.data.coco_writer import write_json
 from brainseg_d2.data.convert_plan import ConvertOptions, tool_version
 from brainseg_d2.data.png_writer import PngWriter
-from brainseg_d2.data.preprocess import label_slices, make_geometry, preprocess_volume
+from brainseg_d2.data.preprocess import (
+    interleave,
+    label_slices,
+    make_geometry,
+    preprocess_volume,
+)
 from brainseg_d2.data.sources import Case
 from brainseg_d2.data.sources_2d import SliceCase, check_slice_case, read_slice_case
 from brainseg_d2.data.volume_io import VolumeError, check_same_geometry, read_header, read_image
@@ -168,7 +175,7 @@ class LoadedCase:
     """A case read and normalised, before slices are picked.
 
     Attributes:
-        slices: (S, H, W, 3) uint8 RGB slices.
+        slices: (S, H, W, N) uint8 slices, channels in ``options.channels`` order.
         brain_any: (S,) bool, slice holds at least one brain voxel.
         tissue: (S, H, W) uint8 tissue codes, or None for an unlabelled case.
         geometry: geometry dict (:func:`~brainseg_d2.data.preprocess.make_geometry`).
@@ -187,7 +194,7 @@ class LoadedCase:
 def load_volume_case(case: Case, options: ConvertOptions) -> LoadedCase:
     """Read a 3D case and cut it into normalised slices along ``options.slice_axis``."""
     pre_opts = options.preprocess()
-    used = list(dict.fromkeys(pre_opts.channels))
+    used = list(pre_opts.channels)
     paths = [case.channels[c] for c in used] + ([case.mask] if case.mask else [])
     # Inflating (zlib, ITK) releases the GIL: the files are read at once. map()
     # raises the first error in file order, as reading one by one would.
@@ -224,10 +231,10 @@ def load_slice_case(case: SliceCase, options: ConvertOptions) -> LoadedCase:
     """
     pre_opts = options.preprocess()
     stack = read_slice_case(case, get_target(options.target or "binary"))
-    used = list(dict.fromkeys(pre_opts.channels))
+    used = list(pre_opts.channels)
     first = sitk.GetImageFromArray(stack.channels[used[0]])
     if all(stack.channels[c].dtype == np.uint8 for c in used):
-        slices = np.stack([stack.channels[c] for c in pre_opts.rgb_channels], axis=-1)
+        slices = interleave([stack.channels[c] for c in used])
         brain = np.zeros(slices.shape[:3], dtype=bool)
         for c in used:
             brain |= stack.channels[c] != 0
@@ -317,10 +324,13 @@ def select_slices(
     """
     tissue = loaded.tissue
     label_any = _any_per_slice(tissue) if tissue is not None else loaded.brain_any & False
+    # Only training annotations drop small components; val/test keep every
+    # labelled pixel, so that they are exact ground truth.
+    min_area = options.min_area if split == "train" else 0
     slices, empty = [], []
     for s in np.flatnonzero(loaded.brain_any | label_any):
         anns = (
-            slice_annotations(tissue[s], options.target, options.min_area, options.connectivity)
+            slice_annotations(tissue[s], options.target, min_area, options.connectivity)
             if label_any[s]
             else []
         )
@@ -335,12 +345,16 @@ def select_slices(
     return slices
 
 
+#: Folders of a converted dataset (and its work folder) that hold per-volume PNGs.
+PNG_FOLDERS = ("images", "labels")
+
+
 def clear_case_images(work: Path, vid: str) -> None:
-    """Remove a volume's PNG folder from every split of the work folder."""
-    images = work / "images"
-    if images.is_dir():
-        for split_dir in images.iterdir():
-            shutil.rmtree(split_dir / vid, ignore_errors=True)
+    """Remove a volume's image and label PNG folders from every split of the work folder."""
+    for kind in PNG_FOLDERS:
+        if (work / kind).is_dir():
+            for split_dir in (work / kind).iterdir():
+                shutil.rmtree(split_dir / vid, ignore_errors=True)
 
 
 def load_case(case: Case | SliceCase, options: ConvertOptions) -> LoadedCase:
@@ -408,11 +422,12 @@ def process_case(
         write_json(work_dir / "cases" / f"{vid}.json", record)
 
     out_dir = work_dir / "images" / split / vid
+    pngs = {"labels": loaded.tissue, "label_dir": work_dir / "labels" / split / vid}
     if writer is not None:
-        writer.submit(loaded.slices, kept, out_dir, options.png_compression, finish)
+        writer.submit(loaded.slices, kept, out_dir, options.png_compression, finish, **pngs)
     else:
         with PngWriter() as own:
-            own.submit(loaded.slices, kept, out_dir, options.png_compression, finish)
+            own.submit(loaded.slices, kept, out_dir, options.png_compression, finish, **pngs)
     return record
 
 
@@ -432,7 +447,9 @@ def cached_record(work: Path, vid: str, key: str) -> dict | None:
         return None
     if record.get("key") != key:
         return None
-    folder = work / "images" / record["split"] / vid
-    if not all((folder / f"{i:04d}.png").is_file() for i in record["geometry"]["kept_slices"]):
-        return None
+    kinds = PNG_FOLDERS if record["labelled"] else PNG_FOLDERS[:1]
+    for kind in kinds:
+        folder = work / kind / record["split"] / vid
+        if not all((folder / f"{i:04d}.png").is_file() for i in record["geometry"]["kept_slices"]):
+            return None
     return record

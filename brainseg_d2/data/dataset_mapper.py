@@ -1,96 +1,49 @@
-"""Dataset mapper for MRI slices: RLE/bitmask masks, MRI-appropriate augmentation."""
+"""Dataset mapper for multi-channel MRI slices: RLE masks, semantic targets, augmentation."""
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+
+from brainseg_d2.data.png_writer import read_channel_png
+from brainseg_d2.data.transforms import (
+    MultiChannelAugInput,
+    build_mri_augmentations,
+    image_to_tensor,
+)
+from brainseg_d2.labels import get_target
 
 logger = logging.getLogger(__name__)
 
 
-class RandomGamma(T.Augmentation):
-    """Gamma correction ``255 * (x / 255) ** gamma`` with gamma uniform in a range.
-
-    MRI contrast varies non-linearly across scanners; gamma mimics that better than
-    a linear contrast change alone.
-    """
-
-    def __init__(self, gamma_min: float, gamma_max: float):
-        super().__init__()
-        self._init(locals())
-
-    def get_transform(self, image):
-        gamma = float(np.random.uniform(self.gamma_min, self.gamma_max))
-        lut = (255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.float32)
-
-        def apply(img: np.ndarray) -> np.ndarray:
-            return lut[np.clip(img, 0, 255).astype(np.uint8)]
-
-        return T.ColorTransform(apply)
-
-
-def build_mri_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
-    """Resize (as Detectron2 does) plus, in training, flip/rotation/scale/intensity.
-
-    Geometric augmentations stay mild: anatomy has a canonical orientation, and
-    large rotations never occur in real axial MRI.
-    """
-    augs: list[T.Augmentation] = [
-        T.ResizeShortestEdge(
-            cfg.INPUT.MIN_SIZE_TRAIN if is_train else cfg.INPUT.MIN_SIZE_TEST,
-            cfg.INPUT.MAX_SIZE_TRAIN if is_train else cfg.INPUT.MAX_SIZE_TEST,
-            cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING if is_train else "choice",
-        )
-    ]
-    if not is_train:
-        return augs
-    a = cfg.BRAINSEG.AUGMENT
-    if a.FLIP_PROB > 0:
-        augs.append(T.RandomFlip(prob=a.FLIP_PROB, horizontal=True, vertical=False))
-    if a.ROTATION > 0:
-        augs.append(T.RandomRotation([-a.ROTATION, a.ROTATION], expand=False))
-    if tuple(a.SCALE) != (1.0, 1.0):
-        # Zoom about the centre, output keeps its size so batches stay uniform.
-        augs.append(_RandomZoom(*a.SCALE))
-    if tuple(a.BRIGHTNESS) != (1.0, 1.0):
-        augs.append(T.RandomBrightness(*a.BRIGHTNESS))
-    if tuple(a.CONTRAST) != (1.0, 1.0):
-        augs.append(T.RandomContrast(*a.CONTRAST))
-    if tuple(a.GAMMA) != (1.0, 1.0):
-        augs.append(RandomGamma(*a.GAMMA))
-    return augs
-
-
-class _RandomZoom(T.Augmentation):
-    """Scale the image about its centre by a factor in [lo, hi], keeping its size."""
-
-    def __init__(self, lo: float, hi: float):
-        super().__init__()
-        self._init(locals())
-
-    def get_transform(self, image):
-        h, w = image.shape[:2]
-        s = float(np.random.uniform(self.lo, self.hi))
-        # Source rectangle (x0, y0, x1, y1) whose content fills the output.
-        cw, ch = w / s, h / s
-        x0, y0 = (w - cw) / 2, (h - ch) / 2
-        return T.ExtentTransform((x0, y0, x0 + cw, y0 + ch), (h, w))
+def read_label_png(path: str) -> np.ndarray:
+    """``(H, W)`` uint8 tissue codes of a converter label PNG; ``ValueError`` names the file."""
+    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if labels is None or labels.ndim != 2:
+        raise ValueError(f"cannot read label image {path}")
+    return labels
 
 
 class BrainSegDatasetMapper:
     """Map a slice's dataset dict to the model's input format.
 
-    Reads the 8-bit slice image, applies augmentations, converts annotations
-    (compressed RLE) to bitmask ``Instances``. Slices without annotations are
+    Reads the slice's N channels (``png_writer.read_channel_png``), applies the
+    augmentations to the image, the instance masks and, in training, the
+    slice's tissue-code label PNG; converts annotations (compressed RLE) to
+    bitmask ``Instances``. Training dicts also get ``sem_seg``: bool ``(C, H, W)``
+    category masks of every labelled pixel (the dataset's target, see
+    :mod:`brainseg_d2.labels`) for a dense head. Slices without annotations are
     allowed (empty ``Instances``), so the model learns what healthy tissue looks
-    like. All other keys of the dict (``volume_id``, ``slice_index``, ...) pass
-    through for evaluators.
+    like. All other keys (``volume_id``, ``slice_index``, ...) pass through.
     """
 
     @configurable
@@ -99,44 +52,68 @@ class BrainSegDatasetMapper:
         is_train: bool,
         *,
         augmentations: list[T.Augmentation],
-        image_format: str = "BGR",
+        num_channels: int,
         mask_format: str = "bitmask",
+        sem_seg_categories: Sequence[Sequence[int]] | None = None,
     ):
         """
         Args:
             is_train: keep annotations (training) or drop them (inference).
-            augmentations: applied in order to image and masks.
-            image_format: Detectron2 image format of the model input (``BGR``/``RGB``).
+            augmentations: applied in order to image, masks and label map.
+            num_channels: channels of a slice (the model's ``len(PIXEL_MEAN)``).
             mask_format: ``bitmask`` (RLE decoded) or ``polygon``.
+            sem_seg_categories: tissue codes of each category, in category order;
+                training dicts then get ``sem_seg`` (None: no dense targets).
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
-        self.image_format = image_format
+        self.num_channels = int(num_channels)
         self.mask_format = mask_format
-        logger.info(f"[BrainSegDatasetMapper] augmentations ({'train' if is_train else 'test'}): "
-                    f"{augmentations}")
+        self._category_table = None
+        if sem_seg_categories is not None:
+            # table[code] holds bit c when tissue `code` belongs to category c.
+            table = np.zeros(256, dtype=np.uint32)
+            for c, codes in enumerate(sem_seg_categories):
+                table[list(codes)] |= 1 << c
+            self._category_table = table
+            self._num_categories = len(sem_seg_categories)
+        mode = "train" if is_train else "test"
+        logger.info(f"[BrainSegDatasetMapper] {mode}, {num_channels} channels: {augmentations}")
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
+        sem_seg = None
+        if is_train and cfg.MODEL.META_ARCHITECTURE == "BrainSegRCNN" and cfg.DATASETS.TRAIN:
+            target = get_target(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("target", "labels"))
+            sem_seg = list(target.categories.values())
         return {
             "is_train": is_train,
             "augmentations": build_mri_augmentations(cfg, is_train),
-            "image_format": cfg.INPUT.FORMAT,
+            "num_channels": len(cfg.MODEL.PIXEL_MEAN),
             "mask_format": cfg.INPUT.MASK_FORMAT,
+            "sem_seg_categories": sem_seg,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = read_channel_png(dataset_dict["file_name"], self.num_channels)
         utils.check_image_size(dataset_dict, image)
-        aug_input = T.AugInput(image)
+        labels = None
+        if self.is_train and self._category_table is not None:
+            path = dataset_dict.get("sem_seg_file_name")
+            labels = read_label_png(path) if path else np.zeros(image.shape[:2], np.uint8)
+        aug_input = MultiChannelAugInput(image, sem_seg=labels)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
         h, w = image.shape[:2]
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        dataset_dict["image"] = image_to_tensor(image)
         if not self.is_train:
             dataset_dict.pop("annotations", None)
             return dataset_dict
+        if labels is not None:
+            bits = self._category_table[aug_input.sem_seg]
+            masks = [(bits >> c) & 1 for c in range(self._num_categories)]
+            dataset_dict["sem_seg"] = torch.as_tensor(np.stack(masks).astype(bool))
         annos = [
             utils.transform_instance_annotations(obj, transforms, (h, w))
             for obj in dataset_dict.pop("annotations", [])

@@ -17,6 +17,7 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from brainseg_d2.data.coco_writer import IMAGE_LAYOUT
 from brainseg_d2.labels import CATEGORY_COLORS
 
 logger = logging.getLogger(__name__)
@@ -42,19 +43,25 @@ def is_converted_dataset(folder: Path) -> bool:
     return (folder / "dataset.json").is_file() and (folder / "annotations").is_dir()
 
 
-def load_brainseg_json(json_file: str | Path, image_root: str | Path) -> list[dict]:
+def load_brainseg_json(
+    json_file: str | Path, image_root: str | Path, label_root: str | Path | None = None
+) -> list[dict]:
     """Load one split's COCO JSON into Detectron2 dataset dicts.
 
     Args:
         json_file: ``annotations/instances_<split>.json`` of a converted dataset.
         image_root: the folder ``file_name`` in the JSON is relative to
             (``<dataset>/images/<split>``).
+        label_root: the folder ``sem_seg_file_name`` is relative to
+            (``<dataset>/labels/<split>``); None drops it.
 
     Returns:
         One dict per slice image with ``file_name``, ``height``, ``width``,
-        ``image_id``, the :data:`VOLUME_KEYS`, and ``annotations`` (``bbox`` in
-        ``XYWH_ABS``, ``segmentation`` as compressed RLE, ``category_id``
-        0-based contiguous, ``iscrowd``). Images without annotations get ``[]``.
+        ``image_id``, the :data:`VOLUME_KEYS`, ``sem_seg_file_name`` (labelled
+        volumes: a PNG of tissue codes, every labelled pixel) and ``annotations``
+        (``bbox`` in ``XYWH_ABS``, ``segmentation`` as compressed RLE,
+        ``category_id`` 0-based contiguous, ``iscrowd``). Images without
+        annotations get ``[]``.
     """
     json_file = Path(json_file)
     try:
@@ -85,6 +92,8 @@ def load_brainseg_json(json_file: str | Path, image_root: str | Path) -> list[di
             "annotations": by_image[img["id"]],
         }
         record.update({k: img[k] for k in VOLUME_KEYS if k in img})
+        if label_root is not None and "sem_seg_file_name" in img:
+            record["sem_seg_file_name"] = str(Path(label_root) / img["sem_seg_file_name"])
         dicts.append(record)
     if not dicts:
         raise ValueError(f"{json_file} holds no images: the split is empty")
@@ -117,6 +126,11 @@ def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> li
             "create one with brainseg-convert"
         )
     info = _read_json(folder / "dataset.json")
+    if info.get("image_layout") != IMAGE_LAYOUT:
+        raise ValueError(
+            f"{folder} was converted by an older brainseg_d2 (3-channel RGB slices, no label "
+            "PNGs); convert it again with brainseg-convert"
+        )
     name = name or folder.name
     categories = sorted(info["categories"], key=lambda c: c["id"])
     thing_classes = [c["name"] for c in categories]
@@ -128,7 +142,10 @@ def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> li
         if ds_name in DatasetCatalog.list():
             continue
         image_root = folder / "images" / split
-        DatasetCatalog.register(ds_name, partial(load_brainseg_json, json_file, image_root))
+        label_root = folder / "labels" / split
+        DatasetCatalog.register(
+            ds_name, partial(load_brainseg_json, json_file, image_root, label_root)
+        )
         MetadataCatalog.get(ds_name).set(
             thing_classes=thing_classes,
             thing_colors=[list(CATEGORY_COLORS.get(c, (255, 255, 255))) for c in thing_classes],
@@ -139,7 +156,7 @@ def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> li
             volumes_file=str(folder / "volumes.json"),
             target=info.get("target", "labels"),
             label_convention=info.get("label_convention", "brats2021"),
-            channels=info.get("channels", []),
+            channels=list(info["channels"]),
             split=split,
             evaluator_type="brainseg",
         )

@@ -1,6 +1,6 @@
 """The one preprocessing step shared by the converter and the volume predictor.
 
-``preprocess_volume`` turns co-registered MRI channels into 8-bit RGB slices:
+``preprocess_volume`` turns co-registered MRI channels into 8-bit multi-channel slices:
 
 1. reorient to a canonical orientation chosen per slice axis (pure axis
    permutation/flip, see :mod:`brainseg_d2.data.volume_io`), so that slicing is
@@ -16,8 +16,8 @@ The returned ``geometry`` dict (JSON-able) is everything needed to put slice
 predictions back into the original voxel grid bit-exactly with
 :func:`slices_to_image`, without the source file.
 
-Channel rule: the three image channels R, G, B take the requested channels in
-order; with fewer than three they repeat cyclically (1 -> A,A,A; 2 -> A,B,A).
+Channel rule: image channel ``k`` of a slice is the ``k``-th requested source
+channel (BraTS: FLAIR, T1, T1ce, T2); any number of channels, each once.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ CANONICAL_ORIENTATION: dict[str, str] = {
     "sagittal": "PIL",  # rows superior->inferior, columns anterior->posterior, slices right->left
 }
 
-BRATS_CHANNELS = ("flair", "t1ce", "t2")
+#: Every BraTS sequence, in the order they become image channels. T1 without
+#: contrast is what tells enhancement apart in T1ce, so all four reach the model.
+BRATS_CHANNELS = ("flair", "t1", "t1ce", "t2")
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,8 @@ class PreprocessOptions:
     """How volumes become 8-bit slices.
 
     Attributes:
-        channels: source channel names for image channels R, G, B (1 to 3 names;
-            fewer than 3 repeat cyclically).
+        channels: source channel names, one per image channel, in order (at
+            least one, no repeats).
         slice_axis: ``axial``, ``coronal`` or ``sagittal``.
         lower_percentile: intensity mapped to 0, computed inside the brain.
         upper_percentile: intensity mapped to 255, computed inside the brain.
@@ -68,8 +70,10 @@ class PreprocessOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
-        if not 1 <= len(self.channels) <= 3:
-            raise ValueError(f"channels must name 1 to 3 channels, got {list(self.channels)}")
+        if not self.channels or len(set(self.channels)) != len(self.channels):
+            raise ValueError(
+                f"channels must name at least one channel, each once, got {list(self.channels)}"
+            )
         if self.slice_axis not in CANONICAL_ORIENTATION:
             raise ValueError(
                 f"unknown slice_axis {self.slice_axis!r}; choose one of "
@@ -81,19 +85,13 @@ class PreprocessOptions:
                 f"{self.lower_percentile}, {self.upper_percentile}"
             )
 
-    @property
-    def rgb_channels(self) -> tuple[str, str, str]:
-        """Source channel shown in image channels R, G, B."""
-        n = len(self.channels)
-        return tuple(self.channels[i % n] for i in range(3))  # type: ignore[return-value]
-
 
 @dataclass
 class PreprocessedVolume:
     """Result of :func:`preprocess_volume`.
 
     Attributes:
-        slices: (S, H, W, 3) uint8, image channels in R, G, B order.
+        slices: (S, H, W, N) uint8, image channels in ``options.channels`` order.
         brain: (S, H, W) bool brain mask.
         geometry: JSON-able geometry dict (see :func:`make_geometry`).
         intensity: channel name -> [low, high] source intensities mapped to 0 and 255.
@@ -228,8 +226,8 @@ def preprocess_volume(
         sources: channel name -> file, named in error messages when given.
 
     Returns:
-        :class:`PreprocessedVolume` with (S, H, W, 3) uint8 slices along
-        ``options.slice_axis`` of the canonical volume.
+        :class:`PreprocessedVolume` with (S, H, W, N) uint8 slices along
+        ``options.slice_axis`` of the canonical volume, N = ``len(options.channels)``.
 
     Raises:
         VolumeError: missing channel, geometry mismatch, empty or constant channel.
@@ -240,7 +238,7 @@ def preprocess_volume(
         raise VolumeError(
             f"case {case_id}: missing channel '{missing[0]}' (available: {sorted(images)})"
         )
-    used = list(dict.fromkeys(options.channels))
+    used = list(options.channels)
     check_same_geometry({c: images[c] for c in used}, case_id=case_id)
     geometry = make_geometry(images[used[0]], options.slice_axis)
     perm, flips = geometry["canonical"]["permutation"], geometry["canonical"]["flips"]
@@ -266,13 +264,25 @@ def preprocess_volume(
         intensity[c] = [low, high]
         scaled[c] = _scale_to_uint8(arrays[c], low, high, brain)
     # Reorienting each uint8 channel, then interleaving with OpenCV, is ~6x faster
-    # than one strided copy of the (S, H, W, 3) array.
-    canonical = {c: np.ascontiguousarray(reorient_array(v, perm, flips)) for c, v in scaled.items()}
-    shape = canonical[used[0]].shape
-    planes = [canonical[name].reshape(-1, shape[-1]) for name in options.rgb_channels]
-    slices = cv2.merge(planes).reshape(*shape, 3)
+    # than one strided copy of the (S, H, W, N) array.
+    canonical = [np.ascontiguousarray(reorient_array(scaled[c], perm, flips)) for c in used]
+    shape = canonical[0].shape
+    slices = interleave(canonical).reshape(*shape, len(used))
     brain = np.ascontiguousarray(reorient_array(brain, perm, flips))
     return PreprocessedVolume(slices=slices, brain=brain, geometry=geometry, intensity=intensity)
+
+
+def interleave(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack same-shape uint8 planes along a new last axis: ``(..., N)``.
+
+    OpenCV merges at most 512 channels and needs 2D planes; it is several times
+    faster than ``np.stack(axis=-1)`` for large volumes.
+    """
+    shape = planes[0].shape
+    if len(planes) == 1:
+        return planes[0].reshape(*shape, 1)
+    merged = cv2.merge([np.ascontiguousarray(p).reshape(-1, shape[-1]) for p in planes])
+    return merged.reshape(*shape, len(planes))
 
 
 _OPENCV_DTYPES = {np.dtype(t) for t in ("u1", "i1", "u2", "i2", "i4", "f4", "f8")}
@@ -350,8 +360,3 @@ def slices_to_image(slices: np.ndarray, geometry: Mapping) -> sitk.Image:
     image.SetOrigin(tuple(geometry["origin"]))
     image.SetDirection(tuple(geometry["direction"]))
     return image
-
-
-def channel_order(channels: Sequence[str]) -> tuple[str, str, str]:
-    """Source channel names in R, G, B order for ``channels`` (cyclic repetition)."""
-    return PreprocessOptions(channels=tuple(channels)).rgb_channels

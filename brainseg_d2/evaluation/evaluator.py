@@ -2,7 +2,8 @@
 
 Data path::
 
-    outputs["instances"] (N, H, W) --instances_to_category_masks(score_threshold)--> (C, H, W)
+    outputs["sem_seg"] (C, H, W) probabilities, or outputs["instances"] (N, H, W)
+        --masks_and_seeds_from_output(score_threshold, mask source)--> (C, H, W)
         --compressed RLE per category--> small per-slice records --comm.gather--> rank 0
         (with hysteresis, ``component_score_threshold``, also seed masks made the same way)
     rank 0: records + ground truth from the dataset dicts --> (C, S, H, W) per volume
@@ -35,8 +36,10 @@ Metrics (per name and variant):
 Slices absent from the dataset (the converter drops slices without brain) are
 empty in both ground truth and prediction: they count in the 3D volume (as
 true negatives, and for the inter-slice geometry) but are never "evaluated
-slices". Ground truth is what the dataset's annotations hold (the converter's
-connected components, RLE), looked up by ``(volume_id, slice_index)``.
+slices". Ground truth is every labelled pixel of the slice: the converter's label
+PNG of tissue codes (``sem_seg_file_name``), mapped to the target's categories;
+datasets without label PNGs fall back to the annotations' RLE masks. Both are
+looked up by ``(volume_id, slice_index)``.
 
 Aggregates (:func:`summarize`): per-volume metrics and lesion Dice are averaged
 over volumes; slice metrics over all kept slices of all volumes; ``*_mean_*``
@@ -66,6 +69,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from tabulate import tabulate
 
+from brainseg_d2.data.dataset_mapper import read_label_png
 from brainseg_d2.evaluation.metrics import (
     BRATS_MAX_DISTANCE_MM,
     PooledCounts,
@@ -76,8 +80,9 @@ from brainseg_d2.evaluation.metrics import (
 )
 from brainseg_d2.labels import REGIONS, Target, get_target
 from brainseg_d2.postprocessing import (
+    MASK_SOURCES,
     PostprocessParams,
-    instances_to_masks_and_seeds,
+    masks_and_seeds_from_output,
     postprocess_volume,
 )
 
@@ -338,7 +343,12 @@ def summarize(rows: Sequence[Mapping]) -> dict[str, float]:
         ``volume_precision``, ``lesion_dice`` (means over volumes), ``slice_dice``,
         ``slice_iou`` (means over kept slices of all volumes); plus
         ``{metric}_mean_{variant}``, the mean over regions. NaN values are
-        skipped by every mean (NaN only when nothing is left).
+        skipped by every mean (NaN only when nothing is left). Beside the
+        BraTS-convention means (a volume without the region in prediction and
+        ground truth scores 1): ``volume_dice_present_{key}_{variant}``, the mean
+        Dice over the volumes whose ground truth holds the region, and
+        ``num_present_{key}``, how many those are (the ``n`` of that mean), so a
+        region that is never predicted cannot read as 0.5.
     """
     grouped: dict[tuple[str, str, str], list[Mapping]] = defaultdict(list)
     for row in rows:
@@ -356,6 +366,9 @@ def summarize(rows: Sequence[Mapping]) -> dict[str, float]:
                 for field, metric in _SLICE_METRICS.items()
             }
         )
+        present = [r for r in items if r["gt_voxels"] > 0]
+        values["volume_dice_present"] = _nanmean([r["dice"] for r in present])
+        flat[f"num_present_{key}"] = float(len(present))
         for metric, value in values.items():
             flat[f"{metric}_{key}_{variant}"] = value
             if group == "region":
@@ -424,6 +437,7 @@ class BrainSegEvaluator(DatasetEvaluator):
         empty_slice_policy: str = "exclude",
         lesion_min_volume: float = 0.0,
         lesion_dilation_iters: int = 3,
+        mask_source: str = "semantic",
         distributed: bool = True,
     ) -> None:
         """
@@ -436,6 +450,9 @@ class BrainSegEvaluator(DatasetEvaluator):
                 both variants.
             empty_score, hd95_one_empty, empty_slice_policy, lesion_min_volume,
                 lesion_dilation_iters: see :func:`evaluate_volume`.
+            mask_source: ``semantic`` (the model's ``sem_seg`` probabilities) or
+                ``instances`` (union of instance masks); see
+                :func:`~brainseg_d2.postprocessing.masks_and_seeds_from_output`.
             distributed: gather records from all ranks (False: this process only).
         """
         if empty_slice_policy not in EMPTY_SLICE_POLICIES:
@@ -443,6 +460,9 @@ class BrainSegEvaluator(DatasetEvaluator):
                 f"empty_slice_policy must be one of {EMPTY_SLICE_POLICIES}, "
                 f"got {empty_slice_policy!r}"
             )
+        if mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {MASK_SOURCES}, got {mask_source!r}")
+        self._mask_source = mask_source
         meta = MetadataCatalog.get(dataset_name)
         if not hasattr(meta, "target"):
             raise ValueError(
@@ -487,6 +507,7 @@ class BrainSegEvaluator(DatasetEvaluator):
             empty_slice_policy=e.EMPTY_SLICE_POLICY,
             lesion_min_volume=e.LESION_MIN_VOLUME,
             lesion_dilation_iters=e.LESION_DILATION_ITERS,
+            mask_source=cfg.BRAINSEG.MASK_SOURCE,
         )
 
     def reset(self) -> None:
@@ -496,17 +517,8 @@ class BrainSegEvaluator(DatasetEvaluator):
         """Keep, per slice, ``image_id``, ``volume_id``, ``slice_index`` and category RLEs."""
         num_categories = len(self._target.categories)
         for inp, out in zip(inputs, outputs):
-            if "instances" not in out:
-                continue
-            instances = out["instances"].to("cpu")
-            if not instances.has("pred_masks"):
-                raise ValueError("BrainSegEvaluator needs 'pred_masks' (a Mask R-CNN model)")
-            masks, seeds = instances_to_masks_and_seeds(
-                instances.pred_masks.numpy(),
-                instances.pred_classes.numpy(),
-                instances.scores.numpy(),
-                num_categories,
-                self._post,
+            masks, seeds = masks_and_seeds_from_output(
+                out, num_categories, self._post, self._mask_source
             )
             record = {
                 "image_id": inp["image_id"],
@@ -568,6 +580,9 @@ class BrainSegEvaluator(DatasetEvaluator):
         pred = np.zeros(shape, dtype=bool)
         seeds = np.zeros(shape, dtype=bool) if self._seed_thresholds is not None else None
         for s, d in vol.slices.items():
+            if "sem_seg_file_name" in d:
+                gt[:, s] = self._target.masks_from_tissue(read_label_png(d["sem_seg_file_name"]))
+                continue
             for ann in d.get("annotations", []):
                 gt[ann["category_id"], s] |= _decode_segmentation(ann["segmentation"], *vol.shape)
         for s, rec in preds.items():
@@ -617,7 +632,11 @@ class BrainSegEvaluator(DatasetEvaluator):
                     pred, params, enforce_nesting=self._target.nested, seeds=seeds
                 )
                 scored = evaluate_volume(
-                    masks, gt, vol.spacing, self._target, slices=list(preds),
+                    masks,
+                    gt,
+                    vol.spacing,
+                    self._target,
+                    slices=list(preds),
                     **self._volume_kwargs,
                 )
                 info = {"volume_id": vid, "patient_id": vol.patient_id, "variant": variant}
@@ -658,8 +677,7 @@ class BrainSegEvaluator(DatasetEvaluator):
         names += [("category", c) for c in self._target.category_names]
         metrics = ("volume_dice", "volume_hd95", "lesion_dice", "slice_dice")
         table = [
-            [name]
-            + [flat[f"{m}_{metric_key(group, name)}_{v}"] for m in metrics for v in VARIANTS]
+            [name] + [flat[f"{m}_{metric_key(group, name)}_{v}"] for m in metrics for v in VARIANTS]
             for group, name in names
         ]
         headers = ["name"] + [f"{m} {v}" for m in metrics for v in VARIANTS]
@@ -668,4 +686,3 @@ class BrainSegEvaluator(DatasetEvaluator):
             f"empty slices: {self._volume_kwargs['empty_slice_policy']}):\n"
             + tabulate(table, headers=headers, tablefmt="pipe", floatfmt=".4f")
         )
-

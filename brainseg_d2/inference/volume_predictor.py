@@ -25,12 +25,11 @@ a side cannot keep several intra-op threads busy, two single-threaded forward
 passes can (torch releases the GIL in its kernels).
 
 Model inputs are built exactly as :class:`~brainseg_d2.data.dataset_mapper.BrainSegDatasetMapper`
-builds them at test time from the converter's PNGs: the PNG holds the slice's
-R, G, B channels, detectron2's ``read_image(format=cfg.INPUT.FORMAT)`` turns that
-into the model's channel order (``BGR`` flips it), then the same
-``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)`` transform resizes it. Here the
-PNG round trip (lossless) is skipped: the slice goes through the same
-``convert_PIL_to_numpy`` that ``read_image`` ends with.
+builds them at test time from the converter's PNGs: the slice's N channels in the
+dataset's channel order, resized by the same ``ResizeShortestEdge(MIN_SIZE_TEST,
+MAX_SIZE_TEST)`` through the same :func:`~brainseg_d2.data.transforms.apply_image_transform`
+and :func:`~brainseg_d2.data.transforms.image_to_tensor`. Only the PNG round trip
+(lossless) is skipped.
 """
 
 from __future__ import annotations
@@ -50,18 +49,17 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from detectron2.data import transforms as T
-from detectron2.data.detection_utils import convert_PIL_to_numpy
-from PIL import Image
 
 from brainseg_d2.data.convert import ConvertOptions
 from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume, slices_to_image
 from brainseg_d2.data.sources import Case, find_brats_cases
+from brainseg_d2.data.transforms import apply_image_transform, image_to_tensor
 from brainseg_d2.data.volume_io import VolumeError, read_image
 from brainseg_d2.env import library_threads
 from brainseg_d2.labels import LabelConvention, get_convention, get_target, tissue_to_raw
 from brainseg_d2.postprocessing import (
     PostprocessParams,
-    instances_to_masks_and_seeds,
+    masks_and_seeds_from_output,
     postprocess_volume,
 )
 
@@ -91,7 +89,7 @@ class VolumePrediction:
         masks_raw: bool (C, S, H, W) category masks after the score threshold only,
             slices in canonical order (see ``preprocessed.geometry``).
         masks_post: bool (C, S, H, W) after the cfg's post-processing.
-        preprocessed: the model's view of the volume: (S, H, W, 3) uint8 RGB
+        preprocessed: the model's view of the volume: (S, H, W, N) uint8
             slices, brain mask and geometry (for overlays).
         category_names: C names, in category order.
     """
@@ -255,7 +253,12 @@ class VolumePredictor:
             raise ValueError(f"concurrent_batches must be >= 0, got {concurrent_batches}")
         self.concurrent_batches = int(concurrent_batches)
         self.postprocess = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
-        self.input_format: str = cfg.INPUT.FORMAT
+        self.mask_source: str = cfg.BRAINSEG.MASK_SOURCE
+        if len(cfg.MODEL.PIXEL_MEAN) != len(self.options.channels):
+            raise ValueError(
+                f"the model takes {len(cfg.MODEL.PIXEL_MEAN)} channels (MODEL.PIXEL_MEAN) but the "
+                f"dataset has {len(self.options.channels)} ({list(self.options.channels)})"
+            )
         # Same augmentation as DefaultPredictor and the test-time mapper.
         self.resize = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
@@ -263,9 +266,9 @@ class VolumePredictor:
         self.model: ModelFn = self._build_model(cfg) if model is None else model
 
     def _build_model(self, cfg) -> torch.nn.Module:
-        from detectron2.checkpoint import DetectionCheckpointer
         from detectron2.modeling import build_model
 
+        from brainseg_d2.checkpoint import load_strict
         from brainseg_d2.engine import ensure_weights_available
 
         if not cfg.MODEL.MASK_ON:
@@ -282,13 +285,13 @@ class VolumePredictor:
         model.eval()
         if not cfg.MODEL.WEIGHTS:
             logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        load_strict(model, cfg.MODEL.WEIGHTS)  # any missing or mismatched weight is an error
         return model
 
     @property
     def channels(self) -> list[str]:
         """Source channels the model needs, in the order a sequence of paths must follow."""
-        return list(dict.fromkeys(self.options.channels))
+        return list(self.options.channels)
 
     # ------------------------------------------------------------------ inputs
     def find_case(self, images: VolumeInput) -> Case:
@@ -395,24 +398,22 @@ class VolumePredictor:
         """Detectron2 input dicts of some slices, as the test-time mapper makes them.
 
         Args:
-            pre: preprocessed volume, slices (S, H, W, 3) RGB.
+            pre: preprocessed volume, slices (S, H, W, N).
             indices: slice indices.
 
         Returns:
-            one dict per slice: ``image`` (3, H', W') uint8 tensor in ``cfg.INPUT.FORMAT``
-            order, resized; ``height`` H, ``width`` W (predictions come back at that
-            size); ``slice_index``.
+            one dict per slice: ``image`` (N, H', W') uint8 tensor, resized;
+            ``height`` H, ``width`` W (predictions come back at that size);
+            ``slice_index``.
         """
         height, width = pre.slices.shape[1:3]
         # One transform per volume: all slices share their shape.
         transform = self.resize.get_transform(pre.slices[0])
         inputs = []
         for s in indices:
-            image = convert_PIL_to_numpy(Image.fromarray(pre.slices[s]), self.input_format)
-            image = transform.apply_image(image)
             inputs.append(
                 {
-                    "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                    "image": image_to_tensor(apply_image_transform(transform, pre.slices[s])),
                     "height": height,
                     "width": width,
                     "slice_index": int(s),
@@ -445,28 +446,29 @@ class VolumePredictor:
             indices[start : start + self.batch_size]
             for start in range(0, len(indices), self.batch_size)
         ]
-        with torch.inference_mode(), score_threshold_pushed_down(self.model, threshold):
+        # Instance scores below the threshold never enter the masks; a dense head's
+        # masks do not depend on the detections at all.
+        pushdown = (
+            score_threshold_pushed_down(self.model, threshold)
+            if self.mask_source == "instances"
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), pushdown:
             for chunk, outputs in self._forward(pre, batches):
                 if len(outputs) != len(chunk):
                     raise ValueError(
                         f"model returned {len(outputs)} outputs for {len(chunk)} inputs"
                     )
                 for s, output in zip(chunk, outputs):
-                    inst = output["instances"]
-                    keep = inst.scores >= threshold  # move only the kept masks off the device
-                    slice_masks = inst.pred_masks[keep].cpu().numpy()
+                    slice_masks, slice_seeds = masks_and_seeds_from_output(
+                        output, num_categories, self.postprocess, self.mask_source
+                    )
                     if slice_masks.shape[1:] != (height, width):
                         raise ValueError(
                             f"model returned masks of shape {tuple(slice_masks.shape[1:])} "
                             f"for slice {s} of shape {(height, width)}"
                         )
-                    masks[:, s], slice_seeds = instances_to_masks_and_seeds(
-                        slice_masks,
-                        inst.pred_classes[keep].cpu().numpy(),
-                        inst.scores[keep].cpu().numpy(),
-                        num_categories,
-                        self.postprocess,
-                    )
+                    masks[:, s] = slice_masks
                     if seeds is not None:
                         seeds[:, s] = slice_seeds
         return masks, seeds

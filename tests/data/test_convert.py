@@ -19,6 +19,7 @@ from pycocotools.coco import COCO
 
 from brainseg_d2.data import convert
 from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset, main
+from brainseg_d2.data.png_writer import read_channel_png
 from brainseg_d2.data.preprocess import (
     PreprocessOptions,
     label_slices,
@@ -163,7 +164,8 @@ def test_images_match_preprocessing_and_coco_is_valid(tmp_path):
     info = convert_dataset(
         find_brats_cases(src), out, ConvertOptions(slice_axis="coronal"), progress=False
     )
-    assert info["channels"] == ["flair", "t1ce", "t2"]
+    assert info["channels"] == ["flair", "t1", "t1ce", "t2"]
+    assert info["image_layout"] == "channel_tiles"
     assert info["categories"] == get_target("labels").coco_categories()
     for split in info["splits"]:
         coco = COCO(str(out / "annotations" / f"instances_{split}.json"))
@@ -184,14 +186,19 @@ def test_images_match_preprocessing_and_coco_is_valid(tmp_path):
             ):
                 assert key in im
     case = find_brats_cases(src)[0]
-    images = {c: sitk.ReadImage(case.channels[c]) for c in ("flair", "t1ce", "t2")}
+    images = {c: sitk.ReadImage(case.channels[c]) for c in ("flair", "t1", "t1ce", "t2")}
     pre = preprocess_volume(images, PreprocessOptions(slice_axis="coronal"))
+    seg = label_slices(sitk.ReadImage(case.mask), pre.geometry)
+    tissue = raw_to_tissue(seg, get_convention("brats2021"))
     split = json.loads((out / "volumes.json").read_text())["volumes"][case.case_id]["split"]
     pngs = sorted((out / "images" / split / case.case_id).glob("*.png"))
     assert pngs
     for png in pngs:
-        bgr = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(bgr[..., ::-1], pre.slices[int(png.stem)])
+        # Every channel's pixels are preprocess_volume's; the label PNG holds every
+        # labelled voxel (no minimum component area).
+        np.testing.assert_array_equal(read_channel_png(png, 4), pre.slices[int(png.stem)])
+        label_png = out / "labels" / split / case.case_id / png.name
+        np.testing.assert_array_equal(cv2.imread(str(label_png), -1), tissue[int(png.stem)])
 
 
 def test_binary_pairs_in_mha_and_nrrd_round_trip(tmp_path):
@@ -205,7 +212,7 @@ def test_binary_pairs_in_mha_and_nrrd_round_trip(tmp_path):
     cases = find_cases(src, "pairs", image_globs=["img/*_scan.mha"], mask_glob="lab/*_mask.nrrd")
     assert [c.case_id for c in cases] == ["p0", "p1", "p2", "p3"]
     info = convert_dataset(cases, tmp_path / "ds", ConvertOptions(**EXACT), progress=False)
-    assert info["target"] == "binary" and info["channels"] == ["image"] * 3
+    assert info["target"] == "binary" and info["channels"] == ["image"]
     for vid, image in rebuild(tmp_path / "ds", "binary").items():
         tissue = _tissue(int(vid[1:]))
         np.testing.assert_array_equal(sitk.GetArrayFromImage(image) > 0, tissue > 0)
@@ -322,19 +329,22 @@ def test_changed_options_redo_cached_cases(tmp_path, monkeypatch):
     src = make_brats(tmp_path / "in", n=2)
     cases = find_brats_cases(src)
     work = tmp_path / "ds.tmp-convert"
+    work.mkdir()
+    (work / convert.MARKER).write_text("an interrupted run's work folder")
     convert.process_case(
         cases[0], "train", convert.resolve_options(cases, ConvertOptions()), str(work), "stale-key"
     )
     calls = []
     real = convert.process_case
     monkeypatch.setattr(convert, "process_case", lambda c, *a: calls.append(c) or real(c, *a))
-    convert_dataset(cases, tmp_path / "ds", progress=False)
+    convert_dataset(cases, tmp_path / "ds", ConvertOptions(split=(0.5, 0.5, 0)), progress=False)
     assert len(calls) == 2
 
 
 def test_refuses_to_overwrite(tmp_path, capsys):
     src = make_brats(tmp_path / "in", n=2)
-    args = ["--input", str(src), "--out", str(tmp_path / "ds"), "--no-progress"]
+    args = ["--input", str(src), "--out", str(tmp_path / "ds"), "--no-progress",
+            "--split", "0.5", "0.5", "0"]  # fmt: skip
     assert main(args) == 0
     before = all_files(tmp_path / "ds")
     assert main(args) == 2

@@ -13,6 +13,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset, main
+from brainseg_d2.data.png_writer import read_channel_png
 from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume
 from brainseg_d2.data.sources import SourceError, detect_layout, find_cases
 from brainseg_d2.data.sources_2d import find_tcga_lgg_cases, find_via_cases
@@ -80,7 +81,8 @@ def test_tcga_round_trip(tmp_path):
     pixels = make_tcga(tmp_path / "in")
     out = tmp_path / "ds"
     assert detect_layout(tmp_path / "in") == "tcga_lgg"
-    assert main(["--input", str(tmp_path / "in"), "--out", str(out), *EXACT]) == 0
+    args = ["--input", str(tmp_path / "in"), "--out", str(out), "--split", "1", "0", "0"]
+    assert main([*args, *EXACT]) == 0
     info = json.loads((out / "dataset.json").read_text())
     assert info["target"] == "binary" and info["label_convention"] == "binary"
     assert info["channels"] == ["pre_contrast", "flair", "post_contrast"]
@@ -96,8 +98,8 @@ def test_tcga_round_trip(tmp_path):
             assert vol["source"]["slices"][im["slice_index"]]["number"] == n
             rgb, mask = pixels[im["volume_id"]][n]
             np.testing.assert_array_equal(_decoded(coco, image_id), mask > 0)
-            png = cv2.imread(str(out / "images" / split / im["file_name"]), cv2.IMREAD_UNCHANGED)
-            np.testing.assert_array_equal(png[..., ::-1], rgb)  # 8-bit slices pass through
+            png = read_channel_png(out / "images" / split / im["file_name"], 3)
+            np.testing.assert_array_equal(png, rgb)  # 8-bit slices pass through
             assert im["patient_id"] == im["volume_id"]  # folder name
             seen += 1
     assert seen == len(pixels) * len(NUMBERS)
@@ -115,7 +117,8 @@ def test_tcga_geometry_puts_slices_back(tmp_path):
     pixels = make_tcga(tmp_path / "in", patients=1)
     out = tmp_path / "ds"
     cases = find_tcga_lgg_cases(tmp_path / "in")
-    convert_dataset(cases, out, ConvertOptions(min_area=1, empty_ratio=1.0), progress=False)
+    opts = ConvertOptions(min_area=1, empty_ratio=1.0, split=(1.0, 0.0, 0.0))  # one patient
+    convert_dataset(cases, out, opts, progress=False)
     ((vid, entry),) = json.loads((out / "volumes.json").read_text())["volumes"].items()
     coco = _coco(out, entry["split"])
     stack = np.zeros((len(NUMBERS), H, W), np.uint8)
@@ -200,8 +203,8 @@ def test_via_round_trip_and_patient_pattern(tmp_path):
             assert im["num_slices"] == 1 and im["slice_index"] == 0
             found[im["volume_id"]] = _decoded(coco, image_id)
             source = cv2.imread(str(tmp_path / "in" / f"{im['volume_id']}.png"))
-            png = cv2.imread(str(out / "images" / split / im["file_name"]))
-            np.testing.assert_array_equal(png, source)
+            png = read_channel_png(out / "images" / split / im["file_name"], 3)
+            np.testing.assert_array_equal(png, source[..., ::-1])  # red, green, blue
     assert sorted(found) == ["pA_1", "pA_2", "pB_1", "pC_1", "pD_1"]
     for name, regions in VIA_IMAGES.items():
         np.testing.assert_array_equal(found[name[:-4]], _rasterised(regions))
@@ -236,7 +239,8 @@ def test_via_classes_map_to_target_categories(tmp_path):
 def test_16_bit_slices_use_the_shared_preprocessing(tmp_path):
     make_via(tmp_path / "in", {"x.png": [_region(*TRIANGLE)]}, dtype=np.uint16)
     out = tmp_path / "ds"
-    assert main(["--input", str(tmp_path / "in"), "--out", str(out), *EXACT]) == 0
+    args = ["--input", str(tmp_path / "in"), "--out", str(out), "--split", "1", "0", "0"]
+    assert main([*args, *EXACT]) == 0
     grey = cv2.imread(str(tmp_path / "in" / "x.png"), cv2.IMREAD_UNCHANGED)
     image = sitk.GetImageFromArray(grey[None])
     pre = preprocess_volume({"red": image}, PreprocessOptions(channels=("red",)))

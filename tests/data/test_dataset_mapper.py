@@ -1,4 +1,4 @@
-"""The MRI dataset mapper: empty slices, RLE masks through augmentations, intensity augs."""
+"""The MRI dataset mapper: N channels, empty slices, masks and label maps through augmentations."""
 
 from __future__ import annotations
 
@@ -9,31 +9,45 @@ import pytest
 from detectron2.data import transforms as T
 
 from brainseg_d2.config import get_brainseg_cfg
-from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper, RandomGamma
+from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
+from brainseg_d2.data.png_writer import encode_png, tile_channels
+from brainseg_d2.data.transforms import RandomGamma
+from brainseg_d2.labels import TARGETS
 
 
 @pytest.fixture
 def slice_dict(tmp_path):
-    img = np.zeros((32, 40, 3), np.uint8)
+    img = np.zeros((32, 40, 4), np.uint8)
     img[8:20, 4:14] = 180
+    img[..., 3] = 7  # a fourth channel that must survive every transform
     path = tmp_path / "s.png"
-    cv2.imwrite(str(path), img)
+    path.write_bytes(encode_png(tile_channels(img)))
     mask = np.zeros((32, 40), np.uint8)
     mask[8:20, 4:14] = 1
+    labels = np.zeros((32, 40), np.uint8)
+    labels[8:20, 4:14] = 2  # edema
+    labels[10:14, 6:9] = 3  # enhancing
+    cv2.imwrite(str(tmp_path / "l.png"), labels)
     rle = mask_util.encode(np.asfortranarray(mask))
     rle["counts"] = rle["counts"].decode()
     ann = {"bbox": [4, 8, 10, 12], "bbox_mode": 1, "segmentation": rle, "category_id": 2}
     return {
         "file_name": str(path), "height": 32, "width": 40, "image_id": 7,
         "volume_id": "v1", "slice_index": 3, "annotations": [ann],
+        "sem_seg_file_name": str(tmp_path / "l.png"),
     }
 
 
+def _mapper(is_train, augmentations, **kwargs):
+    return BrainSegDatasetMapper(is_train, augmentations=augmentations, num_channels=4, **kwargs)
+
+
 def test_flip_moves_mask_with_image_and_keeps_volume_keys(slice_dict):
-    mapper = BrainSegDatasetMapper(True, augmentations=[T.RandomFlip(prob=1.0)])
+    mapper = _mapper(True, [T.RandomFlip(prob=1.0)])
     out = mapper(slice_dict)
     assert out["volume_id"] == "v1" and out["slice_index"] == 3
-    image = out["image"].numpy()  # (3, H, W)
+    image = out["image"].numpy()  # (4, H, W)
+    assert image.shape == (4, 32, 40) and (image[3] == 7).all()
     masks = out["instances"].gt_masks.tensor.numpy()
     assert masks.shape == (1, 32, 40)
     assert masks[0, 8:20, 26:36].all() and masks[0].sum() == 120  # columns 4..13 -> 26..35
@@ -44,14 +58,40 @@ def test_flip_moves_mask_with_image_and_keeps_volume_keys(slice_dict):
 
 def test_empty_slice_gives_empty_instances(slice_dict):
     slice_dict["annotations"] = []
-    out = BrainSegDatasetMapper(True, augmentations=[])(slice_dict)
+    out = _mapper(True, [])(slice_dict)
     assert len(out["instances"]) == 0
 
 
 def test_inference_drops_annotations(slice_dict):
-    out = BrainSegDatasetMapper(False, augmentations=[])(slice_dict)
-    assert "annotations" not in out and "instances" not in out
-    assert tuple(out["image"].shape) == (3, 32, 40)
+    out = _mapper(False, [])(slice_dict)
+    assert "annotations" not in out and "instances" not in out and "sem_seg" not in out
+    assert tuple(out["image"].shape) == (4, 32, 40)
+
+
+def test_sem_seg_targets_are_category_masks_of_every_labelled_pixel(slice_dict):
+    regions = list(TARGETS["regions"].categories.values())  # WT, TC, ET
+    out = _mapper(True, [T.RandomFlip(prob=1.0)], sem_seg_categories=regions)(slice_dict)
+    sem = out["sem_seg"].numpy()
+    assert sem.shape == (3, 32, 40) and sem.dtype == bool
+    assert sem[0].sum() == 120 and sem[0, 8:20, 26:36].all()  # WT: edema + enhancing, flipped
+    assert sem[1].sum() == sem[2].sum() == 12  # TC = ET here (no necrosis)
+    assert sem[2, 10:14, 31:34].all()
+
+
+def test_resize_and_rotation_keep_every_channel_and_the_label_map(slice_dict):
+    augs = [T.ResizeShortestEdge(64, 200), T.RandomRotation([30, 30], expand=False)]
+    out = _mapper(True, augs, sem_seg_categories=[(2, 3)])(slice_dict)
+    image, sem = out["image"].numpy(), out["sem_seg"].numpy()
+    assert image.shape == (4, 64, 80) and sem.shape == (1, 64, 80)
+    inside = np.abs(np.mgrid[0:64, 0:80] - np.array([32, 40])[:, None, None]).max(0) < 20
+    assert (image[3][inside] == 7).all()  # resampled per channel, value kept
+    assert 0 < sem.sum() < 64 * 80 and (image[0][sem[0]] > 100).mean() > 0.9
+
+
+def test_wrong_channel_count_names_the_file(slice_dict):
+    mapper = BrainSegDatasetMapper(False, augmentations=[], num_channels=3)
+    with pytest.raises(ValueError, match="s.png"):
+        mapper(slice_dict)
 
 
 def test_from_config_builds_mri_augmentations():
@@ -67,7 +107,7 @@ def test_from_config_builds_mri_augmentations():
 
 
 def test_random_gamma_is_monotonic_and_keeps_range():
-    img = np.tile(np.arange(256, dtype=np.uint8), (2, 1))[..., None].repeat(3, 2)
+    img = np.tile(np.arange(256, dtype=np.uint8), (2, 1))[..., None].repeat(4, 2)
     out = RandomGamma(2.0, 2.0).get_transform(img).apply_image(img)
     assert out[0, 0, 0] == 0 and out[0, 255, 0] == 255
     assert np.all(np.diff(out[0, :, 0]) >= 0)

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from brainseg_d2.data import png_writer
-from brainseg_d2.data.png_writer import PngWriteError, PngWriter, encode_png
+from brainseg_d2.data.png_writer import (
+    PngWriteError,
+    PngWriter,
+    encode_png,
+    read_channel_png,
+    tile_channels,
+    untile_channels,
+)
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -44,9 +51,9 @@ def test_encode_png_without_isal_and_level_order(monkeypatch):
 @pytest.mark.parametrize(
     "array, compression, message",
     [
-        (np.zeros((4, 4), np.uint8), 1, "(H, W, 3) uint8"),
-        (np.zeros((4, 4, 3), np.uint16), 1, "(H, W, 3) uint8"),
-        (np.zeros((0, 4, 3), np.uint8), 1, "(H, W, 3) uint8"),
+        (np.zeros((4, 4, 2), np.uint8), 1, "(H, W) or (H, W, 3) uint8"),
+        (np.zeros((4, 4, 3), np.uint16), 1, "(H, W) or (H, W, 3) uint8"),
+        (np.zeros((0, 4, 3), np.uint8), 1, "(H, W) or (H, W, 3) uint8"),
         (np.zeros((4, 4, 3), np.uint8), 10, "compression must be 0-9"),
     ],
 )
@@ -64,8 +71,7 @@ def test_writer_writes_then_calls_back_in_order(tmp_path):
         assert done == ["a"]  # one case may still be pending
     assert done == ["a", "b"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["0000.png", "0002.png"]
-    written = cv2.imread(str(tmp_path / "b" / "0003.png"))
-    np.testing.assert_array_equal(written[..., ::-1], slices[3])
+    np.testing.assert_array_equal(read_channel_png(tmp_path / "b" / "0003.png", 3), slices[3])
 
 
 def test_writer_failure_names_the_folder_and_skips_the_callback(tmp_path):
@@ -77,3 +83,34 @@ def test_writer_failure_names_the_folder_and_skips_the_callback(tmp_path):
         writer.submit(np.zeros((2, 3, 3, 3), np.uint8), [0, 1], out, 1, lambda: done.append(1))
     writer.close()
     assert done == []
+
+
+@pytest.mark.parametrize("num_channels", [1, 2, 4, 7])
+def test_channel_tiles_round_trip_through_a_greyscale_png(tmp_path, num_channels):
+    image = np.random.default_rng(num_channels).integers(0, 256, (9, 11, num_channels), np.uint8)
+    tiles = tile_channels(image)
+    assert tiles.shape == (9 * num_channels, 11)
+    np.testing.assert_array_equal(tiles[9:18], image[..., 1]) if num_channels > 1 else None
+    path = tmp_path / "s.png"
+    path.write_bytes(encode_png(tiles))
+    np.testing.assert_array_equal(read_channel_png(path, num_channels), image)
+    np.testing.assert_array_equal(untile_channels(tiles, num_channels), image)
+
+
+def test_reading_with_the_wrong_channel_count_names_the_file(tmp_path):
+    path = tmp_path / "s.png"
+    path.write_bytes(encode_png(tile_channels(np.zeros((5, 4, 3), np.uint8))))
+    message = r"s\.png: cannot split an image of shape \(15, 4\) into 4"
+    with pytest.raises(ValueError, match=message):
+        read_channel_png(path, 4)
+
+
+def test_writer_writes_label_pngs_beside_the_images(tmp_path):
+    slices = np.random.default_rng(0).integers(0, 256, (3, 6, 5, 4), np.uint8)
+    labels = np.random.default_rng(1).integers(0, 4, (3, 6, 5), np.uint8)
+    with PngWriter() as writer:
+        writer.submit(slices, [0, 2], tmp_path / "img", 1, labels=labels,
+                      label_dir=tmp_path / "lab")
+    assert sorted(p.name for p in (tmp_path / "lab").iterdir()) == ["0000.png", "0002.png"]
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "lab/0002.png"), -1), labels[2])
+    np.testing.assert_array_equal(read_channel_png(tmp_path / "img/0002.png", 4), slices[2])

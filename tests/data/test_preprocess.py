@@ -86,17 +86,19 @@ def test_robust_range_matches_numpy(n, kind):
         )
 
 
-@pytest.mark.parametrize(
-    "channels, rgb",
-    [(("t2",), ("t2", "t2", "t2")), (("flair", "t2"), ("flair", "t2", "flair"))],
-)
-def test_fewer_channels_repeat_cyclically(channels, rgb):
-    opts = PreprocessOptions(channels=channels)
-    assert opts.rgb_channels == rgb
-    out = preprocess_volume(_channels(), opts)
-    np.testing.assert_array_equal(out.slices[..., 0], out.slices[..., 2])
-    if len(channels) == 1:
-        np.testing.assert_array_equal(out.slices[..., 0], out.slices[..., 1])
+@pytest.mark.parametrize("channels", [("t2",), ("flair", "t2"), ("t2", "flair", "t1ce")])
+def test_one_image_channel_per_source_channel_in_order(channels):
+    images = _channels()
+    out = preprocess_volume(images, PreprocessOptions(channels=channels))
+    assert out.slices.shape[-1] == len(channels)
+    for k, name in enumerate(channels):
+        alone = preprocess_volume(images, PreprocessOptions(channels=(name,)))
+        np.testing.assert_array_equal(out.slices[..., k], alone.slices[..., 0])
+
+
+def test_repeated_channel_is_refused():
+    with pytest.raises(ValueError, match="each once"):
+        PreprocessOptions(channels=("flair", "flair"))
 
 
 def test_missing_channel_names_case_and_channel():
@@ -117,7 +119,7 @@ def test_constant_channel_raises(value):
 
 
 def test_all_zero_volume_raises():
-    images = {c: _image(np.zeros(SHAPE, np.float32)) for c in ("flair", "t1ce", "t2")}
+    images = {c: _image(np.zeros(SHAPE, np.float32)) for c in ("flair", "t1", "t1ce", "t2")}
     with pytest.raises(VolumeError, match="all zeros"):
         preprocess_volume(images, PreprocessOptions())
 

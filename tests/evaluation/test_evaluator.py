@@ -7,6 +7,7 @@ import csv
 import json
 import math
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
@@ -24,7 +25,7 @@ from brainseg_d2.evaluation.evaluator import (
     summarize,
 )
 from brainseg_d2.labels import get_target
-from brainseg_d2.postprocessing import PostprocessParams
+from brainseg_d2.postprocessing import MASK_SOURCES, PostprocessParams
 
 H = W = 8
 SPACING = {"slice_thickness": 5.0, "pixel_spacing": [2.0, 0.5]}
@@ -74,14 +75,18 @@ def _register(name: str, dicts: list[dict], target: str = "labels") -> str:
     return name
 
 
-def _output(pred: dict[int, np.ndarray], score: float = 0.9) -> dict:
-    """Model output of one slice: one instance per category mask."""
+def _output(pred: dict[int, np.ndarray], score: float = 0.9, num_categories: int = 3) -> dict:
+    """Model output of one slice: one instance per category mask, and the same masks
+    as dense probabilities (``score`` inside, 0 outside), so both mask sources agree."""
     items = [(c, m) for c, m in pred.items() if m.any()]
     inst = Instances((H, W))
     inst.pred_masks = torch.tensor(np.array([m for _, m in items], bool).reshape(-1, H, W))
     inst.pred_classes = torch.tensor([c for c, _ in items], dtype=torch.int64)
     inst.scores = torch.full((len(items),), score)
-    return {"instances": inst}
+    probs = torch.zeros((num_categories, H, W))
+    for c, m in items:
+        probs[c][torch.from_numpy(m)] = score
+    return {"instances": inst, "sem_seg": probs}
 
 
 def _evaluate(name, dicts, preds, **kwargs) -> tuple[BrainSegEvaluator, dict]:
@@ -290,7 +295,7 @@ def test_component_score_threshold_drops_lone_low_score_lesions():
     dicts = [_slice_dict(i, "v", i, 2, {1: lesion | extension}) for i in range(2)]
     name = _register("eval_test_hysteresis", dicts)
     post = PostprocessParams(score_threshold=0.3, component_score_threshold=(0.9,))
-    ev = BrainSegEvaluator(name, distributed=False, postprocess=post)
+    ev = BrainSegEvaluator(name, distributed=False, postprocess=post, mask_source="instances")
     for d in dicts:
         inst = _output({1: lesion})["instances"]  # score 0.9: the seed
         low = _output({1: extension, 2: lone}, score=0.4)["instances"]
@@ -412,10 +417,14 @@ def test_two_processes_match_one(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_phantom_ground_truth_as_prediction_is_perfect(eval_phantom_dataset, tmp_path):
+@pytest.mark.parametrize("source", MASK_SOURCES)
+def test_phantom_ground_truth_as_prediction_is_perfect(eval_phantom_dataset, tmp_path, source):
+    """Val annotations and label PNGs hold every labelled voxel: either as the
+    prediction scores exactly 1 against the evaluator's ground truth."""
     name = "eval_phantom_val"
     dicts = DatasetCatalog.get(name)
-    ev = BrainSegEvaluator(name, distributed=False, output_dir=str(tmp_path))
+    ev = BrainSegEvaluator(name, distributed=False, output_dir=str(tmp_path), mask_source=source)
+    target = get_target("labels")
     for d in dicts:
         h, w = d["height"], d["width"]
         inst = Instances((h, w))
@@ -423,7 +432,10 @@ def test_phantom_ground_truth_as_prediction_is_perfect(eval_phantom_dataset, tmp
         inst.pred_masks = torch.tensor(np.array(masks, bool).reshape(-1, h, w))
         inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]]).long()
         inst.scores = torch.ones(len(masks))
-        ev.process([{k: v for k, v in d.items() if k != "annotations"}], [{"instances": inst}])
+        tissue = cv2.imread(d["sem_seg_file_name"], cv2.IMREAD_UNCHANGED)
+        probs = torch.from_numpy(target.masks_from_tissue(tissue).astype(np.float32))
+        output = {"instances": inst, "sem_seg": probs}
+        ev.process([{k: v for k, v in d.items() if k != "annotations"}], [output])
     flat = ev.evaluate()["brainseg"]
     assert flat["volume_dice_mean_raw"] == flat["volume_dice_mean_post"] == 1.0
     assert flat["volume_hd95_WT_post"] == 0.0

@@ -1,0 +1,132 @@
+"""Augmentations and transforms for multi-channel MRI slices.
+
+Images are ``(H, W, N)`` uint8 with any number of channels N (one per MRI
+sequence, see :mod:`brainseg_d2.data.preprocess`). Detectron2's resampling
+transforms go through PIL, which only knows 1, 3 or 4 channels, so
+:func:`apply_image_transform` runs them channel by channel; everything else
+(flips, crops, intensity transforms) sees the whole image. The training mapper
+and the volume predictor build model inputs with the same
+:func:`apply_image_transform` and :func:`image_to_tensor`, so both feed the model
+identical tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from detectron2.data import transforms as T
+
+__all__ = [
+    "MultiChannelAugInput",
+    "RandomGamma",
+    "RandomZoom",
+    "apply_image_transform",
+    "build_mri_augmentations",
+    "image_to_tensor",
+]
+
+#: Transforms that resample through PIL or OpenCV: applied one channel at a time.
+_RESAMPLING = (T.ResizeTransform, T.ExtentTransform, T.RotationTransform)
+
+
+def apply_image_transform(tfm: T.Transform, image: np.ndarray) -> np.ndarray:
+    """Apply a Detectron2 transform to an ``(H, W, N)`` image with any N.
+
+    Args:
+        tfm: a transform or a ``TransformList``.
+        image: ``(H, W, N)`` uint8.
+
+    Returns:
+        the transformed ``(H', W', N)`` image.
+    """
+    for t in tfm.transforms if isinstance(tfm, T.TransformList) else [tfm]:
+        if isinstance(t, _RESAMPLING):
+            image = np.stack([t.apply_image(image[..., c]) for c in range(image.shape[2])], -1)
+        else:
+            image = t.apply_image(image)
+    return image
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``(H, W, N)`` uint8 array -> ``(N, H, W)`` uint8 tensor, Detectron2's ``image`` input."""
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+class MultiChannelAugInput(T.AugInput):
+    """``AugInput`` whose image may have any number of channels (see module docstring)."""
+
+    def transform(self, tfm: T.Transform) -> None:
+        self.image = apply_image_transform(tfm, self.image)
+        if self.boxes is not None:
+            self.boxes = tfm.apply_box(self.boxes)
+        if self.sem_seg is not None:
+            self.sem_seg = tfm.apply_segmentation(self.sem_seg)
+
+
+class RandomGamma(T.Augmentation):
+    """Gamma correction ``255 * (x / 255) ** gamma`` with gamma uniform in a range.
+
+    MRI contrast varies non-linearly across scanners; gamma mimics that better than
+    a linear contrast change alone.
+    """
+
+    def __init__(self, gamma_min: float, gamma_max: float):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        gamma = float(np.random.uniform(self.gamma_min, self.gamma_max))
+        lut = (255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.float32)
+
+        def apply(img: np.ndarray) -> np.ndarray:
+            return lut[np.clip(img, 0, 255).astype(np.uint8)]
+
+        return T.ColorTransform(apply)
+
+
+class RandomZoom(T.Augmentation):
+    """Scale the image about its centre by a factor in [lo, hi], keeping its size."""
+
+    def __init__(self, lo: float, hi: float):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        s = float(np.random.uniform(self.lo, self.hi))
+        # Source rectangle (x0, y0, x1, y1) whose content fills the output.
+        cw, ch = w / s, h / s
+        x0, y0 = (w - cw) / 2, (h - ch) / 2
+        return T.ExtentTransform((x0, y0, x0 + cw, y0 + ch), (h, w))
+
+
+def build_mri_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
+    """Resize (as Detectron2 does) plus, in training, flip/rotation/scale/intensity.
+
+    Geometric augmentations stay mild: anatomy has a canonical orientation, and
+    large rotations never occur in real axial MRI.
+    """
+    augs: list[T.Augmentation] = [
+        T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN if is_train else cfg.INPUT.MIN_SIZE_TEST,
+            cfg.INPUT.MAX_SIZE_TRAIN if is_train else cfg.INPUT.MAX_SIZE_TEST,
+            cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING if is_train else "choice",
+        )
+    ]
+    if not is_train:
+        return augs
+    a = cfg.BRAINSEG.AUGMENT
+    if a.FLIP_PROB > 0:
+        augs.append(T.RandomFlip(prob=a.FLIP_PROB, horizontal=True, vertical=False))
+    if a.ROTATION > 0:
+        augs.append(T.RandomRotation([-a.ROTATION, a.ROTATION], expand=False))
+    if tuple(a.SCALE) != (1.0, 1.0):
+        # Zoom about the centre, output keeps its size so batches stay uniform.
+        augs.append(RandomZoom(*a.SCALE))
+    if tuple(a.BRIGHTNESS) != (1.0, 1.0):
+        augs.append(T.RandomBrightness(*a.BRIGHTNESS))
+    if tuple(a.CONTRAST) != (1.0, 1.0):
+        augs.append(T.RandomContrast(*a.CONTRAST))
+    if tuple(a.GAMMA) != (1.0, 1.0):
+        augs.append(RandomGamma(*a.GAMMA))
+    return augs

@@ -1,0 +1,266 @@
+"""Choosing the post-processing settings on validation volumes, instead of by hand.
+
+The sweep (``brainseg-tune``, ``tools/tune_postprocess.py``, and the demo) runs
+the model once over every validation volume, keeps each category's per-voxel
+score (:func:`~brainseg_d2.postprocessing.score_maps_from_output`: the dense
+head's probability, or the best covering instance's score), and then scores
+every setting of a grid of ``BRAINSEG.POSTPROCESS`` keys on those maps:
+
+* ``SCORE_THRESH``: where voxels enter the masks;
+* ``MIN_VOLUME_3D``: 3D components smaller than this many voxels go;
+* ``COMPONENT_SCORE_THRESH``: hysteresis, a 3D component needs a voxel scoring
+  at least this (one value for every category; ``()`` is off).
+
+Every other key keeps the config's value. The objective is the mean over the
+BraTS regions of the mean volume Dice over volumes (both empty = 1, as BraTS
+scores it, so a false positive on a tumour-free volume costs a whole 1).
+Ties go to the setting that changes the least: the lowest minimum volume,
+hysteresis off, and the score threshold closest to 0.5. Volumes are processed one
+at a time, so memory does not grow with the validation set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from brainseg_d2.evaluation.metrics import confusion_counts, scores_from_counts
+from brainseg_d2.labels import Target
+from brainseg_d2.postprocessing import (
+    PostprocessParams,
+    postprocess_volume,
+    probabilities_to_masks_and_seeds,
+)
+
+__all__ = [
+    "DEFAULT_GRID",
+    "TuningGrid",
+    "best_setting",
+    "region_dice",
+    "sweep",
+    "write_tuned_config",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TuningGrid:
+    """Values tried for each swept ``BRAINSEG.POSTPROCESS`` key (every combination).
+
+    Attributes:
+        score_thresh: ``SCORE_THRESH`` values.
+        min_volume_3d: ``MIN_VOLUME_3D`` values (voxels).
+        component_score_thresh: ``COMPONENT_SCORE_THRESH`` values; ``()`` is off.
+    """
+
+    score_thresh: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    min_volume_3d: tuple[int, ...] = (0, 50, 200)
+    component_score_thresh: tuple[tuple[float, ...], ...] = ((), (0.8,), (0.9,), (0.95,))
+
+    def settings(self, base: PostprocessParams) -> list[PostprocessParams]:
+        """Every combination, as ``base`` with the swept keys replaced."""
+        return [
+            replace(base, enabled=True, score_threshold=t, min_volume_3d=v,
+                    component_score_threshold=c)
+            for t, v, c in itertools.product(
+                self.score_thresh, self.min_volume_3d, self.component_score_thresh
+            )
+        ]  # fmt: skip
+
+
+DEFAULT_GRID = TuningGrid()
+
+
+def region_dice(masks: np.ndarray, gt: np.ndarray, target: Target) -> dict[str, float]:
+    """Volume Dice per BraTS region the target expresses (both empty = 1).
+
+    Args:
+        masks, gt: bool ``(C, S, H, W)`` category masks.
+        target: the dataset's target (which categories form which region).
+
+    Returns:
+        region name -> Dice.
+    """
+    from brainseg_d2.evaluation.evaluator import region_categories
+
+    out = {}
+    for region, idx in region_categories(target).items():
+        pred = np.logical_or.reduce(masks[list(idx)])
+        ref = np.logical_or.reduce(gt[list(idx)])
+        out[region] = scores_from_counts(*confusion_counts(pred, ref), empty_score=1.0)["dice"]
+    return out
+
+
+def sweep(
+    volumes: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    target: Target,
+    settings: Sequence[PostprocessParams],
+) -> list[dict]:
+    """Score every setting on every volume.
+
+    Args:
+        volumes: ``(volume_id, scores, gt)`` with float ``(C, S, H, W)`` per-voxel
+            scores in [0, 1] and bool ``(C, S, H, W)`` ground truth.
+        target: the dataset's target.
+        settings: post-processing settings to try.
+
+    Returns:
+        one dict per setting: ``params``, ``dice`` (region -> mean over volumes),
+        ``objective`` (mean over regions) and ``num_volumes``.
+    """
+    totals: list[dict[str, float]] = [defaultdict(float) for _ in settings]
+    count = 0
+    for volume_id, scores, gt in volumes:
+        count += 1
+        for i, params in enumerate(settings):
+            masks, seeds = probabilities_to_masks_and_seeds(scores, params)
+            masks = postprocess_volume(masks, params, enforce_nesting=target.nested, seeds=seeds)
+            for region, dice in region_dice(masks, gt, target).items():
+                totals[i][region] += dice
+        logger.info("tuning: scored %d settings on %s", len(settings), volume_id)
+    if not count:
+        raise ValueError("no validation volume to tune the post-processing on")
+    results = []
+    for params, total in zip(settings, totals):
+        dice = {region: value / count for region, value in total.items()}
+        results.append(
+            {"params": params, "dice": dice, "objective": float(np.mean(list(dice.values()))),
+             "num_volumes": count}
+        )  # fmt: skip
+    return results
+
+
+def _simplicity(params: PostprocessParams) -> tuple:
+    """Sort key among equal objectives: the setting that changes the least first."""
+    return (
+        params.min_volume_3d,
+        max(params.component_score_threshold, default=0.0),
+        abs(params.score_threshold - 0.5),
+    )
+
+
+def best_setting(results: Sequence[Mapping]) -> Mapping:
+    """The result with the highest objective (ties: :func:`_simplicity`)."""
+    if not results:
+        raise ValueError("no tuning results to choose from")
+    top = max(round(r["objective"], 6) for r in results)
+    tied = [r for r in results if round(r["objective"], 6) == top]
+    return min(tied, key=lambda r: _simplicity(r["params"]))
+
+
+#: First line of every config :func:`write_tuned_config` writes; only such files are replaced.
+TUNED_HEADER = "# brainseg_d2: config with the post-processing chosen on validation data"
+
+
+def write_tuned_config(cfg, params: PostprocessParams, path: str | Path) -> Path:
+    """Write ``cfg`` with ``BRAINSEG.POSTPROCESS`` replaced by ``params`` as a full YAML config.
+
+    The file can be passed as ``--config-file`` to every tool (it needs no
+    ``_BASE_``). An existing file is replaced only if this function wrote it.
+
+    Raises:
+        ValueError: ``path`` exists and was not written here.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            ours = path.read_text(encoding="utf-8").startswith(TUNED_HEADER)
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"{path} exists and is not a tuned config written here; choose "
+                             "another output")
+    tuned = cfg.clone()
+    tuned.defrost()
+    for key, value in params.to_cfg_dict().items():
+        tuned.BRAINSEG.POSTPROCESS[key] = list(value) if isinstance(value, tuple) else value
+    tuned.freeze()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{TUNED_HEADER}\n{tuned.dump()}", encoding="utf-8")
+    return path
+
+
+def iter_volume_scores(
+    model, cfg, dataset_name: str, *, source: str | None = None
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Run ``model`` over a registered dataset, one volume at a time.
+
+    Args:
+        model: a Detectron2 model in eval mode.
+        cfg: the config (test mapper, mask source).
+        dataset_name: a dataset written by ``brainseg-convert`` (label PNGs).
+        source: mask source (default ``cfg.BRAINSEG.MASK_SOURCE``).
+
+    Yields:
+        ``(volume_id, scores, gt)``: float16 ``(C, S, H, W)`` scores (slices the
+        dataset lacks score 0) and bool ground truth from the label PNGs.
+    """
+    import torch
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper, read_label_png
+    from brainseg_d2.labels import get_target
+    from brainseg_d2.postprocessing import score_maps_from_output
+
+    source = source or cfg.BRAINSEG.MASK_SOURCE
+    target = get_target(MetadataCatalog.get(dataset_name).target)
+    num_categories = len(target.categories)
+    mapper = BrainSegDatasetMapper(cfg, is_train=False)
+    by_volume: dict[str, list[dict]] = defaultdict(list)
+    for d in DatasetCatalog.get(dataset_name):
+        by_volume[d["volume_id"]].append(d)
+    batch = max(int(cfg.SOLVER.IMS_PER_BATCH), 1)
+    for volume_id in sorted(by_volume):
+        dicts = sorted(by_volume[volume_id], key=lambda d: d["slice_index"])
+        first = dicts[0]
+        shape = (num_categories, int(first["num_slices"]), first["height"], first["width"])
+        scores = np.zeros(shape, dtype=np.float16)
+        gt = np.zeros(shape, dtype=bool)
+        for start in range(0, len(dicts), batch):
+            chunk = dicts[start : start + batch]
+            with torch.inference_mode():
+                outputs = model([mapper(d) for d in chunk])
+            for d, out in zip(chunk, outputs):
+                s = int(d["slice_index"])
+                scores[:, s] = score_maps_from_output(out, num_categories, source)
+                if "sem_seg_file_name" in d:
+                    gt[:, s] = target.masks_from_tissue(read_label_png(d["sem_seg_file_name"]))
+        yield volume_id, scores.astype(np.float32), gt
+
+
+def tune_postprocess(
+    model, cfg, dataset_name: str, grid: TuningGrid = DEFAULT_GRID
+) -> tuple[PostprocessParams, list[dict]]:
+    """Sweep ``grid`` on a validation dataset and return the best setting.
+
+    Args:
+        model: a trained Detectron2 model in eval mode.
+        cfg: its config; keys the grid does not sweep keep their values from
+            ``cfg.BRAINSEG.POSTPROCESS``.
+        dataset_name: the registered validation dataset.
+        grid: values to try.
+
+    Returns:
+        the chosen :class:`PostprocessParams` and every result of :func:`sweep`.
+    """
+    from detectron2.data import MetadataCatalog
+
+    from brainseg_d2.labels import get_target
+
+    target = get_target(MetadataCatalog.get(dataset_name).target)
+    base = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
+    results = sweep(iter_volume_scores(model, cfg, dataset_name), target, grid.settings(base))
+    best = best_setting(results)
+    logger.info(
+        "tuning on %s (%d volumes): best %s, objective %.4f, Dice %s",
+        dataset_name, best["num_volumes"], best["params"].to_cfg_dict(), best["objective"],
+        {k: round(v, 4) for k, v in best["dice"].items()},
+    )  # fmt: skip
+    return best["params"], results

@@ -1,0 +1,97 @@
+"""Post-processing tuning: the sweep picks the best setting on hand-made volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainseg_d2.config import get_brainseg_cfg
+from brainseg_d2.evaluation.tuning import (
+    TuningGrid,
+    best_setting,
+    region_dice,
+    sweep,
+    write_tuned_config,
+)
+from brainseg_d2.labels import get_target
+from brainseg_d2.postprocessing import PostprocessParams
+
+BINARY = get_target("binary")
+GRID = TuningGrid(
+    score_thresh=(0.5, 0.7), min_volume_3d=(0, 50), component_score_thresh=((), (0.75,))
+)
+
+
+def _volumes():
+    """Two (1, 8, 16, 16) volumes.
+
+    ``tumour``: a 4 x 6 x 6 lesion scored 0.6 (a 0.7 threshold loses it) and a
+    3-voxel speck scored 0.9 far away (only a minimum volume removes it).
+    ``healthy``: no tumour, a 2-voxel speck scored 0.95.
+    """
+    scores = np.zeros((1, 8, 16, 16), np.float32)
+    gt = np.zeros(scores.shape, bool)
+    scores[0, 2:6, 2:8, 2:8] = 0.6
+    gt[0, 2:6, 2:8, 2:8] = True
+    scores[0, 7, 14, 12:15] = 0.9
+    healthy = np.zeros_like(scores)
+    healthy[0, 4, 10, 10:12] = 0.95
+    return [("tumour", scores, gt), ("healthy", healthy, np.zeros_like(gt))]
+
+
+def test_sweep_picks_the_minimum_volume_that_removes_confident_specks():
+    results = sweep(_volumes(), BINARY, GRID.settings(PostprocessParams()))
+    assert len(results) == 8 and all(r["num_volumes"] == 2 for r in results)
+    best = best_setting(results)
+    assert best["params"].score_threshold == 0.5
+    assert best["params"].min_volume_3d == 50
+    assert best["params"].component_score_threshold == ()
+    assert best["objective"] == pytest.approx(1.0)
+    default = next(r for r in results if r["params"].min_volume_3d == 0
+                   and r["params"].score_threshold == 0.5
+                   and not r["params"].component_score_threshold)  # fmt: skip
+    # 144 lesion voxels + 3 speck voxels: Dice 288/291; the healthy volume scores 0.
+    assert default["dice"]["WT"] == pytest.approx((288 / 291 + 0.0) / 2)
+
+
+def test_ties_go_to_the_setting_that_changes_least():
+    results = [
+        {"params": PostprocessParams(score_threshold=0.7), "objective": 0.9},
+        {"params": PostprocessParams(score_threshold=0.5, min_volume_3d=50), "objective": 0.9},
+        {"params": PostprocessParams(score_threshold=0.4), "objective": 0.9},
+        {"params": PostprocessParams(score_threshold=0.3), "objective": 0.8},
+    ]
+    assert best_setting(results)["params"].score_threshold == 0.4
+
+
+def test_region_dice_of_nested_regions_from_tissue_classes():
+    labels = get_target("labels")  # necrotic, edema, enhancing -> WT, TC, ET
+    gt = np.zeros((3, 1, 4, 4), bool)
+    gt[1, 0, :2] = True  # edema
+    gt[2, 0, 2:] = True  # enhancing
+    pred = gt.copy()
+    pred[2, 0, 3] = False  # half the enhancing tumour is missed
+    dice = region_dice(pred, gt, labels)
+    assert dice == {"WT": pytest.approx(2 * 12 / 28), "TC": pytest.approx(2 / 3),
+                    "ET": pytest.approx(2 / 3)}  # fmt: skip
+
+
+def test_tuned_config_loads_back(tmp_path):
+    cfg = get_brainseg_cfg()
+    params = PostprocessParams(score_threshold=0.6, min_volume_3d=50,
+                               component_score_threshold=(0.9,))  # fmt: skip
+    path = write_tuned_config(cfg, params, tmp_path / "config_tuned.yaml")
+    back = get_brainseg_cfg()
+    back.merge_from_file(str(path), allow_unsafe=False)
+    assert PostprocessParams.from_cfg(back.BRAINSEG.POSTPROCESS) == params
+
+
+def test_tuned_config_never_replaces_a_file_it_did_not_write(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("MODEL:\n  WEIGHTS: keep\n")
+    with pytest.raises(ValueError, match="not a tuned config written here"):
+        write_tuned_config(get_brainseg_cfg(), PostprocessParams(), path)
+    assert path.read_text() == "MODEL:\n  WEIGHTS: keep\n"
+    ours = write_tuned_config(get_brainseg_cfg(), PostprocessParams(), tmp_path / "t.yaml")
+    write_tuned_config(get_brainseg_cfg(), PostprocessParams(min_volume_3d=5), ours)  # replaced
+    assert "MIN_VOLUME_3D: 5" in ours.read_text()

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Choose the post-processing (BRAINSEG.POSTPROCESS) on a validation split; write the config.
+
+    tools/tune_postprocess.py --config-file CFG MODEL.WEIGHTS output/model_final.pth
+    tools/tune_postprocess.py --config-file CFG --dataset brats2021_val \\
+        --output output/config_tuned.yaml MODEL.WEIGHTS output/model_final.pth
+
+Runs the model once over every volume of the dataset, scores a grid of
+SCORE_THRESH x MIN_VOLUME_3D x COMPONENT_SCORE_THRESH on volume Dice (see
+brainseg_d2/evaluation/tuning.py), prints the table and writes the config with
+the best setting, usable as --config-file by every tool.
+"""
+
+import sys
+
+from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
+
+quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
+
+from pathlib import Path  # noqa: E402
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config-file", required=True, metavar="FILE", help="model config (YAML)")
+    p.add_argument("--dataset", help="registered validation split (default: DATASETS.TEST[0])")
+    p.add_argument(
+        "--output", type=Path, help="tuned config to write (default: OUTPUT_DIR/config_tuned.yaml)"
+    )
+    p.add_argument("opts", nargs="...", metavar="KEY VALUE",
+                   help="config overrides, e.g. MODEL.WEIGHTS output/model_final.pth")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    args.eval_only, args.num_gpus, args.num_machines = True, 1, 1
+    try:
+        from detectron2.utils.logger import setup_logger
+
+        from brainseg_d2.engine.trainer import Trainer, build_cfg_from_args, load_eval_weights
+        from brainseg_d2.evaluation.tuning import tune_postprocess, write_tuned_config
+
+        cfg = build_cfg_from_args(args)
+        dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+        if dataset is None:
+            raise ValueError("no validation split: give --dataset or set DATASETS.TEST")
+        output = args.output or Path(cfg.OUTPUT_DIR) / "config_tuned.yaml"
+        model = Trainer.build_model(cfg)
+        load_eval_weights(model, cfg)
+        setup_logger(name="brainseg_d2")
+        best, results = tune_postprocess(model.eval(), cfg, dataset)
+    except ValueError as exc:
+        print_error(exc)
+        return 2
+    regions = list(results[0]["dice"])
+    print("SCORE_THRESH MIN_VOLUME_3D COMPONENT_SCORE_THRESH " + " ".join(regions) + " mean")
+    for r in sorted(results, key=lambda r: -r["objective"]):
+        p = r["params"]
+        dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)
+        hysteresis = list(p.component_score_threshold) or "off"
+        print(f"{p.score_threshold} {p.min_volume_3d} {hysteresis} {dice} {r['objective']:.4f}")
+    path = write_tuned_config(cfg, best, output)
+    print(f"best on {dataset} ({results[0]['num_volumes']} volumes): "
+          f"{ {k: v for k, v in best.to_cfg_dict().items()} }")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
