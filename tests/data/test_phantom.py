@@ -1,11 +1,14 @@
-"""Tests for the built-in MRI phantom (brainseg_d2.data.phantom).
+"""Tests for the built-in MRI phantom (brainseg_d2.data.phantom and its parts).
 
-Most tests use 2 mm voxels so the whole file runs in seconds; generated cases
-are cached per (seed, spacing, p_empty) because generation is deterministic.
+Rendered cases use 3-4 mm voxels so the whole file runs in seconds; they are
+cached per (seed, spacing, p_empty) because generation is deterministic.
+Rates and ranges are checked on plans (:func:`phantom.plan_case`), which
+draw everything but the images in about a millisecond.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 import sys
@@ -17,20 +20,36 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from brainseg_d2.data import phantom
+from brainseg_d2.data.phantom_contrast import SEQUENCES, TISSUES, ContrastParams
+from brainseg_d2.data.phantom_tumour import (
+    HIGH_GRADE_PATTERNS,
+    LOW_GRADE_PATTERNS,
+    TumourParams,
+)
 from brainseg_d2.labels import CONVENTIONS, raw_to_tissue
 
 pytest.importorskip("nilearn")
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = 2.0  # mm
+FAST = 3.0  # mm
 NCR, ED, ET = 1, 2, 4  # BraTS 2021 raw labels
 CSF, GM, WM = 1, 2, 3  # PhantomCase.anatomy codes
-POOL = range(6)  # seeds of the cached 2 mm cases most tests share
+POOL = range(6)  # seeds of the cached 3 mm cases most tests share
+DEFAULTS = phantom.PhantomParams()
+
+
+def _with(**tumour) -> phantom.PhantomParams:
+    return dataclasses.replace(DEFAULTS, tumour=dataclasses.replace(DEFAULTS.tumour, **tumour))
 
 
 @functools.cache
-def _case(seed: int, spacing: float = FAST, p_empty: float = 0.0) -> phantom.PhantomCase:
-    return phantom.generate_case(seed, spacing=spacing, p_empty=p_empty)
+def _case(seed, spacing: float = FAST, p_empty: float = 0.0, params=None) -> phantom.PhantomCase:
+    return phantom.generate_case(seed, spacing=spacing, p_empty=p_empty, params=params)
+
+
+@functools.cache
+def _plans(n: int = 400, p_empty: float = 0.1, params=None) -> list[phantom.CasePlan]:
+    return [phantom.plan_case((0, i), p_empty=p_empty, params=params) for i in range(n)]
 
 
 def _arrays(case: phantom.PhantomCase) -> dict[str, np.ndarray]:
@@ -40,11 +59,16 @@ def _arrays(case: phantom.PhantomCase) -> dict[str, np.ndarray]:
     return out
 
 
-def _full_tumour_seeds() -> list[int]:
-    """Seeds of POOL whose case has necrosis, edema and enhancement."""
-    found = [s for s in POOL if {NCR, ED, ET} <= set(np.unique(_arrays(_case(s))["seg"]).tolist())]
-    assert len(found) >= 2, "most high-grade tumours should have all three labels"
-    return found
+def _ml(mask: np.ndarray, spacing: float) -> float:
+    return float(np.count_nonzero(mask)) * spacing**3 / 1000.0
+
+
+def _binomial_ok(hits: int, n: int, p: float) -> bool:
+    """``hits`` of ``n`` is within 4 standard deviations of ``n * p``."""
+    return abs(hits - n * p) <= 4 * np.sqrt(n * p * (1 - p)) + 1
+
+
+# --- layout, labels, geometry -------------------------------------------------
 
 
 def test_dataset_has_brats2021_layout_and_case_seeds(tmp_path):
@@ -76,87 +100,15 @@ def test_tumour_lies_inside_skull_stripped_brain():
         a = _arrays(_case(seed))
         tumour = a["seg"] > 0
         assert tumour.any()
-        for m in phantom.MODALITIES:
-            assert (a[m][tumour] > 0).all(), m  # no label where the images are background
         assert (a["anatomy"][tumour] > 0).all()
         # Skull-stripped: exactly zero outside the brain, positive inside.
         brain = a["anatomy"] > 0
-        assert (a["flair"][~brain] == 0).all() and (a["flair"][brain] > 0).all()
-
-
-def test_necrosis_in_enhancing_rim_in_edema():
-    for seed in _full_tumour_seeds():
-        seg = _arrays(_case(seed))["seg"]
-        ncr, et, wt = seg == NCR, seg == ET, seg > 0
-        tc = ncr | et
-        assert not (tc & ~ndimage.binary_dilation(wt)).any()
-        # Necrosis is walled off by enhancing tumour, barely touching edema.
-        # Nearest-neighbour warping can break a one-voxel wall here and there.
-        ncr_shell = ndimage.binary_dilation(ncr) & ~ncr
-        assert np.mean(seg[ncr_shell] == ED) < 0.1
-        assert np.mean(et[ncr_shell]) > 0.7
-        # Edema wraps the core (the rest of the shell is CSF or brain surface).
-        core_shell = ndimage.binary_dilation(tc) & ~tc
-        assert np.mean(seg[core_shell] == ED) > 0.6
-        assert (seg == ED).sum() > tc.sum() * 0.5
-
-
-def _mean(image: np.ndarray, mask: np.ndarray) -> float:
-    assert mask.sum() > 10
-    return float(image[mask].mean())
-
-
-def test_contrasts_look_like_glioma_mri():
-    for seed in _full_tumour_seeds():
-        a = _arrays(_case(seed))
-        far = ~ndimage.binary_dilation(a["seg"] > 0, iterations=3)
-        csf, gm, wm = ((a["anatomy"] == t) & far for t in (CSF, GM, WM))
-        ed, et, ncr = (a["seg"] == v for v in (ED, ET, NCR))
-        t1, t1ce, t2, flair = (a[m] for m in ("t1", "t1ce", "t2", "flair"))
-
-        assert _mean(flair, ed) > 1.3 * _mean(flair, wm)
-        assert _mean(t1ce, et) / _mean(t1ce, wm) > 1.4 * _mean(t1, et) / _mean(t1, wm)
-        assert _mean(t1ce, ncr) < _mean(t1ce, et)  # dark necrosis in a bright rim
-        assert _mean(t1, wm) > _mean(t1, gm) > _mean(t1, csf)
-        assert _mean(t1, ncr) < _mean(t1, wm)
-        assert _mean(t2, csf) > _mean(t2, gm) > _mean(t2, wm)
-        assert _mean(t2, ed) > _mean(t2, wm)
-        assert _mean(flair, csf) < _mean(flair, wm) < _mean(flair, gm)
-
-
-def test_same_seed_gives_identical_arrays():
-    first = _arrays(_case(1))
-    again = _arrays(phantom.generate_case(1, spacing=FAST, p_empty=0.0))
-    for key in first:
-        assert first[key].tobytes() == again[key].tobytes(), key
-
-
-def test_different_seeds_give_different_cases():
-    a, b = _arrays(_case(0)), _arrays(_case(1))
-    assert not np.array_equal(a["seg"], b["seg"])
-    assert not np.array_equal(a["flair"], b["flair"])
-
-
-def test_p_empty_one_gives_tumour_free_cases():
-    case = _case(0, p_empty=1.0)
-    a = _arrays(case)
-    assert not case.has_tumour and case.kind == "empty"
-    assert not a["seg"].any()
-    assert (a["t1"] > 0).sum() * FAST**3 > 1_000_000  # still a brain: > 1 litre
-
-
-def test_empty_fraction_follows_p_empty():
-    # Only the first random draw decides; checked without building the volumes.
-    draws = [phantom._case_rng((0, i)).random() for i in range(400)]
-    assert 0.05 < np.mean(np.array(draws) < 0.1) < 0.15
-
-
-def test_p_empty_zero_always_has_tumour():
-    assert all(_case(seed).has_tumour for seed in POOL)
+        for m in phantom.MODALITIES:
+            assert (a[m][~brain] == 0).all() and (a[m][brain] > 0).all(), m
 
 
 @pytest.mark.parametrize("spacing", [FAST, 4.0])
-def test_geometry_spacing_and_direction(spacing):
+def test_geometry_spacing_direction_and_field_of_view(spacing):
     case = _case(0, spacing=spacing)
     ref = case.seg
     for img in [*case.images.values(), case.anatomy]:
@@ -167,6 +119,23 @@ def test_geometry_spacing_and_direction(spacing):
     direction = np.array(ref.GetDirection()).reshape(3, 3)
     np.testing.assert_allclose(direction @ direction.T, np.eye(3), atol=1e-9)
     assert not np.allclose(direction, np.eye(3))  # template LPS direction kept
+    # Padded to BraTS's 240 x 240 x 155 mm (never cropped).
+    extent = np.array(ref.GetSize()) * spacing
+    assert (extent >= np.array([240, 240, 155]) - spacing).all()
+
+
+def test_field_of_view_none_keeps_the_brain_box():
+    params = dataclasses.replace(
+        DEFAULTS, anatomy=dataclasses.replace(DEFAULTS.anatomy, field_of_view_mm=None)
+    )
+    small = _case(0, params=params)
+    big = _case(0)
+    assert np.prod(small.seg.GetSize()) < np.prod(big.seg.GetSize())
+    # Same content, only background added around it.
+    np.testing.assert_array_equal(
+        np.sort(_arrays(small)["t2"][_arrays(small)["anatomy"] > 0]),
+        np.sort(_arrays(big)["t2"][_arrays(big)["anatomy"] > 0]),
+    )
 
 
 def test_written_files_share_geometry(tmp_path):
@@ -182,6 +151,261 @@ def test_written_files_share_geometry(tmp_path):
         sitk.GetArrayFromImage(sitk.ReadImage(str(path / "Case_A_seg.nii.gz"))),
         _arrays(_case(2))["seg"],
     )
+
+
+def test_every_generated_case_converts(tmp_path):
+    from brainseg_d2.data.convert import ConvertOptions, convert_dataset
+    from brainseg_d2.data.sources import find_brats_cases
+
+    phantom.generate_dataset(tmp_path / "cases", 6, seed=3, spacing=4.0, p_empty=0.2)
+    info = convert_dataset(
+        find_brats_cases(tmp_path / "cases"),
+        tmp_path / "ds",
+        ConvertOptions(split=(0.5, 0.25, 0.25), seed=0),
+        progress=False,
+    )
+    assert sum(c["volumes"] for c in info["counts"].values()) == 6
+    assert not info["skipped"]
+
+
+# --- determinism ----------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_arrays():
+    first = _arrays(_case(1))
+    again = _arrays(phantom.generate_case(1, spacing=FAST, p_empty=0.0))
+    for key in first:
+        assert first[key].tobytes() == again[key].tobytes(), key
+
+
+def test_different_seeds_give_different_cases():
+    a, b = _arrays(_case(0)), _arrays(_case(1))
+    assert not np.array_equal(a["seg"], b["seg"])
+    for m in phantom.MODALITIES:
+        assert not np.array_equal(a[m], b[m])
+
+
+def test_plan_is_the_same_at_every_spacing():
+    plan = phantom.plan_case(4, p_empty=0.0)
+    assert _case(4).plan == plan
+    assert _case(4, spacing=4.0).plan == plan
+
+
+def test_rates_move_only_their_own_decisions():
+    # Turning mass effect off leaves the rest of the plan as it was.
+    with_mass, without = (
+        _plans(60, 0.0, _with(p_mass_effect=1.0)),
+        _plans(60, 0.0, _with(p_mass_effect=0.0)),
+    )
+    for a, b in zip(with_mass, without):
+        assert a.tumour.kind == b.tumour.kind and a.appearance == b.appearance
+        assert [x.volume_ml for x in a.tumour.lesions] == [x.volume_ml for x in b.tumour.lesions]
+        assert all(x.mass_effect > 0 for x in a.tumour.lesions)
+        assert all(x.mass_effect == 0 for x in b.tumour.lesions)
+
+
+# --- tumour-free cases ------------------------------------------------------------
+
+
+def test_p_empty_one_gives_tumour_free_cases():
+    case = _case(0, p_empty=1.0)
+    a = _arrays(case)
+    assert not case.has_tumour and case.kind == "empty"
+    assert not a["seg"].any()
+    assert (a["t1"] > 0).sum() * FAST**3 > 1_000_000  # still a brain: > 1 litre
+
+
+def test_empty_fraction_follows_p_empty():
+    plans = _plans(400, 0.1)
+    empty = sum(p.kind == "empty" for p in plans)
+    assert _binomial_ok(empty, 400, 0.1)
+
+
+def test_p_empty_zero_always_has_tumour():
+    assert all(_case(seed).has_tumour for seed in POOL)
+
+
+# --- morphology -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p_multifocal, p_mass_effect", [(0.15, 0.7), (0.5, 0.3)])
+def test_multifocal_and_mass_effect_occur_at_their_rates(p_multifocal, p_mass_effect):
+    params = _with(p_multifocal=p_multifocal, p_mass_effect=p_mass_effect)
+    plans = [p.tumour for p in _plans(400, 0.0, params)]
+    assert _binomial_ok(sum(p.multifocal for p in plans), 400, p_multifocal)
+    assert _binomial_ok(sum(p.mass_effect for p in plans), 400, p_mass_effect)
+    assert _binomial_ok(sum(p.kind == "low_grade" for p in plans), 400, params.tumour.p_low_grade)
+    lo, hi = params.tumour.satellites
+    assert all(lo + 1 <= len(p.lesions) <= hi + 1 for p in plans if p.multifocal)
+
+
+def test_planned_sizes_span_the_configured_range():
+    volumes = np.array([p.tumour.volume_ml for p in _plans(400, 0.0)])
+    lo, hi = DEFAULTS.tumour.volume_ml
+    assert volumes.min() >= lo and volumes.max() <= hi
+    assert volumes.min() < 3.0 and volumes.max() > 150.0
+    assert 0.05 < np.mean(volumes < 5.0) and 0.15 < np.mean(volumes > 100.0)
+
+
+@pytest.mark.parametrize("volume_ml", [4.0, 120.0])
+def test_rendered_volume_matches_the_plan(volume_ml):
+    params = _with(volume_ml=(volume_ml, volume_ml), p_multifocal=0.0)
+    for seed in range(3):
+        case = _case(seed, params=params)
+        wt = _ml(_arrays(case)["seg"] > 0, FAST)
+        # Edema confined to brain (not CSF) and islands dropped cost a little.
+        assert 0.6 * volume_ml <= wt <= 1.25 * volume_ml, (seed, wt)
+
+
+def test_locations_and_patterns_cover_their_choices():
+    plans = [p.tumour for p in _plans(400, 0.0)]
+    lesions = [lesion for p in plans for lesion in p.lesions]
+    assert {x.location for x in lesions} == {"lobar", "periventricular", "cortical", "satellite"}
+    high = {x.pattern for p in plans if p.kind == "high_grade" for x in p.lesions}
+    low = {x.pattern for p in plans if p.kind == "low_grade" for x in p.lesions}
+    assert high == set(HIGH_GRADE_PATTERNS) and low == set(LOW_GRADE_PATTERNS)
+
+
+def test_sites_lie_where_their_names_say():
+    tpl = phantom._load_template(phantom._SITE_SPACING)
+    sites = phantom._sites()
+    for name, points in sites.items():
+        idx = np.round(phantom._grid_index(tpl.reference, points)).astype(int).T
+        depth, vent = tpl.depth[tuple(idx)], tpl.ventricle_distance[tuple(idx)]
+        if name == "periventricular":
+            assert (vent < 8.5).all() and (vent > 0).all()
+        elif name == "cortical":
+            assert (depth < 14.5).all()
+        else:
+            assert (depth > 14.5).all() and (vent > 7.5).all()
+
+
+@pytest.mark.parametrize(
+    "pattern, expect",
+    [
+        ("thick_rim", {NCR, ET}),  # necrotic centre walled by enhancing tumour
+        ("nodular", {NCR, ET}),  # enhancing nodules in non-enhancing tumour
+        ("solid", {ET}),
+    ],
+)
+def test_enhancement_patterns(pattern, expect):
+    params = _with(patterns=((pattern, 1.0),), p_low_grade=0.0, p_multifocal=0.0)
+    params = dataclasses.replace(
+        params, tumour=dataclasses.replace(params.tumour, volume_ml=(60.0, 60.0))
+    )
+    seg = _arrays(_case(0, params=params))["seg"]
+    core = set(np.unique(seg[(seg == NCR) | (seg == ET)]).tolist())
+    assert core == expect
+    if pattern == "thick_rim":
+        ncr, et = seg == NCR, seg == ET
+        shell = ndimage.binary_dilation(ncr) & ~ncr
+        assert np.mean(et[shell]) > 0.7  # necrosis barely touches edema
+        assert ncr.sum() > 0.2 * (ncr | et).sum()
+
+
+def test_low_grade_tumours_do_not_enhance():
+    params = _with(p_low_grade=1.0, p_low_grade_enhancement=0.0)
+    for seed in range(3):
+        seg = _arrays(_case(seed, params=params))["seg"]
+        assert (seg == NCR).any() and not (seg == ET).any()
+
+
+def test_multifocal_cases_have_separate_lesions():
+    params = _with(p_multifocal=1.0, satellites=(1, 1), satellite_fraction=(0.4, 0.5))
+    parts = []
+    for seed in range(4):
+        seg = _arrays(_case(seed, params=params))["seg"]
+        _, n = ndimage.label((seg == NCR) | (seg == ET))
+        parts.append(n)
+    assert sum(n >= 2 for n in parts) >= 3  # satellites may touch the main lesion
+
+
+def test_mass_effect_displaces_tissue():
+    # Pushing tissue aside rather than replacing it: the brain grows by the
+    # displaced share of the core, the tumour keeps its planned size.
+    on, off = _with(p_mass_effect=1.0, p_multifocal=0.0), _with(p_mass_effect=0.0, p_multifocal=0.0)
+    for seed in range(3):
+        a, b = _case(seed, params=on), _case(seed, params=off)
+        lesion = a.plan.tumour.lesions[0]
+        grown = _ml(_arrays(a)["anatomy"] > 0, FAST) - _ml(_arrays(b)["anatomy"] > 0, FAST)
+        expected = lesion.mass_effect * lesion.core_ml
+        assert 0.5 * expected < grown < 1.5 * expected + 2.0, (seed, grown, expected)
+        core_a = _ml(np.isin(_arrays(a)["seg"], [NCR, ET]), FAST)
+        assert 0.6 * lesion.core_ml < core_a < 1.4 * lesion.core_ml
+
+
+def test_mass_effect_map_keeps_volume_outside_and_pushes_away():
+    rng = np.random.default_rng(0)
+    centre, radius, m = np.zeros(3), 10.0, 0.5
+    far = rng.normal(size=(500, 3))
+    far *= rng.uniform(12.0, 40.0, (500, 1)) / np.linalg.norm(far, axis=1, keepdims=True)
+    pulled = phantom._mass_effect(far, centre, radius, m)
+    r, r0 = np.linalg.norm(far, axis=1), np.linalg.norm(pulled, axis=1)
+    assert (r0 < r).all()  # template content appears further out: pushed away
+    np.testing.assert_allclose(r**3 - r0**3, m * radius**3, rtol=1e-9)  # shells keep volume
+
+
+# --- appearance -----------------------------------------------------------------
+
+
+def test_appearance_draws_lie_in_the_configured_ranges():
+    c: ContrastParams = DEFAULTS.contrast
+    for plan in _plans(200, 0.1):
+        look = plan.appearance
+        assert set(look) == set(SEQUENCES)
+        for seq, a in look.items():
+            assert set(a.means) == set(TISSUES) and a.means["wm"] == 1.0
+            for tissue, value in a.means.items():
+                if seq == "t1ce" and tissue in ("et", "nec", "net"):
+                    continue
+                if tissue != "wm":
+                    lo, hi = c.means[seq][tissue]
+                    assert lo <= value <= hi, (seq, tissue, value)
+            assert c.gamma[0] <= a.gamma <= c.gamma[1]
+            assert c.noise_sd[0] <= a.noise_sd <= c.noise_sd[1]
+            assert c.bias_sd[0] <= a.bias_sd <= c.bias_sd[1]
+            assert c.gain[0] <= a.gain <= c.gain[1]
+            assert a.slice_axis is None or c.slice_mm[0] <= a.slice_mm <= c.slice_mm[1]
+        t1, t1ce = look["t1"].means, look["t1ce"].means
+        assert c.enhancement[0] <= t1ce["et"] / t1["et"] <= c.enhancement[1]
+        for tissue, r in (("nec", c.t1ce_nec), ("net", c.t1ce_net)):
+            assert r[0] <= t1ce[tissue] / t1ce["et"] <= r[1]
+        assert t1ce["et"] > t1["et"]  # enhancement
+        assert t1ce["nec"] < t1ce["et"]  # dark necrosis in a bright rim
+
+
+def test_thick_slices_occur_at_their_rate():
+    looks = [a for p in _plans(200, 0.1) for a in p.appearance.values()]
+    thick = sum(a.slice_axis is not None for a in looks)
+    assert _binomial_ok(thick, len(looks), DEFAULTS.contrast.p_thick_slices)
+    assert {a.slice_axis for a in looks} == {None, 0, 1, 2}
+
+
+def _mean(image: np.ndarray, mask: np.ndarray) -> float:
+    assert mask.sum() > 5
+    return float(image[mask].mean())
+
+
+def test_rendered_contrasts_follow_the_draws():
+    ratios = []
+    for seed in POOL:
+        a = _arrays(_case(seed))
+        seg, anatomy = a["seg"], a["anatomy"]
+        far = ~ndimage.binary_dilation(seg > 0, iterations=2)
+        inner = ndimage.binary_erosion(anatomy > 0, iterations=2)
+        wm, et, ed = (anatomy == WM) & far & inner, seg == ET, seg == ED
+        assert _mean(a["flair"], ed) > _mean(a["flair"], wm)  # edema hyperintense on FLAIR
+        assert _mean(a["t2"], ed) > _mean(a["t2"], wm)
+        if et.sum() > 5:
+            ratios.append(
+                (_mean(a["t1ce"], et) / _mean(a["t1ce"], wm))
+                / (_mean(a["t1"], et) / _mean(a["t1"], wm))
+            )
+    # Enhancing tumour is brighter, relative to white matter, on T1ce than on T1.
+    assert len(ratios) >= 2 and min(ratios) > 1.0 and np.mean(ratios) > 1.2
+
+
+# --- parameters, errors, CLI -----------------------------------------------------
 
 
 def test_write_case_refuses_existing_case_folder(tmp_path):
@@ -208,6 +432,30 @@ def test_bad_parameters_raise_value_error(kwargs):
         phantom.generate_case(0, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TumourParams(p_multifocal=1.5),
+        lambda: TumourParams(volume_ml=(50.0, 10.0)),
+        lambda: TumourParams(mass_effect=(0.2, 1.0)),
+        lambda: TumourParams(patterns=(("ring", 1.0),)),
+        lambda: TumourParams(p_periventricular=0.7, p_cortical=0.6),
+        lambda: ContrastParams(gamma=(0.0, 1.0)),
+        lambda: ContrastParams(means={"t1": {}}),
+        lambda: phantom.AnatomyParams(brain_scale=(0.0, 1.0)),
+    ],
+)
+def test_bad_params_raise_value_error(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", [], True])
+def test_bad_seed_raises_value_error(seed):
+    with pytest.raises(ValueError, match="seed"):
+        phantom.plan_case(seed)
+
+
 def test_missing_nilearn_says_pip_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "nilearn", None)  # makes `import nilearn` fail
     with pytest.raises(ImportError, match="pip install nilearn"):
@@ -216,7 +464,7 @@ def test_missing_nilearn_says_pip_install(monkeypatch):
 
 def test_cli_writes_cases_and_refuses_non_empty_output(tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["--out", str(out), "--num-cases", "1", "--seed", "4", "--spacing", "2"]
+    args = ["--out", str(out), "--num-cases", "1", "--seed", "4", "--spacing", "3"]
     assert phantom.main(args) == 0
     stdout = capsys.readouterr().out
     assert "Phantom_00000" in stdout and "wrote 1 cases" in stdout

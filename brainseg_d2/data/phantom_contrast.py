@@ -1,0 +1,380 @@
+"""Domain-randomised MRI appearance for the phantom (after SynthSeg, Billot et al. 2023).
+
+Per case and per sequence, :func:`draw_appearance` draws every tissue's mean
+signal relative to white matter from its own range (a distribution per tissue
+per sequence rather than one fixed table), a scanner gain, within-tissue
+texture, a bias-field strength, a noise level, a gamma, and an acquisition
+resolution (in-plane blur, and with some probability thick slices along one
+axis). :func:`render_sequence` applies them to tissue fractions.
+
+The ranges keep the contrasts that define the tumour regions in every draw
+(edema hyperintense on FLAIR and T2; enhancing tumour brighter, relative to
+white matter, on T1ce than on T1; necrosis darker than enhancing tumour on
+T1ce) and vary everything else widely. They were chosen so that the per-tissue
+intensities of real BraTS scans after the converter's normalisation fall well
+inside what the phantom produces (``bench/phantom.py --real``; BENCHMARKS.md).
+
+Arrays are numpy ``(z, y, x)`` float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from brainseg_d2.data.phantom_fields import smooth_noise, upsample
+
+SEQUENCES = ("flair", "t1", "t1ce", "t2")
+#: Normal tissues, tumour tissues (NEC/NET are both BraTS label 1) and enhancing vessels.
+TISSUES = ("csf", "gm", "wm", "ed", "et", "nec", "net", "vessel")
+
+Range = tuple[float, float]
+
+
+class FrozenTable(Mapping):
+    """A read-only, hashable mapping (nested mappings are frozen too)."""
+
+    def __init__(self, data: Mapping) -> None:
+        self._data = {
+            k: FrozenTable(v) if isinstance(v, Mapping) else tuple(v) if isinstance(v, list) else v
+            for k, v in data.items()
+        }
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._data.items())))
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+
+def _default_means() -> dict[str, dict[str, Range]]:
+    # Signal relative to white matter (wm = 1), each drawn log-uniformly. T1ce's
+    # et, nec and net are not here: et derives from T1's, nec and net from
+    # T1ce's et (see ContrastParams).
+    return {
+        "flair": {
+            "csf": (0.3, 0.9),
+            "gm": (0.9, 1.45),
+            "ed": (1.25, 2.4),
+            "et": (1.1, 2.4),
+            "nec": (0.6, 2.4),
+            "net": (1.15, 2.4),
+            "vessel": (0.5, 1.5),
+        },
+        "t1": {
+            "csf": (0.4, 0.85),
+            "gm": (0.65, 0.97),
+            "ed": (0.75, 1.05),
+            "et": (0.65, 1.25),
+            "nec": (0.45, 1.05),
+            "net": (0.6, 1.05),
+            "vessel": (0.4, 1.0),
+        },
+        "t1ce": {
+            "csf": (0.4, 0.95),
+            "gm": (0.65, 1.0),
+            "ed": (0.7, 1.05),
+            "vessel": (2.0, 4.5),
+        },
+        "t2": {
+            "csf": (1.6, 4.5),
+            "gm": (1.05, 1.6),
+            "ed": (1.1, 2.4),
+            "et": (1.1, 2.4),
+            "nec": (1.2, 3.0),
+            "net": (1.2, 2.6),
+            "vessel": (0.3, 1.2),
+        },
+    }
+
+
+@dataclass(frozen=True)
+class ContrastParams:
+    """Ranges of the per-sequence appearance draw.
+
+    Attributes:
+        means: sequence -> tissue -> (low, high) signal relative to white matter,
+            drawn log-uniformly; T1ce's et, nec and net come from the ratios below.
+        enhancement: T1ce/T1 ratio of enhancing tumour (each relative to white matter).
+        t1ce_nec / t1ce_net: necrosis / non-enhancing tumour relative to enhancing
+            tumour on T1ce (below 1: dark in a bright rim).
+        gain: scanner gain (raw intensity of white matter), log-uniform.
+        texture: within-tissue heterogeneity of normal tissue (relative sd).
+        tumour_texture: the same for tumour tissue.
+        bias_sd: standard deviation of the log bias field.
+        noise_sd: noise standard deviation relative to white matter.
+        gamma: exponent applied to the image scaled by its gain, log-uniform.
+        rim: signal just outside the brain (skull, meninges, background),
+            relative to white matter: the brain's edge voxels are partly that, so
+            skull-stripped scans have a dark rim, the darkest voxels of real scans.
+        blur_mm: in-plane blur (Gaussian FWHM in mm); 0 keeps the grid's resolution.
+        p_thick_slices: probability that a sequence is acquired with thick slices.
+        slice_mm: slice thickness when it is.
+        slice_axes: (axial, coronal, sagittal) weights of the thick-slice axis.
+    """
+
+    means: Mapping[str, Mapping[str, Range]] = field(default_factory=_default_means)
+    enhancement: Range = (1.25, 2.6)
+    t1ce_nec: Range = (0.3, 0.85)
+    t1ce_net: Range = (0.4, 0.9)
+    gain: Range = (300.0, 3000.0)
+    texture: Range = (0.01, 0.04)
+    tumour_texture: Range = (0.03, 0.15)
+    bias_sd: Range = (0.0, 0.12)
+    noise_sd: Range = (0.005, 0.05)
+    gamma: Range = (0.6, 1.5)
+    rim: Range = (0.0, 0.25)
+    blur_mm: Range = (0.0, 1.5)
+    p_thick_slices: float = 0.5
+    slice_mm: Range = (2.0, 6.0)
+    slice_axes: tuple[float, float, float] = (0.6, 0.2, 0.2)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "means", FrozenTable(self.means))  # hashable, read-only
+        missing = [s for s in SEQUENCES if s not in self.means]
+        if missing:
+            raise ValueError(f"means has no entry for {missing}")
+        for seq, table in self.means.items():
+            need = {"csf", "gm", "ed", "vessel"} | (
+                set() if seq == "t1ce" else {"et", "nec", "net"}
+            )
+            if need - set(table):
+                raise ValueError(f"means[{seq!r}] lacks {sorted(need - set(table))}")
+            for tissue, r in table.items():
+                _check_range(f"means[{seq!r}][{tissue!r}]", r, positive=True)
+        for name in ("enhancement", "t1ce_nec", "t1ce_net", "gain", "gamma"):
+            _check_range(name, getattr(self, name), positive=True)
+        for name in (
+            "texture",
+            "tumour_texture",
+            "bias_sd",
+            "noise_sd",
+            "rim",
+            "blur_mm",
+            "slice_mm",
+        ):
+            _check_range(name, getattr(self, name))
+        if not 0.0 <= self.p_thick_slices <= 1.0:
+            raise ValueError(f"p_thick_slices must be between 0 and 1, got {self.p_thick_slices}")
+
+
+def _check_range(name: str, r: Range, positive: bool = False) -> None:
+    if len(r) != 2 or not (0 < r[0] if positive else 0 <= r[0]) or not r[0] <= r[1]:
+        raise ValueError(
+            f"{name} must be (low, high) with {'0 <' if positive else '0 <='} low <= high, got {r}"
+        )
+
+
+@dataclass(frozen=True)
+class SequenceAppearance:
+    """One sequence's drawn appearance.
+
+    Attributes:
+        means: tissue -> signal relative to white matter (``wm`` is 1).
+        gain: raw intensity of white matter.
+        texture / tumour_texture: relative sd of the within-tissue texture.
+        bias_sd: sd of the log bias field.
+        noise_sd: noise sd relative to white matter.
+        gamma: intensity exponent.
+        rim: signal outside the brain relative to white matter.
+        blur_mm: in-plane blur FWHM in mm.
+        slice_axis: array axis (0 z, 1 y, 2 x) of thick slices, or None.
+        slice_mm: slice thickness along ``slice_axis``.
+    """
+
+    means: dict[str, float]
+    gain: float
+    texture: float
+    tumour_texture: float
+    bias_sd: float
+    noise_sd: float
+    gamma: float
+    rim: float
+    blur_mm: float
+    slice_axis: int | None
+    slice_mm: float
+
+
+def _log_uniform(rng: np.random.Generator, r: Range) -> float:
+    return float(np.exp(rng.uniform(np.log(r[0]), np.log(r[1]))))
+
+
+def draw_appearance(
+    rng: np.random.Generator, params: ContrastParams
+) -> dict[str, SequenceAppearance]:
+    """Draw every sequence's appearance (no images; a fixed number of draws).
+
+    Returns:
+        sequence name (:data:`SEQUENCES`) -> :class:`SequenceAppearance`.
+    """
+    out = {}
+    t1_tumour: dict[str, float] = {}
+    for seq in SEQUENCES:
+        table = params.means[seq]
+        means = {"wm": 1.0}
+        for tissue in TISSUES:
+            if tissue == "wm":
+                continue
+            value = _log_uniform(rng, table.get(tissue, (1.0, 1.0)))
+            if seq == "t1ce" and tissue == "et":
+                value = t1_tumour["et"] * _log_uniform(rng, params.enhancement)
+            elif seq == "t1ce" and tissue in ("nec", "net"):
+                ratio = params.t1ce_nec if tissue == "nec" else params.t1ce_net
+                value = means["et"] * _log_uniform(rng, ratio)
+            means[tissue] = value
+        if seq == "t1":
+            t1_tumour = {k: means[k] for k in ("et", "nec", "net")}
+        u_thick, u_axis = rng.random(2)
+        axis = int(np.searchsorted(np.cumsum(params.slice_axes) / sum(params.slice_axes), u_axis))
+        out[seq] = SequenceAppearance(
+            means=means,
+            gain=_log_uniform(rng, params.gain),
+            texture=float(rng.uniform(*params.texture)),
+            tumour_texture=float(rng.uniform(*params.tumour_texture)),
+            bias_sd=float(rng.uniform(*params.bias_sd)),
+            noise_sd=float(rng.uniform(*params.noise_sd)),
+            gamma=_log_uniform(rng, params.gamma),
+            rim=float(rng.uniform(*params.rim)),
+            blur_mm=float(rng.uniform(*params.blur_mm)),
+            # Axial slices are along z (array axis 0), coronal y (1), sagittal x (2).
+            slice_axis=min(axis, 2) if u_thick < params.p_thick_slices else None,
+            slice_mm=float(rng.uniform(*params.slice_mm)),
+        )
+    return out
+
+
+@dataclass
+class TissueMaps:
+    """Everything a sequence is rendered from, on the output grid.
+
+    Attributes:
+        brain: bool (z, y, x) brain mask; images are 0 outside.
+        fractions: normal tissue -> float32 (z, y, x) fraction (csf, gm, wm; sum 1
+            in the brain).
+        texture: float32 (z, y, x) unit-variance smooth texture of normal tissue.
+        tumour_box: slices of the tumour's bounding box (None without tumour).
+        tumour: ``ed`` -> float32 box array, the edema's opacity over normal
+            tissue (covers the whole lesion, fuzzy border); ``et``, ``nec``,
+            ``net`` -> fractions of the core tissues (sum <= 1).
+        tumour_texture: float32 box array, unit variance.
+        vessels: (flat indices, float32 weights) of enhancing vessels.
+        edge: float32 (z, y, x) brain share of each voxel near the brain's edge
+            (1 inside, falling to ~0.5 at the mask's border): partial volume with
+            what lies outside.
+        spacing: voxel size in mm.
+    """
+
+    brain: np.ndarray
+    fractions: dict[str, np.ndarray]
+    texture: np.ndarray
+    tumour_box: tuple[slice, ...] | None
+    tumour: dict[str, np.ndarray]
+    tumour_texture: np.ndarray | None
+    vessels: tuple[np.ndarray, np.ndarray]
+    edge: np.ndarray
+    spacing: float
+
+
+def render_sequence(
+    rng: np.random.Generator, maps: TissueMaps, look: SequenceAppearance
+) -> np.ndarray:
+    """One sequence's float32 (z, y, x) image: positive in the brain, 0 outside.
+
+    Order: tissue means with texture -> tumour blended on top -> vessels ->
+    bias field -> partial volume with the rim at the brain's edge -> noise ->
+    acquisition blur / thick slices -> gamma.
+    """
+    m = look.means
+    image = (
+        maps.fractions["csf"] * m["csf"]
+        + maps.fractions["gm"] * m["gm"]
+        + maps.fractions["wm"] * m["wm"]
+    )
+    image *= 1.0 + look.texture * maps.texture
+    if maps.tumour_box is not None:
+        region = image[maps.tumour_box]
+        tex = 1.0 + look.tumour_texture * maps.tumour_texture
+        # Edema over normal tissue (its weight covers the whole lesion, fading
+        # at the border), then the core's tissues in proportion to their fractions.
+        region += maps.tumour["ed"] * (m["ed"] * tex - region)
+        core = [maps.tumour[t] for t in ("et", "nec", "net") if t in maps.tumour]
+        if core:
+            region *= 1.0 - sum(core)
+            for tissue in ("et", "nec", "net"):
+                if tissue in maps.tumour:
+                    region += maps.tumour[tissue] * (m[tissue] * tex)
+    idx, weight = maps.vessels
+    flat = image.reshape(-1)
+    flat[idx] += weight * (m["vessel"] - flat[idx])
+
+    brain = maps.brain
+    shape = image.shape
+    bias = upsample(rng.standard_normal((4, 4, 4), dtype=np.float32), shape)
+    bias *= look.bias_sd / max(float(bias[brain].std()), 1e-6)
+    image *= np.exp(bias - bias[brain].mean())
+    inside = image[brain]
+    edge = maps.edge[brain]
+    inside *= edge
+    inside += (1.0 - edge) * look.rim
+    inside += rng.standard_normal(inside.size, dtype=np.float32) * look.noise_sd
+    # Outside the brain the scanner sees the rim signal, not nothing: blurring
+    # mixes that in at the edge, as in skull-stripped real scans.
+    image.fill(look.rim)
+    image[brain] = inside
+
+    sigma = look.blur_mm / 2.355 / maps.spacing
+    if sigma > 0.2:
+        for axis in range(3):
+            if axis != look.slice_axis:
+                image = ndimage.gaussian_filter1d(image, sigma, axis=axis, truncate=3.0)
+    if look.slice_axis is not None and look.slice_mm > 1.2 * maps.spacing:
+        image = _thick_slices(image, look.slice_axis, look.slice_mm / maps.spacing)
+
+    out = np.zeros(shape, np.float32)
+    # Gamma on the WM-relative scale, then the scanner gain.
+    values = np.maximum(image[brain], 1e-3)
+    out[brain] = np.power(values, look.gamma) * look.gain
+    return out
+
+
+def _thick_slices(image: np.ndarray, axis: int, factor: float) -> np.ndarray:
+    """Acquire slices ``factor`` voxels thick along ``axis``, then interpolate back.
+
+    Each slice integrates a Gaussian profile (FWHM = thickness); the volume is
+    resampled linearly from the slice centres, as scanners and BraTS did.
+    """
+    n = image.shape[axis]
+    blurred = ndimage.gaussian_filter1d(image, factor / 2.355, axis=axis, truncate=2.5)
+    n_slices = max(2, int(np.ceil((n - 1) / factor)) + 1)
+    centres = np.linspace(0.0, n - 1.0, n_slices)
+    # Sample the slices (linear interpolation between grid planes)...
+    lo = np.clip(np.floor(centres).astype(int), 0, n - 2)
+    frac = (centres - lo).astype(np.float32)
+    shape = [1] * image.ndim
+    shape[axis] = -1
+    slices = np.take(blurred, lo, axis=axis) * (1 - frac.reshape(shape))
+    slices += np.take(blurred, lo + 1, axis=axis) * frac.reshape(shape)
+    # ...and interpolate the grid back from them.
+    pos = np.arange(n) / (n - 1.0) * (n_slices - 1.0)
+    j = np.clip(np.floor(pos).astype(int), 0, n_slices - 2)
+    w = (pos - j).astype(np.float32).reshape(shape)
+    out = np.take(slices, j, axis=axis) * (1 - w)
+    out += np.take(slices, j + 1, axis=axis) * w
+    return out
+
+
+def tumour_texture_field(rng: np.random.Generator, shape: tuple[int, ...], spacing: float):
+    """Unit-variance texture of tumour tissue (float32, ``shape``): 2-4 mm blobs."""
+    return smooth_noise(rng, shape, max(1.0, rng.uniform(2.0, 4.0) / spacing))

@@ -1,0 +1,462 @@
+"""Glioma morphology for the MRI phantom: a cheap random plan, then rendering.
+
+:func:`plan_tumour` draws everything about a case's tumour that is a number or
+a choice (grade, lesions, sites, volumes, enhancement pattern, mass effect)
+without touching an image, so rates and ranges can be checked over many
+cases in milliseconds. :func:`render_tumour` turns a plan into a map of tumour
+tissue codes on the template grid.
+
+Shapes are ranked random fields, so volumes are exact: a lesion's core is the
+``N`` voxels with the smallest lobulated "radius" (several random ellipsoids,
+their outline modulated by smooth noise), and its edema is the next voxels by
+the same radius stretched outside white matter, so edema reaches further
+along white matter than into grey matter and stops at the ventricles.
+
+Arrays are numpy ``(z, y, x)``; physical points are LPS millimetres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from brainseg_d2.data.phantom_fields import smooth_noise
+
+# Tumour tissue codes of a rendered map (not raw label values): necrosis,
+# edema, enhancing tumour, non-enhancing tumour. NEC and NET are both BraTS
+# label 1 (NCR/NET) but look different.
+NEC, ED, ET, NET = 1, 2, 3, 4
+
+LOCATIONS = ("lobar", "periventricular", "cortical")
+_MASS_BALL = 1.4  # mass-effect ball radius / core sphere radius
+HIGH_GRADE_PATTERNS = ("thin_rim", "thick_rim", "partial_rim", "nodular", "solid")
+LOW_GRADE_PATTERNS = ("non_enhancing", "patchy")
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class TumourParams:
+    """Rates and ranges of the tumour plan; every range is drawn uniformly unless noted.
+
+    Attributes:
+        p_low_grade: share of tumour cases that are low-grade (non-enhancing core).
+        p_multifocal: share of tumour cases with satellite lesions.
+        p_mass_effect: share of tumour cases whose cores push tissue aside.
+        volume_ml: whole-tumour volume (all lesions, core + edema) in the output image.
+        volume_skew: the volume is ``lo * (hi / lo) ** (u ** volume_skew)`` with
+            ``u`` uniform: 1 is log-uniform, smaller favours large tumours (0.5:
+            median ~50 ml, ~8% under 5 ml, ~30% over 100 ml for 1-250 ml).
+        core_fraction_high / core_fraction_low: core (NCR + ET) share of a lesion.
+        p_periventricular / p_cortical: share of lesions next to the ventricles /
+            under the cortex; the rest are in deep lobar white matter.
+        patterns: high-grade enhancement patterns and their weights.
+        p_low_grade_enhancement: share of low-grade tumours with patchy enhancement.
+        thin_rim_mm / thick_rim_mm: enhancing wall thickness of thin / thick rims
+            (partial rims draw from both).
+        enhancing_fraction: rim coverage of a partial rim, or core share of the
+            nodules of a nodular or patchy pattern.
+        satellites: (min, max) extra lesions of a multifocal case.
+        satellite_fraction: volume of a satellite relative to the main lesion.
+        satellite_distance_mm: centre distance of a satellite from the main lesion.
+        mass_effect: share of the core volume that displaces tissue (the rest
+            replaces it) when a case has mass effect.
+        lobes: (min, max) ellipsoids in a core.
+        lobulation: amplitude of the smooth noise on the core outline.
+        edema_wm_preference: how much further edema reaches in white matter than
+            outside it (radius stretch factor ``1 + p * (1 - wm)``).
+        edema_irregularity: amplitude of the smooth noise on the edema outline.
+        edema_border_mm: width of the edema's fuzzy border in the images (the
+            label is the half-maximum level).
+    """
+
+    p_low_grade: float = 0.25
+    p_multifocal: float = 0.15
+    p_mass_effect: float = 0.7
+    volume_ml: Range = (1.0, 250.0)
+    volume_skew: float = 0.5
+    core_fraction_high: Range = (0.15, 0.65)
+    core_fraction_low: Range = (0.25, 0.85)
+    p_periventricular: float = 0.3
+    p_cortical: float = 0.3
+    patterns: tuple[tuple[str, float], ...] = (
+        ("thin_rim", 0.25),
+        ("thick_rim", 0.3),
+        ("partial_rim", 0.2),
+        ("nodular", 0.15),
+        ("solid", 0.1),
+    )
+    p_low_grade_enhancement: float = 0.15
+    thin_rim_mm: Range = (1.5, 3.0)
+    thick_rim_mm: Range = (3.5, 8.0)
+    enhancing_fraction: Range = (0.2, 0.7)
+    satellites: tuple[int, int] = (1, 2)
+    satellite_fraction: Range = (0.05, 0.5)
+    satellite_distance_mm: Range = (20.0, 60.0)
+    mass_effect: Range = (0.2, 0.8)
+    lobes: tuple[int, int] = (1, 5)
+    lobulation: Range = (0.05, 0.35)
+    edema_wm_preference: Range = (0.5, 3.0)
+    edema_irregularity: Range = (0.1, 0.4)
+    edema_border_mm: Range = (1.0, 3.0)
+
+    def __post_init__(self) -> None:
+        for name in ("p_low_grade", "p_multifocal", "p_mass_effect", "p_low_grade_enhancement"):
+            _check_probability(name, getattr(self, name))
+        _check_probability(
+            "p_periventricular + p_cortical", self.p_periventricular + self.p_cortical
+        )
+        for name, value in vars(self).items():
+            if isinstance(value, tuple) and len(value) == 2 and not isinstance(value[0], tuple):
+                if not 0 <= value[0] <= value[1]:
+                    raise ValueError(
+                        f"{name} must be (low, high) with 0 <= low <= high, got {value}"
+                    )
+        if not self.volume_ml[0] > 0:
+            raise ValueError(f"volume_ml must be positive, got {self.volume_ml}")
+        if not 0.0 < self.mass_effect[1] < 1.0:
+            raise ValueError(f"mass_effect must lie below 1, got {self.mass_effect}")
+        if not self.lobes[0] >= 1:
+            raise ValueError(f"lobes must be at least 1, got {self.lobes}")
+        names = [p for p, _ in self.patterns]
+        unknown = sorted(set(names) - set(HIGH_GRADE_PATTERNS))
+        if unknown or not self.patterns or min(w for _, w in self.patterns) < 0:
+            raise ValueError(
+                f"patterns must give non-negative weights to {HIGH_GRADE_PATTERNS}, got "
+                f"{self.patterns}"
+            )
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One lesion of a tumour plan.
+
+    Attributes:
+        centre: template-space physical point (LPS mm) of the core.
+        location: one of :data:`LOCATIONS`.
+        volume_ml: lesion volume (core + edema) in the output image.
+        core_fraction: core share of ``volume_ml``.
+        pattern: one of :data:`HIGH_GRADE_PATTERNS` or :data:`LOW_GRADE_PATTERNS`.
+        rim_mm: enhancing wall thickness (rim patterns).
+        enhancing_fraction: rim coverage (partial rim) or nodule share of the core.
+        mass_effect: share of the core volume that displaces tissue; 0 for none.
+        lobes, lobulation: core shape.
+        edema_wm_preference, edema_irregularity, edema_border_mm: edema shape.
+    """
+
+    centre: tuple[float, float, float]
+    location: str
+    volume_ml: float
+    core_fraction: float
+    pattern: str
+    rim_mm: float
+    enhancing_fraction: float
+    mass_effect: float
+    lobes: int
+    lobulation: float
+    edema_wm_preference: float
+    edema_irregularity: float
+    edema_border_mm: float
+
+    @property
+    def core_ml(self) -> float:
+        return self.volume_ml * self.core_fraction
+
+    @property
+    def core_radius_mm(self) -> float:
+        """Radius of a sphere of the core's volume in the output image."""
+        return float(np.cbrt(3.0 * self.core_ml * 1000.0 / (4.0 * np.pi)))
+
+    @property
+    def mass_ball(self) -> tuple[float, float]:
+        """(radius mm, displaced share) of the ball the mass effect inflates.
+
+        The ball is wider than the core's sphere so that it holds the core's
+        lobes; its displaced share is set so that ``mass_effect`` of the core's
+        volume is displaced.
+        """
+        return _MASS_BALL * self.core_radius_mm, self.mass_effect / _MASS_BALL**3
+
+
+@dataclass(frozen=True)
+class TumourPlan:
+    """A case's tumour before rendering.
+
+    Attributes:
+        kind: ``"empty"``, ``"high_grade"`` or ``"low_grade"``.
+        lesions: main lesion first, then satellites; empty for ``"empty"``.
+    """
+
+    kind: str
+    lesions: tuple[Lesion, ...] = ()
+
+    @property
+    def multifocal(self) -> bool:
+        return len(self.lesions) > 1
+
+    @property
+    def mass_effect(self) -> bool:
+        return any(lesion.mass_effect > 0 for lesion in self.lesions)
+
+    @property
+    def volume_ml(self) -> float:
+        return float(sum(lesion.volume_ml for lesion in self.lesions))
+
+
+def plan_tumour(
+    rng: np.random.Generator,
+    params: TumourParams,
+    sites: Mapping[str, np.ndarray],
+    p_empty: float,
+    site_spacing: float,
+) -> TumourPlan:
+    """Draw a tumour plan.
+
+    The case-level decisions (empty, grade, multifocal, mass effect) each use
+    their own first draw, and every lesion draws the same numbers whatever its
+    pattern, so changing one rate changes only the decisions it governs.
+
+    Args:
+        rng: the case's plan generator.
+        params: rates and ranges.
+        sites: location name -> (N, 3) template-space physical points where a
+            lesion centre may sit (every name of :data:`LOCATIONS`, each non-empty).
+        p_empty: probability of a tumour-free case.
+        site_spacing: mm between site points; centres are jittered within it.
+
+    Returns:
+        the plan.
+    """
+    u_empty, u_grade, u_multi, u_mass = rng.random(4)
+    n_satellites = int(rng.integers(params.satellites[0], params.satellites[1] + 1))
+    fractions = rng.uniform(*params.satellite_fraction, size=params.satellites[1])
+    lo, hi = params.volume_ml
+    total = lo * (hi / lo) ** (rng.random() ** params.volume_skew)
+    if u_empty < p_empty:
+        return TumourPlan("empty")
+    high = u_grade >= params.p_low_grade
+    n_satellites = n_satellites if u_multi < params.p_multifocal else 0
+    main_volume = total / (1.0 + fractions[:n_satellites].sum())
+    mass = u_mass < params.p_mass_effect
+
+    p_loc = [1.0 - params.p_periventricular - params.p_cortical, params.p_periventricular]
+    location = LOCATIONS[int(np.searchsorted(np.cumsum(p_loc), rng.random(), side="right"))]
+    centre = _pick_site(rng, sites[location], site_spacing)
+    lesions = [_draw_lesion(rng, params, high, location, centre, main_volume, mass)]
+    near = np.concatenate([sites["lobar"], sites["cortical"]])
+    for i in range(n_satellites):
+        dist = np.linalg.norm(near - centre, axis=1)
+        lo_d, hi_d = params.satellite_distance_mm
+        pool = near[(dist >= lo_d) & (dist <= hi_d)]
+        site = _pick_site(rng, pool if len(pool) else near, site_spacing)
+        volume = main_volume * fractions[i]
+        lesions.append(_draw_lesion(rng, params, high, "satellite", site, volume, mass))
+    return TumourPlan("high_grade" if high else "low_grade", tuple(lesions))
+
+
+def _pick_site(rng: np.random.Generator, pool: np.ndarray, spacing: float) -> np.ndarray:
+    return pool[rng.integers(len(pool))] + rng.uniform(-spacing / 2, spacing / 2, 3)
+
+
+def _draw_lesion(
+    rng: np.random.Generator,
+    params: TumourParams,
+    high: bool,
+    location: str,
+    centre: np.ndarray,
+    volume_ml: float,
+    mass: bool,
+) -> Lesion:
+    names = [n for n, _ in params.patterns]
+    weights = np.array([w for _, w in params.patterns], float)
+    u_pattern, u_low, u_thin, u_thick = rng.random(4)
+    if high:
+        pattern = names[int(np.searchsorted(np.cumsum(weights) / weights.sum(), u_pattern))]
+    else:
+        pattern = "patchy" if u_low < params.p_low_grade_enhancement else "non_enhancing"
+    thin = params.thin_rim_mm[0] + u_thin * (params.thin_rim_mm[1] - params.thin_rim_mm[0])
+    thick = params.thick_rim_mm[0] + u_thick * (params.thick_rim_mm[1] - params.thick_rim_mm[0])
+    rim = {"thin_rim": thin, "thick_rim": thick, "partial_rim": thin if u_low < 0.5 else thick}
+    core_range = params.core_fraction_high if high else params.core_fraction_low
+    core_fraction = rng.uniform(*core_range)
+    mass_effect = rng.uniform(*params.mass_effect)
+    return Lesion(
+        centre=tuple(float(v) for v in centre),
+        location=location,
+        volume_ml=float(volume_ml),
+        core_fraction=float(core_fraction),
+        pattern=pattern,
+        rim_mm=float(rim.get(pattern, thin)),
+        enhancing_fraction=float(rng.uniform(*params.enhancing_fraction)),
+        mass_effect=float(mass_effect) if mass else 0.0,
+        lobes=int(rng.integers(params.lobes[0], params.lobes[1] + 1)),
+        lobulation=float(rng.uniform(*params.lobulation)),
+        edema_wm_preference=float(rng.uniform(*params.edema_wm_preference)),
+        edema_irregularity=float(rng.uniform(*params.edema_irregularity)),
+        edema_border_mm=float(rng.uniform(*params.edema_border_mm)),
+    )
+
+
+def render_tumour(
+    rng: np.random.Generator,
+    plan: TumourPlan,
+    *,
+    wm: np.ndarray,
+    csf: np.ndarray,
+    brain: np.ndarray,
+    spacing: float,
+    to_index: Callable[[np.ndarray], np.ndarray],
+    volume_scales: Sequence[float],
+) -> np.ndarray:
+    """Tumour tissue codes on the template grid.
+
+    Args:
+        rng: the case's rendering generator.
+        plan: from :func:`plan_tumour`.
+        wm, csf: float32 (z, y, x) white-matter and CSF fractions of the template.
+        brain: bool (z, y, x) brain mask of the template.
+        spacing: isotropic voxel size in mm.
+        to_index: physical point (3,) -> continuous (z, y, x) index.
+        volume_scales: per lesion, template volume per output volume where it
+            lands (the deformation's Jacobian), so that planned volumes come out
+            in the output image.
+
+    Returns:
+        uint8 (z, y, x) map of :data:`NEC`, :data:`ED`, :data:`ET`, :data:`NET` (0 elsewhere).
+    """
+    codes = np.zeros(brain.shape, np.uint8)
+    for lesion, scale in zip(plan.lesions, volume_scales):
+        _render_lesion(rng, lesion, codes, wm, csf, brain, spacing, to_index, scale)
+    return codes
+
+
+def _render_lesion(rng, lesion, codes, wm, csf, brain, spacing, to_index, volume_scale) -> None:
+    voxel_ml = spacing**3 / 1000.0
+    # The warp inflates the mass-effect ball (which holds the core) by
+    # 1 / (1 - share): draw the core that much smaller.
+    core_n = max(1, round(lesion.core_ml * (1.0 - lesion.mass_ball[1]) * volume_scale / voxel_ml))
+    edema_n = round(lesion.volume_ml * (1.0 - lesion.core_fraction) * volume_scale / voxel_ml)
+    r_core = np.cbrt(3.0 * core_n * spacing**3 / (4.0 * np.pi))
+    r_lesion = np.cbrt(3.0 * (core_n + edema_n) * spacing**3 / (4.0 * np.pi))
+    centre = np.asarray(to_index(np.asarray(lesion.centre)))
+    half = (1.8 * r_lesion + 1.0 * r_core) / spacing + 3
+    box = tuple(
+        slice(int(max(0, np.floor(c - half))), int(min(n, np.ceil(c + half) + 1)))
+        for c, n in zip(centre, codes.shape)
+    )
+    shape = tuple(s.stop - s.start for s in box)
+    if min(shape) < 1:
+        return
+    offsets = [
+        ((np.arange(s.start, s.stop, dtype=np.float32) - c) * spacing).reshape(
+            [-1 if a == axis else 1 for a in range(3)]
+        )
+        for axis, (s, c) in enumerate(zip(box, centre))
+    ]
+
+    # Lobulated core: the smallest normalised distance to any lobe ellipsoid.
+    rho = None
+    for k in range(lesion.lobes):
+        shift = np.zeros(3) if k == 0 else _unit(rng) * r_core * rng.uniform(0.2, 0.6)
+        radius = r_core * (1.0 if k == 0 else rng.uniform(0.5, 0.85))
+        d = _ellipsoid_norm(rng, [o - s for o, s in zip(offsets, shift)], 0.25) / radius
+        rho = d if rho is None else np.minimum(rho, d)
+    corr = max(1.5, 0.6 * r_core / spacing)
+    # Multiplicative in log space: the outline bulges and dents, and far voxels
+    # stay far (a linear factor could reach zero anywhere).
+    rho *= np.exp(lesion.lobulation * np.clip(smooth_noise(rng, shape, corr), -2.5, 2.5))
+    region = codes[box]
+    inside = brain[box] & (region == 0)
+    core = _smallest(rho, inside & (csf[box] < 0.6), core_n)
+    core = _largest_component(core)
+
+    # Edema: the same radius, stretched outside white matter and roughened.
+    stretch = 1.0 + lesion.edema_wm_preference * (1.0 - wm[box])
+    noise = np.clip(smooth_noise(rng, shape, max(1.5, 0.4 * r_lesion / spacing)), -2.5, 2.5)
+    reach = rho * stretch * np.exp(lesion.edema_irregularity * noise)
+    edema = _smallest(reach, inside & ~core & (csf[box] < 0.5), edema_n)
+    # Edema islands cut off by sulci or ventricles are dropped.
+    parts, _ = ndimage.label(edema | core)
+    edema &= np.isin(parts, np.unique(parts[core]))
+
+    region[edema] = ED
+    _pattern(rng, lesion, core, region, spacing)
+
+
+def _pattern(rng, lesion: Lesion, core: np.ndarray, region: np.ndarray, spacing: float) -> None:
+    """Write the core's NEC / ET / NET codes into ``region`` following the lesion's pattern."""
+    if not core.any():
+        return
+    sub = ndimage.find_objects(core.astype(np.uint8))[0]
+    sub = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sub)
+    c = core[sub]
+    depth = ndimage.distance_transform_edt(c, sampling=spacing)  # mm to the core's outside
+    shape = c.shape
+    r_core = max(float(depth.max()), spacing)
+    blobs = smooth_noise(rng, shape, max(1.5, 0.35 * r_core / spacing))
+    wobble = np.clip(smooth_noise(rng, shape, max(1.5, 0.5 * r_core / spacing)), -2.5, 2.5)
+    out = np.where(c, NET, 0).astype(np.uint8)
+    pattern = lesion.pattern
+    if pattern in ("thin_rim", "thick_rim", "partial_rim") and r_core < lesion.rim_mm + 2 * spacing:
+        pattern = "solid"  # too small to hold a necrotic centre
+    if pattern in ("thin_rim", "thick_rim", "partial_rim"):
+        # At least one voxel of wall; thick rims are irregular.
+        amp = 0.15 if pattern == "thin_rim" else 0.4
+        wall = c & (depth <= np.maximum(lesion.rim_mm * (1.0 + amp * wobble), 1.01 * spacing))
+        out[c & ~wall] = NEC
+        if pattern == "partial_rim":
+            cut = np.quantile(blobs[wall], 1.0 - lesion.enhancing_fraction)
+            wall &= blobs >= cut  # the rest of the wall stays non-enhancing
+        out[wall] = ET
+    elif pattern in ("nodular", "patchy"):
+        share = lesion.enhancing_fraction * (1.0 if pattern == "nodular" else 0.3)
+        out[c & (blobs >= np.quantile(blobs[c], 1.0 - share))] = ET
+    elif pattern == "solid":
+        out[c] = ET
+    region[sub][c] = out[c]
+
+
+def _smallest(values: np.ndarray, allowed: np.ndarray, n: int) -> np.ndarray:
+    """Mask of the ``n`` allowed voxels with the smallest ``values``."""
+    idx = np.flatnonzero(allowed)
+    mask = np.zeros(values.shape, bool)
+    if n <= 0 or idx.size == 0:
+        return mask
+    if n < idx.size:
+        idx = idx[np.argpartition(values.ravel()[idx], n - 1)[:n]]
+    mask.ravel()[idx] = True
+    return mask
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    parts, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    return parts == np.argmax(np.bincount(parts.ravel())[1:]) + 1
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal(3)
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def _ellipsoid_norm(rng: np.random.Generator, offsets: list[np.ndarray], elongation: float):
+    """|A x| (float32) for broadcast mm ``offsets`` (z, y, x): a random unit-volume ellipsoid."""
+    axes = np.exp(rng.normal(0.0, elongation, 3))
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    a = (np.diag(1.0 / (axes / np.prod(axes) ** (1 / 3))) @ (q * np.sign(np.diag(r)))).astype(
+        np.float32
+    )
+    total = None
+    for i in range(3):
+        row = a[i, 0] * offsets[0] + a[i, 1] * offsets[1] + a[i, 2] * offsets[2]
+        total = row * row if total is None else total + row * row
+    return np.sqrt(total)
