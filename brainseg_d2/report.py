@@ -14,19 +14,23 @@ HTML file that needs nothing else: inline CSS, images embedded as base64
 * per-case tables (regions, then categories): Dice, IoU and HD95 per name,
   raw and post-processed side by side.
 
-CLI: ``python -m brainseg_d2.report --eval-dir D --out report.html [--thumbs DIR]``.
+CLI: ``python -m brainseg_d2.report --eval-dir D --out report.html [--thumbs DIR]``
+(also ``brainseg-report``). An existing ``--out`` is replaced only if it is a
+report this module wrote (its ``<meta name="generator">`` says so), and never
+when it is one of the inputs.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
 import json
 import math
+import os
 import re
 import sys
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +38,8 @@ import cv2
 import numpy as np
 
 from brainseg_d2.labels import REGIONS
+from brainseg_d2.utils.cli import ArgumentParser, print_error
+from brainseg_d2.utils.paths import check_not_input
 
 __all__ = ["find_thumbnails", "load_cases", "main", "write_report"]
 
@@ -56,6 +62,8 @@ SUMMARY_METRICS = (
     "volume_dice", "volume_iou", "volume_hd95", "volume_sensitivity", "volume_precision",
     "lesion_dice", "slice_dice", "slice_iou",
 )  # fmt: skip
+#: In every report's head; an existing file is replaced only if it holds this.
+GENERATOR = '<meta name="generator" content="brainseg_d2.report">'
 _SUMMARY_KEY = re.compile(r"^(?P<metric>[a-z]+_[a-z0-9]+)_(?P<name>.+)_(?P<variant>raw|post)$")
 
 CSS = """
@@ -355,6 +363,8 @@ def write_report(
         cases_csv, summary_json = (Path(p) for p in source)
     else:
         cases_csv, summary_json = Path(source) / CASES_FILE, Path(source) / SUMMARY_FILE
+    out = Path(out_html)
+    check_replaceable_report(out, [cases_csv, summary_json, *(thumbnails or {}).values()])
     rows = load_cases(cases_csv)
     summary = _load_summary(summary_json)
     thumbnails = {str(k): Path(v) for k, v in (thumbnails or {}).items()}
@@ -366,7 +376,7 @@ def write_report(
     esc_title = html.escape(title)
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="en"><head><meta charset="utf-8">{GENERATOR}',
         f"<title>{esc_title}</title><style>{CSS}</style></head><body>",
         f"<h1>{esc_title}</h1>",
         f'<p class="note">{len(volume_ids)} cases from {html.escape(cases_csv.name)} and '
@@ -388,15 +398,40 @@ def write_report(
     if categories:
         parts += ["<h2>Per case: categories</h2>", categories]
     parts.append("</body></html>")
-    out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(parts), encoding="utf-8")
+    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
+        os.replace(tmp, out)  # complete or absent
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m brainseg_d2.report",
+def check_replaceable_report(out: Path, inputs: Sequence[str | Path]) -> None:
+    """Raise unless ``out`` may be written: not an input, and new or a report of ours.
+
+    Raises:
+        ValueError: one line naming ``out`` (and the input it would replace).
+    """
+    check_not_input(out, inputs, "report")
+    if not os.path.lexists(out):
+        return
+    if not out.is_file() or out.is_symlink():
+        raise ValueError(f"report {out} exists and is not a file; choose another --out")
+    with open(out, "rb") as f:
+        head = f.read(4096)
+    if GENERATOR.encode() not in head:
+        raise ValueError(
+            f"{out} exists and is not a report written by brainseg_d2.report; nothing was "
+            "replaced: choose another --out"
+        )
+
+
+def build_parser() -> ArgumentParser:
+    """Command-line interface of ``brainseg-report``."""
+    p = ArgumentParser(
+        prog="brainseg-report",
         description="Write a self-contained HTML report of a brainseg evaluation.",
     )
     p.add_argument(
@@ -405,14 +440,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"evaluator output folder ({CASES_FILE}, {SUMMARY_FILE})",
     )
-    p.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="HTML file to write (an existing file only if it is an earlier report)",
+    )
     p.add_argument(
         "--thumbs",
         type=Path,
         help="folder of overlays: <id>.png, <id>/montage.png (demo output) or <id>_montage.png",
     )
-    p.add_argument("--title", default="Brain tumour segmentation: evaluation report")
-    p.add_argument("--num-extremes", type=int, default=3, help="worst and best cases shown")
+    p.add_argument(
+        "--title",
+        default="Brain tumour segmentation: evaluation report",
+        help="page title and heading",
+    )
+    p.add_argument(
+        "--num-extremes", type=int, default=3, help="number of worst and of best cases shown"
+    )
     return p
 
 
@@ -430,8 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.eval_dir, args.out, thumbs, args.title, num_extremes=args.num_extremes
         )
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
+    except OSError as e:
+        print_error(e)
+        return 1
     print(f"wrote {out}")
     return 0
 

@@ -19,6 +19,10 @@ Two kinds of input:
     python demo/demo.py --config-file CFG --input BraTS2021_00000/ --output out/ \\
         --dataset-info datasets/brats/dataset.json --opts MODEL.WEIGHTS model_final.pth
 
+The weights must fit the model exactly (every parameter, with its shape;
+:func:`brainseg_d2.checkpoint.load_strict`). Overlays never replace an input
+image: an output that is an input is an error.
+
 Needs the package importable (``pip install -e .``).
 """
 
@@ -32,13 +36,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
+from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
 
-from brainseg_d2.config import get_brainseg_cfg
-from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases
-from brainseg_d2.data.volume_io import VolumeError, read_image
-from brainseg_d2.labels import get_convention, get_target
-from brainseg_d2.visualization import (
+quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
+
+import cv2  # noqa: E402
+
+from brainseg_d2.config import get_brainseg_cfg  # noqa: E402
+from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases  # noqa: E402
+from brainseg_d2.data.volume_io import VolumeError, read_image  # noqa: E402
+from brainseg_d2.labels import get_convention, get_target  # noqa: E402
+from brainseg_d2.utils.paths import check_not_input  # noqa: E402
+from brainseg_d2.visualization import (  # noqa: E402
     auto_scale,
     display_image,
     draw_instances,
@@ -52,8 +61,9 @@ logger = logging.getLogger("brainseg_d2.demo")
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="brainseg_d2 demo: tumour overlays on MRI")
+def get_parser() -> ArgumentParser:
+    """Command-line interface of ``demo/demo.py``."""
+    p = ArgumentParser(description="brainseg_d2 demo: tumour overlays on MRI")
     p.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
     p.add_argument(
         "--input",
@@ -103,7 +113,26 @@ def setup_cfg(args: argparse.Namespace):
         cfg.BRAINSEG.POSTPROCESS.SCORE_THRESH = args.confidence_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.BRAINSEG.POSTPROCESS.SCORE_THRESH
     cfg.freeze()
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("MODEL.WEIGHTS is empty: add `--opts MODEL.WEIGHTS model_final.pth`")
     return cfg
+
+
+def strict_predictor(cfg):
+    """``DefaultPredictor`` whose weights fit its model exactly (else ValueError, one line)."""
+    from detectron2.engine import DefaultPredictor
+
+    from brainseg_d2.checkpoint import load_strict
+    from brainseg_d2.engine import ensure_weights_available
+
+    ensure_weights_available(cfg)
+    bare = cfg.clone()  # a copy: DefaultPredictor builds the model, load_strict fills it
+    bare.defrost()
+    bare.MODEL.WEIGHTS = ""
+    bare.freeze()
+    predictor = DefaultPredictor(bare)
+    load_strict(predictor.model, cfg.MODEL.WEIGHTS)
+    return predictor
 
 
 def dataset_info(args: argparse.Namespace, cfg, *, required: bool) -> dict | None:
@@ -178,22 +207,23 @@ def volume_case(paths: Sequence[str], channels: Sequence[str], convention: str) 
 
 def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     from detectron2.data.detection_utils import read_image as read_2d
-    from detectron2.engine import DefaultPredictor
 
+    out = Path(args.output)
+    to_folder = len(paths) > 1 or out.is_dir() or not out.suffix
+    targets = [out / f"{Path(p).stem}.png" if to_folder else out for p in paths]
+    for target in targets:
+        check_not_input(target, paths, "--output")
     info = dataset_info(args, cfg, required=False)
     names = category_names(info, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     metadata = make_metadata(names)
-    predictor = DefaultPredictor(cfg)
-    out = Path(args.output)
-    to_folder = len(paths) > 1 or out.is_dir() or not out.suffix
+    predictor = strict_predictor(cfg)
     if to_folder:
         out.mkdir(parents=True, exist_ok=True)
-    for path in paths:
+    for path, target in zip(paths, targets):
         image = read_2d(path, format="BGR")
         instances = predictor(image)["instances"]
         shown = display_image(image[:, :, ::-1], None if args.composite else 0)
         drawn = draw_instances(shown, instances, metadata, scale=auto_scale(image.shape))
-        target = out / f"{Path(path).stem}.png" if to_folder else out
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(target), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
             raise ValueError(f"cannot write {target}")
@@ -215,6 +245,8 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
         cases = [volume_case(paths, predictor.channels, default_convention)]
     if args.gt and len(cases) != 1:
         raise ValueError(f"--gt needs exactly one case, the input holds {len(cases)}")
+    for case in cases:  # pictures go to <output>/<case>/: never into an input folder
+        check_not_input(Path(args.output) / case.case_id, case.files(), "--output folder")
     for case in cases:
         prediction = predictor.predict(case)
         gt_path = args.gt or case.mask
@@ -247,6 +279,7 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fvcore").setLevel(logging.WARNING)  # "initializing from scratch": it is not
     try:
         cfg = setup_cfg(args)
         kind, paths = split_inputs(args.input)
@@ -256,8 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_images(args, cfg, paths)
         return run_cases(args, cfg, kind, paths)
     except (ValueError, VolumeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
+    except OSError as e:
+        print_error(e)
+        return 1
 
 
 if __name__ == "__main__":

@@ -56,3 +56,80 @@ def eval_phantom_dataset(tmp_path_factory):
     )
     names = register_brainseg_dataset(dataset, name="eval_phantom")
     return {"root": dataset.parent, "dataset": dataset, "names": names}
+
+
+@pytest.fixture(scope="session")
+def weights_files(tmp_path_factory):
+    """Checkpoints for the instant-test config made small, and ones that do not fit it.
+
+    Returns:
+        dict with ``config`` (YAML), ``opts`` (the overrides that make the model
+        small: pass them with any of the weights), and weight files ``good`` (a
+        randomly initialised model of that config), ``five`` (box/mask heads for
+        5 classes instead of 3), ``nores5`` (no ``res5`` stage) and ``truncated``
+        (the first 64 KiB of ``good``).
+    """
+    from pathlib import Path
+
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from brainseg_d2.config import get_brainseg_cfg
+
+    config = str(
+        Path(__file__).resolve().parents[1]
+        / "configs" / "phantom" / "mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
+    )  # fmt: skip
+    opts = [
+        "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "64",
+        "MODEL.ROI_BOX_HEAD.FC_DIM", "256", "INPUT.MIN_SIZE_TEST", "64",
+        "INPUT.MAX_SIZE_TEST", "128", "TEST.DETECTIONS_PER_IMAGE", "5",
+    ]  # fmt: skip
+    folder = tmp_path_factory.mktemp("weights")
+    cfg = get_brainseg_cfg()
+    cfg.merge_from_file(config, allow_unsafe=False)
+    cfg.merge_from_list(opts)
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(cfg), save_dir=str(folder)).save("good")
+    good = folder / "good.pth"
+    state = torch.load(good, map_location="cpu", weights_only=False)
+    model = state["model"]
+    five = {
+        k: torch.zeros((6 if "cls_score" in k else 20 if "bbox_pred" in k else 5, *v.shape[1:]))
+        if "box_predictor" in k or "mask_head.predictor" in k
+        else v
+        for k, v in model.items()
+    }
+    torch.save({"model": five}, folder / "five.pth")
+    torch.save({"model": {k: v for k, v in model.items() if ".res5." not in k}},
+               folder / "nores5.pth")  # fmt: skip
+    (folder / "truncated.pth").write_bytes(good.read_bytes()[: 64 * 1024])
+    return {
+        "config": config,
+        "opts": opts,
+        **{name: folder / f"{name}.pth" for name in ("good", "five", "nores5", "truncated")},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_cases(phantom_dataset, tmp_path_factory):
+    """Two BraTS case folders ``Tiny_A``, ``Tiny_B``: phantom cases cut to 4 axial slices.
+
+    Returns:
+        the folder holding them (fast to predict with the ``weights_files`` model).
+    """
+    import SimpleITK as sitk
+
+    from brainseg_d2.data.sources import find_brats_cases
+
+    out = tmp_path_factory.mktemp("tiny_cases")
+    for name, case in zip(("Tiny_A", "Tiny_B"), find_brats_cases(phantom_dataset["cases"])):
+        folder = out / name
+        folder.mkdir()
+        for channel, path in [*case.channels.items(), ("seg", case.mask)]:
+            image = sitk.ReadImage(str(path))
+            mid = image.GetSize()[2] // 2
+            cut = image[:, :, mid - 2 : mid + 2]
+            sitk.WriteImage(cut, str(folder / f"{name}_{channel}.nii.gz"))
+    return out

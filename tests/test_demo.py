@@ -17,9 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "phantom" / "mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
 # A random-init model is slow only through the number of instances it draws.
 FAST_MODEL = [
-    "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "TEST.DETECTIONS_PER_IMAGE", "2",
+    "MODEL.DEVICE", "cpu", "TEST.DETECTIONS_PER_IMAGE", "2",
     "INPUT.MIN_SIZE_TEST", "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
 ]  # fmt: skip
+
+
+def _model(weights_files) -> list[str]:
+    """The small random model of ``weights_files``, with its (strictly loaded) weights."""
+    return [*weights_files["opts"], "MODEL.WEIGHTS", str(weights_files["good"]), *FAST_MODEL]
 
 
 def _load(relative: str):
@@ -59,7 +64,7 @@ def test_visualize_data_one_volume_and_bad_arguments(phantom_dataset, tmp_path, 
     assert "no split 'nope'" in capsys.readouterr().err
 
 
-def test_demo_on_2d_slices_writes_overlays(phantom_dataset, tmp_path):
+def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_path):
     demo = _load("demo/demo.py")
     dataset = phantom_dataset["dataset"]
     images = sorted((dataset / "images" / "train").rglob("*.png"))[:1]
@@ -67,7 +72,7 @@ def test_demo_on_2d_slices_writes_overlays(phantom_dataset, tmp_path):
     rc = demo.main([
         "--config-file", str(CONFIG), "--input", *map(str, images), "--output", str(out),
         "--confidence-threshold", "0.2", "--dataset-info", str(dataset / "dataset.json"),
-        "--opts", *FAST_MODEL,
+        "--opts", *_model(weights_files),
     ])  # fmt: skip
     assert rc == 0
     written = sorted(out.glob("*.png"))
@@ -95,14 +100,14 @@ def _tiny_case(folder: Path) -> Path:
     return case
 
 
-def test_demo_on_a_case_folder_writes_case_pictures(phantom_dataset, tmp_path):
+def test_demo_on_a_case_folder_writes_case_pictures(phantom_dataset, weights_files, tmp_path):
     demo = _load("demo/demo.py")
     case = _tiny_case(tmp_path / "cases")
     out = tmp_path / "democase"
     rc = demo.main([
         "--config-file", str(CONFIG), "--input", str(case), "--output", str(out),
         "--dataset-info", str(phantom_dataset["dataset"] / "dataset.json"),
-        "--opts", *FAST_MODEL,
+        "--opts", *_model(weights_files),
     ])  # fmt: skip
     assert rc == 0
     folder = out / "Tiny_001"
@@ -120,3 +125,26 @@ def test_demo_names_volume_files_by_suffix_or_order():
     assert case.channels == {"flair": "p.nii.gz", "t2": "q.nii.gz"}
     kind, _ = demo.split_inputs([str(REPO / "configs")])
     assert kind == "case"
+
+
+def test_demo_refuses_bad_weights_and_an_output_that_is_an_input(
+    phantom_dataset, weights_files, tmp_path, capsys
+):
+    demo = _load("demo/demo.py")
+    image = tmp_path / "slice.png"
+    image.write_bytes(next((phantom_dataset["dataset"] / "images").rglob("*.png")).read_bytes())
+    before = image.read_bytes()
+    base = ["--config-file", str(CONFIG), "--input", str(image),
+            "--dataset-info", str(phantom_dataset["dataset"] / "dataset.json")]  # fmt: skip
+    assert demo.main([*base, "--output", str(image), "--opts", *_model(weights_files)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--output {image} is the input {image}" in err[0]
+    assert image.read_bytes() == before
+
+    opts = [*weights_files["opts"], *FAST_MODEL, "MODEL.WEIGHTS", str(weights_files["nores5"])]
+    assert demo.main([*base, "--output", str(tmp_path / "out"), "--opts", *opts]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not fit the model" in err[0] and "res5" in err[0]
+    assert not (tmp_path / "out").exists()
+    assert demo.main([*base, "--output", str(tmp_path / "out"), "--opts", *FAST_MODEL]) == 2
+    assert "MODEL.WEIGHTS is empty" in capsys.readouterr().err

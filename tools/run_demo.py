@@ -8,6 +8,9 @@ overlays, a GIF and an HTML report. Ends by printing where everything is and the
 headline volume Dice per region.
 
     tools/run_demo.py [--output output/demo] [--quick] [KEY VALUE ...]
+
+``--output`` is replaced only if a previous demo wrote it (it holds
+``.brainseg-demo``), and never when it holds the config or the weights in use.
 """
 
 from __future__ import annotations
@@ -17,33 +20,76 @@ import logging
 import sys
 from pathlib import Path
 
-from detectron2.utils.logger import setup_logger
+from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
 
-from brainseg_d2.pipeline import DemoOptions, run
+quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
+
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from brainseg_d2.pipeline import DemoOptions, run  # noqa: E402
+from brainseg_d2.utils.paths import check_not_input  # noqa: E402
+
+QUICK = {"train_cases": 4, "heldout_cases": 2, "spacing": 3.0}
+
+
+def build_parser() -> ArgumentParser:
+    """Command-line interface of ``tools/run_demo.py``."""
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=DemoOptions.output,
+        help="folder for every artefact (replaced only if a previous demo wrote it)",
+    )
+    p.add_argument(
+        "--train-cases",
+        type=int,
+        default=DemoOptions.train_cases,
+        help="phantom cases for training and validation",
+    )
+    p.add_argument(
+        "--heldout-cases",
+        type=int,
+        default=DemoOptions.heldout_cases,
+        help="phantom cases (another seed) for the held-out test",
+    )
+    p.add_argument(
+        "--spacing", type=float, default=DemoOptions.spacing, help="phantom voxel size in mm"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: {train_cases} + {heldout_cases} cases at {spacing:g} mm, 4 "
+        "iterations (no accuracy)".format(**QUICK).replace("%", "%%"),
+    )
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides, e.g. SOLVER.MAX_ITER 200",
+    )
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=DemoOptions.output)
-    parser.add_argument("--train-cases", type=int, default=DemoOptions.train_cases)
-    parser.add_argument("--heldout-cases", type=int, default=DemoOptions.heldout_cases)
-    parser.add_argument("--spacing", type=float, default=DemoOptions.spacing)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: few small cases, a few iterations (no accuracy)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     opts = DemoOptions(output=args.output, train_cases=args.train_cases,
                        heldout_cases=args.heldout_cases, spacing=args.spacing, opts=args.opts)
     if args.quick:
-        opts.train_cases, opts.heldout_cases, opts.spacing = 4, 2, 3.0
+        opts.train_cases, opts.heldout_cases, opts.spacing = (
+            QUICK["train_cases"], QUICK["heldout_cases"], QUICK["spacing"]
+        )
         opts.opts = ["SOLVER.MAX_ITER", "4", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
                      "TEST.EVAL_PERIOD", "0", *opts.opts]
+    weights = [v for k, v in zip(opts.opts[0::2], opts.opts[1::2]) if k == "MODEL.WEIGHTS"]
     setup_logger(name="brainseg_d2")
     logging.getLogger("brainseg_d2").setLevel(logging.INFO)
     try:
+        # The output folder is emptied first: it must hold none of the inputs.
+        check_not_input(opts.output, [opts.config, *weights], "--output")
         summary = run(opts)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     print("\n=== brainseg_d2 demo finished in {:.0f} s ===".format(summary["total_s"]))
     for name, path in summary["outputs"].items():

@@ -5,15 +5,27 @@
     tools/train_net.py --config-file CFG --num-gpus 8
     tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
     tools/train_net.py --config-file CFG --resume
+
+Everything that can be checked (config values, datasets, weights) is checked
+before ``OUTPUT_DIR`` is written; ``--eval-only`` loads the weights strictly
+(every parameter, with its shape) before it writes anything either.
 """
 
 import sys
 
-import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, default_setup, launch
+from brainseg_d2.utils.cli import print_error, quiet_third_party_warnings
 
-from brainseg_d2.engine import Trainer, build_cfg_from_args
+quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
+
+import detectron2.utils.comm as comm  # noqa: E402
+from detectron2.engine import default_setup, launch  # noqa: E402
+
+from brainseg_d2.engine.trainer import (  # noqa: E402
+    Trainer,
+    argument_parser,
+    build_cfg_from_args,
+    load_eval_weights,
+)
 
 
 def setup(args):
@@ -23,27 +35,28 @@ def setup(args):
 
 
 def main(args):
-    cfg = setup(args)
     if args.eval_only:
+        cfg = build_cfg_from_args(args)
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        load_eval_weights(model, cfg, resume=args.resume)
+        default_setup(cfg, args)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             from detectron2.evaluation import verify_results
 
             verify_results(cfg, res)
         return res
+    cfg = setup(args)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
 def cli(argv=None) -> int:
-    args = default_argument_parser().parse_args(argv)
-    print("Command Line Args:", args)
+    args = argument_parser().parse_args(argv)
     try:
+        if args.num_gpus * args.num_machines > 1:
+            build_cfg_from_args(args)  # errors here, as one line, not in every worker
         launch(
             main,
             args.num_gpus,
@@ -53,7 +66,7 @@ def cli(argv=None) -> int:
             args=(args,),
         )
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     return 0
 

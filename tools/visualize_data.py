@@ -9,32 +9,40 @@ Registers the dataset folder like training does, loads ``<name>_<split>`` from
 Detectron2's ``DatasetCatalog`` and draws every annotation (RLE decoded with
 pycocotools) with ``Visualizer.draw_dataset_dict`` in the registered
 ``thing_colors``. Slices with annotations are preferred, spread evenly over the
-split (or the volume). Files: ``<output>/<volume_id>_<slice:04d>.png``.
+split (or the volume). Files: ``<output>/<volume_id>_<slice:04d>.png``; the
+output folder must lie outside the dataset.
 Needs the package importable (``pip install -e .``).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
-import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.detection_utils import read_image
+from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
 
-from brainseg_d2.data.datasets import register_brainseg_dataset
-from brainseg_d2.visualization import auto_scale, display_image, draw_dataset_dict
+quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.data.detection_utils import read_image  # noqa: E402
+
+from brainseg_d2.data.datasets import register_brainseg_dataset  # noqa: E402
+from brainseg_d2.utils.paths import check_not_input, input_overlap  # noqa: E402
+from brainseg_d2.visualization import auto_scale, display_image, draw_dataset_dict  # noqa: E402
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> ArgumentParser:
+    """Command-line interface of ``tools/visualize_data.py``."""
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset-dir", required=True, type=Path, help="converted dataset folder")
-    p.add_argument("--split", default="val", help="split to browse (default: val)")
-    p.add_argument("--output", required=True, type=Path, help="folder for the PNGs")
-    p.add_argument("--num", type=int, default=20, help="number of slices to draw (default: 20)")
+    p.add_argument("--split", default="val", help="split to browse")
+    p.add_argument(
+        "--output", required=True, type=Path, help="folder for the PNGs (outside the dataset)"
+    )
+    p.add_argument("--num", type=int, default=20, help="number of slices to draw")
     p.add_argument("--volume", help="only slices of this volume id")
     p.add_argument("--scale", type=float, help="upscaling factor (default: automatic)")
     p.add_argument(
@@ -65,9 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --num must be >= 1, got {args.num}", file=sys.stderr)
         return 2
     try:
+        found = input_overlap(args.output, [args.dataset_dir])
+        if found is not None and found[0] != "contains":  # writing beside it is harmless
+            check_not_input(args.output, [args.dataset_dir], "--output")
+        if args.output.exists() and not args.output.is_dir():
+            raise ValueError(f"--output {args.output} exists and is not a folder")
         names = register_brainseg_dataset(args.dataset_dir)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     prefix = names[0].rsplit("_", 1)[0] if names else ""
     wanted = f"{prefix}_{args.split}"

@@ -16,19 +16,32 @@ encoded, so at most three cases are in memory. Each case writes its
 PNGs and a small JSON record into a work folder ``<out>.tmp-convert`` beside
 the output; the records are then assembled into the COCO files and the work
 folder is renamed to ``<out>``. An interrupted run leaves the work folder
-behind and the next run with the same options reuses every finished case. A
-bad input stops the run with one line naming the case and file and leaves
-nothing behind (or, with ``skip_bad``, is listed in ``dataset.json`` under
-``skipped``).
+behind and the next run with the same options reuses every finished case.
+
+Bad input: every case's headers (files present and readable, 3D, one voxel
+grid) are checked before anything is written, and every bad case is listed,
+one line each (the first 20, then a count). Problems only found in the voxels
+(NaN, unknown labels, a truncated file) are found while converting: the run
+goes on through every case so that all of them are listed, then removes its
+work folder. With ``skip_bad`` the bad cases are left out, listed in
+``dataset.json`` under ``skipped``, and patients are split among the good
+cases only (a split that ends up empty is then a warning, not an error).
+
+The user's data is never replaced or deleted (``utils/paths.py``): ``--out``
+must not be, contain or lie inside the input folder, manifest or any case
+file; and ``overwrite`` replaces only a folder holding the :data:`MARKER` file
+that the converter writes into every dataset (and into its work folder, which
+it likewise reuses only when the marker is there).
 """
 
 from __future__ import annotations
 
-import argparse
+import logging
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,17 +75,22 @@ from brainseg_d2.data.sources import LAYOUTS, Case, SourceError, find_cases
 from brainseg_d2.data.sources_2d import SliceCase
 from brainseg_d2.env import library_threads
 from brainseg_d2.labels import CONVENTIONS, TARGETS
+from brainseg_d2.utils.cli import ArgumentParser, ProblemList, print_error
+from brainseg_d2.utils.paths import check_not_input, check_replaceable, write_marker
 
 __all__ = [
+    "MARKER",
     "SPLITS",
     "UNLABELLED_SPLIT",
     "WORK_SUFFIX",
+    "BadCasesError",
     "ConversionError",
     "ConvertOptions",
     "assign_splits",
     "build_parser",
     "check_case_headers",
     "convert_dataset",
+    "empty_splits",
     "main",
     "process_case",
     "resolve_options",
@@ -82,6 +100,19 @@ __all__ = [
 ]
 
 WORK_SUFFIX = ".tmp-convert"
+#: Written into every dataset (and work folder) the converter writes; ``overwrite``
+#: replaces only folders holding it.
+MARKER = ".brainseg-dataset"
+TOOL = "brainseg-convert"
+
+logger = logging.getLogger(__name__)
+
+
+class BadCasesError(ConversionError, ProblemList):
+    """Bad cases, one line each (``case <id>: <file>: <problem>``)."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        ProblemList.__init__(self, problems, what="bad cases")
 
 
 def _run_case(args: tuple, ahead: Future | None = None) -> tuple[str, dict | str]:
@@ -106,6 +137,7 @@ def _run_case(args: tuple, ahead: Future | None = None) -> tuple[str, dict | str
 class _Run:
     records: dict[str, dict] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # case id -> error, this pass
 
 
 def convert_dataset(
@@ -119,6 +151,7 @@ def convert_dataset(
     name: str | None = None,
     source_options: Mapping | None = None,
     progress: bool = True,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict:
     """Convert cases into a COCO slice dataset at ``out_dir`` (atomically).
 
@@ -129,24 +162,35 @@ def convert_dataset(
         options: conversion options (None: ``ConvertOptions()``; defaults are
             resolved from the cases).
         workers: worker processes (1 = in this process).
-        overwrite: replace an existing ``out_dir``.
-        skip_bad: skip cases with bad input (listed in ``dataset.json``) instead of failing.
+        overwrite: replace an existing ``out_dir``, if the converter wrote it
+            (it holds :data:`MARKER`).
+        skip_bad: skip cases with bad input (listed in ``dataset.json``) instead
+            of failing; patients are split among the remaining cases.
         name: dataset name (default: the folder name).
-        source_options: how the cases were found (input, layout, ...), recorded.
+        source_options: how the cases were found (``input``, ``manifest``,
+            layout, ...), recorded; ``input`` and ``manifest`` are also inputs
+            that ``out_dir`` must stay clear of.
         progress: show a tqdm progress bar.
+        on_warning: called with a one-line warning (a requested split left
+            empty under ``skip_bad``); default: logged.
 
     Returns:
         the content of ``dataset.json``.
 
     Raises:
-        ConversionError: output exists, no cases, or a bad case (without
-            ``skip_bad``); nothing is left at ``out_dir`` (or its work folder).
+        OutputError: ``out_dir`` (or its work folder) is, contains or lies
+            inside an input, or exists and was not written by the converter.
+        ConversionError: output exists without ``overwrite``, no cases, a
+            requested split would be empty; :class:`BadCasesError` for bad cases
+            (without ``skip_bad``), one line each. Nothing is left at
+            ``out_dir`` or its work folder, and an existing ``out_dir`` is untouched.
     """
-    out = Path(out_dir).resolve()
-    if out.exists() and not overwrite:
-        raise ConversionError(f"output {out} exists; pass --overwrite to replace it")
+    warn = on_warning or logger.warning
+    out = Path(os.path.abspath(out_dir))
+    work = out.with_name(out.name + WORK_SUFFIX)
     if not cases:
         raise ConversionError("no cases to convert")
+    _check_outputs(out, work, _input_paths(cases, source_options), overwrite)
     vids = {}
     for case in cases:
         vid = volume_id(case.case_id)
@@ -154,34 +198,37 @@ def convert_dataset(
             raise SourceError(f"duplicate case id '{case.case_id}' (also '{vids[vid]}')")
         vids[vid] = case.case_id
     options = resolve_options(cases, options or ConvertOptions())
-    split_of = assign_splits(cases, options)
     run = _Run()
-    todo = []
-    for case in cases:
+    for case in cases:  # every case, so that every bad one is listed
         try:
             check_case_headers(case, options)
         except (ValueError, OSError) as exc:
-            if not skip_bad:
-                raise ConversionError(case_error(case, exc)) from None
-            run.skipped.append({"case_id": case.case_id, "error": case_error(case, exc)})
-            continue
-        todo.append(case)
-    work = out.with_name(out.name + WORK_SUFFIX)
+            run.failed[case.case_id] = case_error(case, exc)
+    todo = _drop_failed(list(cases), run, skip_bad)
+    split_of = _split(todo, options, skip_bad, warn)
     work.mkdir(parents=True, exist_ok=True)
+    write_marker(work, MARKER, TOOL)
     try:
-        _convert_all(todo, split_of, options, work, workers, skip_bad, progress, run)
+        batch = todo
+        while batch:
+            _convert_all(batch, split_of, options, work, workers, progress, run)
+            todo = _drop_failed(todo, run, skip_bad)
+            if len(todo) == len(split_of):
+                break
+            # Bad cases found in the voxels leave their patients' places empty:
+            # split the good ones again and redo those whose split changed.
+            new_split = _split(todo, options, skip_bad, warn)
+            batch = [c for c in todo if new_split[c.case_id] != split_of[c.case_id]]
+            split_of = new_split
     except ConversionError:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    if not run.records:
-        shutil.rmtree(work, ignore_errors=True)
-        raise ConversionError("no case could be converted: " + run.skipped[0]["error"])
     name = out.name if name is None else name
     info = assemble_dataset(work, name, options, run.records, run.skipped, source_options)
     shutil.rmtree(work / "cases")
-    if out.exists():
-        old = out.with_name(out.name + ".tmp-old")
-        shutil.rmtree(old, ignore_errors=True)
+    if os.path.lexists(out):
+        # A fresh hidden name: never a folder of the user's.
+        old = out.with_name(f".{out.name}.tmp-old-{uuid.uuid4().hex[:8]}")
         os.rename(out, old)
         os.rename(work, out)
         shutil.rmtree(old)
@@ -190,16 +237,100 @@ def convert_dataset(
     return info
 
 
+def _input_paths(
+    cases: Sequence[Case | SliceCase], source_options: Mapping | None
+) -> Iterable[str | None]:
+    source = source_options or {}
+    return [source.get("input"), source.get("manifest"), *(p for c in cases for p in c.files())]
+
+
+def _check_outputs(out: Path, work: Path, inputs: Iterable, overwrite: bool) -> None:
+    """Refuse, before anything is written, outputs that could touch the user's data."""
+    inputs = list(inputs)
+    check_not_input(out, inputs, "--out")
+    check_not_input(work, inputs, "work folder")
+    if os.path.lexists(out):
+        check_replaceable(out, MARKER, TOOL, "--out")
+        if not overwrite:
+            raise ConversionError(f"output {out} exists; pass --overwrite to replace it")
+    # An interrupted run's work folder is reused; a folder of the user's by that name is not.
+    check_replaceable(work, MARKER, TOOL, "work folder")
+
+
+def _drop_failed(todo: list[Case | SliceCase], run: _Run, skip_bad: bool) -> list[Case | SliceCase]:
+    """Cases of ``todo`` that did not fail; failures are skipped or raised."""
+    if not run.failed:
+        return todo
+    failed, run.failed = run.failed, {}
+    problems = [failed[c.case_id] for c in todo if c.case_id in failed]
+    if not skip_bad:
+        raise BadCasesError(problems)
+    kept = [c for c in todo if c.case_id not in failed]
+    for case_id, error in failed.items():
+        run.skipped.append({"case_id": case_id, "error": error})
+        run.records.pop(volume_id(case_id), None)
+    run.skipped.sort(key=lambda s: s["case_id"])
+    if not kept:
+        raise BadCasesError([*problems, "no case could be converted"])
+    return kept
+
+
+def empty_splits(split_of: Mapping[str, str], options: ConvertOptions) -> list[str]:
+    """Requested splits (non-zero ratio, or train/val for folds) that got no case.
+
+    Args:
+        split_of: case id -> split, from :func:`assign_splits`.
+        options: the ratios or folds asked for.
+
+    Returns:
+        the empty split names, in :data:`SPLITS` order; none when no case is
+        labelled (everything goes to ``unlabelled``).
+    """
+    used = set(split_of.values())
+    if not used - {UNLABELLED_SPLIT}:
+        return []
+    if options.folds:
+        requested = ["train", "val"]
+    else:
+        requested = [s for s, r in zip(SPLITS, options.split) if r > 0]
+    return [s for s in requested if s not in used]
+
+
+def _split(
+    cases: Sequence[Case | SliceCase],
+    options: ConvertOptions,
+    skip_bad: bool,
+    warn: Callable[[str], None],
+) -> dict[str, str]:
+    split_of = assign_splits(cases, options)
+    empty = empty_splits(split_of, options)
+    if empty:
+        patients = len({c.patient_id for c in cases if c.labelled})
+        asked = (
+            f"{options.folds} folds"
+            if options.folds
+            else "split " + " ".join(f"{r:g}" for r in options.split)
+        )
+        msg = (
+            f"split{'s' if len(empty) > 1 else ''} {', '.join(empty)} would be empty: "
+            f"{patients} labelled patient{'s' if patients != 1 else ''} for {asked}"
+        )
+        if not skip_bad:
+            raise ConversionError(f"{msg}; ask for fewer splits (e.g. --split 1 0 0) or add cases")
+        warn(f"{msg} (after skipping bad cases)")
+    return split_of
+
+
 def _convert_all(
     cases: Sequence[Case | SliceCase],
     split_of: Mapping[str, str],
     options: ConvertOptions,
     work: Path,
     workers: int,
-    skip_bad: bool,
     progress: bool,
     run: _Run,
 ) -> None:
+    """Convert ``cases`` into ``work``: records to ``run.records``, bad cases to ``run.failed``."""
     tasks = []
     for case in cases:
         key = case_key(case, split_of[case.case_id], options)
@@ -220,10 +351,8 @@ def _convert_all(
         status, value = result
         if status == "ok":
             run.records[value["volume_id"]] = value
-        elif skip_bad:
-            run.skipped.append({"case_id": task[0].case_id, "error": value})
-        else:
-            raise ConversionError(value)
+        else:  # go on: every bad case is listed at the end
+            run.failed[task[0].case_id] = value
         bar.update(1)
 
     try:
@@ -257,15 +386,19 @@ def _convert_all(
         bar.close()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Command-line interface of ``brainseg-convert``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="brainseg-convert",
         description="Convert MRI volumes or 2D slices + labels into a COCO dataset of 2D slices.",
     )
     d = ConvertOptions()
     p.add_argument("--input", help="input folder (or CSV manifest, or VIA JSON file)")
-    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument(
+        "--out",
+        required=True,
+        help=f"dataset folder to create (never inside the input; gets a {MARKER} marker file)",
+    )
     p.add_argument(
         "--layout",
         choices=["auto", *LAYOUTS],
@@ -290,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--patient-pattern",
         metavar="REGEX",
-        help="regex on the case id giving the patient id (group 1 or whole match)",
+        help="regex on the case id giving the patient id (group 1 or whole match; "
+        "default: patient id = case id)",
     )
     p.add_argument(
         "--channels",
@@ -299,46 +433,87 @@ def build_parser() -> argparse.ArgumentParser:
         help="source channels for R, G, B (default flair t1ce t2 for BraTS)",
     )
     p.add_argument(
-        "--target", choices=sorted(TARGETS), help="default labels (binary masks: binary)"
+        "--target",
+        choices=sorted(TARGETS),
+        help="what the categories are (default: binary for binary masks, else labels)",
     )
-    p.add_argument("--slice-axis", choices=sorted(CANONICAL_ORIENTATION), default=d.slice_axis)
-    p.add_argument("--lower-percentile", type=float, default=d.lower_percentile)
-    p.add_argument("--upper-percentile", type=float, default=d.upper_percentile)
+    p.add_argument(
+        "--slice-axis",
+        choices=sorted(CANONICAL_ORIENTATION),
+        default=d.slice_axis,
+        help="axis the volumes are cut along into 2D slices",
+    )
+    p.add_argument(
+        "--lower-percentile",
+        type=float,
+        default=d.lower_percentile,
+        help="intensity percentile inside the brain mapped to 0",
+    )
+    p.add_argument(
+        "--upper-percentile",
+        type=float,
+        default=d.upper_percentile,
+        help="intensity percentile inside the brain mapped to 255",
+    )
     p.add_argument(
         "--split",
         nargs=3,
         type=float,
         default=list(d.split),
         metavar=("TRAIN", "VAL", "TEST"),
-        help="patient ratios (default 0.7 0.15 0.15)",
+        help="patient ratios; a split with a non-zero ratio must get a patient",
     )
-    p.add_argument("--folds", type=int, help="K-fold split over patients (fold I = val)")
-    p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--folds", type=int, help="K-fold split over patients instead of --split (fold I = val)"
+    )
+    p.add_argument("--fold", type=int, default=d.fold, help="which fold is val, with --folds")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="seed of the patient split and empty-slice pick"
+    )
     p.add_argument(
         "--empty-ratio",
         type=float,
         default=d.empty_ratio,
-        help="fraction of empty brain slices kept in train (default 0.2)",
+        help="fraction of empty brain slices kept in train",
     )
-    p.add_argument("--min-area", type=int, default=d.min_area, help="min component area in px")
-    p.add_argument("--connectivity", type=int, choices=[4, 8], default=d.connectivity)
+    p.add_argument(
+        "--min-area",
+        type=int,
+        default=d.min_area,
+        help="training annotations drop label components smaller than this many pixels "
+        "(val/test keep every labelled pixel)",
+    )
+    p.add_argument(
+        "--connectivity",
+        type=int,
+        choices=[4, 8],
+        default=d.connectivity,
+        help="pixel connectivity of label components",
+    )
     p.add_argument(
         "--png-compression",
         type=int,
         default=d.png_compression,
-        help="PNG deflate level 0-9: 0 stored, 1 fast (default), 2-9 zlib, smaller and slower",
+        help="PNG deflate level 0-9: 0 stored, 1 fast, 2-9 zlib, smaller and slower",
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes, one case each")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--skip-bad", action="store_true", help="skip bad cases and list them")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing --out, only if brainseg-convert wrote it ({MARKER})",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="convert the good cases, list the bad ones (default: any bad case is an error)",
+    )
     p.add_argument("--name", help="dataset name (default: the --out folder name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the converter CLI; returns 0, 2 on bad input, 130 when interrupted."""
+    """Run the converter CLI; returns 0, 2 on bad input, 1 on a system error, 130 interrupted."""
     args = build_parser().parse_args(argv)
     if not args.input and not args.manifest:
         print("error: give --input (or --manifest)", file=sys.stderr)
@@ -387,10 +562,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=args.name,
             source_options=source,
             progress=not args.no_progress,
+            on_warning=lambda msg: print(f"warning: {msg}", file=sys.stderr),
         )
     except ValueError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print_error(exc)
         return 2
+    except OSError as exc:  # disk full, permissions: not the input's fault
+        print_error(exc)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -891,8 +891,12 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point (``brainseg-phantom``). Returns the exit status."""
+#: Written by the CLI into each case folder it writes; ``--overwrite`` replaces only those.
+CLI_MARKER = ".brainseg-phantom"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line interface of ``brainseg-phantom``."""
     parser = _Parser(prog="brainseg-phantom", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (missing or empty)")
     parser.add_argument("--num-cases", type=int, default=10, help="number of cases (default 10)")
@@ -910,16 +914,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="write into a non-empty folder, replacing same-named cases",
+        help="write into a non-empty folder, replacing same-named cases that "
+        f"brainseg-phantom wrote ({CLI_MARKER})",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (``brainseg-phantom``). Returns the exit status."""
+    parser = build_parser()
 
     def report(path: Path, case: PhantomCase) -> None:
+        (path / CLI_MARKER).write_text("written by brainseg-phantom\n", encoding="utf-8")
         seg = sitk.GetArrayViewFromImage(case.seg)
         ml = np.count_nonzero(seg) * float(np.prod(case.seg.GetSpacing())) / 1000.0
         print(f"{path}  {case.kind}  tumour {ml:.1f} ml", flush=True)
 
     try:
         args = parser.parse_args(argv)
+        for i in range(args.num_cases) if args.overwrite else ():
+            folder = Path(args.out) / f"{args.prefix}_{i:05d}"
+            if os.path.lexists(folder) and not (folder / CLI_MARKER).is_file():
+                raise ValueError(
+                    f"{folder} exists and was not written by brainseg-phantom (no {CLI_MARKER}); "
+                    "nothing was replaced: choose another --out or --prefix"
+                )
         paths = generate_dataset(
             args.out,
             args.num_cases,

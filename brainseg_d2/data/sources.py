@@ -4,7 +4,8 @@ Three 3D layouts (the 2D ones, ``tcga_lgg`` and ``via``, are in
 :mod:`brainseg_d2.data.sources_2d`; :func:`find_cases` dispatches to all):
 
 * ``brats``: one folder per case, found at any depth (so the HGG/LGG subfolders
-  of BraTS 2018/2019 work). BraTS 2018-2021 name files
+  of BraTS 2018/2019 work), following symbolic links to folders (each real
+  folder is visited once, so a link back up the tree is no loop). BraTS 2018-2021 name files
   ``<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz`` (convention ``brats2021``);
   BraTS 2023+ name them ``<case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz``
   (convention ``brats2023``), mapped to the same logical channel names
@@ -26,7 +27,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,22 +86,47 @@ def _check_input_dir(root: Path) -> None:
         raise SourceError(f"input folder {root} is empty")
 
 
+def walk(root: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` in sorted order, following folder links, each real folder once.
+
+    Datasets often live in shared storage with case folders linked in; a link
+    that points back up the tree (or twice to one folder) is visited once.
+
+    Args:
+        root: folder to walk.
+
+    Yields:
+        ``(dirpath, dirnames, filenames)`` as ``os.walk``, names sorted.
+    """
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames.sort()
+        yield dirpath, dirnames, sorted(filenames)
+
+
 def _brats_case(folder: Path, names: set[str]) -> Case | None:
-    for convention, (sep, suffixes) in BRATS_STYLES.items():
-        found: dict[str, str] = {}
-        for suffix, logical in suffixes.items():
-            for ext in _NIFTI:
-                if f"{folder.name}{sep}{suffix}{ext}" in names:
-                    found[logical] = str(folder / f"{folder.name}{sep}{suffix}{ext}")
-                    break
-        mask = found.pop("seg", None)
-        if found:
-            expected = {
-                logical: str(folder / f"{folder.name}{sep}{suffix}.nii.gz")
-                for suffix, logical in suffixes.items()
-                if logical not in found and logical != "seg"
-            }
-            return Case(folder.name, folder.name, found, mask, convention, expected)
+    # A linked case folder may be named otherwise than its files: try the target's name too.
+    for case_id in dict.fromkeys([folder.name, Path(os.path.realpath(folder)).name]):
+        for convention, (sep, suffixes) in BRATS_STYLES.items():
+            found: dict[str, str] = {}
+            for suffix, logical in suffixes.items():
+                for ext in _NIFTI:
+                    if f"{case_id}{sep}{suffix}{ext}" in names:
+                        found[logical] = str(folder / f"{case_id}{sep}{suffix}{ext}")
+                        break
+            mask = found.pop("seg", None)
+            if found:
+                expected = {
+                    logical: str(folder / f"{case_id}{sep}{suffix}.nii.gz")
+                    for suffix, logical in suffixes.items()
+                    if logical not in found and logical != "seg"
+                }
+                return Case(case_id, case_id, found, mask, convention, expected)
     return None
 
 
@@ -119,8 +145,7 @@ def find_brats_cases(root: str | os.PathLike) -> list[Case]:
     root = Path(root).resolve()
     _check_input_dir(root)
     cases = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    for dirpath, _, filenames in walk(root):
         case = _brats_case(Path(dirpath), set(filenames))
         if case is not None:
             cases.append(case)
@@ -344,7 +369,7 @@ def detect_layout(input_path: str | os.PathLike) -> str:
     if root.suffix.lower() == ".json":
         return "via"
     found = set()
-    for dirpath, _, filenames in os.walk(root) if root.is_dir() else ():
+    for dirpath, _, filenames in walk(root) if root.is_dir() else ():
         if _brats_case(Path(dirpath), set(filenames)) is not None:
             found.add("brats")
         if any(is_tcga_mask_name(f) for f in filenames):

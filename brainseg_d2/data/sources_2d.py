@@ -49,7 +49,13 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from brainseg_d2.data.sources import SourceError, _check_input_dir, _patient_of, _sorted_unique
+from brainseg_d2.data.sources import (
+    SourceError,
+    _check_input_dir,
+    _patient_of,
+    _sorted_unique,
+    walk,
+)
 from brainseg_d2.data.volume_io import VolumeError, read_header
 from brainseg_d2.labels import TARGETS, Target
 
@@ -167,9 +173,8 @@ def find_tcga_lgg_cases(
     root = Path(root).resolve()
     _check_input_dir(root)
     groups: dict[tuple[Path, str], dict[int, dict[str, str]]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
+    for dirpath, _, filenames in walk(root):
+        for name in filenames:
             match = _TCGA_FILE.match(name)
             if not match:
                 continue
@@ -421,6 +426,8 @@ def read_slice_image(path: str, num_channels: int) -> np.ndarray:
     Raises:
         VolumeError: unreadable file, or colour where one channel is expected.
     """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise VolumeError(f"{path}: empty file (0 bytes)")
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise VolumeError(f"{path}: cannot read image")

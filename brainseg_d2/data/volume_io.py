@@ -44,6 +44,14 @@ def _first_line(message: str, path: Path) -> str:
     return line.replace(f'"{path}"', "it").replace(str(path), "it")
 
 
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise VolumeError(f"{path}: file not found")
+    if path.is_file() and path.stat().st_size == 0:
+        # ITK would say "Unable to determine ImageIO reader", which hides the cause.
+        raise VolumeError(f"{path}: empty file (0 bytes)")
+
+
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read one 3D scalar volume.
 
@@ -59,8 +67,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             vector pixels; NaN or Inf voxels. The message names the file.
     """
     path = Path(path)
-    if not path.exists():
-        raise VolumeError(f"{path}: file not found")
+    _check_exists(path)
     checked = False  # _read_nifti checks float voxels for NaN/Inf itself
     try:
         if path.is_dir():
@@ -220,8 +227,7 @@ def read_header(path: str | os.PathLike) -> sitk.ImageFileReader:
         VolumeError: missing or unreadable header, naming the file.
     """
     path = Path(path)
-    if not path.exists():
-        raise VolumeError(f"{path}: file not found")
+    _check_exists(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -276,9 +282,15 @@ def check_same_geometry(
         for what, a, b, t in checks:
             if len(a) != len(b) or not np.allclose(a, b, rtol=0.0, atol=t):
                 raise VolumeError(
-                    f"case {case_id}: {what} of '{name}' {_fmt(b)} differs from "
-                    f"'{ref_name}' {_fmt(a)} (tolerance {t})"
+                    f"case {case_id}: {what} of '{name}'{_file_of(img)} {_fmt(b)} differs from "
+                    f"'{ref_name}'{_file_of(ref)} {_fmt(a)} (tolerance {t})"
                 )
+
+
+def _file_of(image: sitk.Image | sitk.ImageFileReader) -> str:
+    """`` (<file>)`` for a header-only reader, so that messages name the file."""
+    name = image.GetFileName() if isinstance(image, sitk.ImageFileReader) else ""
+    return f" ({name})" if name else ""
 
 
 def _fmt(values: Sequence[float]) -> str:

@@ -101,29 +101,154 @@ def ensure_weights_available(cfg) -> None:
 
 
 def build_cfg_from_args(args):
-    """Build the frozen config from ``default_argument_parser`` args, with clear errors.
+    """Build the frozen config from :func:`argument_parser` args, with clear errors.
 
-    Registers the converted datasets under the datasets root, merges the config
-    file and the trailing ``KEY VALUE`` opts, and checks that every dataset the
-    config names exists and is not empty.
+    Merges the config file and the trailing ``KEY VALUE`` opts, checks values
+    that cannot work, registers the converted datasets under the datasets root,
+    and checks that every dataset the config names exists, is not empty and has
+    ``MODEL.ROI_HEADS.NUM_CLASSES`` classes. Writes nothing (``OUTPUT_DIR`` is
+    created later, by ``default_setup``).
 
     Raises:
-        ValueError: for a bad config file or key, a missing or empty dataset, or
-            unreachable weights; the message names the culprit.
+        ValueError: no config file, a bad config file or key, a value that
+            cannot work, a missing or empty dataset, or unreachable weights; one
+            line that names the culprit and, for a value, the key and where it
+            was set (the config file or the command line).
     """
+    if not getattr(args, "config_file", ""):
+        raise ValueError(
+            "--config-file is required, e.g. --config-file "
+            "configs/phantom/mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
+        )
     cfg = get_brainseg_cfg()
     try:
-        if args.config_file:
-            cfg.merge_from_file(args.config_file, allow_unsafe=False)
-        cfg.merge_from_list(args.opts)
+        cfg.merge_from_file(args.config_file, allow_unsafe=False)
     except (KeyError, ValueError, AssertionError, FileNotFoundError) as e:
         msg = str(e).strip("'\"")
-        raise ValueError(f"bad config ({args.config_file or 'opts'}): {msg}") from None
+        raise ValueError(f"bad config ({args.config_file}): {msg}") from None
+    try:
+        cfg.merge_from_list(list(args.opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        msg = str(e).strip("'\"")
+        raise ValueError(f"bad config override on the command line: {msg}") from None
     cfg.freeze()
+    check_cfg_values(cfg, args)
     register_all(dataset_root(cfg.BRAINSEG.DATASET_ROOT))
     check_datasets_exist(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    check_num_classes(cfg, args)
     if not args.eval_only:
         for name in cfg.DATASETS.TRAIN:
             DatasetCatalog.get(name)  # lazy loader raises ValueError if empty or unreadable
-        ensure_weights_available(cfg)
+    ensure_weights_available(cfg)
     return cfg
+
+
+def argument_parser(epilog: str | None = None):
+    """Detectron2's ``default_argument_parser``, with ``--config-file`` required.
+
+    Also shows the defaults in ``--help`` and gives one-line usage errors
+    (:class:`brainseg_d2.utils.cli.ArgumentParser`).
+    """
+    from detectron2.engine import default_argument_parser
+
+    from brainseg_d2.utils.cli import ArgumentParser
+
+    parent = default_argument_parser(epilog)
+    parser = ArgumentParser(
+        description="Train or evaluate Mask R-CNN on converted MRI slice datasets.",
+        epilog=parent.epilog,
+        parents=[parent],
+        add_help=False,
+        conflict_handler="resolve",
+    )
+    parser.add_argument(
+        "--config-file", required=True, metavar="FILE", help="model config (YAML) to train"
+    )
+    return parser
+
+
+def _origin(key: str, args) -> str:
+    """Where the value of ``key`` was set, for messages."""
+    if key in list(args.opts)[0::2]:
+        return "on the command line"
+    return f"in {args.config_file}"
+
+
+def check_cfg_values(cfg, args) -> None:
+    """Values that cannot work, before anything is built or written.
+
+    Training: ``SOLVER.IMS_PER_BATCH`` a positive multiple of the number of
+    processes (``--num-gpus`` x ``--num-machines``), ``SOLVER.MAX_ITER`` and
+    ``SOLVER.BASE_LR`` positive. Always: ``MODEL.DEVICE`` cuda needs a CUDA device.
+
+    Raises:
+        ValueError: naming the key, its value and where it was set.
+    """
+    import torch
+
+    def bad(key: str, value, need: str) -> ValueError:
+        return ValueError(f"{key} is {value!r} ({_origin(key, args)}): {need}")
+
+    if not args.eval_only:
+        world = max(1, int(getattr(args, "num_gpus", 1))) * max(
+            1, int(getattr(args, "num_machines", 1))
+        )
+        batch = cfg.SOLVER.IMS_PER_BATCH
+        if batch <= 0 or batch % world:
+            need = "it must be a positive number of images per iteration"
+            if world > 1:
+                need = f"it must be a positive multiple of the {world} processes"
+            raise bad("SOLVER.IMS_PER_BATCH", batch, need)
+        if cfg.SOLVER.MAX_ITER <= 0:
+            raise bad("SOLVER.MAX_ITER", cfg.SOLVER.MAX_ITER, "it must be positive")
+        if not cfg.SOLVER.BASE_LR > 0:
+            raise bad("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, "it must be positive")
+    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
+        raise bad("MODEL.DEVICE", cfg.MODEL.DEVICE, "no CUDA device here; use MODEL.DEVICE cpu")
+
+
+def check_num_classes(cfg, args) -> None:
+    """``MODEL.ROI_HEADS.NUM_CLASSES`` equals each configured dataset's class count.
+
+    Raises:
+        ValueError: naming the key, where it was set, and the dataset's classes.
+    """
+    from detectron2.data import MetadataCatalog
+
+    key, num = "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    for name in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]:
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is not None and len(classes) != num:
+            raise ValueError(
+                f"{key} is {num} ({_origin(key, args)}) but dataset '{name}' has "
+                f"{len(classes)} classes {list(classes)}"
+            )
+
+
+def eval_weights(cfg, resume: bool = False) -> str:
+    """The weights ``--eval-only`` evaluates: the last checkpoint when resuming, else MODEL.WEIGHTS.
+
+    Raises:
+        ValueError: no weights at all.
+    """
+    last = Path(cfg.OUTPUT_DIR) / "last_checkpoint"
+    if resume and last.is_file():
+        name = last.read_text(encoding="utf-8").strip()
+        if name and (Path(cfg.OUTPUT_DIR) / name).is_file():
+            return str(Path(cfg.OUTPUT_DIR) / name)
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError(
+            "--eval-only needs trained weights: add MODEL.WEIGHTS path/to/model_final.pth"
+        )
+    return PathManager.get_local_path(cfg.MODEL.WEIGHTS)
+
+
+def load_eval_weights(model, cfg, resume: bool = False) -> None:
+    """Load :func:`eval_weights` into ``model``, strictly (``checkpoint.load_strict``).
+
+    Raises:
+        ValueError: no weights, or weights that do not fit the model (one line).
+    """
+    from brainseg_d2.checkpoint import load_strict
+
+    load_strict(model, eval_weights(cfg, resume))

@@ -9,11 +9,19 @@
 Each case becomes ``OUT/<case>_pred.nii.gz`` (for one case, ``OUT`` may itself end
 with ``.nii.gz``), labels in the training dataset's raw convention on the input's
 voxel grid. Everything that can be checked without the model is checked first
-(cases, channels, file headers, existing outputs), so a bad input costs no model
-loading and leaves nothing behind. Each file is written under a temporary name and
-renamed into place: an output is complete or absent.
+(cases, channels, file headers, existing outputs; every bad case is listed, one
+line each), so a bad input costs no model loading and leaves nothing behind. The
+weights must fit the model exactly (:func:`brainseg_d2.checkpoint.load_strict`).
+Each file is written under a temporary name and renamed into place: an output is
+complete or absent, so an interrupted run resumes with ``--skip-existing``.
 
-Exit status: 0 success, 2 bad input/config or refused overwrite, 130 interrupted.
+Only the ``<case>_pred.nii.gz`` files (or the one ``--output`` file) are ever
+written or replaced (``--overwrite``), and never when one of them would be an
+input file.
+
+Exit status: 0 success; 1 some cases skipped by ``--skip-bad`` (the others were
+predicted), or a system error; 2 bad input/config, bad weights or refused
+overwrite; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,25 +33,22 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import SimpleITK as sitk
-from tqdm import tqdm
-
-from brainseg_d2.config import get_brainseg_cfg
-from brainseg_d2.data.convert_case import check_volume_case
+from brainseg_d2.data.convert_case import case_error, check_volume_case
 from brainseg_d2.data.sources import Case, find_brats_cases
-from brainseg_d2.inference.volume_predictor import (
-    VolumePredictor,
-    dataset_info_from_cfg,
-    load_dataset_info,
-    preprocess_options_from_info,
+from brainseg_d2.utils.cli import (
+    ArgumentParser,
+    ProblemList,
+    print_error,
+    quiet_third_party_warnings,
 )
+from brainseg_d2.utils.paths import OutputError, check_not_input
 
 OUTPUT_SUFFIXES = (".nii.gz", ".nii")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """Command-line interface of ``brainseg-predict``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="brainseg-predict",
         description="Predict tumour label maps for BraTS case folders (whole volumes).",
     )
@@ -65,9 +70,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        help="slices per forward pass (default BRAINSEG.INFERENCE.BATCH_SIZE)",
+        help="slices per forward pass (default: BRAINSEG.INFERENCE.BATCH_SIZE)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--overwrite", action="store_true", help="replace existing <case>_pred.nii.gz outputs"
+    )
+    what.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave cases whose output exists alone (resume an interrupted run)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="predict the good cases, list the bad ones, exit 1 (default: any bad case "
+        "is an error and nothing is predicted)",
+    )
     p.add_argument(
         "--raw",
         action="store_true",
@@ -91,13 +110,19 @@ def setup_cfg(args: argparse.Namespace):
     Raises:
         ValueError: bad config file or key, or empty ``MODEL.WEIGHTS``.
     """
+    from brainseg_d2.config import get_brainseg_cfg
+
     cfg = get_brainseg_cfg()
     try:
         cfg.merge_from_file(args.config_file, allow_unsafe=False)
-        cfg.merge_from_list(list(args.opts))
     except (KeyError, ValueError, AssertionError, FileNotFoundError) as exc:
         msg = str(exc).strip("'\"")
         raise ValueError(f"bad config ({args.config_file}): {msg}") from None
+    try:
+        cfg.merge_from_list(list(args.opts))
+    except (KeyError, ValueError, AssertionError) as exc:
+        msg = str(exc).strip("'\"")
+        raise ValueError(f"bad config override on the command line: {msg}") from None
     if args.raw:
         cfg.BRAINSEG.POSTPROCESS.ENABLED = False
     cfg.freeze()
@@ -123,6 +148,22 @@ def output_paths(cases: Sequence[Case], output: str | os.PathLike) -> dict[str, 
     return {case.case_id: output / f"{case.case_id}_pred.nii.gz" for case in cases}
 
 
+def check_outputs(cases: Sequence[Case], outputs: Mapping[str, Path]) -> None:
+    """Refuse outputs that are input files (or inside DICOM folders), or not files.
+
+    Raises:
+        OutputError: naming the output and the input.
+    """
+    inputs = [p for case in cases for p in case.files()]
+    for path in outputs.values():
+        check_not_input(path, inputs, "--output")
+        if os.path.lexists(path) and not path.is_file():
+            raise OutputError(f"output {path} exists and is not a file; nothing was written")
+        parent = next((p for p in path.parents if os.path.lexists(p)), None)
+        if parent is not None and not parent.is_dir():
+            raise OutputError(f"cannot write {path}: {parent} is a file, not a folder")
+
+
 def check_case(case: Case, channels: Sequence[str]) -> None:
     """Pre-flight for one case: every channel present, headers readable, 3D, one grid.
 
@@ -132,8 +173,10 @@ def check_case(case: Case, channels: Sequence[str]) -> None:
     check_volume_case(case, channels, include_mask=False, only_required=True)
 
 
-def write_image(image: sitk.Image, path: Path) -> None:
+def write_image(image, path: Path) -> None:
     """Write compressed, under a temporary name renamed into place (complete or absent)."""
+    import SimpleITK as sitk
+
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = next(s for s in OUTPUT_SUFFIXES if path.name.lower().endswith(s))
     tmp = path.with_name(f".{path.name[: -len(suffix)]}.partial-{uuid.uuid4().hex[:8]}{suffix}")
@@ -146,6 +189,8 @@ def write_image(image: sitk.Image, path: Path) -> None:
 
 
 def _dataset_info(args: argparse.Namespace, cfg) -> Mapping:
+    from brainseg_d2.inference.volume_predictor import dataset_info_from_cfg, load_dataset_info
+
     if args.dataset_info:
         return load_dataset_info(args.dataset_info)
     from brainseg_d2.data.datasets import dataset_root, register_all
@@ -155,38 +200,79 @@ def _dataset_info(args: argparse.Namespace, cfg) -> Mapping:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict every case of ``args.input``; raises ValueError on bad input."""
+    """Predict every case of ``args.input``; raises ValueError on bad input.
+
+    Returns:
+        0, or 1 when ``--skip-bad`` left cases out (they are listed on stderr).
+    """
+    from tqdm import tqdm
+
+    from brainseg_d2.inference.volume_predictor import (
+        VolumePredictor,
+        preprocess_options_from_info,
+    )
+
     cfg = setup_cfg(args)
     cases = find_brats_cases(args.input)
     outputs = output_paths(cases, args.output)
-    existing = [str(p) for p in outputs.values() if p.exists()]
-    if existing and not args.overwrite:
+    check_outputs(cases, outputs)
+    existing = [c for c in cases if os.path.lexists(outputs[c.case_id])]
+    if existing and args.skip_existing:
+        print(f"skipping {len(existing)} of {len(cases)} cases whose output exists")
+        cases = [c for c in cases if c not in existing]
+        if not cases:
+            return 0
+    elif existing and not args.overwrite:
+        first = outputs[existing[0].case_id]
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise ValueError(f"output {existing[0]}{more} exists; pass --overwrite to replace it")
+        raise ValueError(
+            f"output {first}{more} exists; pass --overwrite to replace it, "
+            "or --skip-existing to resume"
+        )
     info = _dataset_info(args, cfg)
     channels = list(dict.fromkeys(preprocess_options_from_info(info).preprocess().channels))
-    for case in cases:
-        check_case(case, channels)
+    bad: dict[str, str] = {}
+    for case in cases:  # every case, so that every bad one is listed
+        try:
+            check_case(case, channels)
+        except (ValueError, OSError) as exc:
+            bad[case.case_id] = case_error(case, exc)
+    if bad and (not args.skip_bad or len(bad) == len(cases)):
+        extra = ["no case to predict"] if args.skip_bad else []
+        raise ProblemList([*bad.values(), *extra], what="bad cases")
+    cases = [c for c in cases if c.case_id not in bad]
     predictor = VolumePredictor(cfg, dataset_info=info, batch_size=args.batch_size)
     single_case = len(cases) == 1 and Path(args.input).resolve().name == cases[0].case_id
     bar = tqdm(cases, desc="predicting", unit="case", disable=single_case or args.no_progress)
     for case in bar:
-        prediction = predictor.predict(case)
+        try:
+            prediction = predictor.predict(case)
+        except ValueError as exc:  # bad voxels (NaN, truncated file, ...)
+            if not args.skip_bad:
+                raise ValueError(case_error(case, exc)) from None
+            bad[case.case_id] = case_error(case, exc)
+            continue
         write_image(prediction.label_image, outputs[case.case_id])
         (print if single_case else tqdm.write)(f"wrote {outputs[case.case_id]}")
-    return 0
+    for message in bad.values():
+        print(f"skipped: {message}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``brainseg-predict``; returns 0, 2 on bad input or config, 130 when interrupted."""
+    """Run ``brainseg-predict``; returns 0, 1 (cases skipped), 2 (bad input), 130 (interrupted)."""
+    quiet_third_party_warnings()
     args = build_parser().parse_args(argv)
     try:
         return run(args)
     except ValueError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print_error(exc)
         return 2
+    except OSError as exc:
+        print_error(exc)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; run again with --skip-existing to resume", file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,117 @@
+"""What every command does the same way: help text, one-line errors, quiet imports.
+
+* :class:`ArgumentParser`: ``--help`` shows each option's default, and a usage
+  error is one line (``prog: error: ...``), exit status 2.
+* :func:`quiet_third_party_warnings`: the warnings torch and Detectron2 print
+  on import or on first use, which say nothing about the user's run. Called by
+  each entry point before it imports torch, never by the library, so a
+  program that imports the library keeps its warnings.
+* :func:`print_error`: ``error: <one line>``, or one line per problem for
+  errors that list several (:class:`ProblemList`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import TextIO
+
+#: At most this many problems are listed; the rest are counted.
+MAX_LISTED = 20
+
+#: (category, message regex) of known third-party warnings that carry no news for a user.
+THIRD_PARTY_WARNINGS = (
+    # Detectron2 0.6 decorates a few helpers with torch.jit.script (torch >= 2.5 warns).
+    (FutureWarning, r"`torch\.jit\.script` is deprecated"),
+    (FutureWarning, r"`torch\.jit\.script_method` is deprecated"),
+    # Detectron2's anchor generator calls torch.meshgrid without `indexing`.
+    (UserWarning, r"torch\.meshgrid: in an upcoming release, it will be required"),
+    # fvcore/iopath and torch.load defaults, raised while loading checkpoints.
+    (FutureWarning, r"You are using `torch\.load` with `weights_only=False`"),
+    # Detectron2 0.6 turns read-only mask arrays into tensors (it never writes to them).
+    (UserWarning, r"The given NumPy array is not writable"),
+)
+#: Loggers of third-party modules whose warnings are no news for a user: torch
+#: says "No CUDA runtime is found" when Detectron2 collects environment info on a
+#: CPU machine.
+THIRD_PARTY_LOGGERS = ("torch.utils.cpp_extension",)
+
+
+def quiet_third_party_warnings() -> None:
+    """Ignore :data:`THIRD_PARTY_WARNINGS` and :data:`THIRD_PARTY_LOGGERS` warnings.
+
+    Call from an entry point, before importing torch.
+    """
+    for category, message in THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps descriptions as written and appends ``(default: X)`` where it says something.
+
+    Not for flags (``store_true``), options without a default (None), or help
+    that already names its default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)
+            or (not action.option_strings and action.nargs != argparse.OPTIONAL)
+        ):
+            return text
+        if isinstance(default, (list, tuple)):
+            shown = " ".join(str(v) for v in default) or "none"
+            return f"{text} (default: {shown})"
+        return f"{text} (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` with :class:`HelpFormatter` and one-line usage errors."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class ProblemList(ValueError):
+    """Several independent problems (e.g. one per bad case), printed one line each.
+
+    Attributes:
+        problems: every problem, one line each.
+        lines: what is printed: the first :data:`MAX_LISTED` problems, then a count.
+    """
+
+    def __init__(self, problems: Sequence[str], what: str = "problems") -> None:
+        self.problems = [" ".join(str(p).split()) for p in problems]
+        self.lines = self.problems[:MAX_LISTED]
+        if len(self.problems) > MAX_LISTED:
+            rest = len(self.problems) - MAX_LISTED
+            self.lines.append(f"... and {rest} more {what} ({len(self.problems)} in all)")
+        super().__init__("\n".join(self.lines))
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """The lines that describe ``exc``: its :class:`ProblemList` lines, else one line."""
+    lines = getattr(exc, "lines", None)
+    if lines:
+        return [" ".join(str(line).split()) for line in lines]
+    return [" ".join(str(exc).split()) or type(exc).__name__]
+
+
+def print_error(exc: BaseException, file: TextIO | None = None) -> None:
+    """Print ``error: <line>`` for each line of :func:`error_lines` (to stderr)."""
+    for line in error_lines(exc):
+        print(f"error: {line}", file=file or sys.stderr)
