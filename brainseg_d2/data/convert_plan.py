@@ -32,9 +32,9 @@ class ConvertOptions:
     """Everything that changes the converted dataset.
 
     Attributes:
-        channels: source channels for R, G, B; None = BraTS default
-            (flair, t1ce, t2) for BraTS conventions, else the first case's
-            channels in the order given (at most 3).
+        channels: source channels, one image channel each, in order; None =
+            every BraTS sequence (flair, t1, t1ce, t2) for BraTS conventions,
+            else all of the first case's channels in the order given.
         target: ``labels``, ``regions`` or ``binary``; None = ``binary`` for the
             binary convention, else ``labels``.
         slice_axis: ``axial``, ``coronal`` or ``sagittal`` (2D inputs: ``axial``).
@@ -43,7 +43,8 @@ class ConvertOptions:
         folds, fold: K-fold cross-validation over patients instead of ``split``.
         seed: for the patient split and the choice of empty training slices.
         empty_ratio: fraction of empty (no annotation) brain slices kept in train.
-        min_area: connected components smaller than this (pixels) are dropped.
+        min_area: training annotations drop connected components smaller than
+            this (pixels); val/test annotations keep every labelled pixel.
         connectivity: 4 or 8, for connected components.
         png_compression: PNG deflate level 0-9 (0: stored; 1: ISA-L, fast and small
             enough; 2-9: zlib, slower, a few percent smaller).
@@ -132,7 +133,7 @@ def resolve_options(cases: Sequence[Case], options: ConvertOptions) -> ConvertOp
             channels = BRATS_CHANNELS
         else:
             first = cases[0]
-            channels = tuple(dict.fromkeys([*first.channels, *first.expected]))[:3]
+            channels = tuple(dict.fromkeys([*first.channels, *first.expected]))
     target = options.target or ("binary" if conventions == {"binary"} else "labels")
     if "binary" in conventions and target != "binary":
         raise ConversionError(f"binary masks need --target binary, not {target!r}")
