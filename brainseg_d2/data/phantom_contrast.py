@@ -136,9 +136,9 @@ class ContrastParams:
     noise_sd: Range = (0.005, 0.05)
     gamma: Range = (0.6, 1.5)
     rim: Range = (0.0, 0.25)
-    blur_mm: Range = (0.0, 1.5)
-    p_thick_slices: float = 0.5
-    slice_mm: Range = (2.0, 6.0)
+    blur_mm: Range = (0.0, 2.0)
+    p_thick_slices: float = 0.6
+    slice_mm: Range = (2.0, 7.0)
     slice_axes: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
     def __post_init__(self) -> None:

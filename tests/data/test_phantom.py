@@ -19,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from brainseg_d2.data import phantom
+from brainseg_d2.data import phantom, phantom_anatomy
 from brainseg_d2.data.phantom_contrast import SEQUENCES, TISSUES, ContrastParams
 from brainseg_d2.data.phantom_tumour import (
     HIGH_GRADE_PATTERNS,
@@ -267,10 +267,10 @@ def test_locations_and_patterns_cover_their_choices():
 
 
 def test_sites_lie_where_their_names_say():
-    tpl = phantom._load_template(phantom._SITE_SPACING)
-    sites = phantom._sites()
+    tpl = phantom_anatomy.load_template(phantom_anatomy.SITE_SPACING)
+    sites = phantom_anatomy.sites()
     for name, points in sites.items():
-        idx = np.round(phantom._grid_index(tpl.reference, points)).astype(int).T
+        idx = np.round(phantom_anatomy.grid_index(tpl.reference, points)).astype(int).T
         depth, vent = tpl.depth[tuple(idx)], tpl.ventricle_distance[tuple(idx)]
         if name == "periventricular":
             assert (vent < 8.5).all() and (vent > 0).all()
@@ -339,10 +339,37 @@ def test_mass_effect_map_keeps_volume_outside_and_pushes_away():
     centre, radius, m = np.zeros(3), 10.0, 0.5
     far = rng.normal(size=(500, 3))
     far *= rng.uniform(12.0, 40.0, (500, 1)) / np.linalg.norm(far, axis=1, keepdims=True)
-    pulled = phantom._mass_effect(far, centre, radius, m)
+    pulled = phantom_anatomy.mass_effect(far, centre, radius, m)
     r, r0 = np.linalg.norm(far, axis=1), np.linalg.norm(pulled, axis=1)
     assert (r0 < r).all()  # template content appears further out: pushed away
     np.testing.assert_allclose(r**3 - r0**3, m * radius**3, rtol=1e-9)  # shells keep volume
+
+
+# --- anatomy --------------------------------------------------------------------
+
+
+def test_head_size_follows_the_draw():
+    tpl = phantom_anatomy.load_template(FAST)
+    template_ml = _ml(tpl.anatomy > 0, FAST)
+    lo, hi = DEFAULTS.anatomy.brain_scale
+    scales = [p.anatomy.brain_scale for p in _plans(200, 0.1)]
+    assert lo <= min(scales) and max(scales) <= hi and max(scales) - min(scales) > 0.1
+    for seed in range(3):
+        case = _case(seed, p_empty=1.0)
+        brain_ml = _ml(_arrays(case)["anatomy"] > 0, FAST)
+        expected = template_ml / case.plan.anatomy.volume_scale
+        assert abs(brain_ml / expected - 1.0) < 0.05, (seed, brain_ml, expected)
+
+
+def test_ventricle_dilation_adds_csf():
+    def csf_ml(mm: float) -> float:
+        params = dataclasses.replace(
+            DEFAULTS,
+            anatomy=dataclasses.replace(DEFAULTS.anatomy, ventricle_dilation_mm=(mm, mm)),
+        )
+        return _ml(_arrays(_case(0, p_empty=1.0, params=params))["anatomy"] == CSF, FAST)
+
+    assert csf_ml(4.0) > csf_ml(0.0) + 10.0 and csf_ml(-1.0) <= csf_ml(0.0)
 
 
 # --- appearance -----------------------------------------------------------------
@@ -442,7 +469,7 @@ def test_bad_parameters_raise_value_error(kwargs):
         lambda: TumourParams(p_periventricular=0.7, p_cortical=0.6),
         lambda: ContrastParams(gamma=(0.0, 1.0)),
         lambda: ContrastParams(means={"t1": {}}),
-        lambda: phantom.AnatomyParams(brain_scale=(0.0, 1.0)),
+        lambda: phantom_anatomy.AnatomyParams(brain_scale=(0.0, 1.0)),
     ],
 )
 def test_bad_params_raise_value_error(make):
@@ -459,7 +486,7 @@ def test_bad_seed_raises_value_error(seed):
 def test_missing_nilearn_says_pip_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "nilearn", None)  # makes `import nilearn` fail
     with pytest.raises(ImportError, match="pip install nilearn"):
-        phantom._template_dir()
+        phantom_anatomy.template_dir()
 
 
 def test_cli_writes_cases_and_refuses_non_empty_output(tmp_path, capsys):
