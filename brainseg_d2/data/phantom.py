@@ -14,10 +14,10 @@ appearance, so that real scans look like one more draw:
    resolution (:mod:`~brainseg_d2.data.phantom_contrast`);
 2. the template's CSF/GM/WM fractions at the requested spacing (cached), with
    the ventricles widened or narrowed, and the tumour drawn into them;
-3. one deformation for everything: affine (head size, shape, pose) + smooth
-   elastic field + each lesion's mass effect (tissue pushed radially away
-   from the core, volume-preserving outside it), evaluated on a 4 mm node
-   grid;
+3. one deformation for everything (:mod:`~brainseg_d2.data.phantom_anatomy`):
+   affine (head size, shape, pose) + smooth elastic fields on a 4 mm node
+   grid, composed with each lesion's mass effect (tissue pushed radially away
+   from the core, volume-preserving outside it);
 4. FLAIR, T1, T1ce and T2 synthesised from the warped fractions: tissue
    means, texture, fuzzy edema, enhancing vessels, bias field, noise, blur or
    thick slices, gamma; zero outside the brain (skull-stripped like BraTS);
