@@ -4,7 +4,9 @@
 Each variant trains the CPU phantom config from scratch for the same number of
 iterations (same ``SEED``, same training cases) and is scored by the project's
 evaluator on the same held-out cases (another phantom seed), raw and
-post-processed. Data are generated once into ``--work`` and converted once per
+post-processed: the post-processing is chosen on the training data's val split
+by ``evaluation/tuning.py``, as the demo does; raw uses its score threshold and
+no cleaning. Data are generated once into ``--work`` and converted once per
 (target, channels) combination, so variants differ only in what they name.
 
     .venv/bin/python bench/ablation.py --work /tmp/ablation                  # every variant
@@ -27,12 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml"
 THREE = ("flair", "t1ce", "t2")
 FOUR = ("flair", "t1", "t1ce", "t2")
-# The post-processing the Mask R-CNN-only demo shipped with (chosen on phantom_val).
-INSTANCE_POST = [
-    "BRAINSEG.POSTPROCESS.SCORE_THRESH", "0.15",
-    "BRAINSEG.POSTPROCESS.COMPONENT_SCORE_THRESH", "[0.9, 0.0, 0.0]",
-    "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", "100",
-]  # fmt: skip
 MASK_RCNN = ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "BRAINSEG.MASK_SOURCE", "instances"]
 
 
@@ -44,8 +40,8 @@ class Variant:
 
 
 VARIANTS = {
-    "maskrcnn_regions_3ch": Variant("regions", THREE, MASK_RCNN + INSTANCE_POST),
-    "maskrcnn_labels_3ch": Variant("labels", THREE, MASK_RCNN + INSTANCE_POST),
+    "maskrcnn_regions_3ch": Variant("regions", THREE, MASK_RCNN),
+    "maskrcnn_labels_3ch": Variant("labels", THREE, MASK_RCNN),
     "semantic_regions_3ch": Variant("regions", THREE),
     "semantic_regions_4ch": Variant("regions", FOUR),
     "semantic_labels_4ch": Variant("labels", FOUR),
@@ -94,6 +90,7 @@ def run_variant(work: Path, name: str, args) -> dict:
     from brainseg_d2.config import get_brainseg_cfg
     from brainseg_d2.engine import Trainer
     from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
+    from brainseg_d2.evaluation.tuning import tune_postprocess
 
     variant = VARIANTS[name]
     key = prepare(work, args, variant)
@@ -107,20 +104,41 @@ def run_variant(work: Path, name: str, args) -> dict:
     ])  # fmt: skip
     cfg.freeze()
     default_setup(cfg, argparse.Namespace(config_file="", eval_only=False, opts=[]))
+    final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
+    trained_here = not final.is_file()
     t0 = time.perf_counter()
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=False)
-    trainer.train()
+    if not trained_here:  # trained by an earlier run: evaluate only
+        from brainseg_d2.checkpoint import load_strict
+
+        model = Trainer.build_model(cfg)
+        load_strict(model, str(final))
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        model = trainer.model
     train_s = time.perf_counter() - t0
-    model = trainer.model.eval()
+    model.eval()
     t0 = time.perf_counter()
+    # Post-processing chosen on the training data's val split, as the demo does.
+    params, _ = tune_postprocess(model, cfg, f"train_{key}_val")
+    tune_s = time.perf_counter() - t0
     dataset = f"heldout_{key}_test"
-    evaluator = BrainSegEvaluator.from_config(cfg, dataset, str(work / "eval" / name))
-    results = Trainer.test(cfg, model, evaluators=[evaluator])["brainseg"]
+    eval_cfg = cfg.clone()
+    eval_cfg.defrost()
+    eval_cfg.DATASETS.TEST = (dataset,)
+    for k, v in params.to_cfg_dict().items():
+        eval_cfg.BRAINSEG.POSTPROCESS[k] = list(v) if isinstance(v, tuple) else v
+    eval_cfg.freeze()
+    evaluator = BrainSegEvaluator.from_config(eval_cfg, dataset, str(work / "eval" / name))
+    results = Trainer.test(eval_cfg, model, evaluators=[evaluator])["brainseg"]
     out = {
         "variant": name, "target": variant.target, "channels": list(variant.channels),
-        "iters": args.iters, "train_s": round(train_s, 1),
-        "eval_s": round(time.perf_counter() - t0, 1), "metrics": results,
+        "iters": args.iters, "train_s": round(train_s, 1) if trained_here else None,
+        "tune_s": round(tune_s, 1), "eval_s": round(time.perf_counter() - t0 - tune_s, 1),
+        "postprocess": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in params.to_cfg_dict().items()},
+        "metrics": results,
     }  # fmt: skip
     path = work / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

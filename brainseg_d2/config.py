@@ -55,10 +55,27 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.AUGMENT.ROTATION = 10.0
     # Relative scale range applied on top of the ResizeShortestEdge size; (1, 1) disables.
     _C.BRAINSEG.AUGMENT.SCALE = (0.9, 1.1)
-    # Intensity ranges (multiplicative); (1, 1) disables each.
-    _C.BRAINSEG.AUGMENT.BRIGHTNESS = (0.9, 1.1)
-    _C.BRAINSEG.AUGMENT.CONTRAST = (0.9, 1.1)
-    _C.BRAINSEG.AUGMENT.GAMMA = (0.8, 1.25)
+    # Whole-image intensity ranges (multiplicative, every channel alike); (1, 1)
+    # disables each. Off by default: the per-channel augmentations below cover them
+    # and keep the background at 0.
+    _C.BRAINSEG.AUGMENT.BRIGHTNESS = (1.0, 1.0)
+    _C.BRAINSEG.AUGMENT.CONTRAST = (1.0, 1.0)
+    _C.BRAINSEG.AUGMENT.GAMMA = (1.0, 1.0)
+    # Per-channel intensity augmentation (brainseg_d2/data/intensity_augment.py): each
+    # MRI sequence drawn on its own, as scanners change each contrast independently;
+    # pixels 0 in every channel (outside the brain) stay 0.
+    # Probability of applying each per-channel augmentation below.
+    _C.BRAINSEG.AUGMENT.CHANNEL_PROB = 0.8
+    # Contrast about the channel's brain mean, log-uniform range; (1, 1) disables.
+    _C.BRAINSEG.AUGMENT.CHANNEL_CONTRAST = (0.7, 1.4)
+    # Brightness shift, uniform in +- this share of 255; 0 disables.
+    _C.BRAINSEG.AUGMENT.CHANNEL_SHIFT = 0.05
+    # Gamma per channel, log-uniform range; (1, 1) disables.
+    _C.BRAINSEG.AUGMENT.CHANNEL_GAMMA = (0.7, 1.4)
+    # Largest SD of a smooth log bias field per channel; 0 disables.
+    _C.BRAINSEG.AUGMENT.BIAS_FIELD = 0.2
+    # Largest Gaussian noise SD per channel (0-255 units); 0 disables.
+    _C.BRAINSEG.AUGMENT.NOISE = 6.0
 
     # Post-processing (score threshold, opening/closing, hole filling, min 2D area,
     # min 3D volume, 3D connectivity, keep-largest-K, score hysteresis

@@ -15,12 +15,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 from detectron2.data import transforms as T
+from PIL import Image
+
+from brainseg_d2.data.intensity_augment import build_intensity_augmentations
 
 __all__ = [
     "MultiChannelAugInput",
     "RandomGamma",
     "RandomZoom",
     "apply_image_transform",
+    "apply_segmentation_transform",
     "build_mri_augmentations",
     "image_to_tensor",
 ]
@@ -52,6 +56,23 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+def apply_segmentation_transform(tfm: T.Transform, labels: np.ndarray) -> np.ndarray:
+    """Apply a transform to an ``(H, W)`` label map with nearest-neighbour sampling.
+
+    Detectron2 0.6's ``ExtentTransform.apply_segmentation`` asks for
+    ``Image.NEAREST``, which is 0, and then reads ``interp if interp else
+    self.interp``: it resamples label maps bilinearly, inventing label 1 where 0
+    meets 2. Here every extent is applied with an explicit nearest-neighbour copy.
+    """
+    for t in tfm.transforms if isinstance(tfm, T.TransformList) else [tfm]:
+        if isinstance(t, T.ExtentTransform):
+            t = T.ExtentTransform(t.src_rect, t.output_size, interp=Image.NEAREST, fill=0)
+            labels = t.apply_image(labels)
+        else:
+            labels = t.apply_segmentation(labels)
+    return labels
+
+
 class MultiChannelAugInput(T.AugInput):
     """``AugInput`` whose image may have any number of channels (see module docstring)."""
 
@@ -60,7 +81,7 @@ class MultiChannelAugInput(T.AugInput):
         if self.boxes is not None:
             self.boxes = tfm.apply_box(self.boxes)
         if self.sem_seg is not None:
-            self.sem_seg = tfm.apply_segmentation(self.sem_seg)
+            self.sem_seg = apply_segmentation_transform(tfm, self.sem_seg)
 
 
 class RandomGamma(T.Augmentation):
@@ -123,6 +144,12 @@ def build_mri_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
     if tuple(a.SCALE) != (1.0, 1.0):
         # Zoom about the centre, output keeps its size so batches stay uniform.
         augs.append(RandomZoom(*a.SCALE))
+    # Per-channel intensity before the whole-image ones: Detectron2's RandomContrast
+    # blends with the image mean, so the background would no longer be 0.
+    augs += build_intensity_augmentations(
+        contrast=tuple(a.CHANNEL_CONTRAST), shift=a.CHANNEL_SHIFT, gamma=tuple(a.CHANNEL_GAMMA),
+        bias_sd=a.BIAS_FIELD, noise_sd=a.NOISE, prob=a.CHANNEL_PROB,
+    )  # fmt: skip
     if tuple(a.BRIGHTNESS) != (1.0, 1.0):
         augs.append(T.RandomBrightness(*a.BRIGHTNESS))
     if tuple(a.CONTRAST) != (1.0, 1.0):

@@ -60,7 +60,7 @@ class TuningGrid:
         component_score_thresh: ``COMPONENT_SCORE_THRESH`` values; ``()`` is off.
     """
 
-    score_thresh: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+    score_thresh: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     min_volume_3d: tuple[int, ...] = (0, 50, 200)
     component_score_thresh: tuple[tuple[float, ...], ...] = ((), (0.8,), (0.9,), (0.95,))
 

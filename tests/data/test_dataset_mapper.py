@@ -99,9 +99,11 @@ def test_from_config_builds_mri_augmentations():
     train = BrainSegDatasetMapper(cfg, is_train=True)
     names = [type(a).__name__ for a in train.augmentations.augs]
     assert names[0] == "ResizeShortestEdge"
-    for expected in ("RandomFlip", "RandomRotation", "RandomBrightness", "RandomContrast",
-                     "RandomGamma"):
+    for expected in ("RandomFlip", "RandomRotation", "RandomZoom"):
         assert expected in names
+    applied = [type(a.aug).__name__ for a in train.augmentations.augs if hasattr(a, "aug")]
+    assert applied == ["RandomBiasField", "RandomChannelContrast", "RandomChannelGamma",
+                       "RandomNoise"]  # per channel, each with CHANNEL_PROB
     test = BrainSegDatasetMapper(cfg, is_train=False)
     assert [type(a).__name__ for a in test.augmentations.augs] == ["ResizeShortestEdge"]
 
@@ -112,3 +114,16 @@ def test_random_gamma_is_monotonic_and_keeps_range():
     assert out[0, 0, 0] == 0 and out[0, 255, 0] == 255
     assert np.all(np.diff(out[0, :, 0]) >= 0)
     assert out[0, 128, 0] < 128  # gamma > 1 darkens mid-tones
+
+
+def test_zoom_keeps_label_values_nearest_neighbour(slice_dict):
+    """Detectron2 0.6 resamples label maps bilinearly in ExtentTransform (0 next to 2
+    becomes 1); the mapper must not invent tissue codes."""
+    from brainseg_d2.data.transforms import RandomZoom
+
+    out = _mapper(True, [RandomZoom(1.37, 1.37)], sem_seg_categories=[(1,), (2,), (3,)])(
+        slice_dict
+    )
+    sem = out["sem_seg"].numpy()
+    assert not sem[0].any()  # no necrosis anywhere in the source labels
+    assert sem[1].any() and sem[2].any()
