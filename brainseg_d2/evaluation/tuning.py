@@ -98,6 +98,54 @@ def region_dice(masks: np.ndarray, gt: np.ndarray, target: Target) -> dict[str, 
     return out
 
 
+def _needs_2d_steps(params: PostprocessParams) -> bool:
+    return bool(
+        params.opening_kernel > 1 or params.closing_kernel > 1 or params.fill_holes
+        or params.min_area_2d > 0 or params.keep_largest_k > 0
+    )  # fmt: skip
+
+
+def _score_settings_fast(
+    scores: np.ndarray, gt: np.ndarray, target: Target, settings: Sequence[PostprocessParams]
+) -> list[dict[str, float]]:
+    """Region Dice of every setting, labelling each category once per score threshold.
+
+    Exactly :func:`postprocess_volume` for settings whose only steps are the swept
+    ones (score threshold, minimum 3D volume, hysteresis) and nesting: those drop
+    whole 3D components of the thresholded masks, so one labelling serves them all.
+    """
+    from scipy import ndimage
+
+    from brainseg_d2.evaluation.metrics import neighbourhood_structure
+
+    out: list[dict[str, float]] = [{} for _ in settings]
+    by_threshold: dict[tuple[float, int], list[int]] = defaultdict(list)
+    for i, p in enumerate(settings):
+        by_threshold[(p.score_threshold, p.connectivity_3d)].append(i)
+    for (threshold, connectivity), members in by_threshold.items():
+        structure = neighbourhood_structure(3, connectivity)
+        masks = scores >= np.float32(threshold)
+        labelled = [ndimage.label(m, structure=structure) for m in masks]
+        sizes = [np.bincount(lab.ravel(), minlength=n + 1) for lab, n in labelled]
+        for i in members:
+            p = settings[i]
+            seeds = p.component_thresholds(len(masks)) if p.enabled else None
+            kept = np.zeros_like(masks)
+            for c, ((lab, n), size) in enumerate(zip(labelled, sizes)):
+                keep = size >= (p.min_volume_3d if p.enabled else 0)
+                if seeds is not None:
+                    seeded = np.zeros(n + 1, dtype=bool)
+                    seeded[lab[scores[c] >= np.float32(seeds[c])]] = True
+                    keep &= seeded
+                keep[0] = False
+                kept[c] = keep[lab]
+            if target.nested and p.enabled:
+                for c in range(1, len(kept)):
+                    kept[c] &= kept[c - 1]
+            out[i] = region_dice(kept, gt, target)
+    return out
+
+
 def sweep(
     volumes: Iterable[tuple[str, np.ndarray, np.ndarray]],
     target: Target,
@@ -116,14 +164,23 @@ def sweep(
         ``objective`` (mean over regions) and ``num_volumes``.
     """
     totals: list[dict[str, float]] = [defaultdict(float) for _ in settings]
+    fast = not any(_needs_2d_steps(p) for p in settings)
     count = 0
     for volume_id, scores, gt in volumes:
         count += 1
-        for i, params in enumerate(settings):
-            masks, seeds = probabilities_to_masks_and_seeds(scores, params)
-            masks = postprocess_volume(masks, params, enforce_nesting=target.nested, seeds=seeds)
-            for region, dice in region_dice(masks, gt, target).items():
-                totals[i][region] += dice
+        if fast:
+            per_setting = _score_settings_fast(scores, gt, target, settings)
+        else:
+            per_setting = []
+            for params in settings:
+                masks, seeds = probabilities_to_masks_and_seeds(scores, params)
+                masks = postprocess_volume(
+                    masks, params, enforce_nesting=target.nested, seeds=seeds
+                )
+                per_setting.append(region_dice(masks, gt, target))
+        for total, dice in zip(totals, per_setting):
+            for region, value in dice.items():
+                total[region] += value
         logger.info("tuning: scored %d settings on %s", len(settings), volume_id)
     if not count:
         raise ValueError("no validation volume to tune the post-processing on")

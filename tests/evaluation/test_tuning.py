@@ -95,3 +95,28 @@ def test_tuned_config_never_replaces_a_file_it_did_not_write(tmp_path):
     ours = write_tuned_config(get_brainseg_cfg(), PostprocessParams(), tmp_path / "t.yaml")
     write_tuned_config(get_brainseg_cfg(), PostprocessParams(min_volume_3d=5), ours)  # replaced
     assert "MIN_VOLUME_3D: 5" in ours.read_text()
+
+
+def test_fast_sweep_equals_postprocess_volume_on_random_volumes():
+    """The one-labelling-per-threshold path gives postprocess_volume's masks exactly."""
+    from brainseg_d2.evaluation.tuning import _score_settings_fast
+    from brainseg_d2.postprocessing import postprocess_volume, probabilities_to_masks_and_seeds
+
+    rng = np.random.default_rng(0)
+    regions = get_target("regions")
+    grid = TuningGrid(score_thresh=(0.3, 0.6), min_volume_3d=(0, 5, 40),
+                      component_score_thresh=((), (0.8,), (0.5, 0.9, 0.95)))  # fmt: skip
+    settings = grid.settings(PostprocessParams(connectivity_3d=18))
+    for _ in range(3):
+        from scipy import ndimage
+
+        scores = ndimage.gaussian_filter(rng.random((3, 6, 20, 20)), (0, 1, 1.5, 1.5))
+        scores = ((scores - scores.min()) / np.ptp(scores)).astype(np.float32)
+        gt = scores > 0.5
+        fast = _score_settings_fast(scores, gt, regions, settings)
+        for p, got in zip(settings, fast):
+            masks, seeds = probabilities_to_masks_and_seeds(scores, p)
+            expected = region_dice(
+                postprocess_volume(masks, p, enforce_nesting=True, seeds=seeds), gt, regions
+            )
+            assert got == expected, p
