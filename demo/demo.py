@@ -4,7 +4,8 @@
 Two kinds of input:
 
 * 2D slice images (PNG/JPEG files or globs, e.g. a converted dataset's
-  ``images/val/<volume>/*.png``): ``DefaultPredictor`` per image, drawn with
+  ``images/val/<volume>/*.png``, N channel tiles): the model on each slice,
+  resized as ``DefaultPredictor`` does, drawn with
   ``Visualizer.draw_instance_predictions`` into ``--output``;
 * a case: a BraTS case folder (or a folder of them), or the channel files of
   one volume (``*_flair.nii.gz *_t1ce.nii.gz ...``, or in the dataset's channel
@@ -41,6 +42,7 @@ from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party
 quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from brainseg_d2.config import get_brainseg_cfg  # noqa: E402
 from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases  # noqa: E402
@@ -118,21 +120,46 @@ def setup_cfg(args: argparse.Namespace):
     return cfg
 
 
-def strict_predictor(cfg):
-    """``DefaultPredictor`` whose weights fit its model exactly (else ValueError, one line)."""
-    from detectron2.engine import DefaultPredictor
+def strict_model(cfg):
+    """The model of ``cfg``, in eval mode, with weights that fit it exactly (else ValueError)."""
+    from detectron2.modeling import build_model
 
     from brainseg_d2.checkpoint import load_strict
     from brainseg_d2.engine import ensure_weights_available
 
     ensure_weights_available(cfg)
-    bare = cfg.clone()  # a copy: DefaultPredictor builds the model, load_strict fills it
-    bare.defrost()
-    bare.MODEL.WEIGHTS = ""
-    bare.freeze()
-    predictor = DefaultPredictor(bare)
-    load_strict(predictor.model, cfg.MODEL.WEIGHTS)
-    return predictor
+    model = build_model(cfg)
+    model.eval()
+    load_strict(model, cfg.MODEL.WEIGHTS)
+    return model
+
+
+def read_slice(path: str, num_channels: int):
+    """A 2D slice as ``(H, W, N)`` uint8: a converted slice (N channel tiles) or an image file.
+
+    A greyscale image whose height splits into N tiles is taken as the
+    converter's channel tiles; a colour image must have N channels, a grey one
+    is repeated.
+
+    Raises:
+        ValueError: the file cannot give ``num_channels`` channels (the model's input).
+    """
+    from brainseg_d2.data.png_writer import read_channel_png
+
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"{path}: cannot read image")
+    if image.ndim == 2 and image.shape[0] % num_channels == 0 and num_channels > 1:
+        return read_channel_png(path, num_channels)  # the converter's channel tiles
+    image = image[..., None] if image.ndim == 2 else image[..., 2::-1]  # BGR -> RGB
+    if image.shape[2] == 1:
+        image = np.repeat(image, num_channels, axis=2)
+    if image.shape[2] != num_channels:
+        raise ValueError(
+            f"{path}: {image.shape[2]} channels but the model takes {num_channels} "
+            "(give slices converted by brainseg-convert)"
+        )
+    return image
 
 
 def dataset_info(args: argparse.Namespace, cfg, *, required: bool) -> dict | None:
@@ -206,7 +233,10 @@ def volume_case(paths: Sequence[str], channels: Sequence[str], convention: str) 
 
 
 def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
-    from detectron2.data.detection_utils import read_image as read_2d
+    import torch
+    from detectron2.data import transforms as T
+
+    from brainseg_d2.data.transforms import apply_image_transform, image_to_tensor
 
     out = Path(args.output)
     to_folder = len(paths) > 1 or out.is_dir() or not out.suffix
@@ -216,13 +246,20 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     info = dataset_info(args, cfg, required=False)
     names = category_names(info, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     metadata = make_metadata(names)
-    predictor = strict_predictor(cfg)
+    model = strict_model(cfg)
+    resize = T.ResizeShortestEdge(
+        [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+    )
     if to_folder:
         out.mkdir(parents=True, exist_ok=True)
     for path, target in zip(paths, targets):
-        image = read_2d(path, format="BGR")
-        instances = predictor(image)["instances"]
-        shown = display_image(image[:, :, ::-1], None if args.composite else 0)
+        image = read_slice(path, len(cfg.MODEL.PIXEL_MEAN))
+        resized = apply_image_transform(resize.get_transform(image), image)
+        inputs = {"image": image_to_tensor(resized), "height": image.shape[0],
+                  "width": image.shape[1]}  # fmt: skip
+        with torch.no_grad():
+            instances = model([inputs])[0]["instances"].to("cpu")
+        shown = display_image(image, None if args.composite else 0)
         drawn = draw_instances(shown, instances, metadata, scale=auto_scale(image.shape))
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(target), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
@@ -279,7 +316,6 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("fvcore").setLevel(logging.WARNING)  # "initializing from scratch": it is not
     try:
         cfg = setup_cfg(args)
         kind, paths = split_inputs(args.input)

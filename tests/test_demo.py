@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import SimpleITK as sitk
 
+from brainseg_d2.data.png_writer import read_channel_png
 from brainseg_d2.visualization import auto_scale
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,8 @@ def test_visualize_data_writes_gt_overlays(phantom_dataset, tmp_path):
     files = sorted(out.glob("*.png"))
     assert len(files) == 3
     vid, index = files[0].stem.rsplit("_", 1)
-    source = cv2.imread(str(dataset / "images" / "train" / vid / f"{index}.png"))
+    channels = json.loads((dataset / "dataset.json").read_text())["channels"]
+    source = read_channel_png(dataset / "images" / "train" / vid / f"{index}.png", len(channels))
     image = cv2.imread(str(files[0]))
     assert image.shape[:2] == tuple(auto_scale(source.shape) * n for n in source.shape[:2])
     # Annotated slices are drawn in colour on a grey slice.
@@ -77,7 +79,8 @@ def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_p
     assert rc == 0
     written = sorted(out.glob("*.png"))
     assert [p.name for p in written] == [p.name for p in images]
-    source = cv2.imread(str(images[0]))
+    channels = json.loads((dataset / "dataset.json").read_text())["channels"]
+    source = read_channel_png(images[0], len(channels))  # a slice, not its tiles
     scale = auto_scale(source.shape)
     assert cv2.imread(str(written[0])).shape[:2] == (
         scale * source.shape[0],

@@ -27,9 +27,9 @@ quiet_third_party_warnings()  # before torch and Detectron2 are imported: they w
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.data.detection_utils import read_image  # noqa: E402
 
 from brainseg_d2.data.datasets import register_brainseg_dataset  # noqa: E402
+from brainseg_d2.data.png_writer import read_channel_png  # noqa: E402
 from brainseg_d2.utils.paths import check_not_input, input_overlap  # noqa: E402
 from brainseg_d2.visualization import auto_scale, display_image, draw_dataset_dict  # noqa: E402
 
@@ -49,10 +49,11 @@ def build_parser() -> ArgumentParser:
         "--channel",
         type=int,
         default=0,
-        choices=[0, 1, 2],
-        help="image channel shown in grey (default 0: the first converted channel)",
+        help="channel shown in grey (default 0: the first converted channel, FLAIR for BraTS)",
     )
-    p.add_argument("--composite", action="store_true", help="show the RGB composite instead")
+    p.add_argument(
+        "--composite", action="store_true", help="show the first three channels as R, G, B"
+    )
     return p
 
 
@@ -102,16 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
     metadata = MetadataCatalog.get(wanted)
+    channels = list(metadata.get("channels", None) or ["image"] * 3)
+    if not 0 <= args.channel < len(channels):
+        print(f"error: --channel {args.channel}: the dataset has channels 0-{len(channels) - 1} "
+              f"{channels}", file=sys.stderr)  # fmt: skip
+        return 2
     args.output.mkdir(parents=True, exist_ok=True)
     chosen = select_records(records, args.num)
     for record in chosen:
-        image = read_image(record["file_name"], format="RGB")
+        image = read_channel_png(record["file_name"], len(channels))
         image = display_image(image, None if args.composite else args.channel)
         scale = args.scale or auto_scale(image.shape)
         vid = str(record.get("volume_id", Path(record["file_name"]).parent.name))
         index = int(record.get("slice_index", record["image_id"]))
         title = f"{vid} #{index}"
-        drawn = draw_dataset_dict(image, record, metadata, scale=scale, title=title)
+        # Instances only: Detectron2 would also draw the label PNG (sem_seg) over them.
+        shown = {k: v for k, v in record.items() if k != "sem_seg_file_name"}
+        drawn = draw_dataset_dict(image, shown, metadata, scale=scale, title=title)
         out = args.output / f"{vid}_{index:04d}.png"
         if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
             print(f"error: cannot write {out}", file=sys.stderr)
