@@ -18,8 +18,9 @@ from brainseg_d2.utils.cli import print_error, quiet_third_party_warnings
 quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
 
 import detectron2.utils.comm as comm  # noqa: E402
-from detectron2.engine import default_setup, launch  # noqa: E402
+from detectron2.engine import default_setup  # noqa: E402
 
+from brainseg_d2.engine import launch  # noqa: E402  (CPU: gloo workers with any Detectron2)
 from brainseg_d2.engine.trainer import (  # noqa: E402
     Trainer,
     argument_parser,

@@ -1,30 +1,38 @@
 """The plugin's ``Trainer(DefaultTrainer)`` and config set-up.
 
 The Trainer overrides only what it must: the data loaders (MRI mapper), the
-evaluators (volume metrics next to COCO AP) and the hooks (periodic volume
-evaluation with best-checkpoint keeping).
+evaluators (volume metrics next to COCO AP), the hooks (periodic volume
+evaluation with best-checkpoint keeping), and ``__init__``, to wrap the model in
+DDP the way CPU (gloo) processes need. Its behaviour does not depend on which
+Detectron2 is installed (the Python-only v0.6 fallback or a build of upstream main).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import weakref
 from pathlib import Path
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (
     DatasetCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
+    get_detection_dataset_dicts,
 )
-from detectron2.engine import DefaultTrainer
+from detectron2.data.samplers import TrainingSampler
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.engine import hooks as d2_hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import setup_logger
 
 from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
 from brainseg_d2.data.datasets import check_datasets_exist, dataset_root, register_all
+from brainseg_d2.engine.distributed import create_ddp_model
 from brainseg_d2.engine.hooks import EarlyStop, build_eval_hooks
 from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
 
@@ -36,9 +44,71 @@ _REMOTE_PREFIXES = ("http://", "https://", "detectron2://", "catalog://")
 class Trainer(DefaultTrainer):
     """DefaultTrainer with the MRI mapper, volume evaluators and best-checkpoint hook."""
 
+    def __init__(self, cfg):
+        """``DefaultTrainer.__init__``, step for step, with the plugin's ``create_ddp_model``.
+
+        Detectron2's passes CUDA ``device_ids`` to DDP for CPU models too, which
+        fails in CPU multi-process (gloo) training.
+        """
+        super(DefaultTrainer, self).__init__()  # TrainerBase: DefaultTrainer's body follows
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+
+        # Assume these objects must be constructed in this order.
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def state_dict(self):
+        """The checkpointed state, with the optimizer's (and AMP scaler's), as upstream saves it.
+
+        Detectron2 v0.6 left them out: a resumed run restarted with no momentum
+        and, for one iteration, the first warm-up learning rate.
+        """
+        ret = super(DefaultTrainer, self).state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super(DefaultTrainer, self).load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint has no optimizer state (written by Detectron2 v0.6?); "
+                           "the optimizer starts afresh")
+
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=BrainSegDatasetMapper(cfg, True))
+        """The MRI mapper; with the default sampler, the same slice order on every install.
+
+        Detectron2 v0.6 seeds ``TrainingSampler`` from the global RNG (set by
+        ``SEED``), upstream main with ``SEED`` itself, so one config trained on
+        different slices in a different order on the two. The plugin makes the
+        sampler itself, seeded the v0.6 way, so runs (and BENCHMARKS.md) reproduce
+        on both.
+        """
+        mapper = BrainSegDatasetMapper(cfg, True)
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            return build_detection_train_loader(cfg, mapper=mapper)
+        dataset = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+        sampler = TrainingSampler(len(dataset), seed=None)  # None: drawn from the seeded RNG
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

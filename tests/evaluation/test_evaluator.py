@@ -399,7 +399,7 @@ def _two_rank_worker(out_dir: str) -> None:
 
 
 def test_two_processes_match_one(tmp_path):
-    from detectron2.engine import launch
+    from brainseg_d2.engine import launch  # Detectron2 v0.6's asserts CUDA
 
     launch(_two_rank_worker, 2, dist_url="auto", args=(str(tmp_path),))
     rank0 = json.loads((tmp_path / "rank0.json").read_text())
