@@ -1,11 +1,14 @@
 # The two README commands: `make demo` (main job, end to end) and `make test`.
-# Both run scripts/setup.sh first, which is a no-op once the .venv is complete.
-PY := .venv/bin/python
+# Both run scripts/setup.sh first, which is a no-op once the venv is complete.
+# VENV picks the venv (CI: `make test VENV=.venv-src` with BRAINSEG_D2_DETECTRON2_SOURCE
+# set tests a source build of Detectron2 beside the default fallback in .venv).
+VENV ?= .venv
+PY := $(VENV)/bin/python
 
 .PHONY: setup demo test lint env clean-venv
 
 setup:
-	@bash scripts/setup.sh
+	@BRAINSEG_D2_VENV=$(VENV) bash scripts/setup.sh
 
 demo: setup
 	$(PY) tools/run_demo.py $(DEMO_ARGS)
@@ -20,4 +23,4 @@ env: setup
 	$(PY) -m brainseg_d2.env
 
 clean-venv:
-	rm -rf .venv
+	rm -rf $(VENV)

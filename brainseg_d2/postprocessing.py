@@ -77,6 +77,9 @@ class PostprocessParams:
         fill_holes: fill 2D holes (background not connected to the slice border).
         min_area_2d: drop 2D components smaller than this many pixels; 0 = off.
         min_volume_3d: drop 3D components smaller than this many voxels; 0 = off.
+            One value for every category, or one per category (for nested
+            targets, e.g. ``(200, 0, 0)`` filters lesions by their WT extent and
+            keeps whatever core lies inside a surviving lesion). Stored as a tuple.
         connectivity_3d: 3D neighbourhood, 6, 18 or 26 (26 as in BraTS lesion
             analysis); its in-plane part (4 or 8) is the 2D connectivity.
         keep_largest_k: keep only the K largest 3D components per category;
@@ -108,7 +111,7 @@ class PostprocessParams:
     closing_kernel: int = 0
     fill_holes: bool = False
     min_area_2d: int = 0
-    min_volume_3d: int = 0
+    min_volume_3d: tuple[int, ...] = (0,)
     connectivity_3d: int = 26
     keep_largest_k: int = 0
     component_score_threshold: tuple[float, ...] = ()
@@ -135,11 +138,22 @@ class PostprocessParams:
         thr = self.score_threshold
         if not isinstance(thr, numbers.Real) or isinstance(thr, bool) or not 0.0 <= thr <= 1.0:
             raise ValueError(f"score_threshold must be a number in [0, 1], got {thr!r}")
+        volumes = self.min_volume_3d
+        if isinstance(volumes, numbers.Integral) and not isinstance(volumes, bool):
+            volumes = (volumes,)
+        if not isinstance(volumes, (tuple, list)) or not volumes or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+            for v in volumes
+        ):
+            raise ValueError(
+                "min_volume_3d must be integers >= 0 (one, or one per category), got "
+                f"{self.min_volume_3d!r}"
+            )
+        object.__setattr__(self, "min_volume_3d", tuple(int(v) for v in volumes))
         for name in (
             "opening_kernel",
             "closing_kernel",
             "min_area_2d",
-            "min_volume_3d",
             "keep_largest_k",
             "connectivity_3d",
         ):
@@ -164,6 +178,20 @@ class PostprocessParams:
                 f"category; empty = off), got {self.component_score_threshold!r}"
             )
         object.__setattr__(self, "component_score_threshold", tuple(float(v) for v in values))
+
+    def min_volumes(self, num_categories: int) -> np.ndarray:
+        """Per-category minimum 3D component size ``(C,)`` (all 0 when disabled).
+
+        Raises:
+            ValueError: if ``min_volume_3d`` has neither 1 nor ``C`` values.
+        """
+        values = self.min_volume_3d if self.enabled else (0,)
+        if len(values) not in (1, num_categories):
+            raise ValueError(
+                f"min_volume_3d has {len(values)} values; give 1 or one per category "
+                f"({num_categories})"
+            )
+        return np.broadcast_to(np.asarray(values, dtype=np.int64), (num_categories,)).copy()
 
     def component_thresholds(self, num_categories: int) -> np.ndarray | None:
         """Per-category seed score thresholds ``(C,)``, or None when hysteresis is off.
@@ -223,7 +251,7 @@ class PostprocessParams:
             closing_kernel=0,
             fill_holes=False,
             min_area_2d=0,
-            min_volume_3d=0,
+            min_volume_3d=(0,),
             keep_largest_k=0,
             component_score_threshold=(),
         )
@@ -468,12 +496,15 @@ def postprocess_slice(masks: np.ndarray, params: PostprocessParams) -> np.ndarra
 
 
 def _filter_components_3d(
-    mask: np.ndarray, params: PostprocessParams, seeds: np.ndarray | None = None
+    mask: np.ndarray,
+    params: PostprocessParams,
+    seeds: np.ndarray | None = None,
+    min_volume: int = 0,
 ) -> np.ndarray:
     """3D component filters of one category, on one labelling of ``mask``.
 
     In order: components without a ``seeds`` voxel go (when seeds are given),
-    those under ``min_volume_3d`` voxels go, then the ``keep_largest_k`` largest
+    those under ``min_volume`` voxels go, then the ``keep_largest_k`` largest
     of the rest stay. The first two drop whole components, so one pass is exact.
     """
     out = np.zeros(mask.shape, dtype=bool)
@@ -483,7 +514,7 @@ def _filter_components_3d(
     structure = neighbourhood_structure(3, params.connectivity_3d)
     labels, n = ndimage.label(mask[box], structure=structure)  # components lie in the box
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= params.min_volume_3d
+    keep = sizes >= min_volume
     if seeds is not None:
         seeded = np.zeros(n + 1, dtype=bool)
         seeded[labels[seeds[box]]] = True
@@ -541,13 +572,14 @@ def postprocess_volume(
         seeds = np.asarray(seeds).astype(bool, copy=False)
         if seeds.shape != masks.shape:
             raise ValueError(f"seeds must have the masks' shape {masks.shape}, got {seeds.shape}")
+    min_volumes = params.min_volumes(masks.shape[0])
     out = np.empty_like(masks)
     for c in range(masks.shape[0]):
         for s in range(masks.shape[1]):
             out[c, s] = _clean_2d(masks[c, s], params)
         category_seeds = seeds[c] if seed_thresholds is not None else None
-        if category_seeds is not None or params.min_volume_3d > 0 or params.keep_largest_k > 0:
-            out[c] = _filter_components_3d(out[c], params, category_seeds)
+        if category_seeds is not None or min_volumes[c] > 0 or params.keep_largest_k > 0:
+            out[c] = _filter_components_3d(out[c], params, category_seeds, int(min_volumes[c]))
     if enforce_nesting:
         for c in range(1, out.shape[0]):
             out[c] &= out[c - 1]

@@ -2,10 +2,14 @@
 """Install Detectron2 into the current Python environment, one of two ways.
 
 1. **From source** (recommended for users with internet and a GPU): pass
-   ``--source`` (or set ``BRAINSEG_D2_DETECTRON2_SOURCE``) to a local clone or a
-   ``git+https://...`` URL. It is built with ``pip install --no-build-isolation``
-   against the torch already installed, so the compiled ops (``detectron2._C``)
-   are built too.
+   ``--source`` (or set ``BRAINSEG_D2_DETECTRON2_SOURCE``) to a local clone, a
+   source archive (``.tar.gz``, e.g. a ``git archive``) or a ``git+https://...``
+   URL. It is built with ``pip install --no-build-isolation`` against the torch
+   already installed, so the compiled ops (``detectron2._C``) are built too;
+   ``setuptools<81`` (``detectron2.model_zoo`` imports ``pkg_resources``) and
+   ``ninja`` (parallel compiles; ``MAX_JOBS`` or ``--jobs`` sets how many) are
+   installed first. The source and its commit, when known, are recorded in
+   :data:`BUILD_RECORD` for ``brainseg-env``.
 
 2. **Python-only fallback** (default; machines that cannot reach the source
    host). Detectron2 is not on PyPI, but the sdist ``pb1-detectron2==0.6`` is: its
@@ -18,8 +22,13 @@
    ``nms``/``roi_align``); the few features that do (fast COCO eval, rotated boxes,
    deformable conv) raise a clear ``ImportError`` when used.
 
-Both paths are idempotent: if the requested kind is already installed (same
-fix level for the fallback), nothing is done.
+   The fixes only make v0.6 import and run on today's Pillow, NumPy and
+   setuptools without ``_C``. Behaviour the plugin needs from any Detectron2
+   (CPU multi-process training, the training data order, optimizer state in
+   checkpoints) lives in the plugin itself (``brainseg_d2.engine``).
+
+Both paths are idempotent: if the requested install is already there (same fix
+level for the fallback, same source for a source build), nothing is done.
 
 Run it with the environment's interpreter, e.g. ``.venv/bin/python
 scripts/provision_detectron2.py``; ``make setup`` does this for you.
@@ -47,7 +56,8 @@ SDIST_VERSION = "0.6"
 SDIST_FILE = f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 #: Bump when FIXES change, so `make setup` rebuilds the wheel.
-FIX_LEVEL = 2
+#: 3: launch/create_ddp_model fixes dropped (the plugin handles CPU processes itself).
+FIX_LEVEL = 3
 WHEEL_VERSION = f"{SDIST_VERSION}+pyonly{FIX_LEVEL}"
 
 #: Runtime dependencies of Detectron2 v0.6 minus what only Caffe2 export and
@@ -173,34 +183,6 @@ FIXES: list[Fix] = [
             "utils/video_visualizer.py",
         )
     ],
-    Fix(
-        "engine/launch.py",
-        r'    assert torch\.cuda\.is_available\(\), "cuda is not available\. '
-        r'Please check your installation\."\n',
-        "    has_gpu = torch.cuda.is_available()\n",
-        "launch() asserted CUDA; CPU-only machines could not run multi-process (gloo) jobs",
-    ),
-    Fix(
-        "engine/launch.py",
-        r'backend="NCCL",',
-        'backend="NCCL" if has_gpu else "GLOO",',
-        "NCCL needs GPUs; fall back to GLOO on CPU",
-    ),
-    Fix(
-        "engine/launch.py",
-        r"    assert num_gpus_per_machine <= torch\.cuda\.device_count\(\)\n"
-        r"    torch\.cuda\.set_device\(local_rank\)\n",
-        "    if has_gpu:\n"
-        "        assert num_gpus_per_machine <= torch.cuda.device_count()\n"
-        "        torch.cuda.set_device(local_rank)\n",
-        "selecting a CUDA device is only possible with GPUs",
-    ),
-    Fix(
-        "engine/defaults.py",
-        r'    if "device_ids" not in kwargs:\n',
-        '    if "device_ids" not in kwargs and next(model.parameters()).is_cuda:\n',
-        "DDP rejects device_ids for CPU models, so CPU multi-process training failed",
-    ),
 ]
 
 
@@ -316,27 +298,209 @@ include = ["detectron2*"]
     return wheels[-1]
 
 
-def pip_install(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "install", *args], check=True)
+def pip_install(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "install", *args], check=True, env=env)
 
 
-def install_from_source(source: str) -> None:
-    """Build Detectron2 (compiled ops included) from a local clone or a git URL."""
-    if not (source.startswith("git+") or Path(source).is_dir()):
+#: What a source build needs besides torch: ``pkg_resources`` (``detectron2.model_zoo``
+#: imports it; setuptools 81 removed it), ``wheel``, and ``ninja``, without which
+#: torch compiles one file at a time and ignores ``MAX_JOBS`` (measured on 2 cores,
+#: upstream main 02b5c4e2, CPU ops: 1m47s without ninja, 1m18s with MAX_JOBS=2).
+SOURCE_BUILD_REQUIREMENTS = ["setuptools>=68,<81", "wheel", "ninja"]
+
+#: Where a source build records what it was built from, relative to ``sys.prefix``
+#: (read by ``brainseg_d2.env``, which keeps its own copy of this path).
+BUILD_RECORD = Path("share", "brainseg_d2", "detectron2-build.json")
+
+_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A Detectron2 source ready for pip.
+
+    Attributes:
+        spec: what ``pip install`` gets (a folder or a ``git+`` URL).
+        commit: the upstream commit if known (from git metadata, the archive's
+            ``git archive`` header or its file name), else None.
+    """
+
+    spec: str
+    commit: str | None
+
+
+def resolve_source(source: str, workdir: Path) -> Source:
+    """Turn ``--source`` (folder, archive or git URL) into something pip builds.
+
+    An archive is extracted into `workdir`; it must hold one Detectron2 tree
+    (a folder with ``setup.py``), at its top or one level down.
+
+    Raises:
+        SystemExit: the source is none of the three, or holds no ``setup.py``.
+    """
+    if source.startswith("git+"):
+        return Source(source, None)  # pip records the commit it checks out (direct_url.json)
+    if source.startswith(("http://", "https://", "git@")):
         raise SystemExit(
-            f"error: Detectron2 source {source!r} is neither a folder nor a git+URL "
-            "(e.g. git+https://github.com/facebookresearch/detectron2.git)"
+            f"error: Detectron2 source {source!r}: prefix a git URL with git+, e.g. "
+            "git+https://github.com/facebookresearch/detectron2.git"
         )
-    current = installed_version()
-    if current and "+pyonly" not in current:
-        log(f"detectron2 {current} (source build) already installed; nothing to do")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "setup.py").is_file():
+            raise SystemExit(f"error: Detectron2 source {path} has no setup.py (not a clone?)")
+        return Source(str(path.resolve()), _git_commit(path))
+    if path.is_file() and path.name.endswith(_ARCHIVE_SUFFIXES):
+        commit = None
+        with tarfile.open(path) as tar:
+            # `git archive` stores the commit id as the archive's pax comment.
+            comment = tar.pax_headers.get("comment", "")
+            if _COMMIT.match(comment):
+                commit = comment
+            tar.extractall(workdir, filter="data")
+        if commit is None:  # e.g. detectron2-main-02b5c4e2.tar.gz
+            m = re.search(r"[-_]([0-9a-f]{7,40})\.t", path.name)
+            commit = m.group(1) if m else None
+        roots = [workdir] + sorted(d for d in workdir.iterdir() if d.is_dir())
+        root = next((d for d in roots if (d / "setup.py").is_file()), None)
+        if root is None:
+            raise SystemExit(f"error: Detectron2 archive {path} holds no setup.py at its top")
+        return Source(str(root), commit)
+    raise SystemExit(
+        f"error: Detectron2 source {source!r} is not a folder, a .tar.gz archive or a "
+        "git+URL (e.g. git+https://github.com/facebookresearch/detectron2.git)"
+    )
+
+
+def _git_commit(folder: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out if _COMMIT.match(out) else None
+
+
+def check_compilers() -> None:
+    """Fail in one line, before minutes of building, when a compiler is missing or wrong.
+
+    A C++ compiler is always needed. With a GPU, torch builds the CUDA ops only
+    if it finds a CUDA toolkit (``nvcc``) whose major version is torch's; without
+    one the build silently makes CPU-only ops, so that is an error here too
+    (``FORCE_CUDA=0`` accepts CPU-only ops on a GPU machine).
+    """
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        raise SystemExit(
+            f"error: no C++ compiler ({cxx!r} not found): install one (Debian/Ubuntu: "
+            "apt-get install build-essential; conda: conda install gxx_linux-64) and retry"
+        )
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if not torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "0":
         return
+    if CUDA_HOME is None or not Path(CUDA_HOME, "bin", "nvcc").exists():
+        raise SystemExit(
+            f"error: this machine has a GPU but no CUDA toolkit (nvcc) was found: install CUDA "
+            f"{torch.version.cuda} (torch's) and set CUDA_HOME, or FORCE_CUDA=0 for CPU-only ops"
+        )
+    out = subprocess.run(
+        [str(Path(CUDA_HOME, "bin", "nvcc")), "--version"], capture_output=True, text=True
+    ).stdout
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    if m and torch.version.cuda and m.group(1) != torch.version.cuda.split(".")[0]:
+        raise SystemExit(
+            f"error: nvcc in {CUDA_HOME} is CUDA {m.group(1)}.{m.group(2)} but torch was built "
+            f"with CUDA {torch.version.cuda}: point CUDA_HOME at a matching toolkit, or install "
+            f"the torch build for your CUDA (BRAINSEG_D2_TORCH=...)"
+        )
+
+
+def read_build_record() -> dict | None:
+    path = Path(sys.prefix, BUILD_RECORD)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _dist_record_sha256() -> str | None:
+    """A fingerprint of the installed detectron2 (its RECORD): changes on any reinstall."""
+    try:
+        text = importlib.metadata.distribution("detectron2").read_text("RECORD")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest() if text else None
+
+
+def write_build_record(source: str, commit: str | None) -> None:
+    """Record what the installed source build came from (for ``brainseg-env``)."""
+    path = Path(sys.prefix, BUILD_RECORD)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "source": source,
+        "commit": commit,
+        "version": installed_version(),
+        "torch": importlib.metadata.version("torch"),  # _C is built against this torch
+        "record_sha256": _dist_record_sha256(),
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def install_from_source(source: str, jobs: int | None = None) -> None:
+    """Build Detectron2 (compiled ops included) from a folder, an archive or a git URL.
+
+    Args:
+        source: local clone, ``.tar.gz`` archive of one, or ``git+`` URL.
+        jobs: parallel compile jobs (``MAX_JOBS``); None leaves torch's default.
+    """
+    current = installed_version()
+    record = read_build_record()
+    if (
+        current and "+pyonly" not in current and record
+        and record.get("source") == source
+        and record.get("torch") == importlib.metadata.version("torch")
+        and record.get("record_sha256") == _dist_record_sha256()
+    ):
+        log(f"detectron2 {current} (source build of {source}) already installed; nothing to do")
+        return
+    check_compilers()
     # The build imports torch, so it must see this environment's torch.
-    pip_install("-q", "setuptools>=68", "wheel", "ninja")
-    if current:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "detectron2"], check=True)
-    log(f"building detectron2 from {source} (compiles the C++/CUDA ops; takes minutes)")
-    pip_install("--no-build-isolation", source)
+    pip_install("-q", *SOURCE_BUILD_REQUIREMENTS)
+    env = dict(os.environ)
+    if jobs is not None:
+        env["MAX_JOBS"] = str(jobs)
+    with tempfile.TemporaryDirectory(prefix="detectron2-src-") as tmp:
+        src = resolve_source(source, Path(tmp))
+        if current:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "uninstall", "-y", "-q", "detectron2"], check=True
+            )
+        log(
+            f"building detectron2 from {source}"
+            + (f" (commit {src.commit[:12]})" if src.commit else "")
+            + f", MAX_JOBS={env.get('MAX_JOBS', 'unset (ninja default)')}; takes minutes"
+        )
+        try:
+            pip_install("--no-build-isolation", src.spec, env=env)
+        except subprocess.CalledProcessError:
+            raise SystemExit(
+                f"error: building Detectron2 from {source} failed (compiler output above); "
+                "see 'When the source build fails' in README.md"
+            ) from None
+    check = subprocess.run(
+        [sys.executable, "-c", "from detectron2 import _C; import detectron2.model_zoo"],
+        capture_output=True, text=True, cwd=tempfile.gettempdir(),
+    )
+    if check.returncode != 0:
+        last = (check.stderr.strip().splitlines() or ["?"])[-1]
+        raise SystemExit(f"error: the Detectron2 build installed but does not import: {last}")
+    write_build_record(source, src.commit)
+    log(f"detectron2 {installed_version()} built from source with compiled ops")
 
 
 def install_fallback(cache: Path, sdist: Path | None) -> None:
@@ -362,8 +526,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--source",
         default=os.environ.get("BRAINSEG_D2_DETECTRON2_SOURCE") or None,
-        help="local Detectron2 clone or git+URL to build with compiled ops "
+        help="Detectron2 clone, .tar.gz archive or git+URL to build with compiled ops "
         "(env BRAINSEG_D2_DETECTRON2_SOURCE)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ["MAX_JOBS"]) if os.environ.get("MAX_JOBS", "").isdigit() else None,
+        help="parallel compile jobs for a source build (env MAX_JOBS; default: torch's, "
+        "all cores + 2; lower it if the compiler runs out of memory)",
     )
     parser.add_argument("--sdist", type=Path, help=f"a local copy of {SDIST_FILE} (offline)")
     parser.add_argument(
@@ -371,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.source:
-        install_from_source(args.source)
+        install_from_source(args.source, args.jobs)
     else:
         install_fallback(args.cache, args.sdist)
     return 0

@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# One set-up path for every README command: creates .venv if missing, installs the
-# pinned torch/torchvision pair, Detectron2 (scripts/provision_detectron2.py) and
+# One set-up path for every README command: creates the venv if missing, installs
+# the pinned torch/torchvision pair, Detectron2 (scripts/provision_detectron2.py) and
 # this project (editable, with test extras). Idempotent: a stamp keyed on the
 # inputs below makes a second run return in about a second.
 #
 # Environment knobs:
-#   PYTHON                          interpreter used to create .venv (default python3)
+#   PYTHON                          interpreter used to create the venv (default python3)
+#   BRAINSEG_D2_VENV                the venv folder (default .venv; CI builds the source
+#                                   install in .venv-src beside the fallback one)
 #   BRAINSEG_D2_TORCH               torch/torchvision requirement specs
 #                                   (default: "torch==2.14.1 torchvision==0.29.1", a pair
 #                                   whose wheels run on CPU and CUDA machines alike)
-#   BRAINSEG_D2_DETECTRON2_SOURCE   local Detectron2 clone or git+URL: build it with
-#                                   compiled ops instead of the Python-only fallback
+#   BRAINSEG_D2_DETECTRON2_SOURCE   Detectron2 clone, .tar.gz archive of one, or git+URL:
+#                                   build it with compiled ops instead of the Python-only
+#                                   fallback (needs a C++ compiler; CUDA toolkit for GPU ops)
+#   MAX_JOBS                        parallel compile jobs for that build (default: all
+#                                   cores + 2; lower it if the compiler runs out of memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
-VENV=.venv
+VENV="${BRAINSEG_D2_VENV:-.venv}"
 TORCH_SPEC="${BRAINSEG_D2_TORCH:-torch==2.14.1 torchvision==0.29.1}"
 D2_SOURCE="${BRAINSEG_D2_DETECTRON2_SOURCE:-}"
 

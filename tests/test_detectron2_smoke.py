@@ -159,3 +159,30 @@ def test_fast_coco_eval_needs_compiled_ops_clearly():
     dt = gt.loadRes([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9}])
     with pytest.raises(ImportError, match="compiled ops"):
         COCOeval_opt(gt, dt, "bbox").evaluate()
+
+
+def test_fast_coco_eval_runs_with_compiled_ops():
+    from brainseg_d2.env import detectron2_install_kind
+
+    _, _, has_ops = detectron2_install_kind()
+    if not has_ops:
+        pytest.skip("Python-only fallback: no compiled ops")
+    from detectron2.evaluation.fast_eval_api import COCOeval_opt
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1, "height": 10, "width": 10}],
+        "categories": [{"id": 1, "name": "disc"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "area": 16,
+             "iscrowd": 0}
+        ],
+    }
+    gt.createIndex()
+    dt = gt.loadRes([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9}])
+    ev = COCOeval_opt(gt, dt, "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)  # the one detection is the ground truth

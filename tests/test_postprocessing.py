@@ -36,7 +36,7 @@ def test_defaults():
     p = PostprocessParams()
     assert (p.enabled, p.score_threshold, p.fill_holes, p.connectivity_3d) == (True, 0.5, False, 26)
     assert (p.opening_kernel, p.closing_kernel, p.min_area_2d) == (0, 0, 0)
-    assert (p.min_volume_3d, p.keep_largest_k) == (0, 0)
+    assert (p.min_volume_3d, p.keep_largest_k) == ((0,), 0)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_from_cfg_reads_uppercase_keys():
         CLOSING_KERNEL=5,
         FILL_HOLES=False,
         MIN_AREA_2D=10,
-        MIN_VOLUME_3D=100,
+        MIN_VOLUME_3D=[100],
         CONNECTIVITY_3D=6,
         KEEP_LARGEST_K=2,
         COMPONENT_SCORE_THRESH=[0.9, 0.7, 0.7],
@@ -107,7 +107,8 @@ def test_raw_keeps_only_the_threshold():
     raw = PostprocessParams.raw(0.7)
     assert raw.score_threshold == 0.7 and not raw.enabled and not raw.fill_holes
     assert raw.opening_kernel == raw.closing_kernel == raw.min_area_2d == 0
-    assert raw.min_volume_3d == raw.keep_largest_k == 0 and raw.component_score_threshold == ()
+    assert raw.min_volume_3d == (0,) and raw.keep_largest_k == 0
+    assert raw.component_score_threshold == ()
     assert PostprocessParams.raw().score_threshold == PostprocessParams().score_threshold
 
 
@@ -480,3 +481,15 @@ def test_component_score_threshold_needs_seeds_and_a_valid_length():
         postprocess_volume(
             masks, PostprocessParams(component_score_threshold=(0.9,)), seeds=masks[:1]
         )
+
+
+def test_min_volume_3d_per_category():
+    """One value per category: here only the outer category is filtered."""
+    masks = np.zeros((2, 3, 8, 8), bool)
+    masks[:, 1, 2:4, 2:4] = True  # a 4-voxel component in both categories
+    masks[:, :, 6, 6] = True  # a 3-voxel column in both
+    out = postprocess_volume(masks, PostprocessParams(min_volume_3d=(4, 0)))
+    assert out[0, 1, 2:4, 2:4].all() and not out[0, :, 6, 6].any()
+    assert out[1].sum() == masks[1].sum()  # inner category untouched
+    with pytest.raises(ValueError, match="min_volume_3d has 3 values"):
+        postprocess_volume(masks, PostprocessParams(min_volume_3d=(1, 2, 3)))

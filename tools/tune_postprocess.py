@@ -59,7 +59,8 @@ def main(argv=None) -> int:
         p = r["params"]
         dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)
         hysteresis = list(p.component_score_threshold) or "off"
-        print(f"{p.score_threshold} {p.min_volume_3d} {hysteresis} {dice} {r['objective']:.4f}")
+        volumes = list(p.min_volume_3d)
+        print(f"{p.score_threshold} {volumes} {hysteresis} {dice} {r['objective']:.4f}")
     path = write_tuned_config(cfg, best, output)
     print(f"best on {dataset} ({results[0]['num_volumes']} volumes): "
           f"{ {k: v for k, v in best.to_cfg_dict().items()} }")

@@ -9,7 +9,12 @@ every setting of a grid of ``BRAINSEG.POSTPROCESS`` keys on those maps:
 * ``SCORE_THRESH``: where voxels enter the masks;
 * ``MIN_VOLUME_3D``: 3D components smaller than this many voxels go;
 * ``COMPONENT_SCORE_THRESH``: hysteresis, a 3D component needs a voxel scoring
-  at least this (one value for every category; ``()`` is off).
+  at least this (``()`` is off).
+
+For nested targets (``regions``: WT ⊇ TC ⊇ ET) the two component filters act on
+the outermost category, the lesion, and the inner ones keep what lies inside a
+surviving lesion (``(v, 0, 0)``): a small tumour core is part of a lesion, not
+a lesion of its own. For other targets they act on every category.
 
 Every other key keeps the config's value. The objective is the mean over the
 BraTS regions of the mean volume Dice over volumes (both empty = 1, as BraTS
@@ -64,11 +69,16 @@ class TuningGrid:
     min_volume_3d: tuple[int, ...] = (0, 50, 200)
     component_score_thresh: tuple[tuple[float, ...], ...] = ((), (0.8,), (0.9,), (0.95,))
 
-    def settings(self, base: PostprocessParams) -> list[PostprocessParams]:
-        """Every combination, as ``base`` with the swept keys replaced."""
+    def settings(self, base: PostprocessParams, target: Target) -> list[PostprocessParams]:
+        """Every combination, as ``base`` with the swept keys replaced (see module doc)."""
+        inner = len(target.categories) - 1 if target.nested else 0
+
+        def outer(values: tuple, off) -> tuple:
+            return tuple(values) + (off,) * inner if values else ()
+
         return [
-            replace(base, enabled=True, score_threshold=t, min_volume_3d=v,
-                    component_score_threshold=c)
+            replace(base, enabled=True, score_threshold=t, min_volume_3d=outer((v,), 0),
+                    component_score_threshold=outer(tuple(c), 0.0))
             for t, v, c in itertools.product(
                 self.score_thresh, self.min_volume_3d, self.component_score_thresh
             )
@@ -130,9 +140,10 @@ def _score_settings_fast(
         for i in members:
             p = settings[i]
             seeds = p.component_thresholds(len(masks)) if p.enabled else None
+            min_volumes = p.min_volumes(len(masks))
             kept = np.zeros_like(masks)
             for c, ((lab, n), size) in enumerate(zip(labelled, sizes)):
-                keep = size >= (p.min_volume_3d if p.enabled else 0)
+                keep = size >= min_volumes[c]
                 if seeds is not None:
                     seeded = np.zeros(n + 1, dtype=bool)
                     seeded[lab[scores[c] >= np.float32(seeds[c])]] = True
@@ -197,7 +208,7 @@ def sweep(
 def _simplicity(params: PostprocessParams) -> tuple:
     """Sort key among equal objectives: the setting that changes the least first."""
     return (
-        params.min_volume_3d,
+        max(params.min_volume_3d),
         max(params.component_score_threshold, default=0.0),
         abs(params.score_threshold - 0.5),
     )
@@ -313,7 +324,8 @@ def tune_postprocess(
 
     target = get_target(MetadataCatalog.get(dataset_name).target)
     base = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
-    results = sweep(iter_volume_scores(model, cfg, dataset_name), target, grid.settings(base))
+    settings = grid.settings(base, target)
+    results = sweep(iter_volume_scores(model, cfg, dataset_name), target, settings)
     best = best_setting(results)
     logger.info(
         "tuning on %s (%d volumes): best %s, objective %.4f, Dice %s",

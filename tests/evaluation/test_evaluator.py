@@ -338,7 +338,7 @@ def test_evaluator_matches_evaluate_volume_and_writes_schema(tmp_path):
     summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert summary["empty_slice_policy"] == "exclude"
     assert summary["num_volumes"] == 3
-    assert summary["postprocess"]["MIN_VOLUME_3D"] == 2
+    assert summary["postprocess"]["MIN_VOLUME_3D"] == [2]
     for key in ("volume_dice_mean_post", "volume_dice_mean_raw", "volume_dice_WT_raw",
                 "volume_hd95_TC_post", "volume_iou_ET_raw", "slice_dice_WT_post",
                 "lesion_dice_ET_raw", "volume_dice_cat_necrotic_post"):
@@ -367,12 +367,12 @@ def test_evaluator_from_config():
     name = _register("eval_test_cfg", [_slice_dict(0, "v", 0, 1, {})])
     cfg = get_brainseg_cfg()
     cfg.merge_from_list(["BRAINSEG.EVAL.EMPTY_SLICE_POLICY", "include",
-                         "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", "5"])
+                         "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", "(5,)"])
     ev = BrainSegEvaluator.from_config(cfg, name, None)
     ev.process([{"image_id": 0, "volume_id": "v", "slice_index": 0}], [_output({})])
     ev.evaluate()  # distributed (the default) in a single process: gathers its own records
     assert ev.summary["empty_slice_policy"] == "include"
-    assert ev.summary["postprocess"]["MIN_VOLUME_3D"] == 5
+    assert ev.summary["postprocess"]["MIN_VOLUME_3D"] == (5,)
     assert ev.summary["slice_dice_WT_raw"] == 1.0  # one empty slice, included, scores 1
 
 

@@ -40,14 +40,14 @@ def _volumes():
 
 
 def test_sweep_picks_the_minimum_volume_that_removes_confident_specks():
-    results = sweep(_volumes(), BINARY, GRID.settings(PostprocessParams()))
+    results = sweep(_volumes(), BINARY, GRID.settings(PostprocessParams(), BINARY))
     assert len(results) == 8 and all(r["num_volumes"] == 2 for r in results)
     best = best_setting(results)
     assert best["params"].score_threshold == 0.5
-    assert best["params"].min_volume_3d == 50
+    assert best["params"].min_volume_3d == (50,)
     assert best["params"].component_score_threshold == ()
     assert best["objective"] == pytest.approx(1.0)
-    default = next(r for r in results if r["params"].min_volume_3d == 0
+    default = next(r for r in results if r["params"].min_volume_3d == (0,)
                    and r["params"].score_threshold == 0.5
                    and not r["params"].component_score_threshold)  # fmt: skip
     # 144 lesion voxels + 3 speck voxels: Dice 288/291; the healthy volume scores 0.
@@ -62,6 +62,24 @@ def test_ties_go_to_the_setting_that_changes_least():
         {"params": PostprocessParams(score_threshold=0.3), "objective": 0.8},
     ]
     assert best_setting(results)["params"].score_threshold == 0.4
+
+
+def test_nested_targets_filter_lesions_by_their_outer_region():
+    """A small core inside a surviving lesion is kept; a lone small lesion goes."""
+    regions = get_target("regions")
+    scores = np.zeros((3, 6, 30, 30), np.float32)
+    scores[0, 1:5, 2:12, 2:12] = 0.9  # a 400-voxel lesion ...
+    scores[1:, 2:4, 5:8, 5:8] = 0.9  # ... whose 18-voxel core (TC = ET) must stay
+    scores[0, 2, 20:23, 20:23] = 0.9  # a 9-voxel lone lesion
+    gt = scores >= 0.5
+    gt[0, 2, 20:23, 20:23] = False
+    grid = TuningGrid(score_thresh=(0.5,), min_volume_3d=(0, 50), component_score_thresh=((),))
+    settings = grid.settings(PostprocessParams(), regions)
+    assert [p.min_volume_3d for p in settings] == [(0, 0, 0), (50, 0, 0)]
+    results = sweep([("v", scores, gt)], regions, settings)
+    best = best_setting(results)
+    assert best["params"].min_volume_3d == (50, 0, 0)
+    assert best["dice"] == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
 
 
 def test_region_dice_of_nested_regions_from_tissue_classes():
@@ -94,7 +112,9 @@ def test_tuned_config_never_replaces_a_file_it_did_not_write(tmp_path):
     assert path.read_text() == "MODEL:\n  WEIGHTS: keep\n"
     ours = write_tuned_config(get_brainseg_cfg(), PostprocessParams(), tmp_path / "t.yaml")
     write_tuned_config(get_brainseg_cfg(), PostprocessParams(min_volume_3d=5), ours)  # replaced
-    assert "MIN_VOLUME_3D: 5" in ours.read_text()
+    back = get_brainseg_cfg()
+    back.merge_from_file(str(ours), allow_unsafe=False)
+    assert tuple(back.BRAINSEG.POSTPROCESS.MIN_VOLUME_3D) == (5,)
 
 
 def test_fast_sweep_equals_postprocess_volume_on_random_volumes():
@@ -105,8 +125,12 @@ def test_fast_sweep_equals_postprocess_volume_on_random_volumes():
     rng = np.random.default_rng(0)
     regions = get_target("regions")
     grid = TuningGrid(score_thresh=(0.3, 0.6), min_volume_3d=(0, 5, 40),
-                      component_score_thresh=((), (0.8,), (0.5, 0.9, 0.95)))  # fmt: skip
-    settings = grid.settings(PostprocessParams(connectivity_3d=18))
+                      component_score_thresh=((), (0.8,)))  # fmt: skip
+    settings = grid.settings(PostprocessParams(connectivity_3d=18), regions)
+    settings += [
+        PostprocessParams(min_volume_3d=(5, 40, 0), component_score_threshold=(0.9,)),
+        PostprocessParams(score_threshold=0.4, component_score_threshold=(0.5, 0.9, 0.95)),
+    ]
     for _ in range(3):
         from scipy import ndimage
 

@@ -448,7 +448,7 @@ def test_component_score_threshold_in_volume_prediction(phantom):
 
     opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.3,
             "BRAINSEG.POSTPROCESS.COMPONENT_SCORE_THRESH", (0.9,),
-            "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", 0, *INSTANCES]  # fmt: skip
+            "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", (0,), *INSTANCES]  # fmt: skip
     predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
     pred = predictor.predict(phantom.tiny_dir)
     raw, post = pred.masks_raw[1], pred.masks_post[1]
@@ -472,7 +472,7 @@ def test_dense_head_probabilities_make_the_masks_with_hysteresis(phantom):
 
     opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.5,
             "BRAINSEG.POSTPROCESS.COMPONENT_SCORE_THRESH", (0.9,),
-            "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", 0]  # fmt: skip
+            "BRAINSEG.POSTPROCESS.MIN_VOLUME_3D", (0,)]  # fmt: skip
     predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
     pred = predictor.predict(phantom.tiny_dir)
     brain = np.flatnonzero(pred.preprocessed.brain.any(axis=(1, 2)))  # slices run
