@@ -111,8 +111,9 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # Per-slice scores: "exclude" slices where prediction and GT are both empty, or
     # "include" them with EMPTY_SCORE.
     _C.BRAINSEG.EVAL.EMPTY_SLICE_POLICY = "exclude"
-    # Lesion-wise Dice: lesions of at most this volume (mm^3) are ignored (BraTS GLI: 50).
-    _C.BRAINSEG.EVAL.LESION_MIN_VOLUME = 0.0
+    # Lesion-wise Dice: ground-truth lesions of at most this volume (mm^3) are ignored
+    # (BraTS 2023 GLI: 50; 0 keeps every lesion).
+    _C.BRAINSEG.EVAL.LESION_MIN_VOLUME = 50.0
     # Lesion-wise Dice: dilation iterations to merge and match lesions (BraTS GLI: 3).
     _C.BRAINSEG.EVAL.LESION_DILATION_ITERS = 3
 
