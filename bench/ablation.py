@@ -37,6 +37,7 @@ class Variant:
     target: str
     channels: tuple[str, ...]
     opts: list[str] = field(default_factory=list)
+    context: int = 0  # neighbouring slices per side as extra channels (2.5D)
 
 
 VARIANTS = {
@@ -45,12 +46,14 @@ VARIANTS = {
     "semantic_regions_3ch": Variant("regions", THREE),
     "semantic_regions_4ch": Variant("regions", FOUR),
     "semantic_labels_4ch": Variant("labels", FOUR),
+    "semantic_regions_4ch_2.5d": Variant("regions", FOUR, context=1),
 }
 
 
-def pixel_opts(channels: tuple[str, ...]) -> list[str]:
-    n = len(channels)
-    return ["MODEL.PIXEL_MEAN", str([40.0] * n), "MODEL.PIXEL_STD", str([50.0] * n)]
+def input_opts(variant: Variant) -> list[str]:
+    n = len(variant.channels) * (2 * variant.context + 1)
+    return ["MODEL.PIXEL_MEAN", str([40.0] * n), "MODEL.PIXEL_STD", str([50.0] * n),
+            "BRAINSEG.INPUT.CONTEXT_SLICES", str(variant.context)]  # fmt: skip
 
 
 def prepare(work: Path, args, variant: Variant) -> str:
@@ -70,14 +73,16 @@ def prepare(work: Path, args, variant: Variant) -> str:
             prefix="Heldout",
         )  # fmt: skip
         (cases["heldout"] / "done").touch()
-    key = f"{variant.target}_{len(variant.channels)}ch"
+    key = f"{variant.target}_{len(variant.channels)}ch" + (
+        f"_ctx{variant.context}" if variant.context else ""
+    )
     for part, split in (("train", (0.85, 0.15, 0.0)), ("heldout", (0.0, 0.0, 1.0))):
         out = work / "datasets" / f"{part}_{key}"
         if not out.exists():
             convert_dataset(
                 find_brats_cases(cases[part]), out,
                 ConvertOptions(channels=variant.channels, target=variant.target, split=split,
-                               seed=args.seed),
+                               seed=args.seed, context_slices=variant.context),
                 progress=False,
             )  # fmt: skip
         register_brainseg_dataset(out, name=f"{part}_{key}")
@@ -100,7 +105,7 @@ def run_variant(work: Path, name: str, args) -> dict:
         "DATASETS.TRAIN", f"('train_{key}_train',)", "DATASETS.TEST", "()",
         "OUTPUT_DIR", str(work / "runs" / name), "TEST.EVAL_PERIOD", "0",
         "SOLVER.MAX_ITER", str(args.iters), "SEED", str(args.seed),
-        *pixel_opts(variant.channels), *variant.opts, *args.opts,
+        *input_opts(variant), *variant.opts, *args.opts,
     ])  # fmt: skip
     cfg.freeze()
     default_setup(cfg, argparse.Namespace(config_file="", eval_only=False, opts=[]))

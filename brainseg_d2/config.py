@@ -83,6 +83,12 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # key come from PostprocessParams, the one definition; every step can be off.
     _C.BRAINSEG.POSTPROCESS = _D2CfgNode(PostprocessParams().to_cfg_dict())
 
+    _C.BRAINSEG.INPUT = _D2CfgNode()
+    # Neighbouring slices on each side stacked as extra channels (2.5D); the model then
+    # takes len(channels) * (2 * K + 1) channels (MODEL.PIXEL_MEAN has that length) and
+    # the dataset must be converted with --context-slices >= K.
+    _C.BRAINSEG.INPUT.CONTEXT_SLICES = 0
+
     # Where category masks come from: "semantic" (the dense head's per-pixel
     # probabilities; MODEL.META_ARCHITECTURE BrainSegRCNN) or "instances" (union of
     # the instance masks, for plain Mask R-CNN).

@@ -496,6 +496,14 @@ def build_parser() -> ArgumentParser:
         default=d.png_compression,
         help="PNG deflate level 0-9: 0 stored, 1 fast, 2-9 zlib, smaller and slower",
     )
+    p.add_argument(
+        "--context-slices",
+        type=int,
+        default=d.context_slices,
+        metavar="K",
+        help="also write the images of the K slices on each side of every kept slice "
+        "(for models that see neighbouring slices, BRAINSEG.INPUT.CONTEXT_SLICES)",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes, one case each")
     p.add_argument(
         "--overwrite",
@@ -542,6 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_area=args.min_area,
             connectivity=args.connectivity,
             png_compression=args.png_compression,
+            context_slices=args.context_slices,
         )
         source = {
             "input": str(Path(args.input or args.manifest).resolve()),

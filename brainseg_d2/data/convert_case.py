@@ -403,6 +403,7 @@ def process_case(
     slices = select_slices(loaded, case.case_id, split, options)
     clear_case_images(work_dir, vid)
     kept = [e["slice_index"] for e in slices]
+    imaged = context_slice_indices(kept, loaded.brain_any, options.context_slices)
     geometry = dict(loaded.geometry, kept_slices=kept)
     record = {
         "key": key,
@@ -416,19 +417,43 @@ def process_case(
         "geometry": geometry,
         "intensity": loaded.intensity,
         "slices": slices,
+        "image_slices": imaged,
     }
 
     def finish() -> None:
         write_json(work_dir / "cases" / f"{vid}.json", record)
 
     out_dir = work_dir / "images" / split / vid
-    pngs = {"labels": loaded.tissue, "label_dir": work_dir / "labels" / split / vid}
+    pngs = {
+        "labels": loaded.tissue,
+        "label_dir": work_dir / "labels" / split / vid,
+        "label_indices": kept,
+    }
     if writer is not None:
-        writer.submit(loaded.slices, kept, out_dir, options.png_compression, finish, **pngs)
+        writer.submit(loaded.slices, imaged, out_dir, options.png_compression, finish, **pngs)
     else:
         with PngWriter() as own:
-            own.submit(loaded.slices, kept, out_dir, options.png_compression, finish, **pngs)
+            own.submit(loaded.slices, imaged, out_dir, options.png_compression, finish, **pngs)
     return record
+
+
+def context_slice_indices(kept: Sequence[int], has_image: np.ndarray, context: int) -> list[int]:
+    """Slices that get an image: the kept ones and their ``context`` neighbours on each side.
+
+    Args:
+        kept: slice indices in the COCO file.
+        has_image: (S,) bool, slices that hold brain (others are all zero: not written).
+        context: neighbours per side.
+
+    Returns:
+        sorted indices.
+    """
+    out = set(kept)
+    for s in kept:
+        for n in range(max(s - context, 0), min(s + context + 1, len(has_image))):
+            if has_image[n]:
+                out.add(n)
+    return sorted(out)
 
 
 def case_error(case: Case | SliceCase, exc: BaseException) -> str:
@@ -447,9 +472,11 @@ def cached_record(work: Path, vid: str, key: str) -> dict | None:
         return None
     if record.get("key") != key:
         return None
-    kinds = PNG_FOLDERS if record["labelled"] else PNG_FOLDERS[:1]
-    for kind in kinds:
+    wanted = {"images": record.get("image_slices", record["geometry"]["kept_slices"])}
+    if record["labelled"]:
+        wanted["labels"] = record["geometry"]["kept_slices"]
+    for kind, indices in wanted.items():
         folder = work / kind / record["split"] / vid
-        if not all((folder / f"{i:04d}.png").is_file() for i in record["geometry"]["kept_slices"]):
+        if not all((folder / f"{i:04d}.png").is_file() for i in indices):
             return None
     return record

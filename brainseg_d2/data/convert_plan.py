@@ -48,6 +48,9 @@ class ConvertOptions:
         connectivity: 4 or 8, for connected components.
         png_compression: PNG deflate level 0-9 (0: stored; 1: ISA-L, fast and small
             enough; 2-9: zlib, slower, a few percent smaller).
+        context_slices: also write the images (not the annotations) of the K
+            slices on each side of every kept slice, for models that see
+            neighbouring slices (``BRAINSEG.INPUT.CONTEXT_SLICES``); 0 = none.
     """
 
     channels: tuple[str, ...] | None = None
@@ -63,6 +66,7 @@ class ConvertOptions:
     min_area: int = 10
     connectivity: int = 8
     png_compression: int = 1
+    context_slices: int = 0
 
     def __post_init__(self) -> None:
         if self.channels is not None:
@@ -82,6 +86,8 @@ class ConvertOptions:
             raise ValueError(f"empty_ratio must be in [0, 1], got {self.empty_ratio}")
         if self.min_area < 0 or self.connectivity not in (4, 8):
             raise ValueError(f"bad min_area {self.min_area} or connectivity {self.connectivity}")
+        if self.context_slices < 0:
+            raise ValueError(f"context_slices must be >= 0, got {self.context_slices}")
         if not 0 <= self.png_compression <= 9:
             raise ValueError(f"png_compression must be 0-9, got {self.png_compression}")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +24,41 @@ from brainseg_d2.data.transforms import (
 from brainseg_d2.labels import get_target
 
 logger = logging.getLogger(__name__)
+
+
+def slice_channels(cfg) -> int:
+    """Channels of one slice: ``len(MODEL.PIXEL_MEAN)`` over the ``2K + 1`` context slices.
+
+    Raises:
+        ValueError: ``MODEL.PIXEL_MEAN`` does not split into ``2K + 1`` slices.
+    """
+    slices = 2 * cfg.BRAINSEG.INPUT.CONTEXT_SLICES + 1
+    total = len(cfg.MODEL.PIXEL_MEAN)
+    if cfg.BRAINSEG.INPUT.CONTEXT_SLICES < 0 or total % slices:
+        raise ValueError(
+            f"MODEL.PIXEL_MEAN has {total} values, not a multiple of the {slices} slices "
+            f"that BRAINSEG.INPUT.CONTEXT_SLICES {cfg.BRAINSEG.INPUT.CONTEXT_SLICES} gives"
+        )
+    return total // slices
+
+
+def with_context(
+    slice_at: Callable[[int], np.ndarray | None], index: int, context: int
+) -> np.ndarray:
+    """Slice ``index`` and ``context`` neighbours per side as one ``(H, W, N * (2K + 1))``.
+
+    Channels run slice by slice, from ``index - K`` to ``index + K``, each slice's
+    N channels in dataset order. A neighbour ``slice_at`` returns None for (outside
+    the volume, or without brain) is all zeros, as such slices are.
+    """
+    centre = slice_at(index)
+    if context == 0:
+        return centre
+    parts = []
+    for n in range(index - context, index + context + 1):
+        part = centre if n == index else slice_at(n)
+        parts.append(np.zeros_like(centre) if part is None else part)
+    return np.concatenate(parts, axis=2)
 
 
 def read_label_png(path: str) -> np.ndarray:
@@ -55,19 +91,23 @@ class BrainSegDatasetMapper:
         num_channels: int,
         mask_format: str = "bitmask",
         sem_seg_categories: Sequence[Sequence[int]] | None = None,
+        context_slices: int = 0,
     ):
         """
         Args:
             is_train: keep annotations (training) or drop them (inference).
             augmentations: applied in order to image, masks and label map.
-            num_channels: channels of a slice (the model's ``len(PIXEL_MEAN)``).
+            num_channels: channels of one slice (the dataset's channels).
             mask_format: ``bitmask`` (RLE decoded) or ``polygon``.
             sem_seg_categories: tissue codes of each category, in category order;
                 training dicts then get ``sem_seg`` (None: no dense targets).
+            context_slices: K neighbouring slices on each side stacked as extra
+                channels (:func:`with_context`); read from the same volume folder.
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.num_channels = int(num_channels)
+        self.context_slices = int(context_slices)
         self.mask_format = mask_format
         self._category_table = None
         if sem_seg_categories is not None:
@@ -89,14 +129,26 @@ class BrainSegDatasetMapper:
         return {
             "is_train": is_train,
             "augmentations": build_mri_augmentations(cfg, is_train),
-            "num_channels": len(cfg.MODEL.PIXEL_MEAN),
+            "num_channels": slice_channels(cfg),
             "mask_format": cfg.INPUT.MASK_FORMAT,
             "sem_seg_categories": sem_seg,
+            "context_slices": cfg.BRAINSEG.INPUT.CONTEXT_SLICES,
         }
+
+    def _read_image(self, dataset_dict: dict) -> np.ndarray:
+        path = Path(dataset_dict["file_name"])
+        if not self.context_slices:
+            return read_channel_png(path, self.num_channels)
+
+        def slice_at(index: int) -> np.ndarray | None:
+            neighbour = path.with_name(f"{index:04d}.png")
+            return read_channel_png(neighbour, self.num_channels) if neighbour.is_file() else None
+
+        return with_context(slice_at, int(dataset_dict["slice_index"]), self.context_slices)
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = read_channel_png(dataset_dict["file_name"], self.num_channels)
+        image = self._read_image(dataset_dict)
         utils.check_image_size(dataset_dict, image)
         labels = None
         if self.is_train and self._category_table is not None:

@@ -161,6 +161,7 @@ class PngWriter:
         *,
         labels: np.ndarray | None = None,
         label_dir: Path | None = None,
+        label_indices: Sequence[int] | None = None,
     ) -> None:
         """Queue ``slices[i]`` as ``out_dir/<i:04d>.png`` (channel tiles) for each index.
 
@@ -171,8 +172,10 @@ class PngWriter:
             compression: PNG compression level 0-9.
             on_done: called once the case's PNGs are all written.
             labels: (S, H, W) uint8 tissue codes, written as greyscale
-                ``label_dir/<i:04d>.png`` for the same indices; None: no labels.
+                ``label_dir/<i:04d>.png``; None: no labels.
             label_dir: folder for the label PNGs (needed with ``labels``).
+            label_indices: slices whose labels are written (default ``indices``;
+                must be among them).
 
         Raises:
             PngWriteError: PNGs of an earlier case could not be written.
@@ -186,13 +189,14 @@ class PngWriter:
             try:
                 tiles = tile_channels(slices[index])
                 (out_dir / f"{index:04d}.png").write_bytes(encode_png(tiles, compression))
-                if labels is not None:
+                if labels is not None and index in with_labels:
                     encoded = encode_png(labels[index], compression)
                     (label_dir / f"{index:04d}.png").write_bytes(encoded)
             except OSError as exc:
                 return exc.strerror or str(exc)
             return None
 
+        with_labels = set(indices if label_indices is None else label_indices)
         futures = [self._pool.submit(write_png, i) for i in indices]
         self._pending.append((futures, out_dir, on_done))
         self.wait(keep=self._lookahead)

@@ -51,6 +51,7 @@ import torch
 from detectron2.data import transforms as T
 
 from brainseg_d2.data.convert import ConvertOptions
+from brainseg_d2.data.dataset_mapper import slice_channels, with_context
 from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume, slices_to_image
 from brainseg_d2.data.sources import Case, find_brats_cases
 from brainseg_d2.data.transforms import apply_image_transform, image_to_tensor
@@ -254,10 +255,12 @@ class VolumePredictor:
         self.concurrent_batches = int(concurrent_batches)
         self.postprocess = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
         self.mask_source: str = cfg.BRAINSEG.MASK_SOURCE
-        if len(cfg.MODEL.PIXEL_MEAN) != len(self.options.channels):
+        self.context_slices: int = cfg.BRAINSEG.INPUT.CONTEXT_SLICES
+        if slice_channels(cfg) != len(self.options.channels):
             raise ValueError(
-                f"the model takes {len(cfg.MODEL.PIXEL_MEAN)} channels (MODEL.PIXEL_MEAN) but the "
-                f"dataset has {len(self.options.channels)} ({list(self.options.channels)})"
+                f"the model takes {len(cfg.MODEL.PIXEL_MEAN)} channels (MODEL.PIXEL_MEAN) for "
+                f"{2 * self.context_slices + 1} slices but the dataset has "
+                f"{len(self.options.channels)} ({list(self.options.channels)})"
             )
         # Same augmentation as DefaultPredictor and the test-time mapper.
         self.resize = T.ResizeShortestEdge(
@@ -410,10 +413,16 @@ class VolumePredictor:
         # One transform per volume: all slices share their shape.
         transform = self.resize.get_transform(pre.slices[0])
         inputs = []
+        num_slices = pre.slices.shape[0]
+
+        def slice_at(index: int) -> np.ndarray | None:
+            return pre.slices[index] if 0 <= index < num_slices else None
+
         for s in indices:
+            image = with_context(slice_at, int(s), self.context_slices)
             inputs.append(
                 {
-                    "image": image_to_tensor(apply_image_transform(transform, pre.slices[s])),
+                    "image": image_to_tensor(apply_image_transform(transform, image)),
                     "height": height,
                     "width": width,
                     "slice_index": int(s),

@@ -525,3 +525,26 @@ def test_slice_annotations_match_labelling_the_whole_slice(connectivity):
             for a in convert.slice_annotations(tissue, "regions", 1, connectivity)
         ]
         assert got == expected
+
+
+def test_context_slices_write_neighbour_images_but_no_annotations(tmp_path):
+    from brainseg_d2.data.convert_case import context_slice_indices
+
+    has_image = np.array([False, True, True, True, True, True, False, True])
+    assert context_slice_indices([3], has_image, 0) == [3]
+    assert context_slice_indices([3], has_image, 2) == [1, 2, 3, 4, 5]
+    assert context_slice_indices([1, 7], has_image, 1) == [1, 2, 7]  # 0 and 6: no brain
+
+    src = make_brats(tmp_path / "in", n=2)
+    opts = dict(split=(1.0, 0.0, 0.0), empty_ratio=0.0)
+    plain = convert_dataset(find_brats_cases(src), tmp_path / "a", ConvertOptions(**opts),
+                            progress=False)  # fmt: skip
+    ctx = convert_dataset(find_brats_cases(src), tmp_path / "b",
+                          ConvertOptions(**opts, context_slices=1), progress=False)  # fmt: skip
+    assert ctx["counts"] == plain["counts"]  # the COCO files list the same slices
+    assert ctx["options"]["context_slices"] == 1
+    for vid in ("BraTS2021_00000", "BraTS2021_00001"):
+        kept = {p.name for p in (tmp_path / "a/images/train" / vid).iterdir()}
+        written = {p.name for p in (tmp_path / "b/images/train" / vid).iterdir()}
+        labels = {p.name for p in (tmp_path / "b/labels/train" / vid).iterdir()}
+        assert kept < written and labels == kept

@@ -127,3 +127,33 @@ def test_zoom_keeps_label_values_nearest_neighbour(slice_dict):
     sem = out["sem_seg"].numpy()
     assert not sem[0].any()  # no necrosis anywhere in the source labels
     assert sem[1].any() and sem[2].any()
+
+
+def test_context_slices_are_stacked_with_zeros_for_missing_neighbours(tmp_path):
+    from brainseg_d2.data.dataset_mapper import with_context
+
+    folder = tmp_path / "vol"
+    folder.mkdir()
+    slices = {s: np.full((6, 5, 2), 10 * s + 1, np.uint8) for s in (3, 4, 6)}
+    for s, img in slices.items():
+        (folder / f"{s:04d}.png").write_bytes(encode_png(tile_channels(img)))
+    d = {"file_name": str(folder / "0004.png"), "height": 6, "width": 5, "image_id": 1,
+         "slice_index": 4, "annotations": []}  # fmt: skip
+    mapper = BrainSegDatasetMapper(False, augmentations=[], num_channels=2, context_slices=2)
+    image = mapper(d)["image"].numpy()  # slices 2..6: 2 missing, 5 missing
+    assert image.shape == (10, 6, 5)
+    assert [int(image[c].max()) for c in range(10)] == [0, 0, 31, 31, 41, 41, 0, 0, 61, 61]
+    same = with_context(lambda s: slices.get(s), 4, 2)
+    np.testing.assert_array_equal(same.transpose(2, 0, 1), image)
+
+
+def test_slice_channels_splits_pixel_mean_over_context_slices():
+    from brainseg_d2.data.dataset_mapper import slice_channels
+
+    cfg = get_brainseg_cfg()
+    cfg.MODEL.PIXEL_MEAN = [40.0] * 12
+    cfg.BRAINSEG.INPUT.CONTEXT_SLICES = 1
+    assert slice_channels(cfg) == 4
+    cfg.BRAINSEG.INPUT.CONTEXT_SLICES = 2
+    with pytest.raises(ValueError, match="12 values, not a multiple of the 5 slices"):
+        slice_channels(cfg)

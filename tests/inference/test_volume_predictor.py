@@ -112,15 +112,15 @@ def phantom(tmp_path_factory):
         anatomy=case.anatomy[:, :, mid - 3 : mid + 3],
     )
     tiny_dir = write_case(tiny, base / "tiny", "Tiny_001")
-    datasets: dict[tuple[str, str], Path] = {}
+    datasets: dict[tuple[str, str, int], Path] = {}
 
-    def dataset(target: str = "labels", axis: str = "axial") -> Path:
-        if (target, axis) not in datasets:
-            out = base / "datasets" / f"obl_{target}_{axis}"
-            datasets[target, axis] = convert_one(
-                case_dir.parent, out, target=target, slice_axis=axis
+    def dataset(target: str = "labels", axis: str = "axial", context: int = 0) -> Path:
+        if (target, axis, context) not in datasets:
+            out = base / "datasets" / f"obl_{target}_{axis}_{context}"
+            datasets[target, axis, context] = convert_one(
+                case_dir.parent, out, target=target, slice_axis=axis, context_slices=context
             )
-        return datasets[target, axis]
+        return datasets[target, axis, context]
 
     tiny_info = json.loads((dataset() / "dataset.json").read_text())
     return SimpleNamespace(
@@ -204,9 +204,12 @@ def test_oracle_round_trip_is_exact_on_oblique_anisotropic_case(phantom, kind, t
     )
 
 
-def test_model_sees_what_the_test_mapper_makes_of_the_converted_pngs(phantom):
-    dataset = phantom.dataset()
-    cfg = make_cfg(*INSTANCES)
+@pytest.mark.parametrize("context", [0, 1])
+def test_model_sees_what_the_test_mapper_makes_of_the_converted_pngs(phantom, context):
+    dataset = phantom.dataset(context=context)
+    channels = 4 * (2 * context + 1)  # 2.5D: neighbouring slices as extra channels
+    cfg = make_cfg(*INSTANCES, "BRAINSEG.INPUT.CONTEXT_SLICES", context,
+                   "MODEL.PIXEL_MEAN", [40.0] * channels, "MODEL.PIXEL_STD", [50.0] * channels)
     oracle = OracleModel(dataset)
     pred = VolumePredictor(cfg, dataset_info=dataset / "dataset.json", model=oracle).predict(
         phantom.case_dir
@@ -224,7 +227,7 @@ def test_model_sees_what_the_test_mapper_makes_of_the_converted_pngs(phantom):
     for d in dicts:
         expected = mapper(d)
         got = seen[d["slice_index"]]
-        assert got["image"].dtype == torch.uint8 and got["image"].shape[0] == 4
+        assert got["image"].dtype == torch.uint8 and got["image"].shape[0] == channels
         assert torch.equal(got["image"], expected["image"]), d["slice_index"]
         assert (got["height"], got["width"]) == (d["height"], d["width"])
     assert tuple(got["image"].shape[1:]) != (d["height"], d["width"])  # the resize ran
