@@ -15,6 +15,7 @@ from detectron2.config import CfgNode as _D2CfgNode
 from detectron2.config import get_cfg
 
 import brainseg_d2.modeling  # noqa: F401  (registers BrainSegRCNN and RefinedSemSegHead)
+from brainseg_d2.evaluation.metrics import HD95_PENALTY_MM
 from brainseg_d2.postprocessing import PostprocessParams
 
 ZOO_PREFIX = "zoo://"
@@ -106,8 +107,9 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.EVAL = _D2CfgNode()
     # Also run Detectron2's COCOEvaluator (bbox/segm AP) next to the volume metrics.
     _C.BRAINSEG.EVAL.COCO_AP = True
-    # HD95 (mm) reported when exactly one of prediction / ground truth is empty.
-    _C.BRAINSEG.EVAL.HD95_ONE_EMPTY = 373.1287
+    # HD95 penalty (mm): reported where a distance is undefined (one of prediction /
+    # ground truth empty, missed or false-positive lesions); BraTS 2023's 374 mm.
+    _C.BRAINSEG.EVAL.HD95_PENALTY = HD95_PENALTY_MM
     # Dice/IoU given to a slice or volume where both masks are empty (BraTS: 1).
     _C.BRAINSEG.EVAL.EMPTY_SCORE = 1.0
     # Metric the best checkpoint is chosen by (a key of the evaluator's flat dict).

@@ -38,7 +38,12 @@ binary           1 tumour                                         WT
 :func:`detect_convention` reads it from BraTS case names (``Brats18_...``,
 ``BraTS2021_...``: brats2021; ``BraTS-GLI-00000-000``: brats2024, whose values
 are a superset of a 2023 GLI map; MET, MEN, PED, SSA: brats2023), and
-:func:`load_convention` reads a user's own from a small JSON or YAML file.
+:func:`load_convention` reads a user's own from a small JSON or YAML file;
+:func:`register_convention` makes it known by name (the converter records its
+definition in ``dataset.json``, :func:`register_dataset_conventions` reads it back).
+Predictions are written in :func:`prediction_convention`: the input case's own
+unless one is requested, and only if the model can write every class of it
+(:func:`check_writable`).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -353,14 +359,147 @@ CATEGORY_COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
-def get_convention(name: str) -> LabelConvention:
-    """Look up a label convention by name; ``ValueError`` names the bad value."""
-    try:
-        return CONVENTIONS[name]
-    except KeyError:
+#: Users' conventions known by name in this process (:func:`register_convention`).
+_USER_CONVENTIONS: dict[str, LabelConvention] = {}
+
+
+def get_convention(name: str | LabelConvention) -> LabelConvention:
+    """Look up a label convention by name: a built-in one (:data:`CONVENTIONS`) or a
+    user's registered with :func:`register_convention`. A convention is returned as
+    it is. ``ValueError`` names the bad value."""
+    if isinstance(name, LabelConvention):
+        return name
+    found = CONVENTIONS.get(name) or _USER_CONVENTIONS.get(name)
+    if found is None:
+        known = sorted(CONVENTIONS) + sorted(_USER_CONVENTIONS)
         raise ValueError(
-            f"unknown label convention {name!r}; choose one of {sorted(CONVENTIONS)}"
-        ) from None
+            f"unknown label convention {name!r}; choose one of {known} "
+            "or give a .json/.yaml convention file"
+        )
+    return found
+
+
+def register_convention(convention: LabelConvention) -> LabelConvention:
+    """Make a user's convention known by its name to :func:`get_convention` (idempotent).
+
+    Converted datasets name their cases' conventions; a user's convention travels
+    as its definition (``dataset.json`` ``label_conventions``,
+    :func:`convention_to_dict`) and is registered again wherever it is read
+    (:func:`register_dataset_conventions`).
+
+    Raises:
+        ValueError: the name is built in, or registered with another definition.
+    """
+    taken = CONVENTIONS.get(convention.name) or _USER_CONVENTIONS.get(convention.name)
+    if taken is not None and _definition(taken) != _definition(convention):
+        raise ValueError(
+            f"label convention name {convention.name!r} is already taken by another "
+            "definition; give the convention file another 'name'"
+        )
+    if convention.name not in CONVENTIONS:
+        _USER_CONVENTIONS[convention.name] = convention
+    return get_convention(convention.name)
+
+
+def user_conventions() -> dict[str, LabelConvention]:
+    """Users' conventions registered in this process, by name."""
+    return dict(_USER_CONVENTIONS)
+
+
+def _definition(convention: LabelConvention) -> tuple:
+    return (convention.raw_to_tissue, convention.classes, convention.regions)
+
+
+def convention_to_dict(convention: LabelConvention) -> dict:
+    """A convention as the content of a convention file (JSON-able; inverse of
+    :func:`convention_from_dict`): ``name``, ``labels``, ``regions`` and ``tissue``."""
+    tissue_names = {TISSUE_NCR: "NCR", TISSUE_ED: "ED", TISSUE_ET: "ET", TISSUE_RC: "RC"}
+    return {
+        "name": convention.name,
+        "labels": {str(v): n for v, n in sorted(convention.classes.items())},
+        "regions": {r: list(m) for r, m in convention.regions.items()},
+        "tissue": {
+            convention.classes[v]: tissue_names[t]
+            for v, t in sorted(convention.raw_to_tissue.items())
+            if v in convention.classes and t
+        },
+    }
+
+
+def register_dataset_conventions(info: Mapping) -> None:
+    """Register the users' conventions a converted dataset's ``dataset.json`` defines
+    (its ``label_conventions``: name -> :func:`convention_to_dict` form).
+
+    Raises:
+        ValueError: a malformed definition, or a name taken by another one.
+    """
+    for name, data in (info.get("label_conventions") or {}).items():
+        register_convention(convention_from_dict(data, name=name))
+
+
+def writable_tissues(target: Target) -> frozenset[int]:
+    """Tissue codes :meth:`Target.tissue_from_masks` can write for some category masks.
+
+    ``labels`` and ``regions``: NCR, ED, ET; ``binary``: ED (its whole tumour).
+    """
+    num = len(target.categories)
+    # Every combination of categories at one voxel each: exact and tiny (2^C voxels).
+    combos = (np.arange(2**num)[None, :] >> np.arange(num)[:, None]) & 1
+    written = target.tissue_from_masks(combos.astype(bool))
+    return frozenset(int(t) for t in np.unique(written) if t)
+
+
+def check_writable(target: Target, convention: LabelConvention) -> None:
+    """Refuse a convention with a class that a model of ``target`` cannot write.
+
+    A class can be written when its tissue code is one the target writes
+    (:func:`writable_tissues`) and its value is the one :func:`tissue_to_raw`
+    writes for that code (BraTS 2024 PED's cystic part shares NCR with the
+    non-enhancing part, and a model trained on both as NCR cannot tell them
+    apart). The ``binary`` convention takes any tumour tissue as its one class.
+
+    Raises:
+        ValueError: one line naming the classes, the target and what it writes.
+    """
+    writable = writable_tissues(target)
+    if convention.name == "binary":
+        writable = writable | {TISSUE_NCR, TISSUE_ED, TISSUE_ET}
+    written_as = convention.tissue_to_raw
+    bad = []
+    for value, name in sorted(convention.classes.items()):
+        tissue = convention.raw_to_tissue.get(value)
+        if tissue is None or tissue not in writable or written_as.get(tissue) != value:
+            bad.append(f"'{name}' ({value})")
+    if bad:
+        what = "class" if len(bad) == 1 else "classes"
+        raise ValueError(
+            f"a model of target '{target.name}' (it predicts {', '.join(target.categories)}) "
+            f"cannot write {what} {', '.join(bad)} of label convention '{convention.name}'; "
+            "choose another --label-convention"
+        )
+
+
+def prediction_convention(
+    target: Target,
+    case_convention: str | LabelConvention,
+    requested: str | LabelConvention | None = None,
+) -> LabelConvention:
+    """The convention a prediction is written in: ``requested`` if given, else the
+    case's own (BraTS 2023+ names: ET = 3), checked with :func:`check_writable`.
+
+    Args:
+        target: the model's target.
+        case_convention: the input case's convention (detected from its file
+            names, else the training dataset's).
+        requested: a built-in name, a convention file or a convention
+            (``--label-convention``); None keeps the case's.
+
+    Raises:
+        ValueError: unknown convention, or one the model cannot write (one line).
+    """
+    convention = resolve_convention(requested if requested is not None else case_convention)
+    check_writable(target, convention)
+    return convention
 
 
 # ---------------------------------------------------------------------------
@@ -510,18 +649,17 @@ def load_convention(path: str | os.PathLike) -> LabelConvention:
         raise ValueError(f"{path}: cannot parse ({type(exc).__name__}: {exc})") from None
 
 
-def resolve_convention(spec: str | LabelConvention) -> LabelConvention:
-    """A convention from a built-in name (:data:`CONVENTIONS`) or a file path."""
+def resolve_convention(spec: str | os.PathLike | LabelConvention) -> LabelConvention:
+    """A convention from a name (built-in or registered, :func:`get_convention`) or a
+    ``.json``/``.yaml`` file (:func:`load_convention`)."""
     if isinstance(spec, LabelConvention):
         return spec
-    if spec in CONVENTIONS:
-        return CONVENTIONS[spec]
-    if str(spec).lower().endswith((".json", ".yaml", ".yml")):
+    spec = str(spec)
+    if spec in CONVENTIONS or spec in _USER_CONVENTIONS:
+        return get_convention(spec)
+    if spec.lower().endswith((".json", ".yaml", ".yml")):
         return load_convention(spec)
-    raise ValueError(
-        f"unknown label convention {spec!r}; choose one of {sorted(CONVENTIONS)} "
-        "or give a .json/.yaml convention file"
-    )
+    return get_convention(spec)  # raises, naming the known ones
 
 
 def get_target(name: str) -> Target:

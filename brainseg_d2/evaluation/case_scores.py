@@ -1,12 +1,16 @@
 """Every metric of one case: a predicted label map scored against its reference.
 
-The array-level core of ``brainseg-evaluate`` (:mod:`brainseg_d2.evaluation.nifti_evaluation`),
-free of file handling so that other entry points can score the same way:
-:func:`score_label_maps` takes two raw label maps in one
+The array-level core shared by both evaluation entry points, free of file
+handling: ``brainseg-evaluate`` (:mod:`brainseg_d2.evaluation.nifti_evaluation`)
+calls :func:`score_label_maps`, which takes two raw label maps in one
 :class:`~brainseg_d2.labels.LabelConvention` and returns one row per region and
-class (:meth:`~brainseg_d2.labels.LabelConvention.evaluation_names`);
-:func:`missing_prediction_rows` scores a case without prediction as BraTS does;
-:func:`summarize_cases` aggregates rows over cases.
+class (:meth:`~brainseg_d2.labels.LabelConvention.evaluation_names`); the
+Detectron2 evaluator (:func:`~brainseg_d2.evaluation.evaluator.evaluate_volume`)
+calls :func:`score_named_masks` on its category masks. Both crop to the same
+box and score every name with :func:`score_masks`, so the same masks give the
+same numbers. :func:`missing_prediction_rows` scores a case without prediction
+as BraTS does; :func:`summarize_cases` aggregates rows over cases;
+:func:`pop_lesion_records` turns a row's per-lesion records into table rows.
 
 Conventions (:class:`ScoringSettings`, BraTS defaults):
 
@@ -16,7 +20,8 @@ Conventions (:class:`ScoringSettings`, BraTS defaults):
 * ``hd95`` follows MONAI (maximum of the two directed 95th percentiles),
   ``hd95_pooled`` panoptica (95th percentile of the pooled distances), both in
   mm with the voxel spacing; 0 when both masks are empty and the *penalty*
-  ``hd95_penalty`` (374 mm, BraTS 2023) when exactly one is;
+  ``hd95_penalty`` (:data:`~brainseg_d2.evaluation.metrics.HD95_PENALTY_MM`, 374 mm,
+  BraTS 2023) when exactly one is;
 * ``lesion_dice``/``lesion_hd95``: BraTS 2023 lesion-wise scores
   (:func:`~brainseg_d2.evaluation.lesion_metrics.brats2023_lesion_metrics`)
   with the challenge's dilation and small-lesion threshold;
@@ -44,7 +49,7 @@ from brainseg_d2.evaluation.lesion_metrics import (
     panoptic_lesion_metrics,
 )
 from brainseg_d2.evaluation.metrics import (
-    BRATS2023_HD95_PENALTY,
+    HD95_PENALTY_MM,
     confusion_counts,
     hd95_from_distances,
     scores_from_counts,
@@ -55,11 +60,15 @@ from brainseg_d2.labels import LabelConvention
 __all__ = [
     "CASE_COLUMNS",
     "DISTANCE_METRICS",
+    "LESION_COLUMNS",
+    "SCORE_COLUMNS",
     "SCORE_METRICS",
     "ScoringSettings",
     "missing_prediction_rows",
+    "pop_lesion_records",
     "score_label_maps",
     "score_masks",
+    "score_named_masks",
     "summarize_cases",
 ]
 
@@ -74,11 +83,18 @@ COUNT_FIELDS = (
     "ref_voxels", "pred_voxels", "ref_ml", "pred_ml", "volume_diff_ml",
     "lesion_tp", "lesion_fn", "lesion_fp", "panoptic_tp", "panoptic_fp", "panoptic_fn",
 )  # fmt: skip
-#: Column order of the per-case CSV.
+#: What :func:`score_masks` returns, in the column order of the per-case tables.
+SCORE_COLUMNS = (
+    "both_empty", *SCORE_METRICS[:5], "hd95", "hd95_pooled", "lesion_dice", "lesion_hd95",
+    "rq", "sq", "pq", "sq_hd95", *COUNT_FIELDS,
+)  # fmt: skip
+#: Column order of ``brainseg-evaluate``'s per-case CSV.
 CASE_COLUMNS = (
-    "case_id", "group", "name", "missing", "both_empty",
-    *SCORE_METRICS[:5], "hd95", "hd95_pooled", "lesion_dice", "lesion_hd95",
-    "rq", "sq", "pq", "sq_hd95", *COUNT_FIELDS, "convention", "pred_file", "ref_file",
+    "case_id", "group", "name", "missing", *SCORE_COLUMNS, "convention", "pred_file", "ref_file",
+)  # fmt: skip
+#: Columns of a per-lesion record (:func:`pop_lesion_records`).
+LESION_COLUMNS = (
+    "group", "name", "definition", "lesion", "volume_ml", "matched", "dice", "hd95", "ignored",
 )  # fmt: skip
 #: Per-case metrics that the summary averages.
 SUMMARY_METRICS = (*SCORE_METRICS, *DISTANCE_METRICS, "volume_diff_ml")
@@ -97,7 +113,7 @@ class ScoringSettings:
         matching_threshold: least Dice of a matched lesion pair (BraTS 2024+).
     """
 
-    hd95_penalty: float = BRATS2023_HD95_PENALTY
+    hd95_penalty: float = HD95_PENALTY_MM
     empty_score: float = 1.0
     lesion: LesionSettings = field(default_factory=lambda: BRATS2023_LESION_SETTINGS["GLI"])
     matching_threshold: float = PANOPTICA_MATCHING_THRESHOLD
@@ -224,6 +240,63 @@ def _name_mask(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     return lut[labels]
 
 
+def _score_names(
+    named: Sequence[tuple[str, str, np.ndarray, np.ndarray]],
+    spacing: Sequence[float],
+    settings: ScoringSettings,
+    outside: int,
+    with_lesions: bool,
+) -> list[dict]:
+    """Rows of cropped ``(group, name, pred, gt)`` masks; ``outside`` voxels are background."""
+    rows = []
+    for group, name, pred, gt in named:
+        scored = score_masks(
+            pred, gt, spacing, settings, with_lesions=with_lesions, outside_voxels=outside
+        )
+        rows.append({"group": group, "name": name, "missing": False, **scored})
+    return rows
+
+
+def score_named_masks(
+    named: Sequence[tuple[str, str, np.ndarray, np.ndarray]],
+    spacing: Sequence[float],
+    settings: ScoringSettings | None = None,
+    *,
+    with_lesions: bool = False,
+) -> list[dict]:
+    """Score the binary masks of one case (regions, classes), as :func:`score_label_maps` does.
+
+    Args:
+        named: ``(group, name, pred, gt)`` per scored name; ``pred`` and ``gt``
+            bool arrays ``(S, H, W)``, all of one shape.
+        spacing: voxel size in mm per array axis.
+        settings: scoring conventions.
+        with_lesions: keep the per-lesion records (see :func:`score_masks`).
+
+    Returns:
+        One dict per name, in order, with ``group``, ``name``, ``missing``
+        (False) and the metrics of :func:`score_masks`.
+
+    Raises:
+        ValueError: masks of different shapes.
+    """
+    settings = settings or ScoringSettings()
+    named = [(g, n, np.asarray(p, dtype=bool), np.asarray(t, dtype=bool)) for g, n, p, t in named]
+    if not named:
+        return []
+    shape = named[0][2].shape
+    if any(p.shape != shape or t.shape != shape for _, _, p, t in named):
+        raise ValueError(f"masks must share one shape, got {[p.shape for _, _, p, _ in named]}")
+    # The box of every mask grown by the lesion dilation reach, as for label maps.
+    union = np.zeros(shape, dtype=bool)
+    for _, _, pred, gt in named:
+        union |= pred | gt
+    box = _bbox(union, union, settings.lesion.dilation_iters)
+    outside = union.size - union[box].size
+    cropped = [(g, n, p[box], t[box]) for g, n, p, t in named]
+    return _score_names(cropped, spacing, settings, outside, with_lesions)
+
+
 def score_label_maps(
     pred: np.ndarray,
     ref: np.ndarray,
@@ -270,18 +343,11 @@ def score_label_maps(
     # Outside the box both are 0, so checking the box checks the volume.
     _check_values(pred, convention, "prediction")
     _check_values(ref, convention, "reference")
-    rows = []
-    for group, name, values in convention.evaluation_names():
-        scored = score_masks(
-            _name_mask(pred, values),
-            _name_mask(ref, values),
-            spacing,
-            settings,
-            with_lesions=with_lesions,
-            outside_voxels=outside,
-        )
-        rows.append({"group": group, "name": name, "missing": False, **scored})
-    return rows
+    named = [
+        (group, name, _name_mask(pred, values), _name_mask(ref, values))
+        for group, name, values in convention.evaluation_names()
+    ]
+    return _score_names(named, spacing, settings, outside, with_lesions)
 
 
 def missing_prediction_rows(
@@ -364,4 +430,31 @@ def summarize_cases(rows: Sequence[Mapping]) -> list[dict]:
             entry["n_defined"][metric] = n
             entry["mean_exists"][metric] = _stats([r.get(metric, math.nan) for r in exists])[0]
         out.append(entry)
+    return out
+
+
+def pop_lesion_records(row: dict) -> list[dict]:
+    """Take the per-lesion records out of a row scored ``with_lesions``.
+
+    Returns:
+        One dict per reference lesion and definition (``2023``: BraTS 2023
+        lesion-wise, ``panoptic``: BraTS 2024+) with :data:`LESION_COLUMNS`;
+        volumes in mL. The row loses its ``lesions_*`` keys.
+    """
+    out = []
+    for definition in ("2023", "panoptic"):
+        for rec in row.pop(f"lesions_{definition}", None) or []:
+            out.append(
+                {
+                    "group": row["group"],
+                    "name": row["name"],
+                    "definition": definition,
+                    "lesion": rec["label"],
+                    "volume_ml": rec["volume"] / 1000.0,
+                    "matched": rec["matched"],
+                    "dice": rec["dice"],
+                    "hd95": rec["hd95"],
+                    "ignored": rec.get("ignored", False),
+                }
+            )
     return out

@@ -37,7 +37,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from brainseg_d2.evaluation.metrics import (
-    BRATS2023_HD95_PENALTY,
+    HD95_PENALTY_MM,
     _as_pair,
     _as_spacing,
     _union_bbox,
@@ -115,7 +115,7 @@ def brats2023_lesion_metrics(
     min_lesion_volume: float = 0.0,
     empty_score: float = 1.0,
     hd95_convention: str = "monai",
-    hd95_penalty: float = BRATS2023_HD95_PENALTY,
+    hd95_penalty: float = HD95_PENALTY_MM,
     empty_hd95: float = 0.0,
     compute_hd95: bool = True,
     whole_distances: tuple[np.ndarray, np.ndarray] | None = None,

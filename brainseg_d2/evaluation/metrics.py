@@ -19,8 +19,8 @@ here for its callers.
 Empty-mask policy (parameters, with these defaults): when prediction and ground
 truth are both empty, overlap scores are ``empty_score=1.0`` (as BraTS scores
 them) and HD95 is ``both_empty=0.0``; when exactly one is empty, overlap scores
-are 0 and HD95 is ``one_empty=373.1287`` mm, the diagonal of a 240x240x155 volume
-at 1 mm.
+are 0 and HD95 is the *penalty* :data:`HD95_PENALTY_MM` (374 mm, BraTS 2023): not a
+measured distance, a stand-in for an undefined one.
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 __all__ = [
-    "BRATS2023_HD95_PENALTY",
-    "BRATS_MAX_DISTANCE_MM",
     "HD95_CONVENTIONS",
+    "HD95_PENALTY_MM",
     "PooledCounts",
     "absolute_volume_difference",
     "confusion_counts",
@@ -54,13 +53,15 @@ __all__ = [
     "surface_distances",
 ]
 
-#: Diagonal of a 240 x 240 x 155 volume at 1 mm (sqrt(240^2 + 240^2 + 155^2)): the
-#: largest distance possible in a BraTS volume, used when one mask is empty.
-BRATS_MAX_DISTANCE_MM = 373.1287
-#: HD95 the BraTS 2023 scripts give where a distance is undefined because one side
-#: is empty (a missed lesion, a false positive, an empty mask): their ``inf`` is
-#: replaced by 374 mm. The BraTS 2024+ package (``brats-evaluation``) uses 373.
-BRATS2023_HD95_PENALTY = 374.0
+#: The HD95 *penalty* (mm): the value every metric of this package reports where a
+#: distance is undefined because one side is empty (one empty mask, a missed
+#: lesion, a false-positive lesion, a missing prediction). It is the BraTS 2023
+#: evaluation's value (its scripts replace ``inf`` by 374, a little over the
+#: 373.13 mm diagonal of a 240 x 240 x 155 volume at 1 mm), which is also what
+#: BraTS ranks lesion-wise HD95 with; the BraTS 2024+ package (``brats-evaluation``)
+#: writes 373. One name, used by the Detectron2 evaluator, ``brainseg-evaluate``
+#: and ``cfg.BRAINSEG.EVAL.HD95_PENALTY``; reports label it as a penalty.
+HD95_PENALTY_MM = 374.0
 #: The two ways of turning surface distances into HD95 (see :func:`hd95_from_distances`).
 HD95_CONVENTIONS = ("monai", "panoptica")
 
@@ -418,7 +419,7 @@ def hausdorff_distance_95(
     *,
     percentile: float = 95.0,
     both_empty: float = 0.0,
-    one_empty: float = BRATS_MAX_DISTANCE_MM,
+    one_empty: float = HD95_PENALTY_MM,
     convention: str = "monai",
 ) -> float:
     """Symmetric percentile Hausdorff distance (HD95 by default) in millimetres.
@@ -444,9 +445,9 @@ def hausdorff_distance_95(
         percentile: in [0, 100]; 100 gives the classical (maximum) Hausdorff distance.
         both_empty: value when both masks are empty (default 0.0: perfect, as in
             the BraTS 2023 scripts; MONAI returns NaN).
-        one_empty: value when exactly one mask is empty (default 373.1287 mm, the
-            diagonal of a 240x240x155 1 mm BraTS volume, i.e. the worst possible
-            distance there; MONAI returns NaN, the BraTS 2023 scripts 374).
+        one_empty: value when exactly one mask is empty (default the penalty
+            :data:`HD95_PENALTY_MM`, 374 mm as the BraTS 2023 scripts; MONAI
+            returns NaN).
         convention: ``"monai"`` (default) or ``"panoptica"``.
 
     Returns:

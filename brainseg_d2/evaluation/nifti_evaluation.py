@@ -54,9 +54,11 @@ from brainseg_d2.evaluation.case_scores import (
     CASE_COLUMNS,
     ScoringSettings,
     missing_prediction_rows,
+    pop_lesion_records,
     score_label_maps,
     summarize_cases,
 )
+from brainseg_d2.evaluation.case_scores import LESION_COLUMNS as CASE_LESION_COLUMNS
 from brainseg_d2.evaluation.lesion_metrics import BRATS2023_LESION_SETTINGS, LesionSettings
 from brainseg_d2.labels import (
     BRATS2021_CASE,
@@ -94,10 +96,7 @@ _ID_SUFFIX = re.compile(r"[_-](seg|pred|prediction|label|labels|mask|segmentatio
 _IMAGE_SUFFIX = re.compile(r"[_-](flair|t1|t1ce|t2|t1n|t1c|t2w|t2f)$", re.I)
 #: Geometry tolerance: spacing/origin in mm, direction cosines.
 _GEOMETRY_ATOL = 1e-4
-LESION_COLUMNS = (
-    "case_id", "group", "name", "definition", "lesion", "volume_ml", "matched", "dice",
-    "hd95", "ignored",
-)  # fmt: skip
+LESION_COLUMNS = ("case_id", *CASE_LESION_COLUMNS)
 
 
 class EvaluationError(ValueError):
@@ -215,23 +214,13 @@ def match_cases(
 
 
 def _read(path: Path):
-    import SimpleITK as sitk
-
-    from brainseg_d2.data.volume_io import VolumeError, read_image
+    from brainseg_d2.data.ground_truth import read_label_image
+    from brainseg_d2.data.volume_io import VolumeError
 
     try:
-        image = read_image(path)
+        return read_label_image(path)
     except VolumeError as exc:
         raise EvaluationError(str(exc)) from None
-    array = sitk.GetArrayFromImage(image)
-    if array.dtype.kind == "f":
-        rounded = np.rint(array)
-        if not np.array_equal(rounded, array):
-            raise EvaluationError(f"{path}: label map holds non-integer values")
-        array = rounded
-    if array.size and array.min() < 0:
-        raise EvaluationError(f"{path}: label map holds negative values")
-    return image, array.astype(np.int64, copy=False)
 
 
 def _check_geometry(pred_image, ref_image, pred: Path, ref: Path) -> None:
@@ -335,22 +324,7 @@ def evaluate_case(
         raise EvaluationError(f"{where}: {exc}") from None
     for row in rows:
         row.update(info)
-        for definition in ("2023", "panoptic"):
-            for rec in row.pop(f"lesions_{definition}", []):
-                lesions.append(
-                    {
-                        "case_id": pair.case_id,
-                        "group": row["group"],
-                        "name": row["name"],
-                        "definition": definition,
-                        "lesion": rec["label"],
-                        "volume_ml": rec["volume"] / 1000.0,
-                        "matched": rec["matched"],
-                        "dice": rec["dice"],
-                        "hd95": rec["hd95"],
-                        "ignored": rec.get("ignored", False),
-                    }
-                )
+        lesions += [{"case_id": pair.case_id, **rec} for rec in pop_lesion_records(row)]
     return rows, lesions, warnings
 
 

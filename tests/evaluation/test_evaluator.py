@@ -15,15 +15,19 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Instances
 
+from brainseg_d2.evaluation.case_scores import ScoringSettings
 from brainseg_d2.evaluation.evaluator import (
     CASES_COLUMNS,
     CASES_FILE,
+    LESIONS_FILE,
     SUMMARY_FILE,
     BrainSegEvaluator,
     evaluate_volume,
+    named_categories,
     region_categories,
     summarize,
 )
+from brainseg_d2.evaluation.lesion_metrics import LesionSettings
 from brainseg_d2.labels import get_target
 from brainseg_d2.postprocessing import MASK_SOURCES, PostprocessParams
 
@@ -131,6 +135,13 @@ def _volume(slices: list[np.ndarray], category: int = 1, num_categories: int = 3
     return out
 
 
+def _same(a: dict, b: dict) -> bool:
+    """Equal dicts, NaN equal to NaN."""
+    nan = "<nan>"
+    fix = {k: nan if isinstance(v, float) and math.isnan(v) else v for k, v in a.items()}
+    return fix == {k: nan if isinstance(v, float) and math.isnan(v) else v for k, v in b.items()}
+
+
 def _row(rows, group, name) -> dict:
     return next(r for r in rows if r["group"] == group and r["name"] == name)
 
@@ -142,7 +153,8 @@ def test_volume_dice_pools_counts_not_mean_of_slice_scores():
     assert row["slice_dice"] == [0.5, 1.0]
     assert row["dice"] == pytest.approx(2 * 14 / (16 + 16))  # pooled: 0.875, not 0.75
     assert row["iou"] == pytest.approx(14 / 18)
-    assert (row["gt_voxels"], row["pred_voxels"]) == (16, 16)
+    assert (row["ref_voxels"], row["pred_voxels"]) == (16, 16)
+    assert row["ref_ml"] == pytest.approx(16 * 5.0 * 2.0 * 0.5 / 1000)
 
 
 @pytest.mark.parametrize(
@@ -154,12 +166,13 @@ def test_empty_slice_policy(policy, empty_score, expected):
     gt = _volume([_box(0, 0, 0, 0), _box(0, 2, 0, 2)])
     pred = _volume([_box(0, 0, 0, 0), _box(0, 2, 1, 3)])
     rows = evaluate_volume(pred, gt, (1, 1, 1), "labels", empty_slice_policy=policy,
-                           empty_score=empty_score)
+                           settings=ScoringSettings(empty_score=empty_score))
     assert _row(rows, "category", "edema")["slice_dice"] == expected
     # Necrotic is empty everywhere: no slice kept when excluding; volume scores empty_score.
     necrotic = _row(rows, "category", "necrotic")
     assert necrotic["slice_dice"] == ([] if policy == "exclude" else [empty_score] * 2)
     assert necrotic["dice"] == empty_score and necrotic["hd95"] == 0.0
+    assert necrotic["both_empty"]
 
 
 def test_slices_argument_limits_slice_scores_only():
@@ -183,10 +196,15 @@ def test_hd95_uses_spacing_in_slice_array_order(shift, expected_mm):
     assert row["hd95"] == pytest.approx(expected_mm)
 
 
-def test_hd95_one_empty_value():
+def test_hd95_penalty_value():
     gt = _volume([_box(0, 2, 0, 2)])
-    rows = evaluate_volume(np.zeros_like(gt), gt, (1, 1, 1), "labels", hd95_one_empty=99.0)
-    assert _row(rows, "category", "edema")["hd95"] == 99.0
+    rows = evaluate_volume(np.zeros_like(gt), gt, (1, 1, 1), "labels")
+    assert _row(rows, "category", "edema")["hd95"] == 374.0  # the BraTS 2023 penalty
+    keep_all = LesionSettings(dilation_iters=3, min_lesion_volume=0.0)  # a 4 mm3 lesion
+    rows = evaluate_volume(np.zeros_like(gt), gt, (1, 1, 1), "labels",
+                           settings=ScoringSettings(hd95_penalty=99.0, lesion=keep_all))
+    edema = _row(rows, "category", "edema")
+    assert edema["hd95"] == edema["lesion_hd95"] == edema["sq_hd95"] == 99.0
 
 
 def test_labels_target_regions_are_unions_of_categories():
@@ -196,7 +214,8 @@ def test_labels_target_regions_are_unions_of_categories():
     pred = np.zeros_like(gt)
     pred[1, 0] = _box(0, 2, 0, 2) | _box(4, 6, 4, 6)  # all called edema
     rows = evaluate_volume(pred, gt, (1, 1, 1), "labels")
-    assert [r["name"] for r in rows] == ["WT", "TC", "ET", "necrotic", "edema", "enhancing"]
+    # enhancing *is* ET: scored once, as a region
+    assert [r["name"] for r in rows] == ["WT", "TC", "ET", "necrotic", "edema"]
     assert _row(rows, "region", "WT")["dice"] == 1.0  # WT = NCR | ED | ET
     assert _row(rows, "region", "TC")["dice"] == 0.0  # TC = NCR | ET, predicted as ED
     assert _row(rows, "category", "necrotic")["dice"] == 0.0
@@ -215,7 +234,20 @@ def test_region_categories(target, expected):
     assert region_categories(target) == expected
 
 
-def test_regions_target_categories_are_the_regions():
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("labels", ["WT", "TC", "ET", "cat:necrotic", "cat:edema"]),
+        ("regions", ["WT", "TC", "ET"]),
+        ("binary", ["WT"]),
+    ],
+)
+def test_named_categories_score_each_mask_once(target, expected):
+    names = [n if g == "region" else f"cat:{n}" for g, n, _ in named_categories(target)]
+    assert names == expected
+
+
+def test_regions_target_categories_are_the_regions_without_duplicate_rows():
     gt = np.zeros((3, 1, H, W), bool)
     gt[0, 0] = _box(0, 6, 0, 6)
     gt[1, 0] = _box(1, 4, 1, 4)
@@ -223,12 +255,12 @@ def test_regions_target_categories_are_the_regions():
     pred = gt.copy()
     pred[0, 0] = _box(0, 5, 0, 6)  # WT too small; not a union with TC/ET
     rows = evaluate_volume(pred, gt, (1, 1, 1), "regions")
-    for name in ("WT", "TC", "ET"):
-        region, category = _row(rows, "region", name), _row(rows, "category", name)
-        assert {k: v for k, v in region.items() if k != "group"} == {
-            k: v for k, v in category.items() if k != "group"
-        }
+    assert [(r["group"], r["name"]) for r in rows] == [
+        ("region", "WT"), ("region", "TC"), ("region", "ET")
+    ]
     assert _row(rows, "region", "WT")["dice"] == pytest.approx(2 * 30 / 66)
+    flat = summarize([{**r, "variant": "post"} for r in rows])
+    assert not any("cat_" in k for k in flat)
 
 
 def test_evaluate_volume_rejects_bad_input():
@@ -246,7 +278,7 @@ def test_evaluate_volume_rejects_bad_input():
 def test_summarize_means_skip_nan_and_average_regions():
     rows = [
         {"variant": "raw", "group": "region", "name": n, "dice": d, "iou": d, "hd95": 1.0,
-         "sensitivity": d, "precision": d, "lesion_dice": d, "gt_voxels": 1, "pred_voxels": 1,
+         "sensitivity": d, "precision": d, "lesion_dice": d, "ref_voxels": 1, "pred_voxels": 1,
          "slice_dice": sl, "slice_iou": sl}
         for n, d, sl in [("WT", 0.8, [0.5, 1.0]), ("WT", 0.6, []), ("ET", float("nan"), [])]
     ]
@@ -255,6 +287,7 @@ def test_summarize_means_skip_nan_and_average_regions():
     assert flat["slice_dice_WT_raw"] == pytest.approx(0.75)  # over slices, not volumes
     assert math.isnan(flat["volume_dice_ET_raw"]) and math.isnan(flat["slice_dice_ET_raw"])
     assert flat["volume_dice_mean_raw"] == pytest.approx(0.7)
+    assert flat["num_present_WT"] == 2.0 and flat["volume_dice_present_WT_raw"] == 0.7
 
 
 # ---------------------------------------------------------------------------
@@ -302,8 +335,8 @@ def test_component_score_threshold_drops_lone_low_score_lesions():
         ev.process([d], [{"instances": Instances.cat([inst, low])}])
     flat = ev.evaluate()["brainseg"]
     assert flat["volume_dice_cat_edema_raw"] == flat["volume_dice_cat_edema_post"] == 1.0
-    assert flat["volume_dice_cat_enhancing_raw"] == 0.0  # the lone 0.4 lesion, no GT
-    assert flat["volume_dice_cat_enhancing_post"] == 1.0  # dropped: both empty
+    assert flat["volume_dice_ET_raw"] == 0.0  # the lone 0.4 lesion, no GT
+    assert flat["volume_dice_ET_post"] == 1.0  # dropped: both empty
 
 
 def test_evaluator_matches_evaluate_volume_and_writes_schema(tmp_path):
@@ -323,13 +356,16 @@ def test_evaluator_matches_evaluate_volume_and_writes_schema(tmp_path):
                 pred[c, d["slice_index"]] = m
     expected = evaluate_volume(pred, gt, (5.0, 2.0, 0.5), "labels", slices=[0, 1, 2])
     got = [r for r in ev.rows if r["volume_id"] == "b" and r["variant"] == "raw"]
-    assert [{k: r[k] for k in e} for r, e in zip(got, expected)] == expected
+    assert len(got) == len(expected) == 5
+    for r, e in zip(got, expected):
+        assert _same({k: r[k] for k in e}, e)
+    assert {r["gt_source"] for r in ev.rows} == {"annotations"}  # no volumes.json here
 
     with open(tmp_path / CASES_FILE, newline="") as f:
         reader = csv.DictReader(f)
         table = list(reader)
     assert tuple(reader.fieldnames) == CASES_COLUMNS
-    assert len(table) == 3 * 6 * 2  # volumes x (3 regions + 3 categories) x variants
+    assert len(table) == 3 * 5 * 2  # volumes x (3 regions + necrotic, edema) x variants
     assert [(r["name"], r["variant"]) for r in table[:4]] == [
         ("WT", "raw"), ("WT", "post"), ("TC", "raw"), ("TC", "post")
     ]
@@ -343,6 +379,8 @@ def test_evaluator_matches_evaluate_volume_and_writes_schema(tmp_path):
                 "volume_hd95_TC_post", "volume_iou_ET_raw", "slice_dice_WT_post",
                 "lesion_dice_ET_raw", "volume_dice_cat_necrotic_post"):
         assert summary[key] == pytest.approx(flat[key], nan_ok=True)
+    assert summary["settings"]["hd95_penalty_mm"] == 374.0
+    assert (tmp_path / LESIONS_FILE).read_text().startswith("volume_id,patient_id,variant,group")
     # Necrotic: GT empty everywhere, so its slice scores exist only where specks were.
     assert flat["slice_dice_cat_necrotic_raw"] == 0.0
     assert math.isnan(flat["slice_dice_cat_necrotic_post"])
@@ -440,4 +478,5 @@ def test_phantom_ground_truth_as_prediction_is_perfect(eval_phantom_dataset, tmp
     assert flat["volume_dice_mean_raw"] == flat["volume_dice_mean_post"] == 1.0
     assert flat["volume_hd95_WT_post"] == 0.0
     assert ev.summary["num_volumes"] == 1
-    assert ev.rows[0]["gt_voxels"] > 100
+    assert ev.rows[0]["ref_voxels"] > 100
+    assert ev.summary["ground_truth"] == {"original": 1}  # the case's own label map
