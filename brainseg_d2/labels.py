@@ -383,7 +383,7 @@ def register_convention(convention: LabelConvention) -> LabelConvention:
     """Make a user's convention known by its name to :func:`get_convention` (idempotent).
 
     Converted datasets name their cases' conventions; a user's convention travels
-    as its definition (``dataset.json`` ``label_conventions``,
+    as its definition (``dataset.json`` ``options.label_conventions``,
     :func:`convention_to_dict`) and is registered again wherever it is read
     (:func:`register_dataset_conventions`).
 
@@ -428,12 +428,13 @@ def convention_to_dict(convention: LabelConvention) -> dict:
 
 def register_dataset_conventions(info: Mapping) -> None:
     """Register the users' conventions a converted dataset's ``dataset.json`` defines
-    (its ``label_conventions``: name -> :func:`convention_to_dict` form).
+    (``options.label_conventions``: name -> :func:`convention_to_dict` form, written
+    by the converter).
 
     Raises:
         ValueError: a malformed definition, or a name taken by another one.
     """
-    for name, data in (info.get("label_conventions") or {}).items():
+    for name, data in ((info.get("options") or {}).get("label_conventions") or {}).items():
         register_convention(convention_from_dict(data, name=name))
 
 

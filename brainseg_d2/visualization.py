@@ -35,8 +35,7 @@ from detectron2.data import Metadata
 from detectron2.utils.visualizer import ColorMode, GenericMask, Visualizer
 from pycocotools import mask as mask_util
 
-from brainseg_d2.data.preprocess import label_slices
-from brainseg_d2.labels import CATEGORY_COLORS, LabelConvention, Target, raw_to_tissue
+from brainseg_d2.labels import CATEGORY_COLORS, LabelConvention, Target
 
 __all__ = [
     "CaseRender",
@@ -623,28 +622,31 @@ def render_case(
 
 
 def ground_truth_masks(
-    label_image, geometry: dict, target: Target, convention: LabelConvention
+    label_image, geometry: dict, target: Target, convention: str | LabelConvention
 ) -> np.ndarray:
     """Category masks of a ground-truth label map, in a prediction's slice order.
 
+    The evaluator's ground truth, through the one reader
+    (:func:`brainseg_d2.data.ground_truth.label_map_masks`): every voxel of the
+    original label map.
+
     Args:
-        label_image: ``sitk.Image`` label map on the volume's voxel grid, raw
-            labels in ``convention`` (a ``binary`` 0/255 mask counts as 0/1).
+        label_image: the label map (``sitk.Image`` or file) on the volume's voxel
+            grid, raw labels in ``convention`` (a ``binary`` 0/255 mask counts as 0/1).
         geometry: ``PreprocessedVolume.geometry`` of the predicted volume.
         target: the model's target (category order).
-        convention: raw label convention of the file.
+        convention: raw label convention of the file (name or convention).
 
     Returns:
         bool ``(C, S, H, W)``, comparable with ``VolumePrediction.masks_post``.
 
     Raises:
-        VolumeError: the label map's size differs from the volume's.
-        ValueError: label values outside the convention.
+        VolumeError: the label map's grid differs from the volume's, or its
+            values are not labels of ``convention``.
     """
-    raw = label_slices(label_image, geometry)
-    if convention.name == "binary":
-        raw = np.where(raw == 255, 1, raw)
-    return target.masks_from_tissue(raw_to_tissue(raw, convention))
+    from brainseg_d2.data.ground_truth import label_map_masks
+
+    return label_map_masks(label_image, geometry, target, convention)
 
 
 def render_prediction(

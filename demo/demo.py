@@ -46,8 +46,8 @@ import numpy as np  # noqa: E402
 
 from brainseg_d2.config import get_brainseg_cfg  # noqa: E402
 from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases  # noqa: E402
-from brainseg_d2.data.volume_io import VolumeError, read_image  # noqa: E402
-from brainseg_d2.labels import get_convention, get_target  # noqa: E402
+from brainseg_d2.data.volume_io import VolumeError  # noqa: E402
+from brainseg_d2.labels import detect_convention, get_target  # noqa: E402
 from brainseg_d2.utils.paths import check_not_input  # noqa: E402
 from brainseg_d2.visualization import (  # noqa: E402
     auto_scale,
@@ -289,13 +289,10 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
         gt_path = args.gt or case.mask
         gt = None
         if gt_path:
-            convention = get_convention(
-                case.label_convention
-                if predictor.label_convention == "mixed"
-                else default_convention
-            )
+            # The file's own convention: from its BraTS name, else the case's.
+            convention = detect_convention(gt_path) or case.label_convention
             gt = ground_truth_masks(
-                read_image(gt_path), prediction.preprocessed.geometry, predictor.target, convention
+                gt_path, prediction.preprocessed.geometry, predictor.target, convention
             )
         rendered = render_prediction(
             prediction,

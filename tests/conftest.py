@@ -133,3 +133,59 @@ def tiny_cases(phantom_dataset, tmp_path_factory):
             cut = image[:, :, mid - 2 : mid + 2]
             sitk.WriteImage(cut, str(folder / f"{name}_{channel}.nii.gz"))
     return out
+
+
+@pytest.fixture(scope="session")
+def oblique_dataset(tmp_path_factory):
+    """Two phantom cases (3 mm, labels 1, 2 and 4) re-headered onto a permuted, flipped,
+    anisotropic and slightly rotated grid, converted into val and test with the default
+    ``min_area`` (10 px, training annotations only) and registered as ``oblique_*``.
+
+    Returns:
+        dict with ``cases`` (the BraTS-layout input), ``dataset`` (the converted
+        folder) and ``names`` (``oblique_val``, ``oblique_test``: one volume each).
+    """
+    import numpy as np
+    import SimpleITK as sitk
+
+    from brainseg_d2.data.convert import ConvertOptions, convert_dataset
+    from brainseg_d2.data.datasets import register_brainseg_dataset
+    from brainseg_d2.data.phantom import PhantomCase, generate_case, write_case
+    from brainseg_d2.data.sources import find_brats_cases
+
+    rot = np.array([[np.cos(0.1), -np.sin(0.1), 0], [np.sin(0.1), np.cos(0.1), 0], [0, 0, 1]])
+    direction = tuple((np.array([[0.0, 0, -1], [1, 0, 0], [0, -1, 0]]) @ rot).ravel())
+
+    def reheader(image):
+        out = sitk.Image(image)
+        out.SetSpacing((1.0, 1.3, 2.5))
+        out.SetOrigin((12.5, -40.0, 7.25))
+        out.SetDirection(direction)
+        return out
+
+    base = tmp_path_factory.mktemp("oblique")
+    found = 0
+    for seed in range(1, 60):
+        case = generate_case(seed, spacing=3.0, p_empty=0.0)
+        if set(np.unique(sitk.GetArrayViewFromImage(case.seg))) != {0, 1, 2, 4}:
+            continue
+        oblique = PhantomCase(
+            images={k: reheader(v) for k, v in case.images.items()},
+            seg=reheader(case.seg),
+            has_tumour=case.has_tumour,
+            kind=case.kind,
+            anatomy=reheader(case.anatomy),
+        )
+        found += 1
+        write_case(oblique, base / "cases", f"Obl_{found:03d}")
+        if found == 2:
+            break
+    dataset = base / "datasets" / "oblique"
+    convert_dataset(
+        find_brats_cases(base / "cases"),
+        dataset,
+        ConvertOptions(split=(0.0, 0.5, 0.5), seed=0),
+        progress=False,
+    )
+    names = register_brainseg_dataset(dataset, name="oblique")
+    return {"cases": base / "cases", "dataset": dataset, "names": names}

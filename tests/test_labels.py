@@ -154,3 +154,61 @@ def test_resolve_convention_rejects_unknown_names():
     assert resolve_convention("brats2021") is CONVENTIONS["brats2021"]
     with pytest.raises(ValueError, match="unknown label convention 'brats2030'"):
         resolve_convention("brats2030")
+
+
+def test_convention_definitions_round_trip_and_register_by_name(tmp_path):
+    from brainseg_d2.labels import (
+        convention_from_dict,
+        convention_to_dict,
+        get_convention,
+        register_convention,
+        register_dataset_conventions,
+    )
+
+    for conv in CONVENTIONS.values():
+        again = convention_from_dict(convention_to_dict(conv), name=conv.name)
+        assert (again.raw_to_tissue, again.classes, again.regions) == (
+            conv.raw_to_tissue, conv.classes, conv.regions
+        )  # fmt: skip
+    own = convention_from_dict({"labels": {7: "ET", 8: "ED"}}, name="test-own-1")
+    with pytest.raises(ValueError, match="unknown label convention 'test-own-1'"):
+        get_convention("test-own-1")
+    assert register_convention(own) is register_convention(own)  # idempotent
+    assert get_convention("test-own-1").classes == {7: "ET", 8: "ED"}
+    clash = convention_from_dict({"labels": {1: "ET"}}, name="test-own-1")
+    with pytest.raises(ValueError, match="already taken"):
+        register_convention(clash)
+    with pytest.raises(ValueError, match="already taken"):
+        register_convention(convention_from_dict({"labels": {9: "ET"}}, name="brats2021"))
+    info = {"options": {"label_conventions": {"test-own-2": {"labels": {"3": "lesion"},
+                                                             "tissue": {"lesion": "NCR"}}}}}
+    register_dataset_conventions(info)
+    assert get_convention("test-own-2").raw_to_tissue == {0: 0, 3: TISSUE_NCR}
+
+
+@pytest.mark.parametrize(
+    ("target", "convention", "error"),
+    [
+        ("labels", "brats2021", None),
+        ("labels", "brats2023", None),
+        ("regions", "brats2023", None),
+        ("labels", "binary", None),
+        ("binary", "binary", None),
+        ("labels", "brats2024", r"class 'resection_cavity' \(4\)"),
+        ("regions", "brats2024-ped", r"class 'cystic' \(3\)"),
+        ("binary", "brats2023", r"classes 'necrotic' \(1\), 'enhancing' \(3\)"),
+    ],
+)
+def test_a_model_writes_only_conventions_whose_every_class_it_can_express(
+    target, convention, error
+):
+    from brainseg_d2.labels import check_writable, get_target, prediction_convention
+
+    if error is None:
+        check_writable(get_target(target), CONVENTIONS[convention])
+        return
+    with pytest.raises(ValueError, match=error):
+        check_writable(get_target(target), CONVENTIONS[convention])
+    # The case's own convention is checked the same way as a requested one.
+    with pytest.raises(ValueError, match=error):
+        prediction_convention(get_target(target), "brats2021", convention)

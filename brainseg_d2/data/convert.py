@@ -74,7 +74,13 @@ from brainseg_d2.data.preprocess import CANONICAL_ORIENTATION
 from brainseg_d2.data.sources import LAYOUTS, Case, SourceError, find_cases
 from brainseg_d2.data.sources_2d import SliceCase
 from brainseg_d2.env import library_threads
-from brainseg_d2.labels import CONVENTIONS, TARGETS
+from brainseg_d2.labels import (
+    CONVENTIONS,
+    TARGETS,
+    convention_from_dict,
+    register_convention,
+    resolve_convention,
+)
 from brainseg_d2.utils.cli import ArgumentParser, ProblemList, print_error
 from brainseg_d2.utils.paths import check_not_input, check_replaceable, write_marker
 
@@ -123,6 +129,9 @@ def _run_case(args: tuple, ahead: Future | None = None) -> tuple[str, dict | str
         ahead: the case being read by :func:`load_case` on another thread.
     """
     try:
+        # A worker process knows the users' conventions from the options alone.
+        for name, definition in (args[2].label_conventions or {}).items():
+            register_convention(convention_from_dict(definition, name=name))
         # Looked up here (not bound at import) so tests can wrap process_case.
         if ahead is not None:
             return "ok", process_case(*args, ahead.result())
@@ -417,8 +426,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--manifest", metavar="CSV", help="csv layout: manifest file")
     p.add_argument(
         "--label-convention",
-        choices=sorted(CONVENTIONS),
-        help="raw label convention (default: detected for BraTS and VIA, else binary)",
+        metavar="NAME_OR_FILE",
+        help=f"raw label convention: one of {sorted(CONVENTIONS)}, or a .json/.yaml file of "
+        "your own (labels, regions, tissue; recorded in dataset.json, and used for every case, "
+        "BraTS-named ones too) (default: detected for BraTS and VIA, else binary)",
     )
     p.add_argument(
         "--patient-pattern",
@@ -527,13 +538,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: give --input (or --manifest)", file=sys.stderr)
         return 2
     try:
+        convention = None
+        if args.label_convention:
+            # A user's file becomes a convention known by its name (workers get it
+            # through the options' label_conventions).
+            convention = register_convention(resolve_convention(args.label_convention)).name
         cases = find_cases(
             args.input or args.manifest,
             args.layout,
             image_globs=args.images,
             mask_glob=args.masks,
             manifest=args.manifest,
-            label_convention=args.label_convention,
+            label_convention=convention,
             patient_pattern=args.patient_pattern,
         )
         options = ConvertOptions(

@@ -17,7 +17,7 @@ import numpy as np
 
 from brainseg_d2.data.preprocess import BRATS_CHANNELS, CANONICAL_ORIENTATION, PreprocessOptions
 from brainseg_d2.data.sources import Case
-from brainseg_d2.labels import get_target
+from brainseg_d2.labels import CONVENTIONS, convention_to_dict, get_convention, get_target
 
 SPLITS = ("train", "val", "test")
 UNLABELLED_SPLIT = "unlabelled"
@@ -51,6 +51,11 @@ class ConvertOptions:
         context_slices: also write the images (not the annotations) of the K
             slices on each side of every kept slice, for models that see
             neighbouring slices (``BRAINSEG.INPUT.CONTEXT_SLICES``); 0 = none.
+        label_conventions: the users' label conventions the cases use, name ->
+            definition (:func:`~brainseg_d2.labels.convention_to_dict`); filled in
+            by :func:`resolve_options`. Recorded in ``dataset.json`` (where the
+            predictor and the evaluator read them back) and part of each case's
+            cache key, so an edited convention file converts again.
     """
 
     channels: tuple[str, ...] | None = None
@@ -67,6 +72,7 @@ class ConvertOptions:
     connectivity: int = 8
     png_compression: int = 1
     context_slices: int = 0
+    label_conventions: dict[str, dict] | None = None
 
     def __post_init__(self) -> None:
         if self.channels is not None:
@@ -133,6 +139,11 @@ def resolve_options(cases: Sequence[Case], options: ConvertOptions) -> ConvertOp
             with a slice axis other than ``axial``.
     """
     conventions = {c.label_convention for c in cases}
+    users = {
+        name: convention_to_dict(get_convention(name))
+        for name in sorted(conventions)
+        if name not in CONVENTIONS
+    }
     channels = options.channels
     if channels is None:
         if all(c.startswith("brats") for c in conventions) and not _any_2d(cases):
@@ -147,7 +158,9 @@ def resolve_options(cases: Sequence[Case], options: ConvertOptions) -> ConvertOp
         raise ConversionError(
             f"2D slices can only be cut along 'axial' (their own plane), not {options.slice_axis!r}"
         )
-    return replace(options, channels=tuple(channels), target=target)
+    return replace(
+        options, channels=tuple(channels), target=target, label_conventions=users or None
+    )
 
 
 def _any_2d(cases: Sequence[Case]) -> bool:

@@ -28,10 +28,10 @@ import csv
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from brainseg_d2.labels import get_convention
+from brainseg_d2.labels import CONVENTIONS, get_convention
 
 
 class SourceError(ValueError):
@@ -403,8 +403,10 @@ def find_cases(
         image_globs, mask_glob: for ``pairs``.
         manifest: CSV path for ``csv`` (default: ``input_path``).
         label_convention: for ``pairs``/``csv``/``tcga_lgg`` (default
-            ``binary``); for ``brats`` it is detected per case and this must be
-            None or match; for ``via`` see ``sources_2d.find_via_cases``.
+            ``binary``); for ``brats`` it is detected per case and a built-in
+            name must be None or match, while a user's registered convention
+            (:func:`~brainseg_d2.labels.register_convention`) applies to every
+            case; for ``via`` see ``sources_2d.find_via_cases``.
         patient_pattern: regex giving the patient id from the case id.
 
     Returns:
@@ -431,6 +433,10 @@ def find_cases(
         )
     if layout == "brats":
         cases = find_brats_cases(input_path)
+        if label_convention and label_convention not in CONVENTIONS:
+            # A user's own convention: BraTS-style folders holding other labels.
+            get_convention(label_convention)
+            return [replace(c, label_convention=label_convention) for c in cases]
         if label_convention:
             other = sorted({c.label_convention for c in cases} - {label_convention})
             if other:

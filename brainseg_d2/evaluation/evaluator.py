@@ -120,6 +120,7 @@ __all__ = [
     "region_categories",
     "scoring_settings_from_cfg",
     "summarize",
+    "write_cases_csv",
 ]
 
 logger = logging.getLogger(__name__)
@@ -439,6 +440,17 @@ def _json_safe(value):
     return value
 
 
+def write_cases_csv(
+    path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequence[str] = CASES_COLUMNS
+) -> None:
+    """Write rows as the evaluator's per-case table (NaN as an empty cell)."""
+    PathManager.mkdirs(os.path.dirname(str(path)) or ".")
+    with PathManager.open(str(path), "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: _csv_value(v) for k, v in r.items()} for r in rows)
+
+
 def run_info_from_cfg(cfg) -> dict:
     """What the report names as the run: model, weights, output folder, versions."""
     import detectron2
@@ -733,15 +745,12 @@ class BrainSegEvaluator(DatasetEvaluator):
 
     def _write(self, rows: Sequence[Mapping], lesions: Sequence[Mapping]) -> None:
         PathManager.mkdirs(self._output_dir)
-        tables = (
-            (CASES_FILE, CASES_COLUMNS, rows),
-            (LESIONS_FILE, ("volume_id", "patient_id", "variant", *LESION_COLUMNS), lesions),
+        write_cases_csv(os.path.join(self._output_dir, CASES_FILE), rows)
+        write_cases_csv(
+            os.path.join(self._output_dir, LESIONS_FILE),
+            lesions,
+            ("volume_id", "patient_id", "variant", *LESION_COLUMNS),
         )
-        for name, columns, items in tables:
-            with PathManager.open(os.path.join(self._output_dir, name), "w") as f:
-                writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows({k: _csv_value(v) for k, v in r.items()} for r in items)
         if self._config_text is not None:
             with PathManager.open(os.path.join(self._output_dir, CONFIG_FILE), "w") as f:
                 f.write(self._config_text)

@@ -7,11 +7,16 @@
         --dataset-info datasets/brats/dataset.json --batch-size 8 MODEL.DEVICE cuda
 
 Each case becomes ``OUT/<case>_pred.nii.gz`` (for one case, ``OUT`` may itself end
-with ``.nii.gz``), labels in the training dataset's raw convention on the input's
-voxel grid. Everything that can be checked without the model is checked first
-(cases, channels, file headers, existing outputs; every bad case is listed, one
-line each), so a bad input costs no model loading and leaves nothing behind. The
-weights must fit the model exactly (:func:`brainseg_d2.checkpoint.load_strict`).
+with ``.nii.gz``) on the input's voxel grid, labels in the case's own convention
+(BraTS 2023+ names: ET = 3; 2018-2021 names: ET = 4; see
+:func:`~brainseg_d2.inference.volume_predictor.case_convention`) unless
+``--label-convention`` names one (a built-in name or a JSON/YAML file); a
+convention with a class the model cannot write is a bad case.
+Everything that can be checked without the model is checked first (cases,
+channels, file headers, label conventions, existing outputs; every bad case is
+listed, one line each), so a bad input costs no model loading and leaves nothing
+behind. The weights must fit the model exactly
+(:func:`brainseg_d2.checkpoint.load_strict`).
 Each file is written under a temporary name and renamed into place: an output is
 complete or absent, so an interrupted run resumes with ``--skip-existing``.
 
@@ -35,6 +40,14 @@ from pathlib import Path
 
 from brainseg_d2.data.convert_case import case_error, check_volume_case
 from brainseg_d2.data.sources import Case, find_brats_cases
+from brainseg_d2.labels import (
+    CONVENTIONS,
+    check_writable,
+    get_target,
+    prediction_convention,
+    register_dataset_conventions,
+    resolve_convention,
+)
 from brainseg_d2.utils.cli import (
     ArgumentParser,
     ProblemList,
@@ -91,6 +104,13 @@ def build_parser() -> ArgumentParser:
         "--raw",
         action="store_true",
         help="write the raw masks (score threshold only) instead of post-processed ones",
+    )
+    p.add_argument(
+        "--label-convention",
+        metavar="NAME_OR_FILE",
+        help=f"write labels in this convention: one of {sorted(CONVENTIONS)} or a .json/.yaml "
+        "convention file (default: each case's own, from its BraTS file names, else the "
+        "training dataset's)",
     )
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bar for a folder of cases"
@@ -209,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
 
     from brainseg_d2.inference.volume_predictor import (
         VolumePredictor,
+        case_convention,
         preprocess_options_from_info,
     )
 
@@ -231,17 +252,28 @@ def run(args: argparse.Namespace) -> int:
         )
     info = _dataset_info(args, cfg)
     channels = list(dict.fromkeys(preprocess_options_from_info(info).preprocess().channels))
+    register_dataset_conventions(info)
+    target = get_target(info.get("target", "labels"))
+    requested = None
+    if args.label_convention:
+        requested = resolve_convention(args.label_convention)
+        check_writable(target, requested)
     bad: dict[str, str] = {}
     for case in cases:  # every case, so that every bad one is listed
         try:
             check_case(case, channels)
+            prediction_convention(
+                target, case_convention(case, info.get("label_convention", "brats2021")), requested
+            )
         except (ValueError, OSError) as exc:
             bad[case.case_id] = case_error(case, exc)
     if bad and (not args.skip_bad or len(bad) == len(cases)):
         extra = ["no case to predict"] if args.skip_bad else []
         raise ProblemList([*bad.values(), *extra], what="bad cases")
     cases = [c for c in cases if c.case_id not in bad]
-    predictor = VolumePredictor(cfg, dataset_info=info, batch_size=args.batch_size)
+    predictor = VolumePredictor(
+        cfg, dataset_info=info, batch_size=args.batch_size, label_convention=requested
+    )
     single_case = len(cases) == 1 and Path(args.input).resolve().name == cases[0].case_id
     bar = tqdm(cases, desc="predicting", unit="case", disable=single_case or args.no_progress)
     for case in bar:

@@ -9,6 +9,11 @@ The straight line per case::
     threshold) -> postprocess_volume -> tissue codes -> raw label convention
     -> slices_to_image (bit-exact original geometry)
 
+The raw label convention is the input case's own, told by its BraTS file names
+(2018-2021 names: ET = 4; 2023+ names: ET = 3), else the training dataset's,
+unless ``label_convention`` asks for one; a convention with a class the model
+cannot write is an error (:func:`~brainseg_d2.labels.prediction_convention`).
+
 Slices without brain voxels are not run through the model: they are predicted
 empty (the converter drops them too, so the model never saw such slices).
 
@@ -57,7 +62,16 @@ from brainseg_d2.data.sources import Case, find_brats_cases
 from brainseg_d2.data.transforms import apply_image_transform, image_to_tensor
 from brainseg_d2.data.volume_io import VolumeError, read_image
 from brainseg_d2.env import library_threads
-from brainseg_d2.labels import LabelConvention, get_convention, get_target, tissue_to_raw
+from brainseg_d2.labels import (
+    CONVENTIONS,
+    LabelConvention,
+    brats_task,
+    get_convention,
+    get_target,
+    prediction_convention,
+    register_dataset_conventions,
+    tissue_to_raw,
+)
 from brainseg_d2.postprocessing import (
     PostprocessParams,
     masks_and_seeds_from_output,
@@ -66,6 +80,7 @@ from brainseg_d2.postprocessing import (
 
 __all__ = [
     "VolumePrediction",
+    "case_convention",
     "VolumePredictor",
     "dataset_info_from_cfg",
     "load_dataset_info",
@@ -85,14 +100,16 @@ class VolumePrediction:
     """Prediction for one volume.
 
     Attributes:
-        label_image: uint8 label map in the dataset's raw convention (e.g. BraTS
-            0/1/2/4), size, spacing, origin and direction identical to the input's.
+        label_image: uint8 label map in ``label_convention`` (the input case's own
+            unless one was requested: BraTS 2021 0/1/2/4, BraTS 2023+ 0/1/2/3), size,
+            spacing, origin and direction identical to the input's.
         masks_raw: bool (C, S, H, W) category masks after the score threshold only,
             slices in canonical order (see ``preprocessed.geometry``).
         masks_post: bool (C, S, H, W) after the cfg's post-processing.
         preprocessed: the model's view of the volume: (S, H, W, N) uint8
             slices, brain mask and geometry (for overlays).
         category_names: C names, in category order.
+        label_convention: name of ``label_image``'s convention.
     """
 
     label_image: sitk.Image
@@ -100,6 +117,7 @@ class VolumePrediction:
     masks_post: np.ndarray
     preprocessed: PreprocessedVolume
     category_names: list[str]
+    label_convention: str = ""
 
 
 def load_dataset_info(source: Mapping | str | os.PathLike) -> dict:
@@ -160,6 +178,25 @@ def preprocess_options_from_info(info: Mapping) -> ConvertOptions:
     return ConvertOptions(**stored)
 
 
+def case_convention(case: Case, dataset_convention: str) -> str:
+    """A case's own label convention, the one its prediction is written in by default.
+
+    BraTS file names tell it (``<case>_flair.nii.gz``: brats2021, ET = 4;
+    ``<case>-t2f.nii.gz``: brats2023, ET = 3), as :func:`find_brats_cases` found.
+    A training dataset converted with a user's own convention applies it to
+    BraTS-style folders as well (the converter does), unless the case id is a
+    BraTS one (``BraTS-GLI-00000-000``, ``BraTS2021_00000``, ...).
+
+    Args:
+        case: the input case.
+        dataset_convention: the training dataset's (``dataset.json``).
+    """
+    user_dataset = dataset_convention not in CONVENTIONS and dataset_convention != "mixed"
+    if user_dataset and brats_task(case.case_id) is None:
+        return dataset_convention
+    return case.label_convention
+
+
 @contextlib.contextmanager
 def score_threshold_pushed_down(model: ModelFn, threshold: float) -> Iterator[None]:
     """Temporarily make a Mask R-CNN drop detections scoring below ``threshold`` itself.
@@ -210,6 +247,7 @@ class VolumePredictor:
         model: ModelFn | None = None,
         batch_size: int | None = None,
         concurrent_batches: int | None = None,
+        label_convention: str | os.PathLike | LabelConvention | None = None,
     ):
         """
         Args:
@@ -227,10 +265,16 @@ class VolumePredictor:
                 once on threads, each with one torch thread; 0: ``torch.get_num_threads()``;
                 1: one at a time. Default ``cfg.BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES``.
                 Masks do not depend on it (a test checks).
+            label_convention: write every prediction in this convention (a name
+                or a ``.json``/``.yaml`` file); None writes each case in its own
+                (from its BraTS file names: ET = 3 for 2023+ names, 4 for 2018-2021
+                ones; inputs without names in the training dataset's).
 
         Raises:
-            ValueError: bad dataset info, batch size, post-processing config, or a
-                model whose ``NUM_CLASSES`` differs from the dataset's categories.
+            ValueError: bad dataset info, batch size, post-processing config, a
+                model whose ``NUM_CLASSES`` differs from the dataset's categories, or
+                a ``label_convention`` with a class the model cannot write
+                (:func:`~brainseg_d2.labels.check_writable`).
         """
         self.cfg = cfg
         info = (
@@ -240,9 +284,17 @@ class VolumePredictor:
         self.options = preprocess_options_from_info(info).preprocess()
         self.target = get_target(info.get("target", "labels"))
         self.category_names = self.target.category_names
+        # The training dataset's convention, for inputs whose names tell none; users'
+        # conventions travel in dataset.json.
+        register_dataset_conventions(info)
         self.label_convention: str = info.get("label_convention", "brats2021")
         if self.label_convention != "mixed":
             get_convention(self.label_convention)
+        self.requested_convention: LabelConvention | None = None
+        if label_convention is not None:
+            self.requested_convention = prediction_convention(
+                self.target, self._default_convention(), label_convention
+            )
         if batch_size is None:
             batch_size = cfg.BRAINSEG.INFERENCE.BATCH_SIZE
         self.batch_size = int(batch_size)
@@ -351,11 +403,15 @@ class VolumePredictor:
     def _default_convention(self) -> str:
         return "brats2021" if self.label_convention == "mixed" else self.label_convention
 
-    def _convention_for(self, case: Case) -> LabelConvention:
-        # A "mixed" training set (BraTS 2021 + 2023) has no single raw convention:
-        # write each case in its own, as detected from its file names.
-        name = case.label_convention if self.label_convention == "mixed" else self.label_convention
-        return get_convention(name)
+    def output_convention(self, case: Case) -> LabelConvention:
+        """The convention a case's prediction is written in (:func:`prediction_convention`):
+        the requested one, else the case's own (:func:`case_convention`).
+
+        Raises:
+            ValueError: the model cannot write a class of it (one line).
+        """
+        own = case_convention(case, self.label_convention)
+        return prediction_convention(self.target, own, self.requested_convention)
 
     # --------------------------------------------------------------- predicting
     def predict(self, images: VolumeInput) -> VolumePrediction:
@@ -370,8 +426,10 @@ class VolumePredictor:
         Raises:
             VolumeError: missing channel, unreadable file, geometry mismatch between
                 channels, empty or constant channel (messages name case and file).
+            ValueError: the model cannot write a class of the case's convention.
         """
         case = self.find_case(images)
+        convention = self.output_convention(case)  # before the model: a bad one fails fast
         volumes = {
             c: v if isinstance(v, sitk.Image) else read_image(v)
             for c, v in case.channels.items()
@@ -384,13 +442,14 @@ class VolumePredictor:
         masks_post = postprocess_volume(
             masks_raw, self.postprocess, enforce_nesting=self.target.nested, seeds=seeds
         )
-        label_image = self.masks_to_image(masks_post, pre.geometry, self._convention_for(case))
+        label_image = self.masks_to_image(masks_post, pre.geometry, convention)
         return VolumePrediction(
             label_image=label_image,
             masks_raw=masks_raw,
             masks_post=masks_post,
             preprocessed=pre,
             category_names=list(self.category_names),
+            label_convention=convention.name,
         )
 
     def brain_slices(self, pre: PreprocessedVolume) -> np.ndarray:
