@@ -31,16 +31,20 @@ from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.datasets import register_brainseg_dataset
 from brainseg_d2.data.phantom import generate_dataset
-from brainseg_d2.data.preprocess import label_slices, preprocess_volume
+from brainseg_d2.data.preprocess import preprocess_volume
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import read_image
-from brainseg_d2.labels import TISSUE_ED, get_convention, get_target, raw_to_tissue
+from brainseg_d2.labels import TISSUE_ED, get_target
 from brainseg_d2.postprocessing import PostprocessParams, postprocess_volume
 
 logger = logging.getLogger(__name__)
 
 #: Written into the demo's output folder; only folders holding it are ever replaced.
 MARKER = ".brainseg-demo"
+#: The FLAIR baseline's per-case rows (evaluator columns), in ``<output>/eval``.
+BASELINE_FILE = "baseline_cases.csv"
+#: How the report names the baseline.
+BASELINE_NAME = "FLAIR > mean + 2 SD"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -213,19 +217,30 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
     ``num_sd + 1`` SD instead. Plain Otsu over the brain splits grey from white matter
     instead (WT Dice ~0.05 on the phantom), so it would be a straw man.
 
+    Ground truth is each case's original label map, read by the evaluator's reader
+    (:func:`~brainseg_d2.data.ground_truth.label_map_masks`), and the scoring
+    settings are the evaluator's (``cfg.BRAINSEG.EVAL``). The rows are also
+    written to ``<output>/eval/``:data:`BASELINE_FILE` for the report.
+
     Returns:
         the per-volume metric rows (raw and post) of ``evaluate_volume``, per case.
     """
-    from brainseg_d2.evaluation.evaluator import evaluate_volume
+    from brainseg_d2.data.ground_truth import label_map_masks
+    from brainseg_d2.evaluation.evaluator import (
+        evaluate_volume,
+        scoring_settings_from_cfg,
+        write_cases_csv,
+    )
     from brainseg_d2.inference.volume_predictor import preprocess_options_from_info
 
     info = json.loads((opts.output / "datasets/heldout/dataset.json").read_text(encoding="utf-8"))
     prep_options = preprocess_options_from_info(info).preprocess()
     target = get_target(info["target"])
-    convention = get_convention(info["label_convention"])
+    cfg = build_cfg(opts)
+    settings = scoring_settings_from_cfg(cfg)
     variants = (
         ("raw", PostprocessParams.raw()),
-        ("post", PostprocessParams.from_cfg(build_cfg(opts).BRAINSEG.POSTPROCESS)),
+        ("post", PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)),
     )
     rows = []
     for case in find_brats_cases(opts.output / "cases/heldout"):
@@ -238,14 +253,14 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
         # The model's score hysteresis has an intensity analogue: components must
         # hold a voxel one SD brighter than the threshold.
         seeds = _whole_tumour(target, (flair > mean + (num_sd + 1) * sd) & prep.brain)
-        gt = target.masks_from_tissue(
-            raw_to_tissue(label_slices(read_image(case.mask), prep.geometry), convention)
-        )
+        gt = label_map_masks(case.mask, prep.geometry, target, case.label_convention)
         spacing = (prep.geometry["slice_thickness"], *prep.geometry["pixel_spacing"])
         for variant, params in variants:
             masks = postprocess_volume(pred, params, seeds=seeds)  # raw params: a copy
-            for row in evaluate_volume(masks, gt, spacing, target):
-                rows.append({**row, "variant": variant, "volume_id": case.case_id})
+            for row in evaluate_volume(masks, gt, spacing, target, settings=settings):
+                rows.append({**row, "variant": variant, "volume_id": case.case_id,
+                             "patient_id": case.patient_id, "gt_source": "original"})
+    write_cases_csv(opts.output / "eval" / BASELINE_FILE, rows)
     return rows
 
 
@@ -256,6 +271,7 @@ def _whole_tumour(target, voxels: np.ndarray) -> np.ndarray:
 
 def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
     """Predict every held-out volume to NIfTI, draw pictures, write the HTML report."""
+    from brainseg_d2.data.ground_truth import label_map_masks
     from brainseg_d2.inference import VolumePredictor
     from brainseg_d2.report import write_report
     from brainseg_d2.visualization import render_prediction
@@ -265,29 +281,36 @@ def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
     info = json.loads(info_path.read_text(encoding="utf-8"))
     predictor = VolumePredictor(cfg, dataset_info=info_path, model=model)
     target = get_target(info["target"])
-    convention = get_convention(info["label_convention"])
     pred_dir, pic_dir = opts.output / "predictions", opts.output / "pictures"
     pred_dir.mkdir(parents=True, exist_ok=True)
     first = {}
+    links: dict[str, dict[str, Path]] = {}
     for case in find_brats_cases(opts.output / "cases/heldout"):
-        prediction = predictor.predict(case.channels)
+        prediction = predictor.predict(case)
         nifti = pred_dir / f"{case.case_id}_pred.nii.gz"
         sitk.WriteImage(prediction.label_image, str(nifti), True)
         reference = read_image(case.channels["flair"])
         _check_same_geometry(prediction.label_image, reference, nifti)
-        gt_tissue = raw_to_tissue(
-            label_slices(read_image(case.mask), prediction.preprocessed.geometry), convention
+        # The evaluator's ground truth: the case's original label map, every voxel.
+        gt_masks = label_map_masks(
+            case.mask, prediction.preprocessed.geometry, target, case.label_convention
         )
         # One GIF is enough to show; montages for every case feed the report.
-        render = render_prediction(
-            prediction, pic_dir / case.case_id, gt_masks=target.masks_from_tissue(gt_tissue),
-            gif=not first,
-        )
+        render = render_prediction(prediction, pic_dir / case.case_id, gt_masks=gt_masks,
+                                   gif=not first)  # fmt: skip
+        links[case.case_id] = {"prediction": nifti, "pictures": render.folder,
+                               "reference": Path(case.mask)}  # fmt: skip
         if not first:
             first = {"nifti": nifti, "gif": render.gif, "montage": render.montage,
                      "slices": render.folder}
+    baseline = opts.output / "eval" / BASELINE_FILE
+    trained = {"Trained weights": opts.output / "train" / "model_final.pth",
+               "Tuned config": opts.output / "train" / "config_tuned.yaml"}  # fmt: skip
     report = write_report(opts.output / "eval", opts.output / "report.html",
-                          thumbnails=_thumbnails(pic_dir), title="brainseg_d2 phantom demo")
+                          thumbnails=_thumbnails(pic_dir), title="brainseg_d2 phantom demo",
+                          baseline=baseline if baseline.is_file() else None,
+                          baseline_name=BASELINE_NAME, links=links,
+                          run_info={k: v for k, v in trained.items() if v.is_file()})  # fmt: skip
     return {**first, "predictions": pred_dir, "pictures": pic_dir, "report": report}
 
 

@@ -464,7 +464,9 @@ def run_info_from_cfg(cfg) -> dict:
         backbone += f" (ResNet-{m.RESNETS.DEPTH})"
     return {
         "model": f"{m.META_ARCHITECTURE}, {backbone}",
-        "weights": m.WEIGHTS or "(none: random initialisation)",
+        # What the config names; a model evaluated in memory (training, the demo) may
+        # have moved on from it, and the report says so when it is empty.
+        "weights": m.WEIGHTS,
         "output_dir": cfg.OUTPUT_DIR,
         "versions": {
             "brainseg_d2": __version__,

@@ -27,9 +27,9 @@ read both, check that their geometry agrees, pick the label convention ->
 * Regions and classes that are empty in every reference and every prediction
   are left out of the outputs (e.g. the resection cavity of 2023 GLI data).
 
-TODO(phase 2): the HTML report. :func:`brainseg_d2.report.write_report` reads the
-Detectron2 evaluator's raw/post tables and does not fit these outputs; phase 2
-renders one report for both from a Jinja2 template.
+* The HTML report (:mod:`brainseg_d2.report`, the one the Detectron2 evaluator's
+  folder gets too) is ``OUT_DIR/report.html``: means with their *n*, both-empty
+  scores and the HD95 penalty flagged, a Dice plot, links to every file.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ from brainseg_d2.labels import (
 __all__ = [
     "CASES_FILE",
     "LESIONS_FILE",
+    "REPORT_FILE",
     "SUMMARY_FILE",
     "CasePair",
     "EvaluationError",
@@ -89,6 +90,7 @@ logger = logging.getLogger(__name__)
 CASES_FILE = "cases.csv"
 LESIONS_FILE = "lesions.csv"
 SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: Trailing parts of a file stem that are not part of the case id.
 _ID_SUFFIX = re.compile(r"[_-](seg|pred|prediction|label|labels|mask|segmentation)$", re.I)
@@ -377,6 +379,7 @@ def evaluate_folders(
     settings: ScoringSettings | None = None,
     workers: int = 1,
     progress: bool = True,
+    report: bool = True,
 ) -> dict:
     """Score every reference in ``ref_dir`` against its prediction in ``pred_dir``.
 
@@ -393,6 +396,7 @@ def evaluate_folders(
             says).
         workers: processes scoring cases at once.
         progress: show a tqdm progress bar.
+        report: also write :data:`REPORT_FILE` (replacing only an earlier report).
 
     Returns:
         The summary written to ``summary.json``.
@@ -424,6 +428,13 @@ def evaluate_folders(
         settings = replace(settings, lesion=lesion)
     pairs, unmatched = match_cases(pred_dir, ref_dir, regex)
     out = Path(output_dir)
+    if report:  # before the work: an earlier file that is not our report stays
+        from brainseg_d2.report import check_replaceable_report
+
+        try:
+            check_replaceable_report(out / REPORT_FILE, [])
+        except ValueError as exc:
+            raise EvaluationError(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
 
     from tqdm import tqdm
@@ -482,6 +493,13 @@ def evaluate_folders(
         "names": summarize_cases(rows),
     }
     (out / SUMMARY_FILE).write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
+    if report:
+        from brainseg_d2.report import write_report
+
+        try:
+            write_report(out, out / REPORT_FILE, title="brainseg-evaluate: evaluation report")
+        except ValueError as exc:
+            raise EvaluationError(str(exc)) from None
     return summary
 
 
@@ -538,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=1, help="cases scored at once (processes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help=f"do not write {REPORT_FILE}")
     return p
 
 
@@ -575,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings=ScoringSettings(hd95_penalty=args.hd95_penalty),
             workers=args.workers,
             progress=not args.quiet,
+            report=not args.no_report,
         )
     except EvaluationError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -602,7 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"HD95 {mean['hd95']:.2f} mm  lesion Dice {mean['lesion_dice']:.4f}  "
             f"PQ {mean['pq']:.4f}"
         )
-    print(f"wrote {Path(args.output) / CASES_FILE} and {Path(args.output) / SUMMARY_FILE}")
+    written = [CASES_FILE, SUMMARY_FILE] + ([] if args.no_report else [REPORT_FILE])
+    print(f"wrote {', '.join(str(Path(args.output) / f) for f in written)}")
     return 0
 
 
