@@ -23,6 +23,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from urllib.parse import urlparse
 
 import torch
 
@@ -89,6 +90,9 @@ def load_strict(model: torch.nn.Module, path: str) -> None:
         if not os.path.isfile(path):
             raise CheckpointError(f"weights {path} not found")
     checkpointer = DetectionCheckpointer(model)
+    if hasattr(checkpointer, "_parsed_url_during_load"):
+        # Detectron2 after v0.6 asserts that _load_file runs inside load(), which sets this.
+        checkpointer._parsed_url_during_load = urlparse(path)
     with _quiet(_NOISY_LOGGERS):
         try:
             checkpoint = checkpointer._load_file(path)

@@ -33,11 +33,14 @@ THIRD_PARTY_WARNINGS = (
     (FutureWarning, r"You are using `torch\.load` with `weights_only=False`"),
     # Detectron2 0.6 turns read-only mask arrays into tensors (it never writes to them).
     (UserWarning, r"The given NumPy array is not writable"),
+    # Upstream Detectron2's model_zoo imports pkg_resources (the set-up pins setuptools<81).
+    (UserWarning, r"pkg_resources is deprecated as an API"),
 )
 #: Loggers of third-party modules whose warnings are no news for a user: torch
 #: says "No CUDA runtime is found" when Detectron2 collects environment info on a
-#: CPU machine.
-THIRD_PARTY_LOGGERS = ("torch.utils.cpp_extension",)
+#: CPU machine, and warns about is_fx_tracing when upstream Detectron2's ROI
+#: pooler calls it.
+THIRD_PARTY_LOGGERS = ("torch.utils.cpp_extension", "torch.fx._symbolic_trace")
 
 
 def quiet_third_party_warnings() -> None:
