@@ -231,14 +231,14 @@ def test_brainseg_evaluate_writes_the_same_report(tmp_path):
 def test_the_page_comes_from_the_template_file(eval_dir, tmp_path):
     package = REPO / "brainseg_d2" / "templates" / TEMPLATE
     assert package.is_file()
-    assert "templates/*.j2" in (REPO / "pyproject.toml").read_text()
-    source = (REPO / "brainseg_d2" / "report.py").read_text()
+    assert "templates/*.j2" in (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    source = (REPO / "brainseg_d2" / "report.py").read_text(encoding="utf-8")
     assert "<table" not in source and "<td" not in source  # no HTML built in Python
     own = tmp_path / "mine.html.j2"
     own.write_text("<html><head>{{ generator }}</head><body>{{ title }}: "
                    "{% for r in overlap %}{{ r.name }}/{{ r.variant }} {% endfor %}</body></html>")
     out = write_report(eval_dir, tmp_path / "own.html", title="<T>", template=own)
-    assert out.read_text() == (f"<html><head>{GENERATOR}</head><body>&lt;T&gt;: "
+    assert out.read_text(encoding="utf-8") == (f"<html><head>{GENERATOR}</head><body>&lt;T&gt;: "
                                "WT/raw WT/post TC/raw TC/post ET/raw ET/post </body></html>")
     bad = tmp_path / "bad.html.j2"
     bad.write_text("<html>{{ title }}</html>")

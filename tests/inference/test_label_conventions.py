@@ -107,7 +107,7 @@ def cases(tmp_path_factory):
 
 
 def _oracle(dataset: Path, target: str = "labels") -> LabelMapOracle:
-    volumes = json.loads((dataset / "volumes.json").read_text())["volumes"]
+    volumes = json.loads((dataset / "volumes.json").read_text(encoding="utf-8"))["volumes"]
     (record,) = volumes.values()
     tissue = label_map_tissue(
         record["source"]["mask"], record["geometry"], record["label_convention"]
@@ -171,7 +171,7 @@ def test_custom_convention_end_to_end(cases, weights_files, tmp_path, capsys):
          "--empty-ratio", "1", "--no-progress"]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    info = json.loads((dataset / "dataset.json").read_text())
+    info = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
     assert info["label_convention"] == "mylesions"
     assert info["options"]["label_convention"] == str(cases["convention"])
     definition = info["options"]["label_conventions"]["mylesions"]
