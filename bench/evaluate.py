@@ -124,7 +124,8 @@ def main() -> None:
         ours = []
         for r in range(args.repeats):
             start = time.perf_counter()
-            evaluate_folders(pred_dir, ref_dir, tmp / f"out{r}", progress=False, workers=1)
+            evaluate_folders(pred_dir, ref_dir, tmp / f"out{r}", progress=False, workers=1,
+                             report=False)  # scoring only, as brats-evaluation
             ours.append((time.perf_counter() - start) / args.cases)
         print(f"brainseg-evaluate : {min(ours):.2f} s/case (runs: "
               + ", ".join(f"{t:.2f}" for t in ours) + ")")  # fmt: skip
