@@ -506,7 +506,7 @@ def _per_case_tables(
             ]
             table_rows.append({"case": case, "cells": cells, "links": list(links.get(case, []))})
         tables.append({
-            "group": "category" if group == "category" else group, "name": name,
+            "group": group, "name": name,
             "variants": variants, "rows": table_rows,
             "links": any(r["links"] for r in table_rows),
         })  # fmt: skip
