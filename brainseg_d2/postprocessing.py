@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import cv2
@@ -71,6 +71,9 @@ class PostprocessParams:
         score_threshold: pixels enter the category masks where the score is
             ``>=`` this: the pixel's probability for a dense head's output, the
             instance's score for instance masks.
+        category_score_threshold: one threshold per category instead of
+            ``score_threshold`` (empty = ``score_threshold`` for every category);
+            see :meth:`score_thresholds`.
         opening_kernel: diameter in pixels of the elliptical structuring element
             of a 2D opening (removes specks and thin bridges); odd; 0 = off.
         closing_kernel: same for a 2D closing (bridges small gaps); odd; 0 = off.
@@ -115,6 +118,7 @@ class PostprocessParams:
     connectivity_3d: int = 26
     keep_largest_k: int = 0
     component_score_threshold: tuple[float, ...] = ()
+    category_score_threshold: tuple[float, ...] = ()
 
     #: field name -> config key under the post-processing node.
     CFG_KEYS: ClassVar[dict[str, str]] = {
@@ -128,6 +132,7 @@ class PostprocessParams:
         "connectivity_3d": "CONNECTIVITY_3D",
         "keep_largest_k": "KEEP_LARGEST_K",
         "component_score_threshold": "COMPONENT_SCORE_THRESH",
+        "category_score_threshold": "CATEGORY_SCORE_THRESH",
     }
 
     def __post_init__(self) -> None:
@@ -178,6 +183,45 @@ class PostprocessParams:
                 f"category; empty = off), got {self.component_score_threshold!r}"
             )
         object.__setattr__(self, "component_score_threshold", tuple(float(v) for v in values))
+        values = self.category_score_threshold
+        if not isinstance(values, (tuple, list)) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+            for v in values
+        ):
+            raise ValueError(
+                "category_score_threshold must be numbers in [0, 1] (one per category; "
+                f"empty = score_threshold), got {self.category_score_threshold!r}"
+            )
+        object.__setattr__(self, "category_score_threshold", tuple(float(v) for v in values))
+
+    def score_thresholds(self, num_categories: int) -> np.ndarray:
+        """Per-category score thresholds ``(C,)``: ``category_score_threshold`` if set,
+        else ``score_threshold`` for every category.
+
+        Raises:
+            ValueError: if ``category_score_threshold`` has neither 0 nor ``C`` values.
+        """
+        values = self.category_score_threshold
+        if not values:
+            return np.full(num_categories, self.score_threshold, dtype=float)
+        if len(values) != num_categories:
+            raise ValueError(
+                f"category_score_threshold has {len(values)} values; give one per category "
+                f"({num_categories})"
+            )
+        return np.asarray(values, dtype=float)
+
+    @property
+    def lowest_score_threshold(self) -> float:
+        """The lowest score that can enter any category's mask."""
+        return min((self.score_threshold, *self.category_score_threshold))
+
+    def thresholds_only(self) -> PostprocessParams:
+        """The ``raw`` variant of these settings: the same score thresholds, every step off."""
+        return replace(
+            PostprocessParams.raw(self.score_threshold),
+            category_score_threshold=self.category_score_threshold,
+        )
 
     def min_volumes(self, num_categories: int) -> np.ndarray:
         """Per-category minimum 3D component size ``(C,)`` (all 0 when disabled).
@@ -325,7 +369,7 @@ def instances_to_masks_and_seeds(
         the two inputs :func:`postprocess_volume` needs per slice.
     """
     args = (masks, classes, scores, num_categories)
-    out = instances_to_category_masks(*args, params.score_threshold)
+    out = instances_to_category_masks(*args, params.score_thresholds(num_categories))
     thresholds = params.component_thresholds(num_categories)
     return out, None if thresholds is None else instances_to_category_masks(*args, thresholds)
 
@@ -349,12 +393,12 @@ def probabilities_to_masks_and_seeds(
     probs = np.asarray(probs)
     if probs.ndim < 3:
         raise ValueError(f"probabilities must be (C, H, W), got shape {probs.shape}")
-    masks = probs >= np.float32(params.score_threshold)
+    shape = (-1, *([1] * (probs.ndim - 1)))
+    masks = probs >= params.score_thresholds(probs.shape[0]).astype(np.float32).reshape(shape)
     thresholds = params.component_thresholds(probs.shape[0])
     if thresholds is None:
         return masks, None
-    thresholds = thresholds.astype(np.float32).reshape(-1, *([1] * (probs.ndim - 1)))
-    return masks, probs >= thresholds
+    return masks, probs >= thresholds.astype(np.float32).reshape(shape)
 
 
 #: Where category masks come from: a dense head's ``sem_seg`` probabilities, or the
@@ -427,7 +471,9 @@ def masks_and_seeds_from_output(
     :func:`score_maps_from_output` thresholded by
     :func:`probabilities_to_masks_and_seeds`.
     """
-    scores = score_maps_from_output(output, num_categories, source, params.score_threshold)
+    scores = score_maps_from_output(
+        output, num_categories, source, params.lowest_score_threshold
+    )
     return probabilities_to_masks_and_seeds(scores, params)
 
 

@@ -74,6 +74,7 @@ def test_from_cfg_reads_uppercase_keys():
         CONNECTIVITY_3D=6,
         KEEP_LARGEST_K=2,
         COMPONENT_SCORE_THRESH=[0.9, 0.7, 0.7],
+        CATEGORY_SCORE_THRESH=[],
     )
     assert PostprocessParams.from_cfg(node) == PostprocessParams(
         component_score_threshold=(0.9, 0.7, 0.7),

@@ -54,13 +54,15 @@ def main(argv=None) -> int:
         print_error(exc)
         return 2
     regions = list(results[0]["dice"])
-    print("SCORE_THRESH MIN_VOLUME_3D COMPONENT_SCORE_THRESH " + " ".join(regions) + " mean")
+    print("SCORE_THRESH MIN_VOLUME_3D COMPONENT_SCORE_THRESH CATEGORY_SCORE_THRESH "
+          + " ".join(regions) + " mean")
     for r in sorted(results, key=lambda r: -r["objective"]):
         p = r["params"]
         dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)
         hysteresis = list(p.component_score_threshold) or "off"
-        volumes = list(p.min_volume_3d)
-        print(f"{p.score_threshold} {volumes} {hysteresis} {dice} {r['objective']:.4f}")
+        volumes, per_category = list(p.min_volume_3d), list(p.category_score_threshold) or "-"
+        print(f"{p.score_threshold} {volumes} {hysteresis} {per_category} {dice} "
+              f"{r['objective']:.4f}")
     path = write_tuned_config(cfg, best, output)
     print(f"best on {dataset} ({results[0]['num_volumes']} volumes): "
           f"{ {k: v for k, v in best.to_cfg_dict().items()} }")

@@ -559,7 +559,7 @@ class BrainSegEvaluator(DatasetEvaluator):
             )
         self._output_dir = output_dir
         self._post = postprocess if postprocess is not None else PostprocessParams()
-        self._raw = PostprocessParams.raw(self._post.score_threshold)
+        self._raw = self._post.thresholds_only()
         # Validates the hysteresis length once; None when it is off.
         self._seed_thresholds = self._post.component_thresholds(len(self._target.categories))
         self._settings = settings or ScoringSettings()

@@ -16,7 +16,9 @@ the outermost category, the lesion, and the inner ones keep what lies inside a
 surviving lesion (``(v, 0, 0)``): a small tumour core is part of a lesion, not
 a lesion of its own. For other targets they act on every category.
 
-Every other key keeps the config's value. The objective is the mean over the
+Then each category gets its own threshold (``CATEGORY_SCORE_THRESH``), one
+category at a time (:func:`refine_category_thresholds`). Every other key keeps
+the config's value. The objective is the mean over the
 BraTS regions of the mean volume Dice over volumes (both empty = 1, as BraTS
 scores it, so a false positive on a tumour-free volume costs a whole 1).
 Ties go to the setting that changes the least: the lowest minimum volume,
@@ -45,6 +47,10 @@ from brainseg_d2.postprocessing import (
 
 __all__ = [
     "DEFAULT_GRID",
+    "cache_volumes",
+    "read_cached",
+    "refine_category_thresholds",
+    "tune_postprocess",
     "TuningGrid",
     "best_setting",
     "region_dice",
@@ -121,39 +127,43 @@ def _score_settings_fast(
     """Region Dice of every setting, labelling each category once per score threshold.
 
     Exactly :func:`postprocess_volume` for settings whose only steps are the swept
-    ones (score threshold, minimum 3D volume, hysteresis) and nesting: those drop
+    ones (score thresholds, minimum 3D volume, hysteresis) and nesting: those drop
     whole 3D components of the thresholded masks, so one labelling serves them all.
     """
     from scipy import ndimage
 
     from brainseg_d2.evaluation.metrics import neighbourhood_structure
 
-    out: list[dict[str, float]] = [{} for _ in settings]
-    by_threshold: dict[tuple[float, int], list[int]] = defaultdict(list)
-    for i, p in enumerate(settings):
-        by_threshold[(p.score_threshold, p.connectivity_3d)].append(i)
-    for (threshold, connectivity), members in by_threshold.items():
-        structure = neighbourhood_structure(3, connectivity)
-        masks = scores >= np.float32(threshold)
-        labelled = [ndimage.label(m, structure=structure) for m in masks]
-        sizes = [np.bincount(lab.ravel(), minlength=n + 1) for lab, n in labelled]
-        for i in members:
-            p = settings[i]
-            seeds = p.component_thresholds(len(masks)) if p.enabled else None
-            min_volumes = p.min_volumes(len(masks))
-            kept = np.zeros_like(masks)
-            for c, ((lab, n), size) in enumerate(zip(labelled, sizes)):
-                keep = size >= min_volumes[c]
-                if seeds is not None:
-                    seeded = np.zeros(n + 1, dtype=bool)
-                    seeded[lab[scores[c] >= np.float32(seeds[c])]] = True
-                    keep &= seeded
-                keep[0] = False
-                kept[c] = keep[lab]
-            if target.nested and p.enabled:
-                for c in range(1, len(kept)):
-                    kept[c] &= kept[c - 1]
-            out[i] = region_dice(kept, gt, target)
+    num_categories = len(scores)
+    labelled: dict[tuple[int, float, int], tuple[np.ndarray, int, np.ndarray]] = {}
+
+    def components(c: int, threshold: float, connectivity: int):
+        key = (c, float(threshold), connectivity)
+        if key not in labelled:
+            structure = neighbourhood_structure(3, connectivity)
+            lab, n = ndimage.label(scores[c] >= np.float32(threshold), structure=structure)
+            labelled[key] = (lab, n, np.bincount(lab.ravel(), minlength=n + 1))
+        return labelled[key]
+
+    out = []
+    for p in settings:
+        thresholds = p.score_thresholds(num_categories)
+        seeds = p.component_thresholds(num_categories) if p.enabled else None
+        min_volumes = p.min_volumes(num_categories)
+        kept = np.zeros(scores.shape, dtype=bool)
+        for c in range(num_categories):
+            lab, n, size = components(c, thresholds[c], p.connectivity_3d)
+            keep = size >= min_volumes[c]
+            if seeds is not None:
+                seeded = np.zeros(n + 1, dtype=bool)
+                seeded[lab[scores[c] >= np.float32(seeds[c])]] = True
+                keep &= seeded
+            keep[0] = False
+            kept[c] = keep[lab]
+        if target.nested and p.enabled:
+            for c in range(1, num_categories):
+                kept[c] &= kept[c - 1]
+        out.append(region_dice(kept, gt, target))
     return out
 
 
@@ -303,10 +313,73 @@ def iter_volume_scores(
         yield volume_id, scores.astype(np.float32), gt
 
 
+def cache_volumes(
+    volumes: Iterable[tuple[str, np.ndarray, np.ndarray]], folder: str | Path
+) -> list[Path]:
+    """Write each ``(volume_id, scores, gt)`` to ``folder`` (compressed, float16 scores).
+
+    The sweeps read the validation volumes several times; computing the model
+    once and reading the maps back keeps memory at one volume. Scores are stored
+    as float16: a threshold can then move a voxel whose score lies within 1e-3 of
+    it, which changes the choice only where two settings are that close.
+    """
+    paths = []
+    for i, (volume_id, scores, gt) in enumerate(volumes):
+        path = Path(folder) / f"{i:05d}.npz"
+        np.savez_compressed(path, volume_id=volume_id, scores=scores.astype(np.float16), gt=gt)
+        paths.append(path)
+    return paths
+
+
+def read_cached(paths: Sequence[Path]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """The volumes :func:`cache_volumes` wrote, one at a time."""
+    for path in paths:
+        with np.load(path) as data:
+            yield str(data["volume_id"]), data["scores"].astype(np.float32), data["gt"]
+
+
+def refine_category_thresholds(
+    paths: Sequence[Path],
+    target: Target,
+    params: PostprocessParams,
+    thresholds: Sequence[float],
+) -> tuple[PostprocessParams, list[dict]]:
+    """Give each category its own score threshold, one category at a time.
+
+    Starting from ``params`` (one threshold for all), each category's threshold
+    in turn is swept over ``thresholds`` with the others fixed, keeping the best
+    objective (ties keep the current value). For nested targets WT's threshold
+    decides the lesions, TC's and ET's then how much of each lesion is core or
+    enhancing, so they need not be equal.
+
+    Returns:
+        the refined settings and the results of every step.
+    """
+    num_categories = len(target.categories)
+    start = tuple(params.score_thresholds(num_categories))
+    current = replace(params, category_score_threshold=start)
+    best = None
+    history = []
+    for c in range(num_categories):
+        trials = []
+        for t in thresholds:
+            values = list(current.category_score_threshold)
+            values[c] = float(t)
+            trials.append(replace(current, category_score_threshold=tuple(values)))
+        results = sweep(read_cached(paths), target, trials)
+        history += results
+        top = max(round(r["objective"], 6) for r in results)
+        tied = [r for r in results if round(r["objective"], 6) == top]
+        keep = current.category_score_threshold[c]
+        best = min(tied, key=lambda r: abs(r["params"].category_score_threshold[c] - keep))
+        current = best["params"]
+    return current, history
+
+
 def tune_postprocess(
     model, cfg, dataset_name: str, grid: TuningGrid = DEFAULT_GRID
 ) -> tuple[PostprocessParams, list[dict]]:
-    """Sweep ``grid`` on a validation dataset and return the best setting.
+    """Sweep ``grid`` on a validation dataset, then per-category thresholds; the best setting.
 
     Args:
         model: a trained Detectron2 model in eval mode.
@@ -316,20 +389,29 @@ def tune_postprocess(
         grid: values to try.
 
     Returns:
-        the chosen :class:`PostprocessParams` and every result of :func:`sweep`.
+        the chosen :class:`PostprocessParams` and every result of :func:`sweep`
+        (the grid's, then the per-category refinement's).
     """
+    import tempfile
+
     from detectron2.data import MetadataCatalog
 
     from brainseg_d2.labels import get_target
 
     target = get_target(MetadataCatalog.get(dataset_name).target)
     base = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
-    settings = grid.settings(base, target)
-    results = sweep(iter_volume_scores(model, cfg, dataset_name), target, settings)
-    best = best_setting(results)
+    with tempfile.TemporaryDirectory(prefix="brainseg-tune-") as tmp:
+        paths = cache_volumes(iter_volume_scores(model, cfg, dataset_name), tmp)
+        results = sweep(read_cached(paths), target, grid.settings(base, target))
+        best = best_setting(results)
+        params, refined = refine_category_thresholds(
+            paths, target, best["params"], grid.score_thresh
+        )
+    results += refined
+    chosen = next(r for r in reversed(results) if r["params"] == params)
     logger.info(
         "tuning on %s (%d volumes): best %s, objective %.4f, Dice %s",
-        dataset_name, best["num_volumes"], best["params"].to_cfg_dict(), best["objective"],
-        {k: round(v, 4) for k, v in best["dice"].items()},
+        dataset_name, chosen["num_volumes"], params.to_cfg_dict(), chosen["objective"],
+        {k: round(v, 4) for k, v in chosen["dice"].items()},
     )  # fmt: skip
-    return best["params"], results
+    return params, results

@@ -505,7 +505,7 @@ class VolumePredictor:
         """:meth:`predict_masks` plus the seed masks of ``COMPONENT_SCORE_THRESH`` (or None)."""
         num_slices, height, width = pre.brain.shape
         num_categories = len(self.category_names)
-        threshold = self.postprocess.score_threshold
+        threshold = self.postprocess.lowest_score_threshold
         masks = np.zeros((num_categories, num_slices, height, width), dtype=bool)
         hysteresis = self.postprocess.component_thresholds(num_categories) is not None
         seeds = np.zeros_like(masks) if hysteresis else None

@@ -144,3 +144,25 @@ def test_fast_sweep_equals_postprocess_volume_on_random_volumes():
                 postprocess_volume(masks, p, enforce_nesting=True, seeds=seeds), gt, regions
             )
             assert got == expected, p
+
+
+def test_per_category_thresholds_keep_a_faint_core_and_drop_a_bright_speck(tmp_path):
+    from brainseg_d2.evaluation.tuning import cache_volumes, refine_category_thresholds
+
+    regions = get_target("regions")
+    tumour = np.zeros((3, 6, 16, 16), np.float32)
+    tumour[0, 1:5, 2:8, 2:8] = 0.8  # WT, confident
+    tumour[1, 2:4, 3:6, 3:6] = 0.4  # TC, faint: needs a low threshold
+    healthy = np.zeros_like(tumour)
+    healthy[0, 3, 10, 10:12] = 0.55  # a WT speck: needs a high threshold
+    volumes = [("t", tumour, tumour >= 0.35), ("h", healthy, np.zeros(tumour.shape, bool))]
+    paths = cache_volumes(volumes, tmp_path)
+    grid = TuningGrid(score_thresh=(0.3, 0.5, 0.7), min_volume_3d=(0,),
+                      component_score_thresh=((),))  # fmt: skip
+    results = sweep(volumes, regions, grid.settings(PostprocessParams(), regions))
+    single = best_setting(results)
+    assert single["objective"] < 1.0  # no one threshold serves both
+    params, _ = refine_category_thresholds(paths, regions, single["params"], grid.score_thresh)
+    assert params.category_score_threshold[:2] == (0.7, 0.3)
+    (refined,) = sweep(volumes, regions, [params])
+    assert refined["objective"] == pytest.approx(1.0)
