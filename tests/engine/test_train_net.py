@@ -25,14 +25,17 @@ def _train_net(args, root, timeout=600):
 def test_train_resume_and_eval_only(phantom_dataset, tmp_path):
     out = tmp_path / "run"
     base = ["--config-file", INSTANT]
-    r = _train_net(base + ["OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "3"], phantom_dataset["root"])
+    # No evaluation after training (about 2 min on 2 CPU cores each): the eval-only step does it.
+    no_test = ["DATASETS.TEST", "()"]
+    r = _train_net(base + ["OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "3", *no_test],
+                   phantom_dataset["root"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "model_final.pth").is_file()
     ckpt = torch.load(out / "model_final.pth", map_location="cpu")  # torch>=2.6 weights_only
     assert ckpt["iteration"] == 2
 
     r = _train_net(
-        base + ["--resume", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "5"],
+        base + ["--resume", "OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "5", *no_test],
         phantom_dataset["root"],
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -43,10 +46,12 @@ def test_train_resume_and_eval_only(phantom_dataset, tmp_path):
     # Five iterations from scratch may score nothing above the default 0.05, and then
     # COCOEvaluator prints "No predictions from the model!" instead of a segm table.
     # Threshold 0 keeps one detection per slice, so COCO segm evaluation always runs.
+    # The test split (one volume) is half the val split's slices.
     r = _train_net(
         base + ["--eval-only", "OUTPUT_DIR", str(out),
                 "MODEL.WEIGHTS", str(out / "model_final.pth"),
-                "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "1"],
+                "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "1",
+                "DATASETS.TEST", "('phantom_test',)"],
         phantom_dataset["root"],
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -68,7 +73,8 @@ def test_killed_run_resumes_from_last_checkpoint(phantom_dataset, tmp_path):
     cfg = get_brainseg_cfg()
     cfg.merge_from_file(INSTANT)
     cfg.merge_from_list(["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "5",
-                         "SOLVER.CHECKPOINT_PERIOD", "2"])
+                         "SOLVER.CHECKPOINT_PERIOD", "2",
+                         "DATASETS.TEST", "()"])  # no evaluation after training: ~2 min
     cfg.freeze()
 
     class CrashAt(HookBase):
