@@ -30,13 +30,18 @@ def quick_demo(tmp_path_factory):
 def test_demo_prints_where_things_are_and_the_headline(quick_demo):
     out, stdout = quick_demo
     assert "Held-out volume Dice" in stdout
-    for region in ("WT", "TC", "ET"):
-        assert f"  {region}: " in stdout
-    assert "baseline (FLAIR > mean + 2 SD) WT" in stdout
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    for region in ("WT", "TC", "ET"):
+        line = next(ln for ln in stdout.splitlines() if ln.startswith(f"  {region} "))
+        n = summary["num_present"][region]
+        assert (f"(n={n})" if n else "none (n=0)") in line  # the n of the mean is printed
+    assert "baseline (FLAIR > mean + 2 SD) WT" in stdout
     assert 0.0 <= summary["volume_dice"]["volume_dice_WT_post"] <= 1.0
-    assert set(summary["timings_s"]) == {"data", "train", "evaluate", "baseline",
+    assert summary["num_volumes"] == 2 and summary["postprocess_tuned"]
+    assert set(summary["timings_s"]) == {"data", "train", "tune", "evaluate", "baseline",
                                          "predict_and_show"}
+    tuned = out / "train" / "config_tuned.yaml"
+    assert tuned.read_text(encoding="utf-8").startswith("# brainseg_d2")
 
 
 def test_predicted_nifti_has_the_input_geometry(quick_demo):

@@ -95,15 +95,32 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in summary["outputs"].items():
         print(f"  {name:<12} {path}")
     print("  summary      " + str(opts.output / "summary.json"))
-    print("\nHeld-out volume Dice (raw -> post-processed):")
-    vd = summary["volume_dice"]
+    print_headline(summary)
+    return 0
+
+
+def print_headline(summary: dict) -> None:
+    """Per region: volume Dice over all held-out cases (BraTS: both empty = 1) beside the
+    Dice over the n cases that hold the region, raw -> post-processed, and lesion-wise Dice."""
+    vd, ld, present = summary["volume_dice"], summary["lesion_dice"], summary["num_present"]
+    n_all = summary["num_volumes"]
+    print(f"\nHeld-out volume Dice, raw -> post-processed ({n_all} cases; post-processing "
+          f"chosen on validation: {'yes' if summary['postprocess_tuned'] else 'no'}):")
+    columns = ("all cases (BraTS)", 22), ("cases with the region", 30), ("lesion-wise", 0)
+    print("      " + "".join(f"{name:<{width}}" for name, width in columns))
     for region in ("WT", "TC", "ET"):
-        raw, post = vd.get(f"volume_dice_{region}_raw"), vd.get(f"volume_dice_{region}_post")
-        if raw is not None:
-            print(f"  {region}: {raw:.3f} -> {post:.3f}")
+        if f"volume_dice_{region}_raw" not in vd:
+            continue
+        brats = f"{vd[f'volume_dice_{region}_raw']:.3f} -> {vd[f'volume_dice_{region}_post']:.3f}"
+        n = present.get(region, 0)
+        with_region = (
+            f"{vd[f'volume_dice_present_{region}_raw']:.3f} -> "
+            f"{vd[f'volume_dice_present_{region}_post']:.3f} (n={n})" if n else "none (n=0)"
+        )
+        lesion = f"{ld[f'lesion_dice_{region}_raw']:.3f} -> {ld[f'lesion_dice_{region}_post']:.3f}"
+        print(f"  {region:<4}{brats:<22}{with_region:<30}{lesion}")
     b = summary["baseline_flair_wt_dice"]
     print(f"  baseline (FLAIR > mean + 2 SD) WT: {b['raw']:.3f} -> {b['post']:.3f}")
-    return 0
 
 
 if __name__ == "__main__":
