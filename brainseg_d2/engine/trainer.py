@@ -14,7 +14,6 @@ import os
 import weakref
 from pathlib import Path
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import (
     DatasetCatalog,
     build_detection_test_loader,
@@ -35,6 +34,7 @@ from brainseg_d2.data.datasets import check_datasets_exist, dataset_root, regist
 from brainseg_d2.engine.distributed import create_ddp_model
 from brainseg_d2.engine.hooks import EarlyStop, build_eval_hooks
 from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
+from brainseg_d2.modeling.weights import BrainSegCheckpointer
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class Trainer(DefaultTrainer):
             model, data_loader, optimizer
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(
+        # Adapts a 3-channel (RGB) first convolution to the model's N MRI channels.
+        self.checkpointer = BrainSegCheckpointer(
             model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
         self.start_iter = 0
@@ -206,6 +207,7 @@ def build_cfg_from_args(args):
     register_all(dataset_root(cfg.BRAINSEG.DATASET_ROOT))
     check_datasets_exist(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     check_num_classes(cfg, args)
+    check_input_channels(cfg, args)
     if not args.eval_only:
         for name in cfg.DATASETS.TRAIN:
             DatasetCatalog.get(name)  # lazy loader raises ValueError if empty or unreadable
@@ -293,6 +295,33 @@ def check_num_classes(cfg, args) -> None:
                 f"{key} is {num} ({_origin(key, args)}) but dataset '{name}' has "
                 f"{len(classes)} classes {list(classes)}"
             )
+
+
+def check_input_channels(cfg, args) -> None:
+    """``MODEL.PIXEL_MEAN``/``PIXEL_STD`` have one value per input channel of each dataset.
+
+    A slice of a dataset with N channels (``dataset.json`` channels) and K context
+    slices per side (``BRAINSEG.INPUT.CONTEXT_SLICES``) feeds N x (2K + 1) channels.
+
+    Raises:
+        ValueError: naming the key, its length, where it was set, and the dataset.
+    """
+    from detectron2.data import MetadataCatalog
+
+    slices = 2 * cfg.BRAINSEG.INPUT.CONTEXT_SLICES + 1
+    for key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
+        values = cfg.MODEL.PIXEL_MEAN if key.endswith("MEAN") else cfg.MODEL.PIXEL_STD
+        for name in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]:
+            channels = MetadataCatalog.get(name).get("channels")
+            if channels is None:
+                continue
+            need = len(channels) * slices
+            if len(values) != need:
+                raise ValueError(
+                    f"{key} has {len(values)} values ({_origin(key, args)}) but dataset "
+                    f"'{name}' feeds {need} channels ({len(channels)} sequences "
+                    f"{list(channels)} x {slices} slices)"
+                )
 
 
 def eval_weights(cfg, resume: bool = False) -> str:

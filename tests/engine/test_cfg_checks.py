@@ -46,8 +46,14 @@ def test_config_file_is_required(capsys):
          "MODEL.ROI_HEADS.NUM_CLASSES is 5 (on the command line) but dataset 'phantom_train' "
          "has 3 classes"),
         (["SOLVER.IMS_PER_BATCH", "two"], "bad config override on the command line"),
+        (["MODEL.PIXEL_MEAN", "[40.0, 40.0, 40.0]", "MODEL.PIXEL_STD", "[50.0, 50.0, 50.0]"],
+         "MODEL.PIXEL_MEAN has 3 values (on the command line) but dataset 'phantom_train' "
+         "feeds 4 channels"),
+        (["BRAINSEG.INPUT.CONTEXT_SLICES", "1"],
+         "MODEL.PIXEL_MEAN has 4 values (in "),
     ],
-    ids=["batch-0", "batch-not-multiple", "max-iter-0", "negative-lr", "num-classes", "type"],
+    ids=["batch-0", "batch-not-multiple", "max-iter-0", "negative-lr", "num-classes", "type",
+         "pixel-mean-length", "context-slices"],
 )
 def test_bad_override_names_the_key_and_the_command_line(parse, tmp_path, argv, message):
     args = parse("--config-file", INSTANT, *argv)

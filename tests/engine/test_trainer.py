@@ -52,3 +52,22 @@ def test_train_sampler_is_seeded_from_the_global_rng(instant_cfg, monkeypatch):
     monkeypatch.setattr(trainer_mod, "TrainingSampler", spy)
     trainer_mod.Trainer.build_train_loader(instant_cfg)
     assert seeds == [None]  # None: TrainingSampler draws it from the seeded global RNG
+
+
+def test_trainer_adapts_three_channel_weights_to_the_mri_channels(instant_cfg, tmp_path):
+    """Fine-tuning from zoo (RGB) weights: the first convolution is adapted, not skipped."""
+    import torch
+
+    from brainseg_d2.engine import Trainer
+    from brainseg_d2.modeling.weights import adapt_input_conv
+
+    trainer = Trainer(instant_cfg)
+    state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    key = "backbone.bottom_up.stem.conv1.weight"
+    assert state[key].shape[1] == 4
+    rgb = torch.randn(state[key].shape[0], 3, *state[key].shape[2:])
+    state[key] = rgb
+    torch.save({"model": state}, tmp_path / "rgb_weights.pth")
+    trainer.checkpointer.resume_or_load(str(tmp_path / "rgb_weights.pth"), resume=False)
+    loaded = trainer.model.state_dict()[key]
+    torch.testing.assert_close(loaded, adapt_input_conv(rgb, 4))
