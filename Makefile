@@ -5,7 +5,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint env clean-venv
+.PHONY: setup demo test test-official lint env clean-venv
 
 setup:
 	@BRAINSEG_D2_VENV=$(VENV) bash scripts/setup.sh
@@ -15,6 +15,17 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Cross-checks against the official BraTS scorers (panoptica, brats-evaluation),
+# which pin numpy < 2.3: their own venv, the project's code on PYTHONPATH, and a
+# missing package is a failure there, not a skip.
+OFFICIAL_VENV ?= .venv-official
+OFFICIAL_TESTS := tests/evaluation/test_lesion_metrics.py tests/evaluation/test_nifti_evaluation.py
+test-official:
+	@test -x $(OFFICIAL_VENV)/bin/python || python3 -m venv $(OFFICIAL_VENV)
+	$(OFFICIAL_VENV)/bin/python -m pip install -q -r tests/requirements-official.txt
+	BRAINSEG_D2_REQUIRE_OFFICIAL=1 PYTHONPATH=$(CURDIR) $(OFFICIAL_VENV)/bin/python -m pytest -q \
+		-p no:cacheprovider $(OFFICIAL_TESTS) -k "panoptica or brats_evaluation"
 
 lint: setup
 	$(PY) -m ruff check .

@@ -15,6 +15,7 @@ from brainseg_d2.evaluation.lesion_metrics import (
     panoptic_lesion_metrics,
 )
 from brainseg_d2.evaluation.metrics import hausdorff_distance_95, lesion_wise_dice
+from official import import_official
 
 
 def _line(n: int, *spans: tuple[int, int]) -> np.ndarray:
@@ -247,7 +248,7 @@ def _multi_lesion_case(seed, shape=(36, 40, 40)):
     ids=["noisy", "dilated", "noisy_anisotropic", "dilated_thick"],
 )
 def test_panoptic_matches_panoptica(seed, spacing):
-    pytest.importorskip("panoptica")
+    import_official("panoptica")
     from panoptica import (
         ConnectedComponentsInstanceApproximator,
         InputType,

@@ -22,6 +22,7 @@ from brainseg_d2.evaluation.nifti_evaluation import (
     main,
     match_cases,
 )
+from official import import_official
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (6, 10, 12)  # (z, y, x)
@@ -273,7 +274,7 @@ def test_no_match_and_unknown_convention(tmp_path):
 
 
 def test_matches_brats_evaluation(tmp_path):
-    brats_evaluation = pytest.importorskip("brats_evaluation")
+    brats_evaluation = import_official("brats_evaluation")
     from panoptica import Panoptica_Evaluator
     from scipy import ndimage
 
