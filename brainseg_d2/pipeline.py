@@ -254,7 +254,7 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
         # hold a voxel one SD brighter than the threshold.
         seeds = _whole_tumour(target, (flair > mean + (num_sd + 1) * sd) & prep.brain)
         gt = label_map_masks(case.mask, prep.geometry, target, case.label_convention)
-        spacing = (prep.geometry["slice_thickness"], *prep.geometry["pixel_spacing"])
+        spacing = prep.geometry.voxel_spacing
         for variant, params in variants:
             masks = postprocess_volume(pred, params, seeds=seeds)  # raw params: a copy
             for row in evaluate_volume(masks, gt, spacing, target, settings=settings):

@@ -137,13 +137,13 @@ def test_render_case_without_tumour_or_gt_picks_spread_slices(tmp_path):
 def test_ground_truth_masks_follow_the_prediction_geometry():
     import SimpleITK as sitk
 
-    from brainseg_d2.data.preprocess import make_geometry
     from brainseg_d2.labels import get_convention, get_target
+    from brainseg_d2.structures import SliceGeometry
 
     raw = np.zeros((5, 6, 7), np.uint8)  # (z, y, x)
     raw[2, 1, 3], raw[3, 4, 5] = 4, 2
     image = sitk.GetImageFromArray(raw)
-    geometry = make_geometry(image, "axial")
+    geometry = SliceGeometry.from_image(image, "axial")
     masks = viz.ground_truth_masks(
         image, geometry, get_target("regions"), get_convention("brats2021")
     )

@@ -19,9 +19,7 @@ from pathlib import Path
 
 from brainseg_d2.data.convert_plan import ConvertOptions, tool_version
 from brainseg_d2.labels import get_target
-
-#: How slice PNGs hold their channels (``png_writer.tile_channels``), in dataset.json.
-IMAGE_LAYOUT = "channel_tiles"
+from brainseg_d2.structures import IMAGE_LAYOUT, DatasetInfo, SliceGeometry
 
 #: Keys of a case record copied into ``volumes.json``.
 VOLUME_KEYS = (
@@ -68,7 +66,7 @@ def coco_splits(records: Sequence[Mapping]) -> dict[str, dict[str, list[dict]]]:
     coco: dict[str, dict[str, list[dict]]] = {}
     for rec in records:
         split = coco.setdefault(rec["split"], {"images": [], "annotations": []})
-        g = rec["geometry"]
+        g = SliceGeometry.from_json(rec["geometry"])
         for entry in rec["slices"]:
             image_id = len(split["images"]) + 1
             file_name = f"{rec['volume_id']}/{entry['slice_index']:04d}.png"
@@ -77,14 +75,14 @@ def coco_splits(records: Sequence[Mapping]) -> dict[str, dict[str, list[dict]]]:
                     "id": image_id,
                     "file_name": file_name,
                     **({"sem_seg_file_name": file_name} if rec["labelled"] else {}),
-                    "height": g["slice_shape"][0],
-                    "width": g["slice_shape"][1],
+                    "height": g.slice_shape[0],
+                    "width": g.slice_shape[1],
                     "volume_id": rec["volume_id"],
                     "patient_id": rec["patient_id"],
                     "slice_index": entry["slice_index"],
-                    "num_slices": g["num_slices"],
-                    "pixel_spacing": g["pixel_spacing"],
-                    "slice_thickness": g["slice_thickness"],
+                    "num_slices": g.num_slices,
+                    "pixel_spacing": list(g.pixel_spacing),
+                    "slice_thickness": g.slice_thickness,
                 }
             )
             for ann in entry["annotations"]:
@@ -154,18 +152,18 @@ def assemble_dataset(
         )
     write_volumes(work / "volumes.json", ordered)
     conventions = sorted({r["label_convention"] for r in ordered})
-    info = {
-        "name": name,
-        "tool_version": version,
-        "label_convention": conventions[0] if len(conventions) == 1 else "mixed",
-        "target": target.name,
-        "categories": target.coco_categories(),
-        "classes": target.category_names,
-        "channels": list(options.preprocess().channels),
-        "image_layout": IMAGE_LAYOUT,
-        "slice_axis": options.slice_axis,
-        "splits": patient_splits(ordered),
-        "counts": {
+    info = DatasetInfo(
+        name=name,
+        tool_version=version,
+        label_convention=conventions[0] if len(conventions) == 1 else "mixed",
+        target=target.name,
+        categories=tuple(target.coco_categories()),
+        classes=tuple(target.category_names),
+        channels=options.preprocess().channels,
+        image_layout=IMAGE_LAYOUT,
+        slice_axis=options.slice_axis,
+        splits=patient_splits(ordered),
+        counts={
             k: {
                 "volumes": sum(r["split"] == k for r in ordered),
                 "images": len(v["images"]),
@@ -173,10 +171,8 @@ def assemble_dataset(
             }
             for k, v in coco.items()
         },
-        "options": {**asdict(options), **dict(source_options or {})},
-        "skipped": sorted(skipped, key=lambda s: s["case_id"]),
-        "file_name_root": "images/<split>",
-        "sem_seg_file_name_root": "labels/<split>",
-    }
+        options={**asdict(options), **dict(source_options or {})},
+        skipped=tuple(sorted(skipped, key=lambda s: s["case_id"])),
+    ).to_json()
     write_json(work / "dataset.json", info, indent=2)
     return info

@@ -38,16 +38,12 @@ from pycocotools import mask as mask_util
 from brainseg_d2.data.coco_writer import write_json
 from brainseg_d2.data.convert_plan import ConvertOptions, tool_version
 from brainseg_d2.data.png_writer import PngWriter
-from brainseg_d2.data.preprocess import (
-    interleave,
-    label_slices,
-    make_geometry,
-    preprocess_volume,
-)
+from brainseg_d2.data.preprocess import interleave, preprocess_volume
 from brainseg_d2.data.sources import Case
 from brainseg_d2.data.sources_2d import SliceCase, check_slice_case, read_slice_case
 from brainseg_d2.data.volume_io import VolumeError, check_same_geometry, read_header, read_image
 from brainseg_d2.labels import TARGETS, get_convention, get_target, raw_to_tissue
+from brainseg_d2.structures import SliceGeometry
 
 
 def volume_id(case_id: str) -> str:
@@ -178,7 +174,7 @@ class LoadedCase:
         slices: (S, H, W, N) uint8 slices, channels in ``options.channels`` order.
         brain_any: (S,) bool, slice holds at least one brain voxel.
         tissue: (S, H, W) uint8 tissue codes, or None for an unlabelled case.
-        geometry: geometry dict (:func:`~brainseg_d2.data.preprocess.make_geometry`).
+        geometry: how the slices map back to the source grid.
         intensity: channel -> [low, high] source values mapped to 0 and 255.
         source: JSON-able description of the input files (``volumes.json``).
     """
@@ -186,7 +182,7 @@ class LoadedCase:
     slices: np.ndarray
     brain_any: np.ndarray
     tissue: np.ndarray | None
-    geometry: dict
+    geometry: SliceGeometry
     intensity: dict[str, list[float]]
     source: dict
 
@@ -208,7 +204,7 @@ def load_volume_case(case: Case, options: ConvertOptions) -> LoadedCase:
     del images
     tissue = None
     if mask_image is not None:
-        raw = label_slices(mask_image, pre.geometry)
+        raw = pre.geometry.label_slices(mask_image)
         tissue = _tissue_slices(raw, case.label_convention, [case.mask])
     return LoadedCase(
         slices=pre.slices,
@@ -238,7 +234,7 @@ def load_slice_case(case: SliceCase, options: ConvertOptions) -> LoadedCase:
         brain = np.zeros(slices.shape[:3], dtype=bool)
         for c in used:
             brain |= stack.channels[c] != 0
-        geometry = make_geometry(first, "axial")
+        geometry = SliceGeometry.from_image(first, "axial")
         intensity = {c: [0.0, 255.0] for c in used}
     else:
         images = {c: sitk.GetImageFromArray(stack.channels[c]) for c in used}
@@ -404,7 +400,7 @@ def process_case(
     clear_case_images(work_dir, vid)
     kept = [e["slice_index"] for e in slices]
     imaged = context_slice_indices(kept, loaded.brain_any, options.context_slices)
-    geometry = dict(loaded.geometry, kept_slices=kept)
+    geometry = loaded.geometry.with_kept_slices(kept).to_json()
     record = {
         "key": key,
         "volume_id": vid,

@@ -17,8 +17,8 @@ from pathlib import Path
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from brainseg_d2.data.coco_writer import IMAGE_LAYOUT
 from brainseg_d2.labels import CATEGORY_COLORS
+from brainseg_d2.structures import IMAGE_LAYOUT, DatasetInfo
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +100,6 @@ def load_brainseg_json(
     return dicts
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-
-
 def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> list[str]:
     """Register every split of one converted dataset folder.
 
@@ -125,14 +118,14 @@ def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> li
             f"{folder} is not a converted dataset (expected dataset.json and annotations/); "
             "create one with brainseg-convert"
         )
-    info = _read_json(folder / "dataset.json")
-    if info.get("image_layout") != IMAGE_LAYOUT:
+    info = DatasetInfo.load(folder / "dataset.json")
+    if info.image_layout != IMAGE_LAYOUT:
         raise ValueError(
             f"{folder} was converted by an older brainseg_d2 (3-channel RGB slices, no label "
             "PNGs); convert it again with brainseg-convert"
         )
     name = name or folder.name
-    categories = sorted(info["categories"], key=lambda c: c["id"])
+    categories = sorted(info.categories, key=lambda c: c["id"])
     thing_classes = [c["name"] for c in categories]
     registered = []
     for json_file in sorted((folder / "annotations").glob("instances_*.json")):
@@ -154,9 +147,9 @@ def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> li
             image_root=str(image_root),
             dataset_root=str(folder),
             volumes_file=str(folder / "volumes.json"),
-            target=info.get("target", "labels"),
-            label_convention=info.get("label_convention", "brats2021"),
-            channels=list(info["channels"]),
+            target=info.target,
+            label_convention=info.label_convention,
+            channels=list(info.channels),
             split=split,
             evaluator_type="brainseg",
         )
@@ -182,12 +175,6 @@ def register_all(root: str | Path | None = None) -> list[str]:
         if is_converted_dataset(folder):
             names += register_brainseg_dataset(folder)
     return names
-
-
-def volume_manifest(dataset_name: str) -> dict:
-    """The ``volumes`` mapping of a registered dataset's ``volumes.json`` (read lazily)."""
-    meta = MetadataCatalog.get(dataset_name)
-    return _read_json(Path(meta.volumes_file))["volumes"]
 
 
 def check_datasets_exist(names: tuple[str, ...] | list[str]) -> None:

@@ -4,7 +4,7 @@ Data path of a case's ground truth::
 
     original label map file (volumes.json ``source.mask``, or a case's ``seg`` file)
         --read_label_image--> integer labels, every voxel (non-integer or negative: error)
-        --label_slices(geometry)--> canonical (S, H, W) slices, the converter's own
+        --SliceGeometry.label_slices--> canonical (S, H, W) slices, the converter's own
                                     reorientation (a pure axis permutation/flip)
         --raw_to_tissue(convention)--> tissue codes --Target.masks_from_tissue--> (C, S, H, W)
 
@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from brainseg_d2.data.preprocess import label_slices
 from brainseg_d2.data.volume_io import VolumeError, read_image
 from brainseg_d2.labels import (
     LabelConvention,
@@ -46,6 +45,7 @@ from brainseg_d2.labels import (
     raw_to_tissue,
     register_dataset_conventions,
 )
+from brainseg_d2.structures import SliceGeometry
 
 __all__ = [
     "GROUND_TRUTH_SOURCES",
@@ -94,12 +94,12 @@ def _integer_labels(array: np.ndarray, where: str) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
-def _check_geometry(image: sitk.Image, geometry: Mapping, where: str) -> None:
+def _check_geometry(image: sitk.Image, geometry: SliceGeometry, where: str) -> None:
     checks = (
-        ("size", image.GetSize(), geometry["size"], 0.0),
-        ("spacing", image.GetSpacing(), geometry["spacing"], GEOMETRY_TOL),
-        ("origin", image.GetOrigin(), geometry["origin"], GEOMETRY_TOL),
-        ("direction", image.GetDirection(), geometry["direction"], GEOMETRY_TOL),
+        ("size", image.GetSize(), geometry.size, 0.0),
+        ("spacing", image.GetSpacing(), geometry.spacing, GEOMETRY_TOL),
+        ("origin", image.GetOrigin(), geometry.origin, GEOMETRY_TOL),
+        ("direction", image.GetDirection(), geometry.direction, GEOMETRY_TOL),
     )
     for what, got, want, tol in checks:
         if len(got) != len(want) or not np.allclose(got, want, rtol=0.0, atol=tol):
@@ -110,7 +110,9 @@ def _check_geometry(image: sitk.Image, geometry: Mapping, where: str) -> None:
 
 
 def label_map_tissue(
-    label: str | os.PathLike | sitk.Image, geometry: Mapping, convention: str | LabelConvention
+    label: str | os.PathLike | sitk.Image,
+    geometry: SliceGeometry,
+    convention: str | LabelConvention,
 ) -> np.ndarray:
     """Tissue codes of an original label map, every voxel, in a volume's canonical slices.
 
@@ -118,7 +120,7 @@ def label_map_tissue(
         label: the label map file, or the image read already; same voxel grid as
             the volume (size, spacing, origin, direction).
         geometry: the volume's geometry (``PreprocessedVolume.geometry``, or
-            ``volumes.json``).
+            ``SliceGeometry.from_json`` of its ``volumes.json`` entry).
         convention: the file's raw label convention (name or convention); a
             ``binary`` 0/255 mask counts as 0/1, as in the converter.
 
@@ -133,7 +135,7 @@ def label_map_tissue(
     where = "label map" if isinstance(label, sitk.Image) else str(label)
     image = label if isinstance(label, sitk.Image) else read_image(label)
     _check_geometry(image, geometry, where)
-    raw = _integer_labels(label_slices(image, geometry), where)
+    raw = _integer_labels(geometry.label_slices(image), where)
     convention = get_convention(convention)
     if convention.name == "binary":
         raw = np.where(raw == 255, 1, raw)
@@ -145,7 +147,7 @@ def label_map_tissue(
 
 def label_map_masks(
     label: str | os.PathLike | sitk.Image,
-    geometry: Mapping,
+    geometry: SliceGeometry,
     target: Target,
     convention: str | LabelConvention,
 ) -> np.ndarray:
@@ -249,7 +251,9 @@ class GroundTruthReader:
         if not path:
             return None, ""  # 2D slices: the label PNGs are the original labels
         try:
-            tissue = label_map_tissue(path, record["geometry"], record["label_convention"])
+            tissue = label_map_tissue(
+                path, SliceGeometry.from_json(record["geometry"]), record["label_convention"]
+            )
         except (VolumeError, ValueError, KeyError) as exc:
             return None, str(exc)
         return tissue, ""

@@ -7,7 +7,7 @@ The straight line per case::
     saw them in training (detectron2 image format + test-time ResizeShortestEdge)
     -> model, a batch of slices per forward pass -> category masks (score
     threshold) -> postprocess_volume -> tissue codes -> raw label convention
-    -> slices_to_image (bit-exact original geometry)
+    -> SliceGeometry.slices_to_image (bit-exact original geometry)
 
 The raw label convention is the input case's own, told by its BraTS file names
 (2018-2021 names: ET = 4; 2023+ names: ET = 3), else the training dataset's,
@@ -57,7 +57,7 @@ from detectron2.data import transforms as T
 
 from brainseg_d2.data.convert import ConvertOptions
 from brainseg_d2.data.dataset_mapper import slice_channels, with_context
-from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume, slices_to_image
+from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume
 from brainseg_d2.data.sources import Case, find_brats_cases
 from brainseg_d2.data.transforms import apply_image_transform, image_to_tensor
 from brainseg_d2.data.volume_io import VolumeError, read_image
@@ -77,6 +77,7 @@ from brainseg_d2.postprocessing import (
     masks_and_seeds_from_output,
     postprocess_volume,
 )
+from brainseg_d2.structures import SliceGeometry
 
 __all__ = [
     "VolumePrediction",
@@ -568,7 +569,10 @@ class VolumePredictor:
                 yield pending.popleft().result()
 
     def masks_to_image(
-        self, masks: np.ndarray, geometry: Mapping, convention: LabelConvention | None = None
+        self,
+        masks: np.ndarray,
+        geometry: SliceGeometry,
+        convention: LabelConvention | None = None,
     ) -> sitk.Image:
         """Category masks -> label map in the raw convention, on the original grid.
 
@@ -583,4 +587,4 @@ class VolumePredictor:
         if convention is None:
             convention = get_convention(self._default_convention())
         tissue = self.target.tissue_from_masks(masks)
-        return slices_to_image(tissue_to_raw(tissue, convention), geometry)
+        return geometry.slices_to_image(tissue_to_raw(tissue, convention))

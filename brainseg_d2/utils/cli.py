@@ -8,6 +8,8 @@
   program that imports the library keeps its warnings.
 * :func:`print_error`: ``error: <one line>``, or one line per problem for
   errors that list several (:class:`ProblemList`).
+* :func:`deprecated_alias`: an option's old spelling keeps working for one
+  release and says so in one line on stderr.
 """
 
 from __future__ import annotations
@@ -87,6 +89,28 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def deprecated_alias(*old: str) -> type[argparse.Action]:
+    """An argparse ``action`` that stores the value and warns when ``old`` spellings are used.
+
+    Usage: ``parser.add_argument("--output", "--out", action=deprecated_alias("--out"))``.
+    The first option string is the current one; using one of ``old`` prints
+    ``<prog>: warning: --out is deprecated, use --output`` on stderr.
+    """
+    deprecated = frozenset(old)
+
+    class DeprecatedAlias(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            if option_string in deprecated:
+                print(
+                    f"{parser.prog}: warning: {option_string} is deprecated, "
+                    f"use {self.option_strings[0]}",
+                    file=sys.stderr,
+                )
+            setattr(namespace, self.dest, values)
+
+    return DeprecatedAlias
 
 
 class ProblemList(ValueError):

@@ -20,14 +20,10 @@ from pycocotools.coco import COCO
 from brainseg_d2.data import convert
 from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset, main
 from brainseg_d2.data.png_writer import read_channel_png
-from brainseg_d2.data.preprocess import (
-    PreprocessOptions,
-    label_slices,
-    preprocess_volume,
-    slices_to_image,
-)
+from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume
 from brainseg_d2.data.sources import SourceError, find_brats_cases, find_cases, read_manifest
 from brainseg_d2.labels import get_convention, get_target, raw_to_tissue, tissue_to_raw
+from brainseg_d2.structures import SliceGeometry
 
 SHAPE = (12, 20, 24)  # (z, y, x): 24 x 20 x 12 voxels
 SPACING = (0.9, 1.3, 2.5)
@@ -117,7 +113,8 @@ def rebuild(out: Path, target_name: str) -> dict[str, np.ndarray]:
             ).astype(bool)
     out_volumes = {}
     for vid, entry in volumes.items():
-        image = slices_to_image(target.tissue_from_masks(masks[vid]), entry["geometry"])
+        geometry = SliceGeometry.from_json(entry["geometry"])
+        image = geometry.slices_to_image(target.tissue_from_masks(masks[vid]))
         out_volumes[vid] = image
     return out_volumes
 
@@ -150,9 +147,9 @@ def test_round_trip_is_exact(tmp_path, axis, target):
         assert image.GetOrigin() == seg.GetOrigin()
         assert image.GetDirection() == seg.GetDirection()
         # Dropped slices hold no brain (so nothing to predict there).
-        geometry = volumes[vid]["geometry"]
-        flair = label_slices(sitk.ReadImage(str(src / vid / f"{vid}_flair.nii.gz")), geometry)
-        dropped = sorted(set(range(geometry["num_slices"])) - set(geometry["kept_slices"]))
+        geometry = SliceGeometry.from_json(volumes[vid]["geometry"])
+        flair = geometry.label_slices(sitk.ReadImage(str(src / vid / f"{vid}_flair.nii.gz")))
+        dropped = sorted(set(range(geometry.num_slices)) - set(geometry.kept_slices))
         assert not flair[dropped].any()
         if axis == "axial":
             assert dropped  # the first and last slices have no brain
@@ -189,7 +186,7 @@ def test_images_match_preprocessing_and_coco_is_valid(tmp_path):
     case = find_brats_cases(src)[0]
     images = {c: sitk.ReadImage(case.channels[c]) for c in ("flair", "t1", "t1ce", "t2")}
     pre = preprocess_volume(images, PreprocessOptions(slice_axis="coronal"))
-    seg = label_slices(sitk.ReadImage(case.mask), pre.geometry)
+    seg = pre.geometry.label_slices(sitk.ReadImage(case.mask))
     tissue = raw_to_tissue(seg, get_convention("brats2021"))
     split = json.loads((out / "volumes.json").read_text())["volumes"][case.case_id]["split"]
     pngs = sorted((out / "images" / split / case.case_id).glob("*.png"))

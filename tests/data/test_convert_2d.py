@@ -111,8 +111,8 @@ def test_tcga_round_trip(tmp_path):
 
 
 def test_tcga_geometry_puts_slices_back(tmp_path):
-    """The stack rebuilt with ``slices_to_image`` is the masks in N order."""
-    from brainseg_d2.data.preprocess import slices_to_image
+    """The stack rebuilt with ``SliceGeometry.slices_to_image`` is the masks in N order."""
+    from brainseg_d2.structures import SliceGeometry
 
     pixels = make_tcga(tmp_path / "in", patients=1)
     out = tmp_path / "ds"
@@ -124,7 +124,7 @@ def test_tcga_geometry_puts_slices_back(tmp_path):
     stack = np.zeros((len(NUMBERS), H, W), np.uint8)
     for image_id in coco.getImgIds():
         stack[coco.loadImgs([image_id])[0]["slice_index"]] = _decoded(coco, image_id)
-    image = slices_to_image(stack, entry["geometry"])
+    image = SliceGeometry.from_json(entry["geometry"]).slices_to_image(stack)
     expected = np.stack([pixels[vid][n][1] > 0 for n in NUMBERS])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), expected)
 

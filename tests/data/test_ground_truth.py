@@ -13,16 +13,15 @@ import SimpleITK as sitk
 from detectron2.data import DatasetCatalog
 
 from brainseg_d2.data.dataset_mapper import read_label_png
-from brainseg_d2.data.datasets import volume_manifest
 from brainseg_d2.data.ground_truth import (
     GroundTruthReader,
     label_map_masks,
     label_map_tissue,
     read_label_image,
 )
-from brainseg_d2.data.preprocess import label_slices, make_geometry
 from brainseg_d2.data.volume_io import VolumeError
 from brainseg_d2.labels import TISSUE_ED, TISSUE_ET, TISSUE_NCR, get_target
+from brainseg_d2.structures import SliceGeometry
 
 TARGET = get_target("labels")
 
@@ -32,23 +31,23 @@ def _volumes(name: str) -> dict:
     by_volume: dict[str, dict] = {}
     for d in DatasetCatalog.get(name):
         by_volume.setdefault(d["volume_id"], {})[d["slice_index"]] = d
-    manifest = volume_manifest(name)
+    manifest = GroundTruthReader.for_dataset(name, TARGET).volumes
     return {vid: (manifest[vid], slices) for vid, slices in by_volume.items()}
 
 
 def test_original_label_map_through_the_geometry_keeps_every_voxel(oblique_dataset):
     for record, _ in _volumes("oblique_val").values():
         image, labels = read_label_image(record["source"]["mask"])
-        tissue = label_map_tissue(record["source"]["mask"], record["geometry"], "brats2021")
-        geometry = record["geometry"]
-        assert tissue.shape == (geometry["num_slices"], *geometry["slice_shape"])
+        geometry = SliceGeometry.from_json(record["geometry"])
+        tissue = label_map_tissue(record["source"]["mask"], geometry, "brats2021")
+        assert tissue.shape == geometry.shape
         # A permutation and flips of the file's voxels: the same count of each label.
-        assert geometry["canonical"]["permutation"] != [0, 1, 2]
+        assert geometry.canonical.permutation != (0, 1, 2)
         file_counts = {v: int((labels == v).sum()) for v in (1, 2, 4)}
         assert {TISSUE_NCR: file_counts[1], TISSUE_ED: file_counts[2],
                 TISSUE_ET: file_counts[4]} == {t: int((tissue == t).sum())
                                                for t in (TISSUE_NCR, TISSUE_ED, TISSUE_ET)}
-        raw = label_slices(image, geometry)
+        raw = geometry.label_slices(image)
         np.testing.assert_array_equal(tissue > 0, raw > 0)
         masks = label_map_masks(image, geometry, TARGET, "brats2021")
         np.testing.assert_array_equal(masks, TARGET.masks_from_tissue(tissue))
@@ -61,7 +60,8 @@ def test_val_and_test_annotations_and_label_pngs_keep_every_labelled_voxel(
     """Converted with min_area 10: val and test still hold every component, however small."""
     small = 0
     for _, (record, slices) in _volumes(name).items():
-        tissue = label_map_tissue(record["source"]["mask"], record["geometry"], "brats2021")
+        geometry = SliceGeometry.from_json(record["geometry"])
+        tissue = label_map_tissue(record["source"]["mask"], geometry, "brats2021")
         labelled = set(np.flatnonzero(tissue.reshape(tissue.shape[0], -1).any(axis=1)).tolist())
         assert labelled <= set(slices)  # every labelled slice is in the dataset
         for s, d in slices.items():
@@ -85,14 +85,16 @@ def test_reader_reads_the_original_and_falls_back_to_label_pngs_once(
             g = record["geometry"]
             masks, source = reader.masks(vid, g["num_slices"], g["slice_shape"], slices)
             assert source == "original"
-            tissue = label_map_tissue(record["source"]["mask"], g, "brats2021")
+            tissue = label_map_tissue(
+                record["source"]["mask"], SliceGeometry.from_json(g), "brats2021"
+            )
             np.testing.assert_array_equal(masks, TARGET.masks_from_tissue(tissue))
             expected[vid] = (masks, g, slices)
     assert reader.sources == {"original": 2}
 
     # The data moved: the label files are gone from where volumes.json says.
     moved = {}
-    for vid, record in volume_manifest("oblique_val").items():
+    for vid, record in GroundTruthReader.for_dataset("oblique_val", TARGET).volumes.items():
         record = json.loads(json.dumps(record))
         record["source"]["mask"] = str(tmp_path / "moved" / f"{vid}_seg.nii.gz")
         moved[vid] = record
@@ -129,14 +131,14 @@ def test_label_map_errors_name_the_file(tmp_path):
     path = tmp_path / "bad_seg.nii.gz"
     image = sitk.GetImageFromArray(labels)
     sitk.WriteImage(image, str(path))
-    geometry = make_geometry(image, "axial")
+    geometry = SliceGeometry.from_image(image, "axial")
     with pytest.raises(VolumeError, match="bad_seg.nii.gz: label map holds non-integer"):
         label_map_tissue(path, geometry, "brats2021")
     labels[1, 1, 1] = 3  # no 3 in BraTS 2021
     sitk.WriteImage(sitk.GetImageFromArray(labels), str(path))
     with pytest.raises(VolumeError, match=r"bad_seg.nii.gz: label values \[3\]"):
         label_map_tissue(path, geometry, "brats2021")
-    other = make_geometry(sitk.GetImageFromArray(np.zeros((3, 4, 6), np.uint8)), "axial")
+    other = SliceGeometry.from_image(sitk.GetImageFromArray(np.zeros((3, 4, 6), np.uint8)), "axial")
     with pytest.raises(VolumeError, match="bad_seg.nii.gz: size"):
         label_map_tissue(path, other, "brats2021")
 
@@ -145,7 +147,7 @@ def test_binary_masks_of_255_count_as_tumour(tmp_path):
     mask = np.zeros((2, 3, 3), np.uint8)
     mask[1, 1, 1] = 255
     image = sitk.GetImageFromArray(mask)
-    tissue = label_map_tissue(image, make_geometry(image, "axial"), "binary")
+    tissue = label_map_tissue(image, SliceGeometry.from_image(image, "axial"), "binary")
     assert tissue.sum() == TISSUE_ED and tissue[1, 1, 1] == TISSUE_ED
 
 

@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainseg_d2.data.preprocess import (
-    PreprocessOptions,
-    label_slices,
-    make_geometry,
-    preprocess_volume,
-    robust_range,
-    slices_to_image,
-)
+from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume, robust_range
 from brainseg_d2.data.volume_io import VolumeError
+from brainseg_d2.structures import SliceGeometry
 
 SHAPE = (12, 20, 24)  # (z, y, x)
 
@@ -149,19 +143,19 @@ def test_axial_slices_of_lps_volume_are_plain_array_slices():
     out = preprocess_volume(images, PreprocessOptions(channels=("flair",)))
     np.testing.assert_array_equal(out.brain, sitk.GetArrayFromImage(images["flair"]) != 0)
     geometry = out.geometry
-    assert geometry["canonical"]["permutation"] == [0, 1, 2]
-    assert geometry["pixel_spacing"] == pytest.approx([1.2, 0.9])
-    assert geometry["slice_thickness"] == pytest.approx(3.0)
+    assert geometry.canonical.permutation == (0, 1, 2)
+    assert geometry.pixel_spacing == pytest.approx([1.2, 0.9])
+    assert geometry.slice_thickness == pytest.approx(3.0)
 
 
 def test_ras_volume_is_flipped_to_radiological_view():
     """A RAS-stored volume (x towards patient right) gets x and y flipped for axial view."""
     array = sitk.GetArrayFromImage(_channels()["flair"])
     image = _image(array, direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
-    geometry = make_geometry(image, "axial")
-    assert geometry["orientation"] == "RAS"
-    assert geometry["canonical"]["flips"] == [True, True, False]
-    np.testing.assert_array_equal(label_slices(image, geometry), array[:, ::-1, ::-1])
+    geometry = SliceGeometry.from_image(image, "axial")
+    assert geometry.orientation == "RAS"
+    assert geometry.canonical.flips == (True, True, False)
+    np.testing.assert_array_equal(geometry.label_slices(image), array[:, ::-1, ::-1])
 
 
 @pytest.mark.parametrize("axis", ["axial", "coronal", "sagittal"])
@@ -171,36 +165,38 @@ def test_label_slices_round_trip_exactly(axis, direction):
     label_image = _image(labels, direction)
     images = _channels(direction=direction)
     out = preprocess_volume(images, PreprocessOptions(slice_axis=axis))
-    geometry = json.loads(json.dumps(out.geometry))  # as stored in volumes.json
-    stack = label_slices(label_image, geometry)
-    assert stack.shape == (geometry["num_slices"], *geometry["slice_shape"])
+    # As stored in volumes.json and read back.
+    geometry = SliceGeometry.from_json(json.loads(json.dumps(out.geometry.to_json())))
+    assert geometry == out.geometry
+    stack = geometry.label_slices(label_image)
+    assert stack.shape == geometry.shape
     assert out.slices.shape[:3] == stack.shape
-    back = slices_to_image(stack, geometry)
+    back = geometry.slices_to_image(stack)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), labels)
     assert back.GetSize() == label_image.GetSize()
     assert back.GetSpacing() == label_image.GetSpacing()
     assert back.GetOrigin() == label_image.GetOrigin()
     assert back.GetDirection() == label_image.GetDirection()
     # Image slices and label slices line up voxel for voxel.
-    flair = label_slices(images["flair"], geometry)
+    flair = geometry.label_slices(images["flair"])
     np.testing.assert_array_equal(out.brain, flair != 0)
 
 
 def test_canonical_geometry_matches_dicomorient():
     image = _channels(direction=OBLIQUE_PERMUTED)["flair"]
     for axis, code in [("axial", "LPS"), ("coronal", "LIP"), ("sagittal", "PIL")]:
-        canon = make_geometry(image, axis)["canonical"]
+        canon = SliceGeometry.from_image(image, axis).canonical
         expected = sitk.DICOMOrient(image, code)
-        assert canon["size"] == list(expected.GetSize())
-        np.testing.assert_allclose(canon["origin"], expected.GetOrigin(), atol=1e-9)
-        np.testing.assert_allclose(canon["direction"], expected.GetDirection(), atol=1e-12)
-        np.testing.assert_allclose(canon["spacing"], expected.GetSpacing())
+        assert canon.size == expected.GetSize()
+        np.testing.assert_allclose(canon.origin, expected.GetOrigin(), atol=1e-9)
+        np.testing.assert_allclose(canon.direction, expected.GetDirection(), atol=1e-12)
+        np.testing.assert_allclose(canon.spacing, expected.GetSpacing())
 
 
 def test_slices_to_image_rejects_bad_input():
-    geometry = make_geometry(_channels()["flair"], "axial")
+    geometry = SliceGeometry.from_image(_channels()["flair"], "axial")
     with pytest.raises(ValueError, match="shape"):
-        slices_to_image(np.zeros((3, 4, 5), np.uint8), geometry)
+        geometry.slices_to_image(np.zeros((3, 4, 5), np.uint8))
     with pytest.raises(ValueError, match="integer"):
-        slices_to_image(np.zeros(SHAPE, np.float32), geometry)
-    assert slices_to_image(np.zeros(SHAPE, bool), geometry).GetPixelID() == sitk.sitkUInt8
+        geometry.slices_to_image(np.zeros(SHAPE, np.float32))
+    assert geometry.slices_to_image(np.zeros(SHAPE, bool)).GetPixelID() == sitk.sitkUInt8

@@ -13,15 +13,14 @@ import SimpleITK as sitk
 import torch
 from detectron2.data import DatasetCatalog
 
-from brainseg_d2.data.datasets import volume_manifest
-from brainseg_d2.data.ground_truth import label_map_tissue
-from brainseg_d2.data.preprocess import slices_to_image
+from brainseg_d2.data.ground_truth import GroundTruthReader, label_map_tissue
 from brainseg_d2.evaluation.case_scores import SCORE_COLUMNS
 from brainseg_d2.evaluation.evaluator import CASES_FILE, BrainSegEvaluator
 from brainseg_d2.evaluation.nifti_evaluation import CASES_FILE as NIFTI_CASES_FILE
 from brainseg_d2.evaluation.nifti_evaluation import evaluate_folders
 from brainseg_d2.labels import TISSUE_ED, get_convention, get_target, tissue_to_raw
 from brainseg_d2.postprocessing import PostprocessParams
+from brainseg_d2.structures import SliceGeometry
 
 TARGET = get_target("labels")
 
@@ -53,8 +52,8 @@ def _number(cell: str) -> float:
 def test_evaluator_equals_brainseg_evaluate_on_the_same_masks(oblique_dataset, tmp_path, name):
     dicts = DatasetCatalog.get(name)
     (vid,) = {d["volume_id"] for d in dicts}
-    record = volume_manifest(name)[vid]
-    geometry = record["geometry"]
+    record = GroundTruthReader.for_dataset(name, TARGET).volumes[vid]
+    geometry = SliceGeometry.from_json(record["geometry"])
     tissue = label_map_tissue(record["source"]["mask"], geometry, "brats2021")
     kept = sorted(d["slice_index"] for d in dicts)
     guess = _guess(tissue, kept)
@@ -73,7 +72,7 @@ def test_evaluator_equals_brainseg_evaluate_on_the_same_masks(oblique_dataset, t
     pred_dir.mkdir()
     ref_dir.mkdir()
     raw = tissue_to_raw(guess, get_convention("brats2021"))
-    sitk.WriteImage(slices_to_image(raw, geometry), str(pred_dir / f"{vid}.nii.gz"))
+    sitk.WriteImage(geometry.slices_to_image(raw), str(pred_dir / f"{vid}.nii.gz"))
     shutil.copy(record["source"]["mask"], ref_dir / f"{vid}_seg.nii.gz")
     evaluate_folders(pred_dir, ref_dir, tmp_path / "nifti", label_convention="brats2021",
                      progress=False)  # fmt: skip

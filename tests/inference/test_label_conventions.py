@@ -24,6 +24,7 @@ from brainseg_d2.evaluation.nifti_evaluation import main as evaluate_main
 from brainseg_d2.inference import VolumePredictor
 from brainseg_d2.inference.cli import main as predict_main
 from brainseg_d2.labels import get_target
+from brainseg_d2.structures import SliceGeometry
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANT_CFG = REPO / "configs" / "phantom" / "mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
@@ -110,7 +111,9 @@ def _oracle(dataset: Path, target: str = "labels") -> LabelMapOracle:
     volumes = json.loads((dataset / "volumes.json").read_text(encoding="utf-8"))["volumes"]
     (record,) = volumes.values()
     tissue = label_map_tissue(
-        record["source"]["mask"], record["geometry"], record["label_convention"]
+        record["source"]["mask"],
+        SliceGeometry.from_json(record["geometry"]),
+        record["label_convention"],
     )
     return LabelMapOracle(tissue, target)
 

@@ -196,8 +196,7 @@ def test_oracle_round_trip_is_exact_on_oblique_anisotropic_case(phantom, kind, t
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(phantom.case_dir / "Obl_001_seg.nii.gz")))
     assert set(np.unique(seg)) == {0, 1, 2, 4}  # BraTS 2021 raw labels
     np.testing.assert_array_equal(sitk.GetArrayFromImage(pred.label_image), seg)
-    num_slices = pred.preprocessed.geometry["num_slices"]
-    assert pred.masks_raw.shape == (3, num_slices, *pred.preprocessed.geometry["slice_shape"])
+    assert pred.masks_raw.shape == (3, *pred.preprocessed.geometry.shape)
     np.testing.assert_array_equal(pred.masks_post, pred.masks_raw)  # default: no cleaning
     assert pred.category_names == (
         ["necrotic", "edema", "enhancing"] if target == "labels" else ["WT", "TC", "ET"]
@@ -222,7 +221,7 @@ def test_model_sees_what_the_test_mapper_makes_of_the_converted_pngs(phantom, co
     # Brain slices only, exactly those the converter kept; the others are skipped.
     brain = np.flatnonzero(pred.preprocessed.brain.any(axis=(1, 2)))
     assert sorted(seen) == sorted(d["slice_index"] for d in dicts) == brain.tolist()
-    assert len(seen) < pred.preprocessed.geometry["num_slices"]
+    assert len(seen) < pred.preprocessed.geometry.num_slices
     mapper = BrainSegDatasetMapper(cfg, is_train=False)
     for d in dicts:
         expected = mapper(d)
