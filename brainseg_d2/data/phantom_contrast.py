@@ -10,7 +10,11 @@ axis). :func:`render_sequence` applies them to tissue fractions.
 The ranges keep the contrasts that define the tumour regions in every draw
 (edema hyperintense on FLAIR and T2; enhancing tumour brighter, relative to
 white matter, on T1ce than on T1; necrosis darker than enhancing tumour on
-T1ce) and vary everything else widely. They were chosen so that the per-tissue
+T1ce) and vary everything else widely. BraTS labels are drawn from the images
+(edema is the FLAIR/T2 hyperintensity, enhancing tumour the T1ce
+hyperintensity), so those lesions are also brighter than the brighter of grey
+and white matter by a drawn factor (``ContrastParams.lesion_contrast``): a
+lesion that looks like normal tissue would be a label the images do not carry. They were chosen so that the per-tissue
 intensities of real BraTS scans after the converter's normalisation fall well
 inside what the phantom produces (``bench/phantom.py --real``; BENCHMARKS.md).
 
@@ -108,6 +112,10 @@ class ContrastParams:
         means: sequence -> tissue -> (low, high) signal relative to white matter,
             drawn log-uniformly; T1ce's et, nec and net come from the ratios below.
         enhancement: T1ce/T1 ratio of enhancing tumour (each relative to white matter).
+        lesion_contrast: sequence -> tissue -> (low, high) least signal of that
+            lesion tissue relative to the brighter of white and grey matter in
+            that sequence, drawn log-uniformly; the lesion's mean is the larger
+            of this and its ``means``/``enhancement`` draw.
         t1ce_nec / t1ce_net: necrosis / non-enhancing tumour relative to enhancing
             tumour on T1ce (below 1: dark in a bright rim).
         gain: scanner gain (raw intensity of white matter), log-uniform.
@@ -127,6 +135,13 @@ class ContrastParams:
 
     means: Mapping[str, Mapping[str, Range]] = field(default_factory=_default_means)
     enhancement: Range = (1.25, 2.6)
+    lesion_contrast: Mapping[str, Mapping[str, Range]] = field(
+        default_factory=lambda: {
+            "flair": {"ed": (1.2, 2.0)},
+            "t2": {"ed": (1.15, 1.8)},
+            "t1ce": {"et": (1.3, 2.4)},
+        }
+    )
     t1ce_nec: Range = (0.3, 0.85)
     t1ce_net: Range = (0.4, 0.9)
     gain: Range = (300.0, 3000.0)
@@ -143,6 +158,12 @@ class ContrastParams:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "means", FrozenTable(self.means))  # hashable, read-only
+        object.__setattr__(self, "lesion_contrast", FrozenTable(self.lesion_contrast))
+        for seq, table in self.lesion_contrast.items():
+            if seq not in SEQUENCES or set(table) - {"ed", "et", "nec", "net"}:
+                raise ValueError(f"lesion_contrast[{seq!r}] must map lesion tissues of a sequence")
+            for tissue, r in table.items():
+                _check_range(f"lesion_contrast[{seq!r}][{tissue!r}]", r, positive=True)
         missing = [s for s in SEQUENCES if s not in self.means]
         if missing:
             raise ValueError(f"means has no entry for {missing}")
@@ -233,6 +254,9 @@ def draw_appearance(
             elif seq == "t1ce" and tissue in ("nec", "net"):
                 ratio = params.t1ce_nec if tissue == "nec" else params.t1ce_net
                 value = means["et"] * _log_uniform(rng, ratio)
+            visible = params.lesion_contrast.get(seq, {}).get(tissue)
+            if visible is not None:  # gm is drawn before any lesion tissue
+                value = max(value, max(1.0, means["gm"]) * _log_uniform(rng, visible))
             means[tissue] = value
         if seq == "t1":
             t1_tumour = {k: means[k] for k in ("et", "nec", "net")}
