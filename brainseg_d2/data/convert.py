@@ -52,9 +52,8 @@ from tqdm import tqdm
 from brainseg_d2.data.coco_writer import assemble_dataset
 from brainseg_d2.data.convert_case import (
     cached_record,
-    case_error,
     case_key,
-    check_case_headers,
+    check_case,
     load_case,
     process_case,
     slice_annotations,
@@ -71,8 +70,7 @@ from brainseg_d2.data.convert_plan import (
 )
 from brainseg_d2.data.png_writer import PngWriteError, PngWriter
 from brainseg_d2.data.preprocess import CANONICAL_ORIENTATION
-from brainseg_d2.data.sources import LAYOUTS, Case, SourceError, find_cases
-from brainseg_d2.data.sources_2d import SliceCase
+from brainseg_d2.data.sources import LAYOUTS, CaseSource, SourceError, case_error, find_cases
 from brainseg_d2.env import library_threads
 from brainseg_d2.labels import (
     CONVENTIONS,
@@ -94,7 +92,7 @@ __all__ = [
     "ConvertOptions",
     "assign_splits",
     "build_parser",
-    "check_case_headers",
+    "check_case",
     "convert_dataset",
     "empty_splits",
     "main",
@@ -150,7 +148,7 @@ class _Run:
 
 
 def convert_dataset(
-    cases: Sequence[Case | SliceCase],
+    cases: Sequence[CaseSource],
     out_dir: str | os.PathLike,
     options: ConvertOptions | None = None,
     *,
@@ -166,7 +164,7 @@ def convert_dataset(
 
     Args:
         cases: from :mod:`brainseg_d2.data.sources` (3D) or
-            :mod:`brainseg_d2.data.sources_2d` (2D slices).
+            2D slices (:class:`~brainseg_d2.data.sources.SliceCase`).
         out_dir: dataset folder to create.
         options: conversion options (None: ``ConvertOptions()``; defaults are
             resolved from the cases).
@@ -210,7 +208,7 @@ def convert_dataset(
     run = _Run()
     for case in cases:  # every case, so that every bad one is listed
         try:
-            check_case_headers(case, options)
+            check_case(case, options)
         except (ValueError, OSError) as exc:
             run.failed[case.case_id] = case_error(case, exc)
     todo = _drop_failed(list(cases), run, skip_bad)
@@ -247,7 +245,7 @@ def convert_dataset(
 
 
 def _input_paths(
-    cases: Sequence[Case | SliceCase], source_options: Mapping | None
+    cases: Sequence[CaseSource], source_options: Mapping | None
 ) -> Iterable[str | None]:
     source = source_options or {}
     return [source.get("input"), source.get("manifest"), *(p for c in cases for p in c.files())]
@@ -266,7 +264,7 @@ def _check_outputs(out: Path, work: Path, inputs: Iterable, overwrite: bool) -> 
     check_replaceable(work, MARKER, TOOL, "work folder")
 
 
-def _drop_failed(todo: list[Case | SliceCase], run: _Run, skip_bad: bool) -> list[Case | SliceCase]:
+def _drop_failed(todo: list[CaseSource], run: _Run, skip_bad: bool) -> list[CaseSource]:
     """Cases of ``todo`` that did not fail; failures are skipped or raised."""
     if not run.failed:
         return todo
@@ -306,7 +304,7 @@ def empty_splits(split_of: Mapping[str, str], options: ConvertOptions) -> list[s
 
 
 def _split(
-    cases: Sequence[Case | SliceCase],
+    cases: Sequence[CaseSource],
     options: ConvertOptions,
     skip_bad: bool,
     warn: Callable[[str], None],
@@ -331,7 +329,7 @@ def _split(
 
 
 def _convert_all(
-    cases: Sequence[Case | SliceCase],
+    cases: Sequence[CaseSource],
     split_of: Mapping[str, str],
     options: ConvertOptions,
     work: Path,

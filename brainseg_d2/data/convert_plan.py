@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from brainseg_d2.data.preprocess import BRATS_CHANNELS, CANONICAL_ORIENTATION, PreprocessOptions
-from brainseg_d2.data.sources import Case
+from brainseg_d2.data.sources import CaseSource
 from brainseg_d2.labels import CONVENTIONS, convention_to_dict, get_convention, get_target
 
 SPLITS = ("train", "val", "test")
@@ -122,13 +122,11 @@ def tool_version() -> str:
         return "0+unknown"
 
 
-def resolve_options(cases: Sequence[Case], options: ConvertOptions) -> ConvertOptions:
+def resolve_options(cases: Sequence[CaseSource], options: ConvertOptions) -> ConvertOptions:
     """Fill ``channels``/``target`` defaults from the cases and check they fit.
 
     Args:
-        cases: 3D :class:`~brainseg_d2.data.sources.Case` or 2D
-            :class:`~brainseg_d2.data.sources_2d.SliceCase` objects (anything
-            with ``label_convention``, ``channels`` and ``expected``).
+        cases: 3D or 2D cases.
         options: as given by the user.
 
     Returns:
@@ -145,26 +143,22 @@ def resolve_options(cases: Sequence[Case], options: ConvertOptions) -> ConvertOp
         if name not in CONVENTIONS
     }
     channels = options.channels
+    any_2d = any(c.dimensions == 2 for c in cases)
     if channels is None:
-        if all(c.startswith("brats") for c in conventions) and not _any_2d(cases):
+        if all(c.startswith("brats") for c in conventions) and not any_2d:
             channels = BRATS_CHANNELS
         else:
-            first = cases[0]
-            channels = tuple(dict.fromkeys([*first.channels, *first.expected]))
+            channels = tuple(cases[0].channel_names())
     target = options.target or ("binary" if conventions == {"binary"} else "labels")
     if "binary" in conventions and target != "binary":
         raise ConversionError(f"binary masks need --target binary, not {target!r}")
-    if options.slice_axis != "axial" and _any_2d(cases):
+    if options.slice_axis != "axial" and any_2d:
         raise ConversionError(
             f"2D slices can only be cut along 'axial' (their own plane), not {options.slice_axis!r}"
         )
     return replace(
         options, channels=tuple(channels), target=target, label_conventions=users or None
     )
-
-
-def _any_2d(cases: Sequence[Case]) -> bool:
-    return any(getattr(c, "is_2d", False) for c in cases)
 
 
 def _allocate(n: int, ratios: Sequence[float]) -> list[int]:
@@ -182,7 +176,7 @@ def _allocate(n: int, ratios: Sequence[float]) -> list[int]:
     return counts
 
 
-def assign_splits(cases: Sequence[Case], options: ConvertOptions) -> dict[str, str]:
+def assign_splits(cases: Sequence[CaseSource], options: ConvertOptions) -> dict[str, str]:
     """Split by patient, deterministically for ``options.seed``.
 
     Args:

@@ -3,10 +3,10 @@
 Data path of a case's ground truth::
 
     original label map file (volumes.json ``source.mask``, or a case's ``seg`` file)
-        --read_label_image--> integer labels, every voxel (non-integer or negative: error)
-        --SliceGeometry.label_slices--> canonical (S, H, W) slices, the converter's own
-                                    reorientation (a pure axis permutation/flip)
-        --raw_to_tissue(convention)--> tissue codes --Target.masks_from_tissue--> (C, S, H, W)
+        --SliceGeometry.label_slices--> canonical (S, H, W) raw labels, the converter's
+                                        own reorientation (a pure axis permutation/flip)
+        --raw_labels_to_tissue(convention)--> tissue codes, every value checked
+        --Target.masks_from_tissue--> (C, S, H, W) category masks
 
 Users of it: :class:`~brainseg_d2.evaluation.evaluator.BrainSegEvaluator` (volume and
 lesion metrics, through :class:`GroundTruthReader`), the demo's FLAIR baseline and
@@ -129,20 +129,66 @@ def label_map_tissue(
 
     Raises:
         VolumeError: unreadable file, a grid other than the volume's,
-            non-integer or negative values, values outside the convention; the
-            message names the file.
+            non-integer values, values outside the convention; the message
+            names the file.
     """
     where = "label map" if isinstance(label, sitk.Image) else str(label)
     image = label if isinstance(label, sitk.Image) else read_image(label)
     _check_geometry(image, geometry, where)
-    raw = _integer_labels(geometry.label_slices(image), where)
+    return raw_labels_to_tissue(geometry.label_slices(image), convention, where)
+
+
+def raw_labels_to_tissue(
+    raw: np.ndarray, convention: str | LabelConvention, files: str | Sequence[str]
+) -> np.ndarray:
+    """Raw label slices -> tissue codes, checking every value (the one place that does).
+
+    A ``binary`` convention's 0/255 masks count as 0/1. Float labels must hold
+    whole numbers.
+
+    Args:
+        raw: ``(S, H, W)`` raw labels (any integer or float dtype).
+        convention: their label convention (name or convention).
+        files: the label file, or the file of each slice (2D stacks), named in errors.
+
+    Returns:
+        uint8 ``(S, H, W)`` tissue codes.
+
+    Raises:
+        VolumeError: non-integer values, or values outside the convention,
+            naming the (first bad slice's) file.
+    """
+    files = [files] if isinstance(files, str) else list(files)
+
+    def where(bad_slices: np.ndarray) -> str:
+        return files[int(np.flatnonzero(bad_slices)[0])] if len(files) > 1 else files[0]
+
+    if raw.dtype.kind == "f":
+        frac = raw != np.round(raw)
+        if frac.any():
+            raise VolumeError(
+                f"{where(_any_per_slice(frac))}: label map holds non-integer label values "
+                f"(e.g. {raw[frac][0]:g})"
+            )
+        raw = raw.astype(np.int32)
     convention = get_convention(convention)
     if convention.name == "binary":
-        raw = np.where(raw == 255, 1, raw)
+        raw = np.where(raw == 255, 1, raw)  # 0/255 masks
+    tissue = np.zeros(raw.shape, dtype=np.uint8)
+    # Only slices holding labels need the lookup; raw_to_tissue validates values.
+    rows = np.flatnonzero(_any_per_slice(raw))
+    lo, hi = (rows[0], rows[-1] + 1) if rows.size else (0, 1)
     try:
-        return raw_to_tissue(raw, convention)
+        tissue[lo:hi] = raw_to_tissue(raw[lo:hi], convention)
     except ValueError as exc:
-        raise VolumeError(f"{where}: {exc}") from None
+        allowed = np.array(sorted(convention.raw_to_tissue))
+        bad = ~np.isin(raw, allowed).reshape(raw.shape[0], -1).all(axis=1)
+        raise VolumeError(f"{where(bad)}: {exc}") from None
+    return tissue
+
+
+def _any_per_slice(array: np.ndarray) -> np.ndarray:
+    return array.reshape(array.shape[0], -1).any(axis=1)
 
 
 def label_map_masks(

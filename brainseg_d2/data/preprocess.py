@@ -51,19 +51,28 @@ __all__ = [
 
 @dataclass
 class PreprocessedVolume:
-    """Result of :func:`preprocess_volume`.
+    """A volume as the model sees it: what :func:`preprocess_volume` and a case's
+    ``load()`` return.
 
     Attributes:
         slices: (S, H, W, N) uint8, image channels in ``options.channels`` order.
         brain: (S, H, W) bool brain mask.
         geometry: how the slices map back to the source grid.
         intensity: channel name -> [low, high] source intensities mapped to 0 and 255.
+        tissue: (S, H, W) uint8 tissue codes of the case's labels (a loaded,
+            labelled case), else None.
     """
 
     slices: np.ndarray
     brain: np.ndarray
     geometry: SliceGeometry
     intensity: dict[str, list[float]]
+    tissue: np.ndarray | None = None
+
+    @property
+    def brain_any(self) -> np.ndarray:
+        """(S,) bool: the slice holds at least one brain voxel."""
+        return self.brain.reshape(self.brain.shape[0], -1).any(axis=1)
 
 
 def robust_range(values: np.ndarray, lower: float, upper: float) -> tuple[float, float]:

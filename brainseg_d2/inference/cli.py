@@ -38,8 +38,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from brainseg_d2.data.convert_case import case_error, check_volume_case
-from brainseg_d2.data.sources import Case, find_brats_cases
+from brainseg_d2.data.sources import Case, case_error, find_brats_cases
 from brainseg_d2.labels import (
     CONVENTIONS,
     check_writable,
@@ -190,7 +189,7 @@ def check_case(case: Case, channels: Sequence[str]) -> None:
     Raises:
         VolumeError: naming the case and the channel or file.
     """
-    check_volume_case(case, channels, include_mask=False, only_required=True)
+    case.check(channels, all_files=False)
 
 
 def write_image(image, path: Path) -> None:

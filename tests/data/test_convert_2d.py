@@ -15,8 +15,13 @@ from pycocotools.coco import COCO
 from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset, main
 from brainseg_d2.data.png_writer import read_channel_png
 from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume
-from brainseg_d2.data.sources import SourceError, detect_layout, find_cases
-from brainseg_d2.data.sources_2d import find_tcga_lgg_cases, find_via_cases
+from brainseg_d2.data.sources import (
+    SourceError,
+    detect_layout,
+    find_cases,
+    find_tcga_lgg_cases,
+    find_via_cases,
+)
 
 H, W = 24, 32
 NUMBERS = (1, 2, 3, 9, 10, 11)  # sorted as text these would be 1, 10, 11, 2, ...

@@ -1,0 +1,102 @@
+"""``brats``: one folder per case, BraTS 2018-2021 or 2023+ file names.
+
+Case folders are found at any depth (so the HGG/LGG subfolders of BraTS
+2018/2019 work), following symbolic links to folders (each real folder is
+visited once, so a link back up the tree is no loop). BraTS 2018-2021 name
+files ``<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz`` (convention
+``brats2021``); BraTS 2023+ name them ``<case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz``
+(convention ``brats2023``), mapped to the same logical channel names ``flair,
+t1, t1ce, t2`` so that default channels work for both. A case without ``seg``
+is unlabelled. The patient id is the case id: BraTS publishes no patient key,
+and in 2023+ the ``-NNN`` suffix (time point) is kept so that ids stay
+one-to-one with folders; use a CSV manifest to group time points.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from brainseg_d2.data.sources.common import SourceError, check_input_dir, sorted_unique, walk
+from brainseg_d2.data.sources.registry import Layout, SourceQuery
+from brainseg_d2.data.sources.volume import Case
+from brainseg_d2.labels import CONVENTIONS, get_convention
+
+BRATS_STYLES: dict[str, tuple[str, dict[str, str]]] = {
+    # convention -> (separator, file suffix -> logical name)
+    "brats2021": ("_", {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2", "seg": "seg"}),
+    "brats2023": ("-", {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2", "seg": "seg"}),
+}
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def brats_case(folder: Path, names: set[str]) -> Case | None:
+    """The BraTS case a folder holding files ``names`` is, or None."""
+    # A linked case folder may be named otherwise than its files: try the target's name too.
+    for case_id in dict.fromkeys([folder.name, Path(os.path.realpath(folder)).name]):
+        for convention, (sep, suffixes) in BRATS_STYLES.items():
+            found: dict[str, str] = {}
+            for suffix, logical in suffixes.items():
+                for ext in NIFTI_SUFFIXES:
+                    if f"{case_id}{sep}{suffix}{ext}" in names:
+                        found[logical] = str(folder / f"{case_id}{sep}{suffix}{ext}")
+                        break
+            mask = found.pop("seg", None)
+            if found:
+                expected = {
+                    logical: str(folder / f"{case_id}{sep}{suffix}.nii.gz")
+                    for suffix, logical in suffixes.items()
+                    if logical not in found and logical != "seg"
+                }
+                return Case(case_id, case_id, found, mask, convention, expected)
+    return None
+
+
+def find_brats_cases(root: str | os.PathLike) -> list[Case]:
+    """Find BraTS 2018-2021 and 2023+ case folders under ``root`` (any depth).
+
+    Args:
+        root: folder holding case folders (directly or in HGG/LGG subfolders).
+
+    Returns:
+        cases sorted by case id.
+
+    Raises:
+        SourceError: missing or empty folder, no case found, duplicate case ids.
+    """
+    root = Path(root).resolve()
+    check_input_dir(root)
+    cases = []
+    for dirpath, _, filenames in walk(root):
+        case = brats_case(Path(dirpath), set(filenames))
+        if case is not None:
+            cases.append(case)
+    if not cases:
+        raise SourceError(
+            f"no BraTS cases found under {root} (expected <case>/<case>_flair.nii.gz or "
+            f"<case>/<case>-t2f.nii.gz); for other data use --layout pairs or csv"
+        )
+    return sorted_unique(cases)
+
+
+def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
+    """BraTS cases; a built-in ``label_convention`` must match the files, a user's
+    registered one (:func:`~brainseg_d2.labels.register_convention`) applies to every case."""
+    cases = find_brats_cases(input_path)
+    convention = query.label_convention
+    if convention and convention not in CONVENTIONS:
+        # A user's own convention: BraTS-style folders holding other labels.
+        get_convention(convention)
+        return [replace(c, label_convention=convention) for c in cases]
+    if convention:
+        other = sorted({c.label_convention for c in cases} - {convention})
+        if other:
+            raise SourceError(f"--label-convention {convention} but BraTS files look like {other}")
+    return cases
+
+
+#: This layout, registered by the package.
+LAYOUT = Layout(
+    "brats", _find, detect=lambda folder, names: brats_case(folder, set(names)) is not None
+)

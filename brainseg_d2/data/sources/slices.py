@@ -1,0 +1,303 @@
+"""A case made of 2D slices (``tcga_lgg``, ``via``): checking and reading it as one volume.
+
+A stack of 2D slices is one volume with spacing 1 and an identity direction,
+cut along ``axial`` (its own plane). 8-bit images are used as they are (they
+are windowed for display already; stretching them again would only
+re-quantise them); other pixel types go through the same
+:func:`~brainseg_d2.data.preprocess.preprocess_volume` as 3D volumes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import cv2
+import numpy as np
+import SimpleITK as sitk
+
+from brainseg_d2.data.ground_truth import raw_labels_to_tissue
+from brainseg_d2.data.preprocess import PreprocessedVolume, interleave, preprocess_volume
+from brainseg_d2.data.volume_io import VolumeError, read_header
+from brainseg_d2.labels import Target
+from brainseg_d2.structures import PreprocessOptions, SliceGeometry
+
+
+@dataclass(frozen=True)
+class Region:
+    """One VIA region as annotated (checked by :meth:`SliceCase.check`).
+
+    Attributes:
+        class_name: class from ``region_attributes``; None when it has none.
+        shape: ``shape_attributes.name`` (only ``polygon`` is converted).
+        xs, ys: vertex columns and rows in pixels.
+    """
+
+    class_name: str | None
+    shape: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SliceFile:
+    """One 2D slice of a :class:`SliceCase`.
+
+    Attributes:
+        number: slice number N from the file name (VIA: 0).
+        image: image file.
+        mask: label image (``tcga_lgg``), else None.
+        regions: VIA regions of the image (``via``), else None.
+    """
+
+    number: int
+    image: str
+    mask: str | None = None
+    regions: tuple[Region, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SliceCase:
+    """A volume made of 2D slices (the 2D counterpart of :class:`~.volume.Case`).
+
+    Attributes:
+        case_id: unique id (becomes the ``volume_id``).
+        patient_id: patients, not cases, are split into train/val/test.
+        layout: ``tcga_lgg`` or ``via``.
+        channels: names of the image channels, in the file's R, G, B order.
+        slices: the slices in volume order.
+        label_convention: convention of the masks (``binary`` for TCGA).
+        annotations: the VIA JSON file, else None.
+        expected: as in ``Case`` (always empty: all channels are in each file).
+    """
+
+    case_id: str
+    patient_id: str
+    layout: str
+    channels: tuple[str, ...]
+    slices: tuple[SliceFile, ...]
+    label_convention: str = "binary"
+    annotations: str | None = None
+    expected: Mapping[str, str] = field(default_factory=dict)
+
+    #: Slices can only be cut along their own plane.
+    dimensions: ClassVar[int] = 2
+
+    @property
+    def labelled(self) -> bool:
+        return True  # a TCGA slice without mask, or an image missing from the JSON, is an error
+
+    def channel_names(self) -> list[str]:
+        return list(self.channels)
+
+    def files(self) -> list[str]:
+        """Images and masks in slice order, then the annotation file."""
+        out = [p for s in self.slices for p in (s.image, s.mask) if p]
+        return out + ([self.annotations] if self.annotations else [])
+
+    def source_record(self) -> dict:
+        """JSON-able description of the inputs, for ``volumes.json``."""
+        return {
+            "layout": self.layout,
+            "annotations": self.annotations,
+            "slices": [{"number": s.number, "image": s.image, "mask": s.mask} for s in self.slices],
+        }
+
+    def check(
+        self, channels: Sequence[str], target: Target | None = None, *, all_files: bool = True
+    ) -> None:
+        """Pre-flight: files exist, headers read, 2D, one size; VIA regions valid.
+
+        Args:
+            channels: channel names the conversion uses.
+            target: VIA class names must be its categories (None: not checked).
+            all_files: unused (every file of a slice holds every channel).
+
+        Raises:
+            VolumeError: naming the case and the file.
+        """
+        for name in channels:
+            if name not in self.channels:
+                raise VolumeError(
+                    f"case {self.case_id}: no channel '{name}' (have {list(self.channels)})"
+                )
+        size = None
+        for sl in self.slices:
+            header = read_header(sl.image)
+            if header.GetDimension() != 2:
+                raise VolumeError(
+                    f"{sl.image}: expected a 2D image, got {header.GetDimension()}D "
+                    f"of size {header.GetSize()}"
+                )
+            if size is None:
+                size, first = header.GetSize(), sl.image
+            elif header.GetSize() != size:
+                raise VolumeError(
+                    f"{sl.image}: size {header.GetSize()} differs from {first} {size}"
+                )
+            if sl.mask is not None:
+                if not os.path.exists(sl.mask):
+                    raise VolumeError(f"{sl.image}: no mask ({sl.mask} not found)")
+                mask_size = read_header(sl.mask).GetSize()
+                if mask_size != size:
+                    raise VolumeError(f"{sl.mask}: size {mask_size} differs from its image {size}")
+            if target is not None:
+                self._check_regions(sl, target)
+
+    def _check_regions(self, sl: SliceFile, target: Target) -> None:
+        for i, region in enumerate(sl.regions or ()):
+            where = f"{self.annotations}: {Path(sl.image).name}: region {i}"
+            if region.shape != "polygon":
+                raise VolumeError(f"{where}: shape '{region.shape}' is not a polygon")
+            if len(region.xs) != len(region.ys):
+                raise VolumeError(f"{where}: {len(region.xs)} x but {len(region.ys)} y coordinates")
+            if len(region.xs) < 3:
+                raise VolumeError(f"{where}: polygon with {len(region.xs)} points (need >= 3)")
+            if not all(isinstance(v, (int, float)) for v in (*region.xs, *region.ys)):
+                raise VolumeError(f"{where}: non-numeric polygon coordinates")
+            category_index(region, target, where)
+
+    def load(self, options: PreprocessOptions, target: Target) -> PreprocessedVolume:
+        """Read every slice of a checked case as one volume (module docstring).
+
+        Args:
+            options: the preprocessing (``slice_axis`` is ``axial``).
+            target: for VIA, the categories the polygons are rasterised into.
+
+        Returns:
+            the preprocessed volume with its ``tissue``.
+
+        Raises:
+            VolumeError: unreadable file, pixel type or size changing between
+                slices, bad labels (naming the file).
+        """
+        channels, labels = self._read(target)
+        used = list(options.channels)
+        if all(channels[c].dtype == np.uint8 for c in used):
+            brain = np.zeros(channels[used[0]].shape, dtype=bool)
+            for c in used:
+                brain |= channels[c] != 0
+            pre = PreprocessedVolume(
+                slices=interleave([channels[c] for c in used]),
+                brain=brain,
+                geometry=SliceGeometry.from_image(
+                    sitk.GetImageFromArray(channels[used[0]]), "axial"
+                ),
+                intensity={c: [0.0, 255.0] for c in used},
+            )
+        else:
+            images = {c: sitk.GetImageFromArray(channels[c]) for c in used}
+            pre = preprocess_volume(images, options, case_id=self.case_id)
+        if self.layout == "via":
+            pre.tissue = labels
+        else:
+            files = [sl.mask or sl.image for sl in self.slices]
+            pre.tissue = raw_labels_to_tissue(labels, self.label_convention, files)
+        return pre
+
+    def _read(self, target: Target) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Channel name -> (S, H, W) pixels (the files' type), and (S, H, W) labels:
+        tissue codes of the VIA polygons, or the raw values of the mask files."""
+        images = [read_slice_image(sl.image, len(self.channels)) for sl in self.slices]
+        for sl, image in zip(self.slices, images):
+            if image.shape != images[0].shape or image.dtype != images[0].dtype:
+                raise VolumeError(
+                    f"{sl.image}: {image.dtype} {image.shape[:2]} differs from "
+                    f"{self.slices[0].image} {images[0].dtype} {images[0].shape[:2]}"
+                )
+        stack = np.stack(images)
+        channels = {n: np.ascontiguousarray(stack[..., k]) for k, n in enumerate(self.channels)}
+        if self.layout == "via":
+            shape = stack.shape[1:3]
+            labels = np.stack(
+                [
+                    target.tissue_from_masks(rasterise_regions(sl.regions or (), shape, target))
+                    for sl in self.slices
+                ]
+            )
+        else:
+            labels = np.stack([read_slice_image(sl.mask, 1)[..., 0] for sl in self.slices])
+        return channels, labels
+
+
+def category_index(region: Region, target: Target, where: str) -> int:
+    """Index of a region's class among the target's categories (case-insensitive).
+
+    Raises:
+        VolumeError: no class where the target has several, or an unknown class.
+    """
+    names = target.category_names
+    if region.class_name is None:
+        if len(names) == 1:
+            return 0
+        raise VolumeError(f"{where}: region without a class; target '{target.name}' has {names}")
+    lower = [n.lower() for n in names]
+    if region.class_name.lower() not in lower:
+        raise VolumeError(
+            f"{where}: unknown class '{region.class_name}' (target '{target.name}' has "
+            f"{names}; choose another with --target)"
+        )
+    return lower.index(region.class_name.lower())
+
+
+def read_slice_image(path: str, num_channels: int) -> np.ndarray:
+    """Read a 2D image as (H, W, num_channels) in R, G, B order.
+
+    Args:
+        path: image file OpenCV reads (tif, png, jpg, ...).
+        num_channels: 3 for RGB (grey images are repeated; alpha is dropped) or 1.
+
+    Raises:
+        VolumeError: unreadable file, or colour where one channel is expected.
+    """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise VolumeError(f"{path}: empty file (0 bytes)")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise VolumeError(f"{path}: cannot read image")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] >= 3:
+        image = image[..., 2::-1]  # BGR(A) -> RGB
+    if num_channels == 1 and image.shape[2] != 1:
+        if not (image == image[..., :1]).all():
+            raise VolumeError(f"{path}: expected one channel, got {image.shape[2]} that differ")
+        image = image[..., :1]
+    if image.shape[2] != num_channels:
+        image = np.repeat(image[..., :1], num_channels, axis=2)
+    return image
+
+
+def rasterise_regions(
+    regions: Sequence[Region], shape: tuple[int, int], target: Target
+) -> np.ndarray:
+    """Fill VIA polygons into one mask per target category.
+
+    Vertices are rounded to the nearest pixel; ``cv2.fillPoly`` fills the
+    polygon including its outline. Polygons of one class are merged. For
+    targets whose categories are disjoint (``labels``), a region drawn later in
+    the file covers earlier ones of other classes (as VIA shows them).
+
+    Args:
+        regions: checked polygons (:meth:`SliceCase.check`).
+        shape: (H, W).
+        target: gives the categories.
+
+    Returns:
+        (C, H, W) bool, C = number of target categories.
+    """
+    masks = np.zeros((len(target.categories), *shape), dtype=np.uint8)
+    for region in regions:
+        c = category_index(region, target, "region")
+        points = np.rint(np.stack([region.xs, region.ys], axis=1)).astype(np.int32)
+        if target.nested:
+            cv2.fillPoly(masks[c], [points], 1)
+            continue
+        drawn = np.zeros(shape, dtype=np.uint8)
+        cv2.fillPoly(drawn, [points], 1)
+        masks[:, drawn.astype(bool)] = 0
+        masks[c] |= drawn
+    return masks.astype(bool)
