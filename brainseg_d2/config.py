@@ -84,6 +84,11 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # key come from PostprocessParams, the one definition; every step can be off.
     _C.BRAINSEG.POSTPROCESS = _D2CfgNode(PostprocessParams().to_cfg_dict())
 
+    _C.BRAINSEG.SOLVER = _D2CfgNode()
+    # Train with the forward pass under bfloat16 autocast (brainseg_d2/engine/precision.py):
+    # on any device, no loss scaling; faster on CPUs with AVX-512 BF16/AMX (BENCHMARKS.md).
+    _C.BRAINSEG.SOLVER.BF16 = False
+
     _C.BRAINSEG.INPUT = _D2CfgNode()
     # Neighbouring slices on each side stacked as extra channels (2.5D); the model then
     # takes len(channels) * (2 * K + 1) channels (MODEL.PIXEL_MEAN has that length) and

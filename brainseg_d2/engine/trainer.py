@@ -33,6 +33,7 @@ from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
 from brainseg_d2.data.datasets import check_datasets_exist, dataset_root, register_all
 from brainseg_d2.engine.distributed import create_ddp_model
 from brainseg_d2.engine.hooks import EarlyStop, build_eval_hooks
+from brainseg_d2.engine.precision import BF16Trainer
 from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
 from brainseg_d2.modeling.weights import BrainSegCheckpointer
 
@@ -61,9 +62,7 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
 
         model = create_ddp_model(model, broadcast_buffers=False)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer
-        )
+        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # Adapts a 3-channel (RGB) first convolution to the model's N MRI channels.
         self.checkpointer = BrainSegCheckpointer(
@@ -169,6 +168,25 @@ def ensure_weights_available(cfg) -> None:
             ) from None
     elif not Path(weights).is_file():
         raise ValueError(f"MODEL.WEIGHTS {weights} does not exist")
+
+
+def build_step_trainer(cfg, model, data_loader, optimizer):
+    """The object that runs one training step, by precision.
+
+    ``BRAINSEG.SOLVER.BF16``: bfloat16 autocast on any device (:class:`BF16Trainer`);
+    else ``SOLVER.AMP.ENABLED``: Detectron2's float16 ``AMPTrainer`` (CUDA only);
+    else float32 (``SimpleTrainer``).
+
+    Raises:
+        ValueError: both BF16 and AMP are on.
+    """
+    if cfg.BRAINSEG.SOLVER.BF16:
+        if cfg.SOLVER.AMP.ENABLED:
+            raise ValueError(
+                "BRAINSEG.SOLVER.BF16 and SOLVER.AMP.ENABLED are both on: choose one precision"
+            )
+        return BF16Trainer(model, data_loader, optimizer)
+    return (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
 
 
 def build_cfg_from_args(args):
