@@ -1,15 +1,28 @@
-"""Configuration: ``add_brainseg_config(cfg)`` owns ``cfg.BRAINSEG``; ``get_brainseg_cfg()``.
+"""Configuration: ``add_brainseg_config(cfg)`` owns ``cfg.BRAINSEG``; ``setup_cfg`` is the way in.
 
-Config files may start from a Detectron2 model-zoo baseline by its zoo name::
+Detectron2's way loads every shipped config::
 
-    _BASE_: "zoo://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
+    cfg = get_cfg()
+    add_brainseg_config(cfg)
+    cfg.merge_from_file("configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml")
 
-The ``zoo://`` prefix resolves to the YAML shipped inside the installed
-``detectron2.model_zoo`` package, so ``_BASE_`` chains never reach outside this
-repository by a relative path.
+and :func:`setup_cfg` does that (plus ``KEY VALUE`` overrides, one-line errors and
+``freeze``) for every command. The shipped configs start from
+``configs/Base-Mask-RCNN-FPN.yaml``, a copy of the model zoo's Mask R-CNN R50-FPN.
+A user's config may also start from a model-zoo file by its zoo name, with a
+config from :func:`get_brainseg_cfg` or :func:`setup_cfg`::
+
+    _BASE_: "zoo://COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml"
+
+The ``zoo://`` prefix resolves to the YAML inside the installed
+``detectron2.model_zoo`` package, so ``_BASE_`` chains never reach outside the
+user's folder by a relative path.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
 
 from detectron2.config import CfgNode as _D2CfgNode
 from detectron2.config import get_cfg
@@ -147,3 +160,37 @@ def get_brainseg_cfg() -> CfgNode:
     cfg.INPUT.MASK_FORMAT = "bitmask"
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
     return CfgNode(cfg)
+
+
+def setup_cfg(
+    config_file: str | PathLike, opts: Sequence = (), *, freeze: bool = True
+) -> CfgNode:
+    """The config of ``config_file`` with ``KEY VALUE`` overrides: every command's way in.
+
+    Args:
+        config_file: a YAML config (``_BASE_`` chains and ``zoo://`` bases resolve).
+        opts: flat ``[KEY, VALUE, ...]`` overrides, strings as on a command line or
+            Python values.
+        freeze: freeze the result; False for a caller that still derives keys.
+
+    Returns:
+        :func:`get_brainseg_cfg` merged with the file, then with ``opts``.
+
+    Raises:
+        ValueError: a missing or bad config file, or a bad key or value in
+            ``opts``; one line naming the file or the override.
+    """
+    cfg = get_brainseg_cfg()
+    try:
+        cfg.merge_from_file(str(config_file), allow_unsafe=False)
+    except (KeyError, ValueError, AssertionError, FileNotFoundError) as exc:
+        msg = str(exc).strip("'\"")
+        raise ValueError(f"bad config ({config_file}): {msg}") from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as exc:
+        msg = str(exc).strip("'\"")
+        raise ValueError(f"bad config override on the command line: {msg}") from None
+    if freeze:
+        cfg.freeze()
+    return cfg

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from brainseg_d2.config import get_brainseg_cfg
+from brainseg_d2.config import setup_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.datasets import register_brainseg_dataset
 from brainseg_d2.data.phantom import generate_dataset
@@ -45,7 +45,8 @@ MARKER = ".brainseg-demo"
 BASELINE_FILE = "baseline_cases.csv"
 #: How the report names the baseline.
 BASELINE_NAME = "FLAIR > mean + 2 SD"
-ROOT = Path(__file__).resolve().parents[1]
+#: The demo's training config, relative to the repository root.
+DEMO_CONFIG = "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml"
 
 
 @dataclass
@@ -53,8 +54,9 @@ class DemoOptions:
     """Everything the demo does, with the defaults of ``make demo``.
 
     Attributes:
+        config: training config (``configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml``
+            in the repository, :data:`DEMO_CONFIG`).
         output: folder for every artefact (replaced only if a previous demo wrote it).
-        config: training config (the CPU phantom config).
         train_cases / heldout_cases: phantom cases for training+validation / held-out test.
         seed / heldout_seed: phantom seeds; different, so held-out anatomy/tumours are new.
         spacing: phantom voxel size in mm.
@@ -66,12 +68,12 @@ class DemoOptions:
 
     The demo turns off evaluation during training (``TEST.EVAL_PERIOD 0``): its
     budget goes to training iterations, and the held-out evaluation follows.
-    60 training cases (51 train, 9 val) rather than 20 cost about a minute of
-    data generation and gave better-calibrated scores in the same iterations.
+    The 60 training cases split into 51 for training and 9 for validation, where
+    the post-processing is tuned.
     """
 
+    config: Path
     output: Path = Path("output/demo")
-    config: Path = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml"
     train_cases: int = 60
     heldout_cases: int = 12
     seed: int = 0
@@ -136,15 +138,13 @@ def make_data(opts: DemoOptions) -> dict[str, Path]:
 
 def build_cfg(opts: DemoOptions, *, test_dataset: str | None = "phantom_val"):
     """The frozen training/evaluation config of the demo (``test_dataset`` None: no test set)."""
-    cfg = get_brainseg_cfg()
-    cfg.merge_from_file(str(opts.config), allow_unsafe=False)
-    cfg.merge_from_list([
+    cfg = setup_cfg(opts.config, [
         "DATASETS.TRAIN", "('phantom_train',)",
         "DATASETS.TEST", f"('{test_dataset}',)" if test_dataset else "()",
         "OUTPUT_DIR", str(opts.output / "train"),
         "TEST.EVAL_PERIOD", "0",
         *opts.opts,
-    ])
+    ], freeze=False)
     if opts.postprocess is not None:
         for key, value in opts.postprocess.to_cfg_dict().items():
             cfg.BRAINSEG.POSTPROCESS[key] = list(value) if isinstance(value, tuple) else value
@@ -154,26 +154,18 @@ def build_cfg(opts: DemoOptions, *, test_dataset: str | None = "phantom_val"):
 
 def train(opts: DemoOptions):
     """Train the phantom config from scratch; returns the trained model (eval mode)."""
-    from detectron2.engine import default_setup
+    from detectron2.engine import default_argument_parser, default_setup
 
     from brainseg_d2.engine import Trainer
 
     # No test set while training: Detectron2's EvalHook evaluates it once more after
     # the last iteration even with EVAL_PERIOD 0; the held-out evaluation follows.
     cfg = build_cfg(opts, test_dataset=None)
-    default_setup(cfg, _Args())
+    default_setup(cfg, default_argument_parser().parse_args(["--config-file", str(opts.config)]))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     return trainer.model.eval()
-
-
-class _Args:
-    """The few ``default_argument_parser`` fields that ``default_setup`` reads."""
-
-    config_file = ""
-    eval_only = False
-    opts: list = []
 
 
 def tune(opts: DemoOptions, model) -> PostprocessParams | None:
@@ -214,8 +206,9 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
     (edema-coded, so it only scores on WT) and cleaned with the same
     post-processing; where that asks for score hysteresis
     (``COMPONENT_SCORE_THRESH``), components must hold a voxel above mean +
-    ``num_sd + 1`` SD instead. Plain Otsu over the brain splits grey from white matter
-    instead (WT Dice ~0.05 on the phantom), so it would be a straw man.
+    ``num_sd + 1`` SD instead. A threshold relative to the brain's own FLAIR
+    statistics finds the hyperintense tumour, where a two-class split of the brain
+    (Otsu) would separate grey from white matter.
 
     Ground truth is each case's original label map, read by the evaluator's reader
     (:func:`~brainseg_d2.data.ground_truth.label_map_masks`), and the scoring

@@ -44,7 +44,7 @@ quiet_third_party_warnings()  # before torch and Detectron2 are imported: they w
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from brainseg_d2.config import get_brainseg_cfg  # noqa: E402
+from brainseg_d2.config import setup_cfg as brainseg_setup_cfg  # noqa: E402
 from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases  # noqa: E402
 from brainseg_d2.data.volume_io import VolumeError  # noqa: E402
 from brainseg_d2.labels import detect_convention, get_target  # noqa: E402
@@ -104,15 +104,16 @@ def get_parser() -> ArgumentParser:
 
 
 def setup_cfg(args: argparse.Namespace):
-    cfg = get_brainseg_cfg()
-    try:
-        cfg.merge_from_file(args.config_file, allow_unsafe=False)
-        cfg.merge_from_list(list(args.opts))
-    except (KeyError, ValueError, AssertionError, FileNotFoundError) as e:
-        raise ValueError(f"bad config ({args.config_file}): {str(e).strip(chr(39))}") from None
-    # One threshold for both paths, so the 2D overlays show what volume inference keeps.
+    """Frozen config from ``--config-file`` and ``--opts``; one score threshold for both paths.
+
+    Raises:
+        ValueError: bad config file or key, or empty ``MODEL.WEIGHTS``.
+    """
+    threshold = []
     if args.confidence_threshold is not None:
-        cfg.BRAINSEG.POSTPROCESS.SCORE_THRESH = args.confidence_threshold
+        threshold = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", args.confidence_threshold]
+    cfg = brainseg_setup_cfg(args.config_file, [*args.opts, *threshold], freeze=False)
+    # The 2D overlays show what volume inference keeps.
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.BRAINSEG.POSTPROCESS.SCORE_THRESH
     cfg.freeze()
     if not cfg.MODEL.WEIGHTS:

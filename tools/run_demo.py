@@ -26,15 +26,23 @@ quiet_third_party_warnings()  # before torch and Detectron2 are imported: they w
 
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from brainseg_d2.pipeline import DemoOptions, run  # noqa: E402
+from brainseg_d2.pipeline import DEMO_CONFIG, DemoOptions, run  # noqa: E402
 from brainseg_d2.utils.paths import check_not_input  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 QUICK = {"train_cases": 4, "heldout_cases": 2, "spacing": 3.0}
 
 
 def build_parser() -> ArgumentParser:
     """Command-line interface of ``tools/run_demo.py``."""
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--config-file",
+        type=Path,
+        default=REPO / DEMO_CONFIG,
+        metavar="FILE",
+        help="training config",
+    )
     p.add_argument(
         "--output",
         type=Path,
@@ -73,7 +81,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    opts = DemoOptions(output=args.output, train_cases=args.train_cases,
+    opts = DemoOptions(config=args.config_file, output=args.output, train_cases=args.train_cases,
                        heldout_cases=args.heldout_cases, spacing=args.spacing, opts=args.opts)
     if args.quick:
         opts.train_cases, opts.heldout_cases, opts.spacing = (

@@ -28,7 +28,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
-from brainseg_d2.config import get_brainseg_cfg
+from brainseg_d2.config import setup_cfg
 from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
 from brainseg_d2.data.datasets import check_datasets_exist, dataset_root, register_all
 from brainseg_d2.engine.distributed import create_ddp_model
@@ -209,18 +209,7 @@ def build_cfg_from_args(args):
             "--config-file is required, e.g. --config-file "
             "configs/phantom/mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
         )
-    cfg = get_brainseg_cfg()
-    try:
-        cfg.merge_from_file(args.config_file, allow_unsafe=False)
-    except (KeyError, ValueError, AssertionError, FileNotFoundError) as e:
-        msg = str(e).strip("'\"")
-        raise ValueError(f"bad config ({args.config_file}): {msg}") from None
-    try:
-        cfg.merge_from_list(list(args.opts))
-    except (KeyError, ValueError, AssertionError) as e:
-        msg = str(e).strip("'\"")
-        raise ValueError(f"bad config override on the command line: {msg}") from None
-    cfg.freeze()
+    cfg = setup_cfg(args.config_file, args.opts)
     check_cfg_values(cfg, args)
     register_all(dataset_root(cfg.BRAINSEG.DATASET_ROOT))
     check_datasets_exist(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))

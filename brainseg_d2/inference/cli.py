@@ -129,22 +129,10 @@ def setup_cfg(args: argparse.Namespace):
     Raises:
         ValueError: bad config file or key, or empty ``MODEL.WEIGHTS``.
     """
-    from brainseg_d2.config import get_brainseg_cfg
+    from brainseg_d2.config import setup_cfg as config_setup
 
-    cfg = get_brainseg_cfg()
-    try:
-        cfg.merge_from_file(args.config_file, allow_unsafe=False)
-    except (KeyError, ValueError, AssertionError, FileNotFoundError) as exc:
-        msg = str(exc).strip("'\"")
-        raise ValueError(f"bad config ({args.config_file}): {msg}") from None
-    try:
-        cfg.merge_from_list(list(args.opts))
-    except (KeyError, ValueError, AssertionError) as exc:
-        msg = str(exc).strip("'\"")
-        raise ValueError(f"bad config override on the command line: {msg}") from None
-    if args.raw:
-        cfg.BRAINSEG.POSTPROCESS.ENABLED = False
-    cfg.freeze()
+    raw = ["BRAINSEG.POSTPROCESS.ENABLED", False] if args.raw else []
+    cfg = config_setup(args.config_file, [*args.opts, *raw])
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model_final.pth`")
     return cfg
