@@ -219,11 +219,8 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
         the per-volume metric rows (raw and post) of ``evaluate_volume``, per case.
     """
     from brainseg_d2.data.ground_truth import label_map_masks
-    from brainseg_d2.evaluation.evaluator import (
-        evaluate_volume,
-        scoring_settings_from_cfg,
-        write_cases_csv,
-    )
+    from brainseg_d2.evaluation.results_files import EVALUATOR_CASES_COLUMNS, write_table
+    from brainseg_d2.evaluation.volume_scores import evaluate_volume, scoring_settings_from_cfg
     from brainseg_d2.inference.volume_predictor import preprocess_options_from_info
 
     info = json.loads((opts.output / "datasets/heldout/dataset.json").read_text(encoding="utf-8"))
@@ -253,7 +250,7 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
             for row in evaluate_volume(masks, gt, spacing, target, settings=settings):
                 rows.append({**row, "variant": variant, "volume_id": case.case_id,
                              "patient_id": case.patient_id, "gt_source": "original"})
-    write_cases_csv(opts.output / "eval" / BASELINE_FILE, rows)
+    write_table(opts.output / "eval" / BASELINE_FILE, rows, EVALUATOR_CASES_COLUMNS)
     return rows
 
 

@@ -36,9 +36,7 @@ existing ``--out`` is replaced only if it is a report this module wrote (its
 from __future__ import annotations
 
 import base64
-import csv
 import io
-import json
 import math
 import os
 import sys
@@ -46,13 +44,22 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import cv2
 import numpy as np
 
+from brainseg_d2.evaluation.results_files import (
+    EVALUATOR_FILES,
+    NIFTI_FILES,
+    FoundResults,
+    find_result_files,
+    load_cases,
+    load_lesion_volumes,
+    load_summary,
+    to_float,
+)
 from brainseg_d2.utils.cli import ArgumentParser, print_error
 from brainseg_d2.utils.paths import check_not_input
 
@@ -61,29 +68,15 @@ __all__ = [
     "TEMPLATE",
     "check_replaceable_report",
     "find_thumbnails",
-    "load_cases",
     "main",
     "write_report",
 ]
 
-#: The Detectron2 evaluator's files (brainseg_d2.evaluation.evaluator; not imported
-#: here, so that brainseg-evaluate's report needs no Detectron2).
-EVALUATOR_FILES = ("brainseg_cases.csv", "brainseg_summary.json", "brainseg_lesions.csv")
-#: brainseg-evaluate's files (brainseg_d2.evaluation.nifti_evaluation).
-NIFTI_FILES = ("cases.csv", "summary.json", "lesions.csv")
-CASES_FILE, SUMMARY_FILE = EVALUATOR_FILES[:2]  # kept for callers
 #: The template, package data of brainseg_d2.
 TEMPLATE = "report.html.j2"
 #: In every report's head (the template writes it); an existing file is replaced
 #: only if it holds this.
 GENERATOR = '<meta name="generator" content="brainseg_d2.report">'
-#: Numeric per-case fields (both entry points; absent ones read as NaN).
-NUMERIC_FIELDS = (
-    "dice", "iou", "sensitivity", "specificity", "precision", "hd95", "hd95_pooled",
-    "lesion_dice", "lesion_hd95", "rq", "sq", "pq", "sq_hd95", "ref_voxels", "pred_voxels",
-    "ref_ml", "pred_ml", "volume_diff_ml", "lesion_tp", "lesion_fn", "lesion_fp",
-    "panoptic_tp", "panoptic_fp", "panoptic_fn",
-)  # fmt: skip
 #: Ranking of worst/best cases: this region's Dice (last variant).
 RANK_NAME = "WT"
 #: Largest embedded thumbnail width in pixels (keeps the HTML small).
@@ -94,94 +87,6 @@ JPEG_QUALITY = 85
 MAX_LESIONS_SHOWN = 4
 _DEFAULT_PENALTY = 374.0  # HD95_PENALTY_MM; the summary's own value wins
 _DEFAULT_TITLE = "Brain tumour segmentation: evaluation report"
-
-
-# ---------------------------------------------------------------------------
-# reading
-# ---------------------------------------------------------------------------
-
-
-def _float(value) -> float:
-    if value is None:
-        return math.nan
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    if text == "":
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
-
-
-def _bool(value) -> bool:
-    return value is True or str(value).strip().lower() == "true"
-
-
-def load_cases(cases_csv: str | Path) -> list[dict]:
-    """Rows of a per-case table of either entry point, normalised.
-
-    Returns:
-        dicts with ``case_id`` (``volume_id`` for the evaluator), ``patient_id``,
-        ``group``, ``name``, ``variant`` (``""`` for brainseg-evaluate),
-        ``both_empty`` and ``missing`` (bool), :data:`NUMERIC_FIELDS` as floats
-        (empty or absent: NaN) and the other columns as text.
-
-    Raises:
-        ValueError: unreadable file or missing columns, naming them.
-    """
-    path = Path(cases_csv)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = reader.fieldnames or []
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-    id_column = "volume_id" if "volume_id" in columns else "case_id"
-    missing = [c for c in (id_column, "group", "name", "dice") if c not in columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing} (has {columns})")
-    out = []
-    for row in rows:
-        item = dict(row)
-        item["case_id"] = row[id_column]
-        item["patient_id"] = row.get("patient_id") or row[id_column]
-        item["variant"] = row.get("variant") or ""
-        if "ref_voxels" not in columns and "gt_voxels" in columns:
-            item["ref_voxels"] = row["gt_voxels"]  # tables written before phase 2
-        for key in NUMERIC_FIELDS:
-            item[key] = _float(item.get(key))
-        item["both_empty"] = _bool(row.get("both_empty"))
-        item["missing"] = _bool(row.get("missing"))
-        out.append(item)
-    return out
-
-
-def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _load_lesions(path: Path | None) -> dict[tuple, list[float]]:
-    """(case, group, name, variant) -> reference lesion volumes in mL (BraTS 2023 lesions)."""
-    out: dict[tuple, list[float]] = defaultdict(list)
-    if path is None or not path.is_file():
-        return out
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row.get("definition") != "2023":
-                continue
-            case = row.get("volume_id") or row.get("case_id")
-            key = (case, row["group"], row["name"], row.get("variant") or "")
-            out[key].append(_float(row.get("volume_ml")))
-    return out
 
 
 def find_thumbnails(folder: str | Path, volume_ids: Sequence[str]) -> dict[str, Path]:
@@ -195,30 +100,6 @@ def find_thumbnails(folder: str | Path, volume_ids: Sequence[str]) -> dict[str, 
                 found[vid] = folder / candidate
                 break
     return found
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """The files of one evaluation folder."""
-
-    kind: str  # "evaluator" or "brainseg-evaluate"
-    cases: Path
-    summary: Path
-    lesions: Path | None
-
-
-def _inputs(source: str | Path | tuple[str | Path, str | Path]) -> _Inputs:
-    if isinstance(source, (tuple, list)):
-        cases, summary = (Path(p) for p in source)
-        names = NIFTI_FILES if cases.name == NIFTI_FILES[0] else EVALUATOR_FILES
-        kind = "brainseg-evaluate" if names is NIFTI_FILES else "evaluator"
-        return _Inputs(kind, cases, summary, cases.with_name(names[2]))
-    folder = Path(source)
-    if (folder / NIFTI_FILES[0]).is_file() and not (folder / EVALUATOR_FILES[0]).is_file():
-        cases, summary, lesions = (folder / n for n in NIFTI_FILES)
-        return _Inputs("brainseg-evaluate", cases, summary, lesions)
-    cases, summary, lesions = (folder / n for n in EVALUATOR_FILES)
-    return _Inputs("evaluator", cases, summary, lesions)
 
 
 # ---------------------------------------------------------------------------
@@ -481,7 +362,7 @@ def _per_case_tables(
             if not any(per_variant):
                 continue
             first = next(r for r in per_variant if r)
-            ref_voxels = max(_float(r.get("ref_voxels")) for r in per_variant if r)
+            ref_voxels = max(to_float(r.get("ref_voxels")) for r in per_variant if r)
             cells = [
                 _cell(first.get("ref_ml"), "{:.3g}"),
                 _cell(_lesion_text(lesions.get((case, group, name, last)), ref_voxels)),
@@ -515,7 +396,7 @@ def _per_case_tables(
 
 def _compare(raw, post, lower_is_better: bool) -> str:
     """CSS class of a post-processed value: better / worse than raw."""
-    raw, post = _float(raw), _float(post)
+    raw, post = to_float(raw), to_float(post)
     if math.isnan(raw) or math.isnan(post) or abs(raw - post) < 5e-4:
         return ""
     better = post < raw if lower_is_better else post > raw
@@ -629,7 +510,7 @@ def _describe(value) -> str:
 
 
 def _run_items(
-    inputs: _Inputs, summary: Mapping, run_info: Mapping, base: Path, penalty: float
+    inputs: FoundResults, summary: Mapping, run_info: Mapping, base: Path, penalty: float
 ) -> list[dict]:
     items: list[dict] = []
 
@@ -744,13 +625,13 @@ def write_report(
         ValueError: missing or unreadable inputs (the message names the file),
             or an ``out_html`` that is an input or a file this module did not write.
     """
-    inputs = _inputs(source)
+    inputs = find_result_files(source)
     out = Path(out_html)
     extra_inputs = [p for p in (baseline,) if p is not None]
     check_replaceable_report(out, [inputs.cases, inputs.summary, *extra_inputs,
                                    *(thumbnails or {}).values()])  # fmt: skip
     rows = load_cases(inputs.cases)
-    summary = _load_json(inputs.summary)
+    summary = load_summary(inputs.summary)
     settings = summary.get("settings") or {}
     penalty = float(settings.get("hd95_penalty_mm") or _DEFAULT_PENALTY)
     base = out.parent
@@ -812,7 +693,9 @@ def write_report(
         "rank_variant": rank_variant,
         "worst": worst,
         "best": best,
-        "per_case": _per_case_tables(rows, _load_lesions(inputs.lesions), case_links, penalty),
+        "per_case": _per_case_tables(
+            rows, load_lesion_volumes(inputs.lesions), case_links, penalty
+        ),
         "per_case_note": "HD95 in mm." if len(variants) < 2 else
         "HD95 in mm; lesion-wise columns of the last variant.",
         "version": __version__,
@@ -868,8 +751,8 @@ def build_parser() -> ArgumentParser:
         "--eval-dir",
         required=True,
         type=Path,
-        help=f"evaluation output folder ({', '.join(EVALUATOR_FILES[:2])}, or "
-        f"brainseg-evaluate's {', '.join(NIFTI_FILES[:2])})",
+        help=f"evaluation output folder ({EVALUATOR_FILES.cases}, {EVALUATOR_FILES.summary}, "
+        f"or brainseg-evaluate's {NIFTI_FILES.cases}, {NIFTI_FILES.summary})",
     )
     p.add_argument(
         "--out",
@@ -903,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.thumbs is not None:
             if not args.thumbs.is_dir():
                 raise ValueError(f"--thumbs {args.thumbs} is not a folder")
-            ids = sorted({r["case_id"] for r in load_cases(_inputs(args.eval_dir).cases)})
+            ids = sorted({r["case_id"] for r in load_cases(find_result_files(args.eval_dir).cases)})
             thumbs = find_thumbnails(args.thumbs, ids)
         out = write_report(
             args.eval_dir, args.out, thumbs, args.title, num_extremes=args.num_extremes,

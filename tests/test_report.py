@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainseg_d2.evaluation.evaluator import (
-    CASES_FILE,
-    SUMMARY_FILE,
-    evaluate_volume,
-    write_cases_csv,
+from brainseg_d2.evaluation.nifti_evaluation import evaluate_folders
+from brainseg_d2.evaluation.results_files import (
+    EVALUATOR_CASES_COLUMNS,
+    EVALUATOR_FILES,
+    REPORT_FILE,
+    write_table,
 )
-from brainseg_d2.evaluation.nifti_evaluation import REPORT_FILE, evaluate_folders
+from brainseg_d2.evaluation.volume_scores import evaluate_volume
 from brainseg_d2.report import GENERATOR, TEMPLATE, main, write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def _evaluator_rows() -> list[dict]:
 def eval_dir(tmp_path):
     folder = tmp_path / "inference"
     folder.mkdir()
-    write_cases_csv(folder / CASES_FILE, _evaluator_rows())
+    write_table(folder / EVALUATOR_FILES.cases, _evaluator_rows(), EVALUATOR_CASES_COLUMNS)
     (folder / "brainseg_config.yaml").write_text("MODEL: {}\n")
     summary = {
         "volume_dice_WT_post": 0.9, "dataset_name": "brats_val", "target": "regions",
@@ -72,7 +73,7 @@ def eval_dir(tmp_path):
                 "weights": "output/model_final.pth", "config": "brainseg_config.yaml",
                 "versions": {"brainseg_d2": "0.1.0"}, "date": "2025-01-02T03:04:05"},
     }  # fmt: skip
-    (folder / SUMMARY_FILE).write_text(json.dumps(summary))
+    (folder / EVALUATOR_FILES.summary).write_text(json.dumps(summary))
     return folder
 
 
@@ -194,7 +195,7 @@ def test_run_information_links_and_pictures(eval_dir, tmp_path):
 def test_baseline_beside_the_model(eval_dir, tmp_path):
     rows = [dict(r, dice=r["dice"] / 2) for r in _evaluator_rows()]
     baseline = tmp_path / "baseline_cases.csv"
-    write_cases_csv(baseline, rows)
+    write_table(baseline, rows, EVALUATOR_CASES_COLUMNS)
     page = _parse(write_report(eval_dir, tmp_path / "report.html", baseline=baseline,
                                baseline_name="FLAIR > mean + 2 SD"))  # fmt: skip
     assert "Against the baseline: FLAIR > mean + 2 SD" in " ".join(page.text)
@@ -250,11 +251,11 @@ def test_the_page_comes_from_the_template_file(eval_dir, tmp_path):
 def test_reads_tables_written_before_phase_2(tmp_path):
     folder = tmp_path / "old"
     folder.mkdir()
-    (folder / CASES_FILE).write_text(
+    (folder / EVALUATOR_FILES.cases).write_text(
         "volume_id,patient_id,group,name,variant,dice,iou,hd95,gt_voxels,pred_voxels\n"
         "A,A,region,WT,raw,0.5,0.3,4,10,12\nA,A,region,WT,post,0.6,0.4,3,10,11\n"
     )
-    (folder / SUMMARY_FILE).write_text(json.dumps({"volume_dice_WT_post": 0.6}))
+    (folder / EVALUATOR_FILES.summary).write_text(json.dumps({"volume_dice_WT_post": 0.6}))
     page = _parse(write_report(folder, tmp_path / "old.html"))
     assert _summary_row(page, "WT", "post")[2:4] == ["1", "0.600"]
 

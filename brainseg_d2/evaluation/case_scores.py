@@ -5,7 +5,7 @@ handling: ``brainseg-evaluate`` (:mod:`brainseg_d2.evaluation.nifti_evaluation`)
 calls :func:`score_label_maps`, which takes two raw label maps in one
 :class:`~brainseg_d2.labels.LabelConvention` and returns one row per region and
 class (:meth:`~brainseg_d2.labels.LabelConvention.evaluation_names`); the
-Detectron2 evaluator (:func:`~brainseg_d2.evaluation.evaluator.evaluate_volume`)
+Detectron2 evaluator (:func:`~brainseg_d2.evaluation.volume_scores.evaluate_volume`)
 calls :func:`score_named_masks` on its category masks. Both crop to the same
 box and score every name with :func:`score_masks`, so the same masks give the
 same numbers. :func:`missing_prediction_rows` scores a case without prediction

@@ -35,10 +35,7 @@ read both, check that their geometry agrees, pick the label convention ->
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
-import math
 import os
 import re
 import sys
@@ -60,6 +57,12 @@ from brainseg_d2.evaluation.case_scores import (
 )
 from brainseg_d2.evaluation.case_scores import LESION_COLUMNS as CASE_LESION_COLUMNS
 from brainseg_d2.evaluation.lesion_metrics import BRATS2023_LESION_SETTINGS, LesionSettings
+from brainseg_d2.evaluation.results_files import (
+    NIFTI_FILES,
+    REPORT_FILE,
+    write_summary,
+    write_table,
+)
 from brainseg_d2.labels import (
     BRATS2021_CASE,
     BRATS2023_CASE,
@@ -87,10 +90,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CASES_FILE = "cases.csv"
-LESIONS_FILE = "lesions.csv"
-SUMMARY_FILE = "summary.json"
-REPORT_FILE = "report.html"
+CASES_FILE = NIFTI_FILES.cases
+LESIONS_FILE = NIFTI_FILES.lesions
+SUMMARY_FILE = NIFTI_FILES.summary
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: Trailing parts of a file stem that are not part of the case id.
 _ID_SUFFIX = re.compile(r"[_-](seg|pred|prediction|label|labels|mask|segmentation)$", re.I)
@@ -348,26 +350,6 @@ def _present_names(rows: Sequence[dict]) -> set[tuple[str, str]]:
     return present
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # strict JSON has no NaN/inf
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-            )
-
-
 def evaluate_folders(
     pred_dir: str | os.PathLike,
     ref_dir: str | os.PathLike,
@@ -462,8 +444,8 @@ def evaluate_folders(
     absent = sorted({(r["group"], r["name"]) for r in rows} - present)
     rows = [r for r in rows if (r["group"], r["name"]) in present]
     lesions = [r for r in lesions if (r["group"], r["name"]) in present]
-    _write_csv(out / CASES_FILE, CASE_COLUMNS, rows)
-    _write_csv(out / LESIONS_FILE, LESION_COLUMNS, lesions)
+    write_table(out / CASES_FILE, rows, CASE_COLUMNS)
+    write_table(out / LESIONS_FILE, lesions, LESION_COLUMNS)
 
     from brainseg_d2 import __version__
 
@@ -492,7 +474,7 @@ def evaluate_folders(
         "seconds": round(time.perf_counter() - start, 2),
         "names": summarize_cases(rows),
     }
-    (out / SUMMARY_FILE).write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
+    write_summary(out / SUMMARY_FILE, summary)
     if report:
         from brainseg_d2.report import write_report
 

@@ -104,7 +104,7 @@ def region_dice(masks: np.ndarray, gt: np.ndarray, target: Target) -> dict[str, 
     Returns:
         region name -> Dice.
     """
-    from brainseg_d2.evaluation.evaluator import region_categories
+    from brainseg_d2.evaluation.volume_scores import region_categories
 
     out = {}
     for region, idx in region_categories(target).items():

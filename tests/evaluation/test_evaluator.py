@@ -16,18 +16,15 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Instances
 
 from brainseg_d2.evaluation.case_scores import ScoringSettings
-from brainseg_d2.evaluation.evaluator import (
-    CASES_COLUMNS,
-    CASES_FILE,
-    LESIONS_FILE,
-    SUMMARY_FILE,
-    BrainSegEvaluator,
+from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
+from brainseg_d2.evaluation.lesion_metrics import LesionSettings
+from brainseg_d2.evaluation.results_files import EVALUATOR_CASES_COLUMNS, EVALUATOR_FILES
+from brainseg_d2.evaluation.volume_scores import (
     evaluate_volume,
     named_categories,
     region_categories,
     summarize,
 )
-from brainseg_d2.evaluation.lesion_metrics import LesionSettings
 from brainseg_d2.labels import get_target
 from brainseg_d2.postprocessing import MASK_SOURCES, PostprocessParams
 
@@ -361,17 +358,17 @@ def test_evaluator_matches_evaluate_volume_and_writes_schema(tmp_path):
         assert _same({k: r[k] for k in e}, e)
     assert {r["gt_source"] for r in ev.rows} == {"annotations"}  # no volumes.json here
 
-    with open(tmp_path / CASES_FILE, newline="") as f:
+    with open(tmp_path / EVALUATOR_FILES.cases, newline="") as f:
         reader = csv.DictReader(f)
         table = list(reader)
-    assert tuple(reader.fieldnames) == CASES_COLUMNS
+    assert tuple(reader.fieldnames) == EVALUATOR_CASES_COLUMNS
     assert len(table) == 3 * 5 * 2  # volumes x (3 regions + necrotic, edema) x variants
     assert [(r["name"], r["variant"]) for r in table[:4]] == [
         ("WT", "raw"), ("WT", "post"), ("TC", "raw"), ("TC", "post")
     ]
     assert {r["group"] for r in table} == {"region", "category"}
     assert table[0]["patient_id"] == "P-a"
-    summary = json.loads((tmp_path / SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / EVALUATOR_FILES.summary).read_text())
     assert summary["empty_slice_policy"] == "exclude"
     assert summary["num_volumes"] == 3
     assert summary["postprocess"]["MIN_VOLUME_3D"] == [2]
@@ -380,7 +377,8 @@ def test_evaluator_matches_evaluate_volume_and_writes_schema(tmp_path):
                 "lesion_dice_ET_raw", "volume_dice_cat_necrotic_post"):
         assert summary[key] == pytest.approx(flat[key], nan_ok=True)
     assert summary["settings"]["hd95_penalty_mm"] == 374.0
-    assert (tmp_path / LESIONS_FILE).read_text().startswith("volume_id,patient_id,variant,group")
+    lesions = (tmp_path / EVALUATOR_FILES.lesions).read_text()
+    assert lesions.startswith("volume_id,patient_id,variant,group")
     # Necrotic: GT empty everywhere, so its slice scores exist only where specks were.
     assert flat["slice_dice_cat_necrotic_raw"] == 0.0
     assert math.isnan(flat["slice_dice_cat_necrotic_post"])

@@ -15,9 +15,9 @@ from detectron2.data import DatasetCatalog
 
 from brainseg_d2.data.ground_truth import GroundTruthReader, label_map_tissue
 from brainseg_d2.evaluation.case_scores import SCORE_COLUMNS
-from brainseg_d2.evaluation.evaluator import CASES_FILE, BrainSegEvaluator
-from brainseg_d2.evaluation.nifti_evaluation import CASES_FILE as NIFTI_CASES_FILE
+from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
 from brainseg_d2.evaluation.nifti_evaluation import evaluate_folders
+from brainseg_d2.evaluation.results_files import EVALUATOR_FILES, NIFTI_FILES
 from brainseg_d2.labels import TISSUE_ED, get_convention, get_target, tissue_to_raw
 from brainseg_d2.postprocessing import PostprocessParams
 from brainseg_d2.structures import SliceGeometry
@@ -77,8 +77,9 @@ def test_evaluator_equals_brainseg_evaluate_on_the_same_masks(oblique_dataset, t
     evaluate_folders(pred_dir, ref_dir, tmp_path / "nifti", label_convention="brats2021",
                      progress=False)  # fmt: skip
 
-    ours = {r["name"]: r for r in _read(tmp_path / "eval" / CASES_FILE) if r["variant"] == "raw"}
-    theirs = {r["name"]: r for r in _read(tmp_path / "nifti" / NIFTI_CASES_FILE)}
+    ours = {r["name"]: r for r in _read(tmp_path / "eval" / EVALUATOR_FILES.cases)
+            if r["variant"] == "raw"}  # fmt: skip
+    theirs = {r["name"]: r for r in _read(tmp_path / "nifti" / NIFTI_FILES.cases)}
     # Same names: WT, TC, ET (enhancing is ET), necrotic, edema; no duplicated rows.
     assert list(ours) == list(theirs) == ["WT", "TC", "ET", "necrotic", "edema"]
     assert 0.3 < float(ours["WT"]["dice"]) < 1.0 and float(ours["ET"]["lesion_fp"]) >= 0
