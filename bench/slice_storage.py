@@ -9,7 +9,7 @@ converter does) is encoded and decoded in each format, in one process:
 * ``tiles4``: 4 channels as a greyscale PNG of 4 tiles stacked vertically (any N);
 * ``npy4``: raw ``.npy``; ``npz4``: zlib-compressed ``.npz``.
 
-PNGs are written by the converter's own encoder (``png_writer.encode_png``: Sub
+PNGs are written by the converter's own encoder (``brainseg_d2.data.io.png.encode_png``: Sub
 filter, ISA-L level 1) and read with OpenCV, as the mapper reads them.
 
     .venv/bin/python bench/slice_storage.py                          # 3 phantom cases, 1.5 mm
@@ -27,7 +27,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from brainseg_d2.data.png_writer import _chunk, _fast_deflate, encode_png, tile_channels
+from brainseg_d2.data.io.png import encode_png, fast_deflate, png_chunk, tile_channels
 from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import read_image
@@ -46,10 +46,10 @@ def _rgba_png(image: np.ndarray) -> bytes:
     filtered[:, 0] = 1
     filtered[:, 1 : 1 + n] = rows[:, :n]
     np.subtract(rows[:, n:], rows[:, :-n], out=filtered[:, 1 + n :])
-    data = _fast_deflate(filtered.data, 1) if _fast_deflate else zlib.compress(filtered.data, 1)
+    data = fast_deflate(filtered.data, 1) if fast_deflate else zlib.compress(filtered.data, 1)
     header = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", data)
-            + _chunk(b"IEND", b""))  # fmt: skip
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data)
+            + png_chunk(b"IEND", b""))  # fmt: skip
 
 
 def _npy(image: np.ndarray) -> bytes:

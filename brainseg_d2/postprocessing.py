@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from brainseg_d2.evaluation.metrics import neighbourhood_structure
+from brainseg_d2.utils.connectivity import neighbourhood_structure
 
 __all__ = [
     "MASK_SOURCES",
@@ -103,9 +103,8 @@ class PostprocessParams:
     as well because it applies to every category, and some are *meant* to have
     holes: enhancing tumour is a rim around necrosis
     (``ET`` in both ``labels`` and ``regions``) and edema surrounds the core in
-    ``labels``. On synthetic rim-shaped ET, filling the holes of the ground truth
-    itself drops its Dice to about 0.65. Turn it on for ``binary`` or WT/TC-only
-    work. Tune on validation data; compare with :meth:`raw`.
+    ``labels``. Turn it on for ``binary`` or WT/TC-only work. Tune on validation
+    data; compare with :meth:`raw`.
     """
 
     enabled: bool = True

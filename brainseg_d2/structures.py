@@ -42,7 +42,7 @@ CANONICAL_ORIENTATION: dict[str, str] = {
 #: contrast is what tells enhancement apart in T1ce, so all four reach the model.
 BRATS_CHANNELS = ("flair", "t1", "t1ce", "t2")
 
-#: How slice PNGs hold their channels (``png_writer.tile_channels``), in dataset.json.
+#: How slice PNGs hold their channels (``data.io.png.tile_channels``), in dataset.json.
 IMAGE_LAYOUT = "channel_tiles"
 
 

@@ -8,7 +8,7 @@ demo. Array conventions:
 
 * slices are ``(H, W, N)`` uint8, one channel per MRI sequence
   (``PreprocessedVolume.slices[s]``, or a converted PNG read with
-  ``png_writer.read_channel_png``); :func:`display_image` makes the ``(H, W, 3)``
+  ``data.io.png.read_channel_png``); :func:`display_image` makes the ``(H, W, 3)``
   RGB picture drawn on (one channel in grey by default: FLAIR for BraTS);
 * category masks are bool ``(C, H, W)`` for a slice and ``(C, S, H, W)`` for a
   volume, in the target's category order (see :mod:`brainseg_d2.labels`).

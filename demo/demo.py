@@ -145,7 +145,7 @@ def read_slice(path: str, num_channels: int):
     Raises:
         ValueError: the file cannot give ``num_channels`` channels (the model's input).
     """
-    from brainseg_d2.data.png_writer import read_channel_png
+    from brainseg_d2.data.io.png import read_channel_png
 
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:

@@ -27,7 +27,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 def _convert(w, cases, tmp):
-    return [sys.executable, "-m", "brainseg_d2.data.convert", "--input", str(cases),
+    return [sys.executable, "-m", "brainseg_d2.cli.convert", "--input", str(cases),
             "--no-progress"]  # fmt: skip
 
 
@@ -50,11 +50,12 @@ def _break_two(cases: Path) -> None:
 MATRIX = {
     # name: (command, extra args, how to break the input, stderr lines, text in line 1)
     "convert-out-is-input": (
-        _convert, lambda c, t: ["--out", str(c), "--overwrite"], None, 1, "is the input"),
+        _convert, lambda c, t: ["--output", str(c), "--overwrite"], None, 1, "is the input"),
     "convert-two-bad-cases": (
-        _convert, lambda c, t: ["--out", str(t / "ds")], _break_two, 2, "missing channel 't1ce'"),
+        _convert, lambda c, t: ["--output", str(t / "ds")], _break_two, 2,
+        "missing channel 't1ce'"),
     "convert-empty-split": (
-        _convert, lambda c, t: ["--out", str(t / "ds")], None, 1, "would be empty"),
+        _convert, lambda c, t: ["--output", str(t / "ds")], None, 1, "would be empty"),
     "predict-weights-other-shape": (
         lambda w, c, t: _predict(w, c, t, "five"), lambda c, t: [], None, 1,
         "shape-mismatched"),

@@ -26,7 +26,7 @@ def _load(relative: str):
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
-    from brainseg_d2.data import convert, phantom
+    from brainseg_d2.cli import convert, phantom
     from brainseg_d2.engine.trainer import argument_parser
     from brainseg_d2.inference import cli
     from brainseg_d2.report import build_parser as report_parser

@@ -11,7 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import SimpleITK as sitk
 
-from brainseg_d2.data.png_writer import read_channel_png
+from brainseg_d2.data.io.png import read_channel_png
 from brainseg_d2.visualization import auto_scale
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,13 +26,13 @@ def _one_error_line(capsys) -> str:
 
 
 def test_phantom_overwrite_replaces_only_its_own_cases(tmp_path, capsys):
-    from brainseg_d2.data import phantom
+    from brainseg_d2.cli import phantom
 
     out = tmp_path / "data"
     user_case = out / "Phantom_00000"
     user_case.mkdir(parents=True)
     (user_case / "Phantom_00000_flair.nii.gz").write_bytes(b"a real patient")
-    args = ["--out", str(out), "--num-cases", "1", "--spacing", "4", "--overwrite"]
+    args = ["--output", str(out), "--num-cases", "1", "--spacing", "4", "--overwrite"]
     assert phantom.main(args) == 2
     line = _one_error_line(capsys)
     assert str(user_case) in line and phantom.CLI_MARKER in line
@@ -40,8 +40,8 @@ def test_phantom_overwrite_replaces_only_its_own_cases(tmp_path, capsys):
     assert (user_case / "Phantom_00000_flair.nii.gz").read_bytes() == b"a real patient"
 
     ours = tmp_path / "ours"
-    assert phantom.main(["--out", str(ours), "--num-cases", "1", "--spacing", "4"]) == 0
-    assert phantom.main(["--out", str(ours), "--num-cases", "1", "--spacing", "4", "--seed",
+    assert phantom.main(["--output", str(ours), "--num-cases", "1", "--spacing", "4"]) == 0
+    assert phantom.main(["--output", str(ours), "--num-cases", "1", "--spacing", "4", "--seed",
                          "1", "--overwrite"]) == 0  # fmt: skip
     assert (ours / "Phantom_00000" / phantom.CLI_MARKER).is_file()
 

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
 from brainseg_d2.data.datasets import register_brainseg_dataset  # noqa: E402
-from brainseg_d2.data.png_writer import read_channel_png  # noqa: E402
+from brainseg_d2.data.io.png import read_channel_png  # noqa: E402
 from brainseg_d2.utils.paths import check_not_input, input_overlap  # noqa: E402
 from brainseg_d2.visualization import auto_scale, display_image, draw_dataset_dict  # noqa: E402
 

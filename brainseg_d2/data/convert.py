@@ -1,12 +1,12 @@
 """Convert MRI volumes or 2D slice folders + labels into a COCO dataset of 2D slices.
 
 Layout of the result: ``datasets/README.md``. This module is the library entry
-(:func:`convert_dataset`) and the ``brainseg-convert`` CLI (:func:`main`); the
-work is in
+(:func:`convert_dataset`; the ``brainseg-convert`` command is
+:mod:`brainseg_d2.cli.convert`); the work is in
 
 * :mod:`~brainseg_d2.data.convert_plan`: options, their defaults, patient splits;
 * :mod:`~brainseg_d2.data.convert_case`: one case -> PNGs + a record;
-* :mod:`~brainseg_d2.data.png_writer`: PNG encoding on threads, overlapped with reading;
+* :mod:`~brainseg_d2.data.io.png`: PNG encoding on threads, overlapped with reading;
 * :mod:`~brainseg_d2.data.coco_writer`: records -> COCO files, volumes.json, dataset.json.
 
 Cases run in parallel (one whole case per worker process). With one worker the
@@ -27,7 +27,7 @@ work folder. With ``skip_bad`` the bad cases are left out, listed in
 ``dataset.json`` under ``skipped``, and patients are split among the good
 cases only (a split that ends up empty is then a warning, not an error).
 
-The user's data is never replaced or deleted (``utils/paths.py``): ``--out``
+The user's data is never replaced or deleted (``utils/paths.py``): the output
 must not be, contain or lie inside the input folder, manifest or any case
 file; and ``overwrite`` replaces only a folder holding the :data:`MARKER` file
 that the converter writes into every dataset (and into its work folder, which
@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -68,18 +67,11 @@ from brainseg_d2.data.convert_plan import (
     resolve_options,
     tool_version,
 )
-from brainseg_d2.data.png_writer import PngWriteError, PngWriter
-from brainseg_d2.data.preprocess import CANONICAL_ORIENTATION
-from brainseg_d2.data.sources import LAYOUTS, CaseSource, SourceError, case_error, find_cases
+from brainseg_d2.data.io.png import PngWriteError, PngWriter
+from brainseg_d2.data.sources import CaseSource, SourceError, case_error
 from brainseg_d2.env import library_threads
-from brainseg_d2.labels import (
-    CONVENTIONS,
-    TARGETS,
-    convention_from_dict,
-    register_convention,
-    resolve_convention,
-)
-from brainseg_d2.utils.cli import ArgumentParser, ProblemList, print_error
+from brainseg_d2.labels import convention_from_dict, register_convention
+from brainseg_d2.utils.cli import ProblemList
 from brainseg_d2.utils.paths import check_not_input, check_replaceable, write_marker
 
 __all__ = [
@@ -91,11 +83,9 @@ __all__ = [
     "ConversionError",
     "ConvertOptions",
     "assign_splits",
-    "build_parser",
     "check_case",
     "convert_dataset",
     "empty_splits",
-    "main",
     "process_case",
     "resolve_options",
     "slice_annotations",
@@ -227,7 +217,7 @@ def convert_dataset(
             new_split = _split(todo, options, skip_bad, warn)
             batch = [c for c in todo if new_split[c.case_id] != split_of[c.case_id]]
             split_of = new_split
-    except ConversionError:
+    except (ConversionError, PngWriteError):
         shutil.rmtree(work, ignore_errors=True)
         raise
     name = out.name if name is None else name
@@ -254,10 +244,10 @@ def _input_paths(
 def _check_outputs(out: Path, work: Path, inputs: Iterable, overwrite: bool) -> None:
     """Refuse, before anything is written, outputs that could touch the user's data."""
     inputs = list(inputs)
-    check_not_input(out, inputs, "--out")
+    check_not_input(out, inputs, "--output")
     check_not_input(work, inputs, "work folder")
     if os.path.lexists(out):
-        check_replaceable(out, MARKER, TOOL, "--out")
+        check_replaceable(out, MARKER, TOOL, "--output")
         if not overwrite:
             raise ConversionError(f"output {out} exists; pass --overwrite to replace it")
     # An interrupted run's work folder is reused; a folder of the user's by that name is not.
@@ -391,221 +381,3 @@ def _convert_all(
                 raise
     finally:
         bar.close()
-
-
-def build_parser() -> ArgumentParser:
-    """Command-line interface of ``brainseg-convert``."""
-    p = ArgumentParser(
-        prog="brainseg-convert",
-        description="Convert MRI volumes or 2D slices + labels into a COCO dataset of 2D slices.",
-    )
-    d = ConvertOptions()
-    p.add_argument("--input", help="input folder (or CSV manifest, or VIA JSON file)")
-    p.add_argument(
-        "--out",
-        required=True,
-        help=f"dataset folder to create (never inside the input; gets a {MARKER} marker file)",
-    )
-    p.add_argument(
-        "--layout",
-        choices=["auto", *LAYOUTS],
-        default="auto",
-        help="auto: csv/pairs when --manifest/--images are given, else whichever of "
-        "brats, tcga_lgg, via the folder holds (an error if several)",
-    )
-    p.add_argument(
-        "--images",
-        nargs="+",
-        default=[],
-        metavar="[NAME=]GLOB",
-        help="pairs layout: one glob per channel, relative to --input",
-    )
-    p.add_argument("--masks", metavar="GLOB", help="pairs layout: glob of label maps")
-    p.add_argument("--manifest", metavar="CSV", help="csv layout: manifest file")
-    p.add_argument(
-        "--label-convention",
-        metavar="NAME_OR_FILE",
-        help=f"raw label convention: one of {sorted(CONVENTIONS)}, or a .json/.yaml file of "
-        "your own (labels, regions, tissue; recorded in dataset.json, and used for every case, "
-        "BraTS-named ones too) (default: detected for BraTS and VIA, else binary)",
-    )
-    p.add_argument(
-        "--patient-pattern",
-        metavar="REGEX",
-        help="regex on the case id giving the patient id (group 1 or whole match; "
-        "default: patient id = case id)",
-    )
-    p.add_argument(
-        "--channels",
-        nargs="+",
-        metavar="NAME",
-        help="source channels for R, G, B (default flair t1ce t2 for BraTS)",
-    )
-    p.add_argument(
-        "--target",
-        choices=sorted(TARGETS),
-        help="what the categories are (default: binary for binary masks, else labels)",
-    )
-    p.add_argument(
-        "--slice-axis",
-        choices=sorted(CANONICAL_ORIENTATION),
-        default=d.slice_axis,
-        help="axis the volumes are cut along into 2D slices",
-    )
-    p.add_argument(
-        "--lower-percentile",
-        type=float,
-        default=d.lower_percentile,
-        help="intensity percentile inside the brain mapped to 0",
-    )
-    p.add_argument(
-        "--upper-percentile",
-        type=float,
-        default=d.upper_percentile,
-        help="intensity percentile inside the brain mapped to 255",
-    )
-    p.add_argument(
-        "--split",
-        nargs=3,
-        type=float,
-        default=list(d.split),
-        metavar=("TRAIN", "VAL", "TEST"),
-        help="patient ratios; a split with a non-zero ratio must get a patient",
-    )
-    p.add_argument(
-        "--folds", type=int, help="K-fold split over patients instead of --split (fold I = val)"
-    )
-    p.add_argument("--fold", type=int, default=d.fold, help="which fold is val, with --folds")
-    p.add_argument(
-        "--seed", type=int, default=d.seed, help="seed of the patient split and empty-slice pick"
-    )
-    p.add_argument(
-        "--empty-ratio",
-        type=float,
-        default=d.empty_ratio,
-        help="fraction of empty brain slices kept in train",
-    )
-    p.add_argument(
-        "--min-area",
-        type=int,
-        default=d.min_area,
-        help="training annotations drop label components smaller than this many pixels "
-        "(val/test keep every labelled pixel)",
-    )
-    p.add_argument(
-        "--connectivity",
-        type=int,
-        choices=[4, 8],
-        default=d.connectivity,
-        help="pixel connectivity of label components",
-    )
-    p.add_argument(
-        "--png-compression",
-        type=int,
-        default=d.png_compression,
-        help="PNG deflate level 0-9: 0 stored, 1 fast, 2-9 zlib, smaller and slower",
-    )
-    p.add_argument(
-        "--context-slices",
-        type=int,
-        default=d.context_slices,
-        metavar="K",
-        help="also write the images of the K slices on each side of every kept slice "
-        "(for models that see neighbouring slices, BRAINSEG.INPUT.CONTEXT_SLICES)",
-    )
-    p.add_argument("--workers", type=int, default=1, help="worker processes, one case each")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help=f"replace an existing --out, only if brainseg-convert wrote it ({MARKER})",
-    )
-    p.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="convert the good cases, list the bad ones (default: any bad case is an error)",
-    )
-    p.add_argument("--name", help="dataset name (default: the --out folder name)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the converter CLI; returns 0, 2 on bad input, 1 on a system error, 130 interrupted."""
-    args = build_parser().parse_args(argv)
-    if not args.input and not args.manifest:
-        print("error: give --input (or --manifest)", file=sys.stderr)
-        return 2
-    try:
-        convention = None
-        if args.label_convention:
-            # A user's file becomes a convention known by its name (workers get it
-            # through the options' label_conventions).
-            convention = register_convention(resolve_convention(args.label_convention)).name
-        cases = find_cases(
-            args.input or args.manifest,
-            args.layout,
-            image_globs=args.images,
-            mask_glob=args.masks,
-            manifest=args.manifest,
-            label_convention=convention,
-            patient_pattern=args.patient_pattern,
-        )
-        options = ConvertOptions(
-            channels=tuple(args.channels) if args.channels else None,
-            target=args.target,
-            slice_axis=args.slice_axis,
-            lower_percentile=args.lower_percentile,
-            upper_percentile=args.upper_percentile,
-            split=tuple(args.split),
-            folds=args.folds,
-            fold=args.fold,
-            seed=args.seed,
-            empty_ratio=args.empty_ratio,
-            min_area=args.min_area,
-            connectivity=args.connectivity,
-            png_compression=args.png_compression,
-            context_slices=args.context_slices,
-        )
-        source = {
-            "input": str(Path(args.input or args.manifest).resolve()),
-            "layout": args.layout,
-            "images": list(args.images),
-            "masks": args.masks,
-            "manifest": args.manifest,
-            "label_convention": args.label_convention,
-            "patient_pattern": args.patient_pattern,
-        }
-        info = convert_dataset(
-            cases,
-            args.out,
-            options,
-            workers=args.workers,
-            overwrite=args.overwrite,
-            skip_bad=args.skip_bad,
-            name=args.name,
-            source_options=source,
-            progress=not args.no_progress,
-            on_warning=lambda msg: print(f"warning: {msg}", file=sys.stderr),
-        )
-    except ValueError as exc:
-        print_error(exc)
-        return 2
-    except OSError as exc:  # disk full, permissions: not the input's fault
-        print_error(exc)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    for split, counts in sorted(info["counts"].items()):
-        print(
-            f"{split}: {counts['volumes']} volumes, {counts['images']} images, "
-            f"{counts['annotations']} annotations"
-        )
-    for skipped in info["skipped"]:
-        print(f"skipped: {skipped['error']}", file=sys.stderr)
-    print(f"wrote {Path(args.out).resolve()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

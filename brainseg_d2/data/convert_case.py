@@ -35,7 +35,7 @@ from pycocotools import mask as mask_util
 
 from brainseg_d2.data.coco_writer import write_json
 from brainseg_d2.data.convert_plan import ConvertOptions, tool_version
-from brainseg_d2.data.png_writer import PngWriter
+from brainseg_d2.data.io.png import PngWriter
 from brainseg_d2.data.preprocess import PreprocessedVolume
 from brainseg_d2.data.sources import CaseSource
 from brainseg_d2.labels import TARGETS, get_target

@@ -1,6 +1,6 @@
 """What a conversion does before any voxel is read: options, defaults, patient splits.
 
-Choices the issue left open:
+Splits:
 
 * split names ``train``/``val``/``test``; with ``folds`` K, fold i is ``val``
   and the rest ``train`` (no test split); unlabelled cases go to ``unlabelled``.

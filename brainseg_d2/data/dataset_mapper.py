@@ -15,7 +15,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from brainseg_d2.data.png_writer import read_channel_png
+from brainseg_d2.data.io.png import read_channel_png
 from brainseg_d2.data.transforms import (
     MultiChannelAugInput,
     build_mri_augmentations,
@@ -72,7 +72,7 @@ def read_label_png(path: str) -> np.ndarray:
 class BrainSegDatasetMapper:
     """Map a slice's dataset dict to the model's input format.
 
-    Reads the slice's N channels (``png_writer.read_channel_png``), applies the
+    Reads the slice's N channels (``brainseg_d2.data.io.png.read_channel_png``), applies the
     augmentations to the image, the instance masks and, in training, the
     slice's tissue-code label PNG; converts annotations (compressed RLE) to
     bitmask ``Instances``. Training dicts also get ``sem_seg``: bool ``(C, H, W)``

@@ -26,17 +26,15 @@ appearance, so that real scans look like one more draw:
 Arrays are numpy ``(z, y, x)`` as SimpleITK returns them; SimpleITK sizes and
 indices are ``(x, y, z)``; physical coordinates are LPS millimetres.
 
-CLI: ``brainseg-phantom --out DIR --num-cases N`` or ``python -m brainseg_d2.data.phantom``.
+Command: ``brainseg-phantom --output DIR --num-cases N`` (:mod:`brainseg_d2.cli.phantom`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
 import shutil
-import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -440,81 +438,3 @@ def generate_dataset(
         if on_case is not None:
             on_case(path, case)
     return paths
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise _UsageError(message)
-
-
-#: Written by the CLI into each case folder it writes; ``--overwrite`` replaces only those.
-CLI_MARKER = ".brainseg-phantom"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line interface of ``brainseg-phantom``."""
-    parser = _Parser(prog="brainseg-phantom", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output folder (missing or empty)")
-    parser.add_argument("--num-cases", type=int, default=10, help="number of cases (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    parser.add_argument(
-        "--spacing",
-        type=float,
-        default=1.0,
-        help="isotropic voxel size in mm, 1-4 (default 1; 2 for fast CPU demos)",
-    )
-    parser.add_argument(
-        "--p-empty", type=float, default=0.1, help="probability of a tumour-free case (default 0.1)"
-    )
-    parser.add_argument("--prefix", default="Phantom", help="case id prefix (default Phantom)")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="write into a non-empty folder, replacing same-named cases that "
-        f"brainseg-phantom wrote ({CLI_MARKER})",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point (``brainseg-phantom``). Returns the exit status."""
-    parser = build_parser()
-
-    def report(path: Path, case: PhantomCase) -> None:
-        (path / CLI_MARKER).write_text("written by brainseg-phantom\n", encoding="utf-8")
-        seg = sitk.GetArrayViewFromImage(case.seg)
-        ml = np.count_nonzero(seg) * float(np.prod(case.seg.GetSpacing())) / 1000.0
-        print(f"{path}  {case.kind}  tumour {ml:.1f} ml", flush=True)
-
-    try:
-        args = parser.parse_args(argv)
-        for i in range(args.num_cases) if args.overwrite else ():
-            folder = Path(args.out) / f"{args.prefix}_{i:05d}"
-            if os.path.lexists(folder) and not (folder / CLI_MARKER).is_file():
-                raise ValueError(
-                    f"{folder} exists and was not written by brainseg-phantom (no {CLI_MARKER}); "
-                    "nothing was replaced: choose another --out or --prefix"
-                )
-        paths = generate_dataset(
-            args.out,
-            args.num_cases,
-            seed=args.seed,
-            spacing=args.spacing,
-            p_empty=args.p_empty,
-            prefix=args.prefix,
-            overwrite=args.overwrite,
-            on_case=report,
-        )
-    except (_UsageError, ValueError, FileExistsError, ImportError, OSError) as exc:
-        print(f"brainseg-phantom: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(paths)} cases to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,9 +17,10 @@ import SimpleITK as sitk
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
+from brainseg_d2.cli.convert import main
 from brainseg_d2.data import convert
-from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset, main
-from brainseg_d2.data.png_writer import read_channel_png
+from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset
+from brainseg_d2.data.io.png import read_channel_png
 from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume
 from brainseg_d2.data.sources import SourceError, find_brats_cases, find_cases, read_manifest
 from brainseg_d2.labels import get_convention, get_target, raw_to_tissue, tissue_to_raw
@@ -341,7 +342,7 @@ def test_changed_options_redo_cached_cases(tmp_path, monkeypatch):
 
 def test_refuses_to_overwrite(tmp_path, capsys):
     src = make_brats(tmp_path / "in", n=2)
-    args = ["--input", str(src), "--out", str(tmp_path / "ds"), "--no-progress",
+    args = ["--input", str(src), "--output", str(tmp_path / "ds"), "--no-progress",
             "--split", "0.5", "0.5", "0"]  # fmt: skip
     assert main(args) == 0
     before = all_files(tmp_path / "ds")
@@ -399,7 +400,7 @@ def test_bad_input_fails_cleanly(tmp_path, capsys, kind):
     src = make_brats(tmp_path / "in", n=3)
     breaker, expected = BAD_INPUTS[kind]
     breaker(src / "BraTS2021_00001")
-    rc = main(["--input", str(src), "--out", str(tmp_path / "out" / "ds"), "--no-progress"])
+    rc = main(["--input", str(src), "--output", str(tmp_path / "out" / "ds"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2
     lines = err.strip().splitlines()
@@ -413,7 +414,7 @@ def test_skip_bad_converts_the_rest(tmp_path, capsys):
     BAD_INPUTS["nan"][0](src / "BraTS2021_00001")
     BAD_INPUTS["missing_channel"][0](src / "BraTS2021_00002")
     out = tmp_path / "ds"
-    assert main(["--input", str(src), "--out", str(out), "--skip-bad", "--no-progress"]) == 0
+    assert main(["--input", str(src), "--output", str(out), "--skip-bad", "--no-progress"]) == 0
     assert "skipped: case BraTS2021_00001" in capsys.readouterr().err
     info = json.loads((out / "dataset.json").read_text())
     assert [s["case_id"] for s in info["skipped"]] == ["BraTS2021_00001", "BraTS2021_00002"]
@@ -424,10 +425,10 @@ def test_skip_bad_converts_the_rest(tmp_path, capsys):
 def test_duplicate_case_ids_and_empty_input(tmp_path, capsys):
     src = make_brats(tmp_path / "in" / "HGG", n=2)
     shutil.copytree(src / "BraTS2021_00001", tmp_path / "in" / "LGG" / "BraTS2021_00001")
-    assert main(["--input", str(tmp_path / "in"), "--out", str(tmp_path / "o1")]) == 2
+    assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "o1")]) == 2
     assert "duplicate case id 'BraTS2021_00001'" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["--input", str(tmp_path / "empty"), "--out", str(tmp_path / "o2")]) == 2
+    assert main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o2")]) == 2
     assert f"input folder {tmp_path / 'empty'} is empty" in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
@@ -476,11 +477,19 @@ def replace_ratio(opts: ConvertOptions, ratio: float) -> ConvertOptions:
 def test_cli_entry_points(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     for cmd in (
-        [sys.executable, "-m", "brainseg_d2.data.convert", "--help"],
+        [sys.executable, "-m", "brainseg_d2.cli.convert", "--help"],
         [sys.executable, str(REPO / "tools" / "convert_dataset.py"), "--help"],
     ):
         result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
         assert result.returncode == 0 and "--empty-ratio" in result.stdout
+
+
+def test_cli_old_out_spelling_still_works(tmp_path, capsys):
+    src = make_brats(tmp_path / "in", n=3)
+    assert main(["--input", str(src), "--out", str(tmp_path / "ds"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "brainseg-convert: warning: --out is deprecated, use --output" in err
+    assert (tmp_path / "ds" / "dataset.json").is_file()
 
 
 def test_source_errors(tmp_path):

@@ -12,8 +12,9 @@ import SimpleITK as sitk
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset, main
-from brainseg_d2.data.png_writer import read_channel_png
+from brainseg_d2.cli.convert import main
+from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset
+from brainseg_d2.data.io.png import read_channel_png
 from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume
 from brainseg_d2.data.sources import (
     SourceError,
@@ -86,7 +87,7 @@ def test_tcga_round_trip(tmp_path):
     pixels = make_tcga(tmp_path / "in")
     out = tmp_path / "ds"
     assert detect_layout(tmp_path / "in") == "tcga_lgg"
-    args = ["--input", str(tmp_path / "in"), "--out", str(out), "--split", "1", "0", "0"]
+    args = ["--input", str(tmp_path / "in"), "--output", str(out), "--split", "1", "0", "0"]
     assert main([*args, *EXACT]) == 0
     info = json.loads((out / "dataset.json").read_text())
     assert info["target"] == "binary" and info["label_convention"] == "binary"
@@ -193,7 +194,7 @@ VIA_IMAGES = {
 def test_via_round_trip_and_patient_pattern(tmp_path):
     make_via(tmp_path / "in", VIA_IMAGES)
     out = tmp_path / "ds"
-    args = ["--input", str(tmp_path / "in"), "--out", str(out), "--patient-pattern", "^(p[A-Z])"]
+    args = ["--input", str(tmp_path / "in"), "--output", str(out), "--patient-pattern", "^(p[A-Z])"]
     assert main([*args, *EXACT]) == 0
     info = json.loads((out / "dataset.json").read_text())
     assert info["target"] == "binary" and info["channels"] == ["red", "green", "blue"]
@@ -244,7 +245,7 @@ def test_via_classes_map_to_target_categories(tmp_path):
 def test_16_bit_slices_use_the_shared_preprocessing(tmp_path):
     make_via(tmp_path / "in", {"x.png": [_region(*TRIANGLE)]}, dtype=np.uint16)
     out = tmp_path / "ds"
-    args = ["--input", str(tmp_path / "in"), "--out", str(out), "--split", "1", "0", "0"]
+    args = ["--input", str(tmp_path / "in"), "--output", str(out), "--split", "1", "0", "0"]
     assert main([*args, *EXACT]) == 0
     grey = cv2.imread(str(tmp_path / "in" / "x.png"), cv2.IMREAD_UNCHANGED)
     image = sitk.GetImageFromArray(grey[None])
@@ -327,7 +328,7 @@ def test_bad_input_fails_cleanly(tmp_path, capsys, name):
     kind, breaker, expected = BAD[name]
     breaker(_make(kind, tmp_path / "in"))
     out = tmp_path / "out" / "ds"
-    assert main(["--input", str(tmp_path / "in"), "--out", str(out), "--no-progress"]) == 2
+    assert main(["--input", str(tmp_path / "in"), "--output", str(out), "--no-progress"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: case "), lines
     assert expected in lines[0]
@@ -339,7 +340,7 @@ def test_skip_bad_converts_the_rest(tmp_path, capsys, name):
     kind, breaker, expected = BAD[name]
     breaker(_make(kind, tmp_path / "in"))
     out = tmp_path / "ds"
-    assert main(["--input", str(tmp_path / "in"), "--out", str(out), "--skip-bad", *EXACT]) == 0
+    assert main(["--input", str(tmp_path / "in"), "--output", str(out), "--skip-bad", *EXACT]) == 0
     assert expected in capsys.readouterr().err
     info = json.loads((out / "dataset.json").read_text())
     bad = "TCGA_CS_0001_19990101" if kind == "tcga" else "pC_1"

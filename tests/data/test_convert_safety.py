@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from brainseg_d2.data.convert import MARKER, ConvertOptions, convert_dataset, main
+from brainseg_d2.cli.convert import main
+from brainseg_d2.data.convert import MARKER, ConvertOptions, convert_dataset
 from brainseg_d2.data.sources import find_brats_cases
 
 SHAPE = (6, 16, 16)  # (z, y, x)
@@ -75,7 +76,7 @@ def test_overwrite_never_touches_the_input(tmp_path, capsys, out_of):
     (tmp_path / "data" / "notes.txt").write_text("mine")
     before = snapshot(tmp_path)
     out = out_of(src)
-    rc, err, _ = run(capsys, "--input", str(src), "--out", str(out), "--overwrite")
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(out), "--overwrite")
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("error: --out")
     assert str(out) in err[0] and "input" in err[0]
@@ -89,17 +90,18 @@ def test_overwrite_replaces_only_a_dataset_the_converter_wrote(tmp_path, capsys)
     (user / "sub" / "model.pth").write_bytes(b"weights")
     (user / "dataset.json").write_text("{}")  # looks like a dataset, but not ours
     before = snapshot(user)
-    rc, err, _ = run(capsys, "--input", str(src), "--out", str(user), "--overwrite")
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(user), "--overwrite")
     assert rc == 2 and len(err) == 1
     assert str(user) in err[0] and MARKER in err[0]
     assert snapshot(user) == before
 
     out = tmp_path / "ds"
-    assert run(capsys, "--input", str(src), "--out", str(out))[0] == 0
+    assert run(capsys, "--input", str(src), "--output", str(out))[0] == 0
     assert (out / MARKER).is_file()
-    rc, err, _ = run(capsys, "--input", str(src), "--out", str(out))
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(out))
     assert rc == 2 and "pass --overwrite" in err[0]
-    assert run(capsys, "--input", str(src), "--out", str(out), "--overwrite", "--seed", "3")[0] == 0
+    again = run(capsys, "--input", str(src), "--output", str(out), "--overwrite", "--seed", "3")
+    assert again[0] == 0
     assert json.loads((out / "dataset.json").read_text())["options"]["seed"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in", "results"]
 
@@ -107,17 +109,17 @@ def test_overwrite_replaces_only_a_dataset_the_converter_wrote(tmp_path, capsys)
 def test_work_and_old_folder_names_never_clobber_user_folders(tmp_path, capsys):
     src = make_cases(tmp_path / "in")
     out = tmp_path / "ds"
-    assert run(capsys, "--input", str(src), "--out", str(out))[0] == 0
+    assert run(capsys, "--input", str(src), "--output", str(out))[0] == 0
     old = tmp_path / "ds.tmp-old"  # the name an earlier version deleted
     old.mkdir()
     (old / "keep.txt").write_text("mine")
-    assert run(capsys, "--input", str(src), "--out", str(out), "--overwrite")[0] == 0
+    assert run(capsys, "--input", str(src), "--output", str(out), "--overwrite")[0] == 0
     assert (old / "keep.txt").read_text() == "mine"
 
     work = tmp_path / "other.tmp-convert"
     work.mkdir()
     (work / "keep.txt").write_text("mine")
-    rc, err, _ = run(capsys, "--input", str(src), "--out", str(tmp_path / "other"))
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(tmp_path / "other"))
     assert rc == 2 and len(err) == 1 and str(work) in err[0]
     assert [p.name for p in work.iterdir()] == ["keep.txt"]
     assert not (tmp_path / "other").exists()
@@ -129,7 +131,7 @@ def test_skip_bad_splits_the_good_cases_after_filtering(tmp_path, capsys):
     (src / "Case_000" / "Case_000_t2.nii.gz").unlink()
     (src / "Case_002" / "Case_002_flair.nii.gz").write_bytes(b"")
     out = tmp_path / "ds"
-    rc, err, stdout = run(capsys, "--input", str(src), "--out", str(out), "--skip-bad")
+    rc, err, stdout = run(capsys, "--input", str(src), "--output", str(out), "--skip-bad")
     assert rc == 0
     info = json.loads((out / "dataset.json").read_text())
     assert info["splits"] == {"train": ["Case_001"]}
@@ -164,11 +166,12 @@ def test_skip_bad_resplits_after_a_bad_voxel_case(tmp_path):
 def test_a_requested_split_left_empty_is_an_error(tmp_path, capsys):
     src = make_cases(tmp_path / "in", n=2)
     out = tmp_path / "ds"
-    rc, err, _ = run(capsys, "--input", str(src), "--out", str(out))
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(out))
     assert rc == 2 and len(err) == 1
     assert "splits val, test would be empty" in err[0] and "--split" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
-    assert run(capsys, "--input", str(src), "--out", str(out), "--split", "0.5", "0.5", "0")[0] == 0
+    split = run(capsys, "--input", str(src), "--output", str(out), "--split", "0.5", "0.5", "0")
+    assert split[0] == 0
 
 
 # ------------------------------------------------------------------ item 5: links
@@ -204,7 +207,7 @@ def _break(src: Path) -> dict[str, str]:
 def test_every_bad_case_is_listed_one_line_each_and_nothing_written(tmp_path, capsys):
     src = make_cases(tmp_path / "in", n=5)
     expected = _break(src)
-    rc, err, _ = run(capsys, "--input", str(src), "--out", str(tmp_path / "ds"))
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(tmp_path / "ds"))
     assert rc == 2
     assert len(err) == len(expected)
     for line, (case_id, text) in zip(err, expected.items()):
@@ -222,7 +225,7 @@ def test_many_bad_cases_are_counted_after_twenty(tmp_path, capsys):
             else:
                 p.unlink()
         shutil.rmtree(tmp_path / "one")
-    rc, err, _ = run(capsys, "--input", str(src), "--out", str(tmp_path / "ds"))
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(tmp_path / "ds"))
     assert rc == 2 and len(err) == 21
     assert all("missing channel" in line for line in err[:20])
     assert err[20] == "error: ... and 3 more bad cases (23 in all)"
@@ -235,7 +238,7 @@ def test_bad_voxels_in_several_cases_are_all_listed(tmp_path, capsys):
         flair = src / case_id / f"{case_id}_flair.nii.gz"
         array = sitk.GetArrayFromImage(sitk.ReadImage(str(flair)))
         _write(np.where(array > 150, np.inf, array).astype(np.float32), flair)
-    rc, err, _ = run(capsys, "--input", str(src), "--out", str(tmp_path / "ds"))
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(tmp_path / "ds"))
     assert rc == 2 and len(err) == 2
     assert err[0].startswith("error: case Case_001") and err[1].startswith("error: case Case_003")
     assert all("NaN or Inf" in line for line in err)

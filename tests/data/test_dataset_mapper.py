@@ -10,7 +10,7 @@ from detectron2.data import transforms as T
 
 from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
-from brainseg_d2.data.png_writer import encode_png, tile_channels
+from brainseg_d2.data.io.png import encode_png, tile_channels
 from brainseg_d2.data.transforms import RandomGamma
 from brainseg_d2.labels import TARGETS
 

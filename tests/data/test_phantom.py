@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from brainseg_d2.cli import phantom as phantom_cli
 from brainseg_d2.data import phantom, phantom_anatomy
 from brainseg_d2.data.phantom_contrast import SEQUENCES, TISSUES, ContrastParams
 from brainseg_d2.data.phantom_tumour import (
@@ -501,17 +502,17 @@ def test_missing_nilearn_says_pip_install(monkeypatch):
 
 def test_cli_writes_cases_and_refuses_non_empty_output(tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["--out", str(out), "--num-cases", "1", "--seed", "4", "--spacing", "3"]
-    assert phantom.main(args) == 0
+    args = ["--output", str(out), "--num-cases", "1", "--seed", "4", "--spacing", "3"]
+    assert phantom_cli.main(args) == 0
     stdout = capsys.readouterr().out
     assert "Phantom_00000" in stdout and "wrote 1 cases" in stdout
     assert (out / "Phantom_00000" / "Phantom_00000_t1ce.nii.gz").is_file()
 
-    assert phantom.main(args) != 0
+    assert phantom_cli.main(args) != 0
     err = capsys.readouterr().err
     assert str(out) in err and len(err.strip().splitlines()) == 1
 
-    assert phantom.main([*args, "--overwrite"]) == 0
+    assert phantom_cli.main([*args, "--overwrite"]) == 0
     assert [p.name for p in out.iterdir()] == ["Phantom_00000"]
 
 
@@ -519,15 +520,15 @@ def test_cli_writes_cases_and_refuses_non_empty_output(tmp_path, capsys):
     "argv",
     [
         ["--num-cases", "1"],  # no --out
-        ["--out", "x", "--num-cases", "many"],
-        ["--out", "x", "--num-cases", "0"],
-        ["--out", "x", "--spacing", "0"],
-        ["--out", "x", "--p-empty", "2"],
+        ["--output", "x", "--num-cases", "many"],
+        ["--output", "x", "--num-cases", "0"],
+        ["--output", "x", "--spacing", "0"],
+        ["--output", "x", "--p-empty", "2"],
     ],
 )
 def test_cli_bad_arguments_one_line_error(argv, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert phantom.main(argv) == 2
+    assert phantom_cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("brainseg-phantom: error:") and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()
@@ -538,8 +539,8 @@ def test_runs_as_module(tmp_path):
         [
             sys.executable,
             "-m",
-            "brainseg_d2.data.phantom",
-            "--out",
+            "brainseg_d2.cli.phantom",
+            "--output",
             str(tmp_path / "o"),
             "--num-cases",
             "0",
@@ -551,3 +552,11 @@ def test_runs_as_module(tmp_path):
     )
     assert result.returncode == 2
     assert "num_cases" in result.stderr or "n_cases" in result.stderr
+
+
+def test_cli_old_out_spelling_still_works(tmp_path, capsys):
+    out = tmp_path / "old"
+    assert phantom_cli.main(["--out", str(out), "--num-cases", "1", "--spacing", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "brainseg-phantom: warning: --out is deprecated, use --output" in err
+    assert (out / "Phantom_00000").is_dir()

@@ -13,9 +13,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from brainseg_d2.cli.convert import main as convert_main
 from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
-from brainseg_d2.data.convert import main as convert_main
 from brainseg_d2.data.ground_truth import label_map_tissue
 from brainseg_d2.data.phantom import generate_case, write_case
 from brainseg_d2.data.sources import find_brats_cases
@@ -169,7 +169,7 @@ def test_custom_convention_end_to_end(cases, weights_files, tmp_path, capsys):
     """brainseg-convert --label-convention FILE -> predict -> brainseg-evaluate."""
     dataset = tmp_path / "datasets" / "own"
     code = convert_main(
-        ["--input", str(cases["own"].parent), "--out", str(dataset),
+        ["--input", str(cases["own"].parent), "--output", str(dataset),
          "--label-convention", str(cases["convention"]), "--split", "1", "0", "0",
          "--empty-ratio", "1", "--no-progress"]
     )  # fmt: skip

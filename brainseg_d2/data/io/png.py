@@ -1,18 +1,16 @@
-"""Writing slice PNGs on a few threads, overlapped with reading the next case.
+"""PNG codec for slice images: channel tiles, encoded on threads while the next case is read.
 
 A slice of N channels is stored losslessly as one 8-bit greyscale PNG of N
 tiles stacked vertically, ``(N * H, W)``: channel ``k`` is rows ``k*H .. k*H+H-1``
 (:func:`tile_channels`, read back with :func:`read_channel_png`). Any N works,
-every viewer shows the sequences one above the other, and on BraTS and phantom
-slices it is within 6 % of the size of a 4-channel RGBA PNG (BENCHMARKS.md,
-"Slice storage"). Label slices are plain greyscale PNGs of tissue codes.
+and every viewer shows the sequences one above the other. Label slices are
+plain greyscale PNGs of tissue codes.
 
-The PNGs have every row "Sub"-filtered and are deflated with ISA-L at
-level 1 (the default ``png_compression``). OpenCV's libpng/zlib encoder at its
-fastest settings took 3.3-4.7x as long per case for files under 1% smaller
-(BENCHMARKS.md, converter), and encoding was the largest cost after reading,
-so the three PNG chunks are written here and the deflating is left to ISA-L.
-Level 0 stores the rows uncompressed, levels 2-9 use zlib at that level.
+Why an encoder of its own: encoding is the converter's largest cost after
+reading, and writing the three PNG chunks here lets ISA-L deflate the
+"Sub"-filtered rows (level 1, the default ``png_compression``) several times
+faster than OpenCV's libpng/zlib, for files about as small (BENCHMARKS.md,
+converter). Level 0 stores the rows uncompressed, levels 2-9 use zlib.
 """
 
 from __future__ import annotations
@@ -26,17 +24,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from brainseg_d2.data.convert_plan import ConversionError
-
 try:  # ISA-L deflates several times faster than zlib at level 1; optional.
-    from isal.isal_zlib import compress as _fast_deflate
+    from isal.isal_zlib import compress as fast_deflate
 except ImportError:
-    _fast_deflate = None
+    fast_deflate = None
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
@@ -73,14 +70,19 @@ def encode_png(image: np.ndarray, compression: int = 1) -> bytes:
     filtered[:, 0] = 1
     filtered[:, 1 : 1 + samples] = rows[:, :samples]
     np.subtract(rows[:, samples:], rows[:, :-samples], out=filtered[:, 1 + samples :])
-    if compression == 1 and _fast_deflate is not None:
-        idat = _fast_deflate(filtered.data, 1)
+    if compression == 1 and fast_deflate is not None:
+        idat = fast_deflate(filtered.data, 1)
     else:
         idat = zlib.compress(filtered.data, compression)
     # IHDR: width, height, bit depth 8, colour type, deflate, filter method 0
     # (per-row filter types), no interlace.
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[samples], 0, 0, 0)
-    return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    return (
+        _PNG_SIGNATURE
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def tile_channels(image: np.ndarray) -> np.ndarray:
@@ -127,7 +129,7 @@ def read_channel_png(path: str | Path, num_channels: int) -> np.ndarray:
         raise ValueError(f"{path}: {exc}") from None
 
 
-class PngWriteError(ConversionError):
+class PngWriteError(ValueError):
     """PNGs could not be written (disk full, permissions): fatal, not a bad case."""
 
 

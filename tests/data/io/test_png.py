@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from brainseg_d2.data import png_writer
-from brainseg_d2.data.png_writer import (
+from brainseg_d2.data.io import png as png_codec
+from brainseg_d2.data.io.png import (
     PngWriteError,
     PngWriter,
     encode_png,
@@ -40,7 +40,7 @@ def test_encode_png_without_isal_and_level_order(monkeypatch):
     ramp = np.tile(np.arange(200, dtype=np.uint8)[None, :, None], (50, 1, 3))
     rgb = (ramp + np.random.default_rng(0).integers(0, 3, ramp.shape)).astype(np.uint8)
     fast = encode_png(rgb, 1)
-    monkeypatch.setattr(png_writer, "_fast_deflate", None)
+    monkeypatch.setattr(png_codec, "fast_deflate", None)
     plain = encode_png(rgb, 1)
     np.testing.assert_array_equal(_decode(plain), rgb)
     np.testing.assert_array_equal(_decode(fast), rgb)

@@ -1,0 +1,104 @@
+"""``brainseg-phantom``: write built-in MRI phantom cases in the BraTS 2021 layout.
+
+::
+
+    brainseg-phantom --output DIR --num-cases N [--spacing MM] [--seed S] [--overwrite]
+
+The cases are :func:`brainseg_d2.data.phantom.generate_dataset`'s; this module
+turns the command line into its arguments and marks each case folder it writes
+(:data:`CLI_MARKER`), so that ``--overwrite`` replaces only those. ``--out`` is
+the old spelling of ``--output``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from brainseg_d2.data import phantom
+from brainseg_d2.data.phantom import PhantomCase, generate_dataset
+from brainseg_d2.utils.cli import ArgumentParser, deprecated_alias
+
+__all__ = ["CLI_MARKER", "build_parser", "main"]
+
+#: Written into each case folder the command writes; ``--overwrite`` replaces only those.
+CLI_MARKER = ".brainseg-phantom"
+
+
+def build_parser() -> ArgumentParser:
+    """Command-line interface of ``brainseg-phantom``."""
+    parser = ArgumentParser(prog="brainseg-phantom", description=phantom.__doc__.splitlines()[0])
+    parser.add_argument(
+        "--output",
+        "--out",
+        required=True,
+        action=deprecated_alias("--out"),
+        help="output folder (missing or empty)",
+    )
+    parser.add_argument("--num-cases", type=int, default=10, help="number of cases (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=1.0,
+        help="isotropic voxel size in mm, 1-4 (default 1; 2 for fast CPU demos)",
+    )
+    parser.add_argument(
+        "--p-empty", type=float, default=0.1, help="probability of a tumour-free case (default 0.1)"
+    )
+    parser.add_argument("--prefix", default="Phantom", help="case id prefix (default Phantom)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder, replacing same-named cases that "
+        f"brainseg-phantom wrote ({CLI_MARKER})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (``brainseg-phantom``). Returns the exit status (2: bad input)."""
+    parser = build_parser()
+
+    def report(path: Path, case: PhantomCase) -> None:
+        (path / CLI_MARKER).write_text("written by brainseg-phantom\n", encoding="utf-8")
+        seg = sitk.GetArrayViewFromImage(case.seg)
+        ml = np.count_nonzero(seg) * float(np.prod(case.seg.GetSpacing())) / 1000.0
+        print(f"{path}  {case.kind}  tumour {ml:.1f} ml", flush=True)
+
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (one line printed) or --help
+        return int(exc.code or 0)
+    try:
+        for i in range(args.num_cases) if args.overwrite else ():
+            folder = Path(args.output) / f"{args.prefix}_{i:05d}"
+            if os.path.lexists(folder) and not (folder / CLI_MARKER).is_file():
+                raise ValueError(
+                    f"{folder} exists and was not written by brainseg-phantom (no {CLI_MARKER}); "
+                    "nothing was replaced: choose another --output or --prefix"
+                )
+        paths = generate_dataset(
+            args.output,
+            args.num_cases,
+            seed=args.seed,
+            spacing=args.spacing,
+            p_empty=args.p_empty,
+            prefix=args.prefix,
+            overwrite=args.overwrite,
+            on_case=report,
+        )
+    except (ValueError, FileExistsError, ImportError, OSError) as exc:
+        print(f"brainseg-phantom: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} cases to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
