@@ -31,7 +31,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 env: setup
-	$(PY) -m brainseg_d2.env
+	$(PY) -m brainseg_d2.cli.env
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,17 +1,17 @@
-"""Environment report: ``python -m brainseg_d2.env`` (or ``brainseg-env``).
+"""Environment facts for ``brainseg-env`` (:mod:`brainseg_d2.cli.env`).
 
-Prints the versions that matter for a bug report, and which Detectron2 install
-is present: a source build (with the commit it was built from, when known) or the
-Python-only fallback built by ``scripts/provision_detectron2.py`` (with its fix
-level), whether its compiled ops load, and whether ``pkg_resources`` (which
-upstream's ``detectron2.model_zoo`` imports) is there. ``--expect`` turns the
-report into a check (CI uses it). Also :func:`library_threads`, for code that
-runs its own threads beside a library's pool.
+:func:`collect` gives the versions that matter for a bug report, and which
+Detectron2 install is present (:func:`detectron2_install`): a source build (with
+the commit it was built from, when known) or the Python-only fallback built by
+``scripts/provision_detectron2.py`` (with its fix level), whether its compiled ops
+load, and whether ``pkg_resources`` (which upstream's ``detectron2.model_zoo``
+imports) is there. :func:`check_expected` turns the report into a check (CI uses
+it). Also :func:`library_threads`, for code that runs its own threads beside a
+library's pool.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import importlib
@@ -203,40 +203,3 @@ def collect() -> list[tuple[str, str]]:
     for name in ("SimpleITK", "pycocotools", "opencv-python-headless", "numpy", "fvcore"):
         rows.append((name, _dist_version(name) or "not installed"))
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Print the brainseg_d2 environment report.")
-    parser.add_argument("--short", action="store_true", help="one line: torch, detectron2 kind")
-    parser.add_argument(
-        "--expect",
-        choices=("fallback", "source"),
-        help="exit 1, with a one-line error, unless Detectron2 is this kind of install "
-        "(source: with compiled ops) and its model zoo can load",
-    )
-    args = parser.parse_args(argv)
-    if args.short:
-        import torch
-
-        d2 = detectron2_install()
-        print(
-            f"torch {torch.__version__}, detectron2 {d2.describe()}, compiled ops: "
-            f"{'yes' if d2.has_compiled_ops else 'no'}, pkg_resources: "
-            f"{'yes' if d2.pkg_resources else 'no'}, CUDA devices: "
-            f"{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
-        )
-    else:
-        rows = collect()
-        width = max(len(k) for k, _ in rows)
-        for k, v in rows:
-            print(f"{k:<{width}}  {v}")
-    if args.expect:
-        problem = check_expected(detectron2_install(), args.expect)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -36,6 +36,7 @@ from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import read_image
 from brainseg_d2.labels import TISSUE_ED, get_target
 from brainseg_d2.postprocessing import PostprocessParams, postprocess_volume
+from brainseg_d2.structures import DatasetInfo
 
 logger = logging.getLogger(__name__)
 
@@ -221,11 +222,10 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
     from brainseg_d2.data.ground_truth import label_map_masks
     from brainseg_d2.evaluation.results_files import EVALUATOR_CASES_COLUMNS, write_table
     from brainseg_d2.evaluation.volume_scores import evaluate_volume, scoring_settings_from_cfg
-    from brainseg_d2.inference.volume_predictor import preprocess_options_from_info
 
-    info = json.loads((opts.output / "datasets/heldout/dataset.json").read_text(encoding="utf-8"))
-    prep_options = preprocess_options_from_info(info).preprocess()
-    target = get_target(info["target"])
+    info = DatasetInfo.load(opts.output / "datasets/heldout")
+    prep_options = info.preprocess_options
+    target = get_target(info.target)
     cfg = build_cfg(opts)
     settings = scoring_settings_from_cfg(cfg)
     variants = (
@@ -267,10 +267,9 @@ def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
     from brainseg_d2.visualization import render_prediction
 
     cfg = build_cfg(opts, test_dataset="heldout_test")
-    info_path = opts.output / "datasets/heldout/dataset.json"
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    predictor = VolumePredictor(cfg, dataset_info=info_path, model=model)
-    target = get_target(info["target"])
+    info = DatasetInfo.load(opts.output / "datasets/heldout")
+    predictor = VolumePredictor(cfg, dataset_info=info, model=model)
+    target = get_target(info.target)
     pred_dir, pic_dir = opts.output / "predictions", opts.output / "pictures"
     pred_dir.mkdir(parents=True, exist_ok=True)
     first = {}

@@ -15,10 +15,13 @@ Two kinds of input:
 
 ::
 
-    python demo/demo.py --config-file CFG --input datasets/phantom/images/val/X/*.png \\
-        --output out/ --opts MODEL.WEIGHTS model_final.pth
+    python demo/demo.py --config-file CFG --output out/ \\
+        --input datasets/phantom/images/val/X/*.png MODEL.WEIGHTS model_final.pth
     python demo/demo.py --config-file CFG --input BraTS2021_00000/ --output out/ \\
-        --dataset-info datasets/brats/dataset.json --opts MODEL.WEIGHTS model_final.pth
+        --dataset-info datasets/brats/dataset.json MODEL.WEIGHTS model_final.pth
+
+Config overrides are trailing ``KEY VALUE`` pairs, as for every command here, or
+follow ``--opts`` as in Detectron2's demo.
 
 The weights must fit the model exactly (every parameter, with its shape;
 :func:`brainseg_d2.checkpoint.load_strict`). Overlays never replace an input
@@ -33,6 +36,7 @@ import argparse
 import glob
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,15 +49,16 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from brainseg_d2.config import setup_cfg as brainseg_setup_cfg  # noqa: E402
+from brainseg_d2.data.ground_truth import label_map_masks  # noqa: E402
 from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases  # noqa: E402
 from brainseg_d2.data.volume_io import VolumeError  # noqa: E402
 from brainseg_d2.labels import detect_convention, get_target  # noqa: E402
+from brainseg_d2.structures import DatasetInfo  # noqa: E402
 from brainseg_d2.utils.paths import check_not_input  # noqa: E402
 from brainseg_d2.visualization import (  # noqa: E402
     auto_scale,
     display_image,
     draw_instances,
-    ground_truth_masks,
     make_metadata,
     render_prediction,
 )
@@ -96,11 +101,40 @@ def get_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--opts",
+        dest="opts_flag",
         default=[],
         nargs=argparse.REMAINDER,
-        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
+        help="config overrides as KEY VALUE pairs, as Detectron2's demo takes them; the same "
+        "as trailing KEY VALUE pairs",
+    )
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides, e.g. MODEL.WEIGHTS model_final.pth (also after --input)",
     )
     return p
+
+
+#: A config key (``MODEL.WEIGHTS``): where trailing overrides start after ``--input``.
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Arguments of :func:`get_parser`, with every ``KEY VALUE`` override in ``opts``.
+
+    ``--input`` takes several paths, so overrides that follow it arrive among the
+    inputs: they start at the first config key.
+    """
+    args = get_parser().parse_args(argv)
+    start = next((i for i, p in enumerate(args.input) if CONFIG_KEY.fullmatch(p)), None)
+    if start is not None:
+        args.opts = [*args.input[start:], *args.opts]
+        args.input = args.input[:start]
+        if not args.input:
+            get_parser().error("--input needs at least one path before the config overrides")
+    args.opts = [*args.opts, *args.opts_flag]
+    return args
 
 
 def setup_cfg(args: argparse.Namespace):
@@ -117,7 +151,7 @@ def setup_cfg(args: argparse.Namespace):
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.BRAINSEG.POSTPROCESS.SCORE_THRESH
     cfg.freeze()
     if not cfg.MODEL.WEIGHTS:
-        raise ValueError("MODEL.WEIGHTS is empty: add `--opts MODEL.WEIGHTS model_final.pth`")
+        raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS model_final.pth`")
     return cfg
 
 
@@ -163,13 +197,13 @@ def read_slice(path: str, num_channels: int):
     return image
 
 
-def dataset_info(args: argparse.Namespace, cfg, *, required: bool) -> dict | None:
+def dataset_info(args: argparse.Namespace, cfg, *, required: bool) -> DatasetInfo | None:
     """dataset.json from --dataset-info, else from the registered training dataset."""
     from brainseg_d2.data.datasets import dataset_root, register_all
-    from brainseg_d2.inference.volume_predictor import dataset_info_from_cfg, load_dataset_info
+    from brainseg_d2.inference.dataset_info import dataset_info_from_cfg
 
     if args.dataset_info:
-        return load_dataset_info(args.dataset_info)
+        return DatasetInfo.load(args.dataset_info)
     register_all(dataset_root(cfg.BRAINSEG.DATASET_ROOT))
     try:
         return dataset_info_from_cfg(cfg)
@@ -179,10 +213,10 @@ def dataset_info(args: argparse.Namespace, cfg, *, required: bool) -> dict | Non
         return None
 
 
-def category_names(info: dict | None, num_classes: int) -> list[str]:
+def category_names(info: DatasetInfo | None, num_classes: int) -> list[str]:
     """Category names from dataset info; else the target with that many categories."""
     if info is not None:
-        return get_target(info.get("target", "labels")).category_names
+        return get_target(info.target).category_names
     guess = {1: "binary", 3: "labels"}.get(num_classes)
     if guess is None:
         return [f"class {i}" for i in range(num_classes)]
@@ -292,7 +326,7 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
         if gt_path:
             # The file's own convention: from its BraTS name, else the case's.
             convention = detect_convention(gt_path) or case.label_convention
-            gt = ground_truth_masks(
+            gt = label_map_masks(
                 gt_path, prediction.preprocessed.geometry, predictor.target, convention
             )
         rendered = render_prediction(
@@ -312,7 +346,7 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = setup_cfg(args)

@@ -49,6 +49,6 @@ echo "[setup] provisioning Detectron2"
 "$PY" scripts/provision_detectron2.py ${D2_SOURCE:+--source "$D2_SOURCE"}
 echo "[setup] installing brainseg_d2 (editable) with test extras"
 "$PY" -m pip install -q -e ".[test]"
-"$PY" -m brainseg_d2.env --short
+"$PY" -m brainseg_d2.cli.env --short
 touch "$STAMP"
 echo "[setup] done"

@@ -32,7 +32,7 @@ def _convert(w, cases, tmp):
 
 
 def _predict(w, cases, tmp, weights="good"):
-    return [sys.executable, "-m", "brainseg_d2.inference.cli", "--config-file", w["config"],
+    return [sys.executable, "-m", "brainseg_d2.cli.predict", "--config-file", w["config"],
             "--dataset-info", str(tmp / "phantom" / "dataset.json"), "--input", str(cases),
             "--output", str(tmp / "pred"), "--no-progress", "MODEL.WEIGHTS", str(w[weights]),
             *w["opts"]]  # fmt: skip

@@ -27,9 +27,9 @@ def _load(relative: str):
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
     from brainseg_d2.cli import convert, phantom
+    from brainseg_d2.cli import predict as cli
+    from brainseg_d2.cli.report import build_parser as report_parser
     from brainseg_d2.engine.trainer import argument_parser
-    from brainseg_d2.inference import cli
-    from brainseg_d2.report import build_parser as report_parser
 
     return {
         "brainseg-convert": convert.build_parser(),
@@ -87,7 +87,7 @@ def test_a_torch_command_starts_with_its_own_output(weights_files, tiny_cases, t
     out = tmp_path / "Tiny_A_pred.nii.gz"
     out.write_bytes(b"done before")
     r = subprocess.run(
-        [sys.executable, "-m", "brainseg_d2.inference.cli",
+        [sys.executable, "-m", "brainseg_d2.cli.predict",
          "--config-file", weights_files["config"], "--input", str(tiny_cases / "Tiny_A"),
          "--output", str(out), "--skip-existing",
          "MODEL.WEIGHTS", str(weights_files["good"]), *weights_files["opts"]],

@@ -59,10 +59,10 @@ def test_visualize_data_one_volume_and_bad_arguments(phantom_dataset, tmp_path, 
     train = json.loads((phantom_dataset["dataset"] / "dataset.json").read_text())["splits"]
     vid = train["train"][0]
     out = tmp_path / "one"
-    assert tool.main(["--dataset-dir", dataset, "--split", "train", "--volume", vid,
+    assert tool.main(["--input", dataset, "--split", "train", "--volume", vid,
                       "--output", str(out), "--num", "2"]) == 0  # fmt: skip
     assert {p.name.rsplit("_", 1)[0] for p in out.glob("*.png")} == {vid}
-    assert tool.main(["--dataset-dir", dataset, "--split", "nope", "--output", str(out)]) == 2
+    assert tool.main(["--input", dataset, "--split", "nope", "--output", str(out)]) == 2
     assert "no split 'nope'" in capsys.readouterr().err
 
 
@@ -108,15 +108,26 @@ def test_demo_on_a_case_folder_writes_case_pictures(phantom_dataset, weights_fil
     case = _tiny_case(tmp_path / "cases")
     out = tmp_path / "democase"
     rc = demo.main([
-        "--config-file", str(CONFIG), "--input", str(case), "--output", str(out),
+        "--config-file", str(CONFIG), "--output", str(out),
         "--dataset-info", str(phantom_dataset["dataset"] / "dataset.json"),
-        "--opts", *_model(weights_files),
+        "--input", str(case), *_model(weights_files),  # trailing KEY VALUE, as elsewhere
     ])  # fmt: skip
     assert rc == 0
     folder = out / "Tiny_001"
     assert sorted(p.name for p in folder.glob("slice_*.png"))  # GT tumour slices at least
     assert (folder / "montage.png").is_file()
     assert iio.imread(folder / "volume.gif", index=None).shape[0] == 5
+
+
+def test_demo_takes_overrides_trailing_or_after_opts():
+    demo = _load("demo/demo.py")
+    base = ["--config-file", "c.yaml", "--output", "o"]
+    trailing = demo.parse_args([*base, "--input", "a.png", "b.png", "MODEL.WEIGHTS", "w.pth"])
+    assert trailing.input == ["a.png", "b.png"] and trailing.opts == ["MODEL.WEIGHTS", "w.pth"]
+    flag = demo.parse_args([*base, "--input", "a.png", "--opts", "MODEL.WEIGHTS", "w.pth"])
+    assert flag.input == ["a.png"] and flag.opts == ["MODEL.WEIGHTS", "w.pth"]
+    before = demo.parse_args([*base, "--input", "a.png", "--raw", "SOLVER.MAX_ITER", "1"])
+    assert before.raw and before.opts == ["SOLVER.MAX_ITER", "1"]
 
 
 def test_demo_names_volume_files_by_suffix_or_order():

@@ -32,7 +32,7 @@ def _load_provision_module():
 
 def test_env_report_names_install_kind_truthfully():
     out = subprocess.run(
-        [sys.executable, "-m", "brainseg_d2.env"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "brainseg_d2.cli.env"], capture_output=True, text=True, check=True
     ).stdout
     version, kind, has_ops = detectron2_install_kind()
     d2 = detectron2_install()
@@ -55,7 +55,7 @@ def test_env_report_names_install_kind_truthfully():
 def test_env_expect_checks_the_install_kind_in_one_line():
     kind = detectron2_install().kind
     ok, other = ("fallback", "source") if kind == "python-only fallback" else ("source", "fallback")
-    run = [sys.executable, "-m", "brainseg_d2.env", "--short", "--expect"]
+    run = [sys.executable, "-m", "brainseg_d2.cli.env", "--short", "--expect"]
     assert subprocess.run(run + [ok], capture_output=True, text=True).returncode == 0
     r = subprocess.run(run + [other], capture_output=True, text=True)
     assert r.returncode == 1

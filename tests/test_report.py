@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from brainseg_d2.cli.report import main
 from brainseg_d2.evaluation.nifti_evaluation import evaluate_folders
 from brainseg_d2.evaluation.results_files import (
     EVALUATOR_CASES_COLUMNS,
@@ -21,7 +22,7 @@ from brainseg_d2.evaluation.results_files import (
     write_table,
 )
 from brainseg_d2.evaluation.volume_scores import evaluate_volume
-from brainseg_d2.report import GENERATOR, TEMPLATE, main, write_report
+from brainseg_d2.report import GENERATOR, TEMPLATE, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -233,8 +234,9 @@ def test_the_page_comes_from_the_template_file(eval_dir, tmp_path):
     package = REPO / "brainseg_d2" / "templates" / TEMPLATE
     assert package.is_file()
     assert "templates/*.j2" in (REPO / "pyproject.toml").read_text(encoding="utf-8")
-    source = (REPO / "brainseg_d2" / "report.py").read_text(encoding="utf-8")
-    assert "<table" not in source and "<td" not in source  # no HTML built in Python
+    for module in (REPO / "brainseg_d2" / "report").glob("*.py"):
+        source = module.read_text(encoding="utf-8")
+        assert "<table" not in source and "<td" not in source, module  # no HTML built in Python
     own = tmp_path / "mine.html.j2"
     own.write_text("<html><head>{{ generator }}</head><body>{{ title }}: "
                    "{% for r in overlap %}{{ r.name }}/{{ r.variant }} {% endfor %}</body></html>")
@@ -260,12 +262,22 @@ def test_reads_tables_written_before_phase_2(tmp_path):
     assert _summary_row(page, "WT", "post")[2:4] == ["1", "0.600"]
 
 
+def test_cli_takes_the_old_spellings_for_one_release(eval_dir, tmp_path, capsys):
+    out = tmp_path / "old.html"
+    assert main(["--eval-dir", str(eval_dir), "--out", str(out)]) == 0
+    assert out.is_file()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert "--eval-dir is deprecated, use --input" in err[0]
+    assert "--out is deprecated, use --output" in err[1]
+
+
 def test_cli_finds_demo_montages_as_thumbnails(eval_dir, tmp_path, capsys):
     thumbs = tmp_path / "demo_out"
     (thumbs / "BraTS_002").mkdir(parents=True)
     cv2.imwrite(str(thumbs / "BraTS_002" / "montage.png"), np.zeros((8, 8, 3), np.uint8))
     out = tmp_path / "cli.html"
-    assert main(["--eval-dir", str(eval_dir), "--out", str(out), "--thumbs", str(thumbs)]) == 0
+    assert main(["--input", str(eval_dir), "--output", str(out), "--thumbs", str(thumbs)]) == 0
     assert out.read_text(encoding="utf-8").count("data:image/jpeg") == 1
-    assert main(["--eval-dir", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert main(["--input", str(tmp_path / "missing"), "--output", str(out)]) == 2
     assert "error:" in capsys.readouterr().err

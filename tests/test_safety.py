@@ -47,7 +47,7 @@ def test_phantom_overwrite_replaces_only_its_own_cases(tmp_path, capsys):
 
 
 def test_report_never_replaces_an_input_or_a_file_it_did_not_write(tmp_path, capsys):
-    from brainseg_d2.report import main
+    from brainseg_d2.cli.report import main
 
     eval_dir = tmp_path / "eval"
     eval_dir.mkdir()
@@ -58,24 +58,24 @@ def test_report_never_replaces_an_input_or_a_file_it_did_not_write(tmp_path, cap
     )
     (eval_dir / "brainseg_summary.json").write_text(json.dumps({"volume_dice_WT_post": 0.6}))
     before = cases.read_bytes()
-    assert main(["--eval-dir", str(eval_dir), "--out", str(cases)]) == 2
+    assert main(["--input", str(eval_dir), "--output", str(cases)]) == 2
     assert f"report {cases} is the input {cases}" in _one_error_line(capsys)
     assert cases.read_bytes() == before
 
     notes = tmp_path / "notes.html"
     notes.write_text("<p>my notes</p>")
-    assert main(["--eval-dir", str(eval_dir), "--out", str(notes)]) == 2
+    assert main(["--input", str(eval_dir), "--output", str(notes)]) == 2
     assert str(notes) in _one_error_line(capsys)
     assert notes.read_text() == "<p>my notes</p>"
     (tmp_path / "folder.html").mkdir()
-    assert main(["--eval-dir", str(eval_dir), "--out", str(tmp_path / "folder.html")]) == 2
+    assert main(["--input", str(eval_dir), "--output", str(tmp_path / "folder.html")]) == 2
     assert "is not a file" in _one_error_line(capsys)
-    assert main(["--eval-dir", str(eval_dir), "--out", str(tmp_path)]) == 2
+    assert main(["--input", str(eval_dir), "--output", str(tmp_path)]) == 2
     assert f"report {tmp_path} contains the input" in _one_error_line(capsys)
 
     report = tmp_path / "report.html"
-    assert main(["--eval-dir", str(eval_dir), "--out", str(report)]) == 0
-    assert main(["--eval-dir", str(eval_dir), "--out", str(report), "--title", "again"]) == 0
+    assert main(["--input", str(eval_dir), "--output", str(report)]) == 0
+    assert main(["--input", str(eval_dir), "--output", str(report), "--title", "again"]) == 0
     assert "again" in report.read_text(encoding="utf-8")
 
 
@@ -104,6 +104,6 @@ def test_visualize_data_output_stays_outside_the_dataset(phantom_dataset, capsys
     tool = _load("tools/visualize_data.py")
     dataset = phantom_dataset["dataset"]
     before = sorted(p.name for p in dataset.iterdir())
-    assert tool.main(["--dataset-dir", str(dataset), "--output", str(dataset / "gt")]) == 2
+    assert tool.main(["--input", str(dataset), "--output", str(dataset / "gt")]) == 2
     assert "lies inside the input" in _one_error_line(capsys)
     assert sorted(p.name for p in dataset.iterdir()) == before

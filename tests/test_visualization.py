@@ -137,6 +137,7 @@ def test_render_case_without_tumour_or_gt_picks_spread_slices(tmp_path):
 def test_ground_truth_masks_follow_the_prediction_geometry():
     import SimpleITK as sitk
 
+    from brainseg_d2.data.ground_truth import label_map_masks
     from brainseg_d2.labels import get_convention, get_target
     from brainseg_d2.structures import SliceGeometry
 
@@ -144,7 +145,7 @@ def test_ground_truth_masks_follow_the_prediction_geometry():
     raw[2, 1, 3], raw[3, 4, 5] = 4, 2
     image = sitk.GetImageFromArray(raw)
     geometry = SliceGeometry.from_image(image, "axial")
-    masks = viz.ground_truth_masks(
+    masks = label_map_masks(
         image, geometry, get_target("regions"), get_convention("brats2021")
     )
     assert masks.shape == (3, 5, 6, 7)

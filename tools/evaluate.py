@@ -4,7 +4,7 @@
 Needs the package importable (``pip install -e .``); see ``--help``.
 """
 
-from brainseg_d2.evaluation.nifti_evaluation import main
+from brainseg_d2.cli.evaluate import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -4,7 +4,7 @@
 Needs the package importable (``pip install -e .``); see ``--help``.
 """
 
-from brainseg_d2.inference.cli import main
+from brainseg_d2.cli.predict import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

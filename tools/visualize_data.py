@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Browse the ground truth of a converted dataset: one overlay PNG per slice.
 
-    tools/visualize_data.py --dataset-dir datasets/phantom --split val --output out/gt
-    tools/visualize_data.py --dataset-dir datasets/phantom --volume Phantom_00003 --num 40 \\
+    tools/visualize_data.py --input datasets/phantom --split val --output out/gt
+    tools/visualize_data.py --input datasets/phantom --volume Phantom_00003 --num 40 \\
         --output out/gt
 
 Registers the dataset folder like training does, loads ``<name>_<split>`` from
@@ -20,7 +20,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
+from brainseg_d2.utils.cli import (
+    ArgumentParser,
+    deprecated_alias,
+    print_error,
+    quiet_third_party_warnings,
+)
 
 quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
 
@@ -37,7 +42,14 @@ from brainseg_d2.visualization import auto_scale, display_image, draw_dataset_di
 def build_parser() -> ArgumentParser:
     """Command-line interface of ``tools/visualize_data.py``."""
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset-dir", required=True, type=Path, help="converted dataset folder")
+    p.add_argument(
+        "--input",
+        "--dataset-dir",
+        required=True,
+        type=Path,
+        action=deprecated_alias("--dataset-dir"),
+        help="converted dataset folder",
+    )
     p.add_argument("--split", default="val", help="split to browse")
     p.add_argument(
         "--output", required=True, type=Path, help="folder for the PNGs (outside the dataset)"
@@ -74,12 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --num must be >= 1, got {args.num}", file=sys.stderr)
         return 2
     try:
-        found = input_overlap(args.output, [args.dataset_dir])
+        found = input_overlap(args.output, [args.input])
         if found is not None and found[0] != "contains":  # writing beside it is harmless
-            check_not_input(args.output, [args.dataset_dir], "--output")
+            check_not_input(args.output, [args.input], "--output")
         if args.output.exists() and not args.output.is_dir():
             raise ValueError(f"--output {args.output} exists and is not a folder")
-        names = register_brainseg_dataset(args.dataset_dir)
+        names = register_brainseg_dataset(args.input)
     except ValueError as e:
         print_error(e)
         return 2
@@ -88,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = [n[len(prefix) + 1 :] for n in names]
     if wanted not in names:
         print(
-            f"error: no split {args.split!r} in {args.dataset_dir} (has {splits})", file=sys.stderr
+            f"error: no split {args.split!r} in {args.input} (has {splits})", file=sys.stderr
         )
         return 2
     records = DatasetCatalog.get(wanted)

@@ -10,8 +10,7 @@ Data path of a case's ground truth::
 
 Users of it: :class:`~brainseg_d2.evaluation.evaluator.BrainSegEvaluator` (volume and
 lesion metrics, through :class:`GroundTruthReader`), the demo's FLAIR baseline and
-pictures (:func:`label_map_masks`), ``demo/demo.py --gt`` and
-:func:`brainseg_d2.visualization.ground_truth_masks`, and ``brainseg-evaluate``
+pictures (:func:`label_map_masks`), ``demo/demo.py --gt``, and ``brainseg-evaluate``
 (:func:`read_label_image`).
 
 Metrics computed on the canonical slices equal those on the original grid: the

@@ -79,6 +79,7 @@ from brainseg_d2.postprocessing import (
     masks_and_seeds_from_output,
     postprocess_volume,
 )
+from brainseg_d2.structures import stack_slice_masks
 
 __all__ = ["BrainSegEvaluator", "run_info_from_cfg"]
 
@@ -291,21 +292,16 @@ class BrainSegEvaluator(DatasetEvaluator):
         self, vol: _Volume, preds: Mapping[int, dict]
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Predicted masks and seed masks (None without hysteresis), ``(C, S, H, W)``."""
-        shape = (len(self._target.categories), vol.num_slices, *vol.shape)
-        pred = np.zeros(shape, dtype=bool)
-        seeds = np.zeros(shape, dtype=bool) if self._seed_thresholds is not None else None
-        for s, rec in preds.items():
-            for key, out in (("masks", pred), ("seeds", seeds)):
-                if out is None:
-                    continue
-                masks = mask_util.decode(rec[key])  # (H, W, C)
-                if masks.shape[:2] != vol.shape:
-                    raise ValueError(
-                        f"prediction of slice {s} has size {masks.shape[:2]}, "
-                        f"the dataset's image is {vol.shape}"
-                    )
-                out[:, s] = masks.transpose(2, 0, 1).astype(bool)
-        return pred, seeds
+        shape, num_categories = (vol.num_slices, *vol.shape), len(self._target.categories)
+
+        def volume(key: str) -> np.ndarray:
+            slices = (  # decode gives (H, W, C)
+                (s, mask_util.decode(rec[key]).transpose(2, 0, 1)) for s, rec in preds.items()
+            )
+            return stack_slice_masks(slices, shape, num_categories)
+
+        seeds = volume("seeds") if self._seed_thresholds is not None else None
+        return volume("masks"), seeds
 
     def evaluate(self) -> dict:
         """Gather, score on rank 0, write files; returns ``{"brainseg": {key: float}}``."""

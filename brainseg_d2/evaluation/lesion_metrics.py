@@ -38,12 +38,12 @@ from scipy.optimize import linear_sum_assignment
 
 from brainseg_d2.evaluation.metrics import (
     HD95_PENALTY_MM,
-    _as_pair,
-    _as_spacing,
-    _union_bbox,
+    as_mask_pair,
+    as_spacing,
     hd95_from_distances,
     neighbourhood_structure,
     surface_distances,
+    union_bbox,
 )
 
 __all__ = [
@@ -191,17 +191,17 @@ def brats2023_lesion_metrics(
         ValueError: different shapes, a bad spacing, connectivity or convention,
             negative ``dilation_iters``.
     """
-    pred, gt = _as_pair(pred, gt)
+    pred, gt = as_mask_pair(pred, gt)
     if dilation_iters < 0:
         raise ValueError(f"dilation_iters must be >= 0, got {dilation_iters!r}")
-    sampling = _as_spacing(spacing, pred.ndim)
+    sampling = as_spacing(spacing, pred.ndim)
     voxel = math.prod(sampling)
     structure = neighbourhood_structure(pred.ndim, connectivity)
     dil_structure = _dilation_structure(pred.ndim, dilation_connectivity)
     if compute_hd95:
         hd95_from_distances(np.zeros(1), np.zeros(1), convention=hd95_convention)  # validates
     pad = dilation_iters
-    box = _union_bbox(pred, gt)
+    box = union_bbox(pred, gt)
     if box is not None:
         box = _grow(box, pad, gt.shape)
         pred, gt = pred[box], gt[box]
@@ -355,12 +355,12 @@ def panoptic_lesion_metrics(
     Raises:
         ValueError: different shapes, a bad spacing, connectivity or convention.
     """
-    pred, gt = _as_pair(pred, gt)
-    sampling = _as_spacing(spacing, pred.ndim)
+    pred, gt = as_mask_pair(pred, gt)
+    sampling = as_spacing(spacing, pred.ndim)
     voxel = math.prod(sampling)
     structure = neighbourhood_structure(pred.ndim, connectivity)
     hd95_from_distances(np.zeros(1), np.zeros(1), convention=hd95_convention)  # validates
-    box = _union_bbox(pred, gt)
+    box = union_bbox(pred, gt)
     if box is not None:
         pred, gt = pred[box], gt[box]
     ref_cc, n_ref = ndimage.label(gt, structure=structure)

@@ -39,6 +39,8 @@ __all__ = [
     "HD95_PENALTY_MM",
     "PooledCounts",
     "absolute_volume_difference",
+    "as_mask_pair",
+    "as_spacing",
     "confusion_counts",
     "dice",
     "hausdorff_distance_95",
@@ -53,6 +55,7 @@ __all__ = [
     "sensitivity",
     "specificity",
     "surface_distances",
+    "union_bbox",
 ]
 
 #: The HD95 *penalty* (mm): the value every metric of this package reports where a
@@ -73,7 +76,8 @@ HD95_CONVENTIONS = ("monai", "panoptica")
 # ---------------------------------------------------------------------------
 
 
-def _as_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def as_mask_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``gt`` as bool arrays of one shape (ValueError naming both shapes)."""
     pred = np.asarray(pred)
     gt = np.asarray(gt)
     if pred.shape != gt.shape:
@@ -83,7 +87,8 @@ def _as_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pred.astype(bool, copy=False), gt.astype(bool, copy=False)
 
 
-def _as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+def as_spacing(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    """One spacing per axis from None (1 mm), one number, or one per axis."""
     if spacing is None:
         return (1.0,) * ndim
     values = np.atleast_1d(np.asarray(spacing, dtype=float))
@@ -114,7 +119,7 @@ def confusion_counts(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, i
     Raises:
         ValueError: if the shapes differ (the message names both).
     """
-    pred, gt = _as_pair(pred, gt)
+    pred, gt = as_mask_pair(pred, gt)
     tp = int(np.count_nonzero(pred & gt))
     n_pred = int(np.count_nonzero(pred))
     n_gt = int(np.count_nonzero(gt))
@@ -230,8 +235,8 @@ def absolute_volume_difference(
         Non-negative volume difference in cubic millimetres (square millimetres
         for 2D input).
     """
-    pred, gt = _as_pair(pred, gt)
-    voxel = math.prod(_as_spacing(spacing, pred.ndim))
+    pred, gt = as_mask_pair(pred, gt)
+    voxel = math.prod(as_spacing(spacing, pred.ndim))
     return abs(int(np.count_nonzero(pred)) - int(np.count_nonzero(gt))) * voxel
 
 
@@ -255,7 +260,7 @@ def relative_volume_difference(
     Returns:
         The signed relative difference (0.25 = 25 % too large).
     """
-    pred, gt = _as_pair(pred, gt)
+    pred, gt = as_mask_pair(pred, gt)
     n_pred, n_gt = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
     if n_gt == 0:
         return float(both_empty) if n_pred == 0 else float(gt_empty)
@@ -272,7 +277,8 @@ def relative_volume_difference(
 _KDTREE_BOX_RATIO = 16
 
 
-def _union_bbox(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, ...] | None:
+def union_bbox(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding ``pred | gt``; None when both are empty."""
     union = pred | gt
     box = []
     for axis in range(union.ndim):
@@ -317,14 +323,14 @@ def surface_distances(
         ValueError: if the shapes differ, or if either mask is empty (distances are
             undefined; :func:`hausdorff_distance_95` applies the empty policy).
     """
-    pred, gt = _as_pair(pred, gt)
-    sampling = _as_spacing(spacing, pred.ndim)
+    pred, gt = as_mask_pair(pred, gt)
+    sampling = as_spacing(spacing, pred.ndim)
     if not pred.any() or not gt.any():
         raise ValueError(
             "surface distances need two non-empty masks, got "
             f"{int(np.count_nonzero(pred))} pred and {int(np.count_nonzero(gt))} gt voxels"
         )
-    box = _union_bbox(pred, gt)
+    box = union_bbox(pred, gt)
     pred, gt = pred[box], gt[box]
     edge_pred = pred ^ ndimage.binary_erosion(pred)
     edge_gt = gt ^ ndimage.binary_erosion(gt)
@@ -433,8 +439,8 @@ def hausdorff_distance_95(
         raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
     if convention not in HD95_CONVENTIONS:
         raise ValueError(f"HD95 convention must be one of {HD95_CONVENTIONS}, got {convention!r}")
-    pred, gt = _as_pair(pred, gt)
-    _as_spacing(spacing, pred.ndim)
+    pred, gt = as_mask_pair(pred, gt)
+    as_spacing(spacing, pred.ndim)
     has_pred, has_gt = bool(pred.any()), bool(gt.any())
     if not has_pred and not has_gt:
         return float(both_empty)

@@ -1,6 +1,6 @@
 """``brainseg-evaluate``: score a folder of NIfTI label maps from any tool against references.
 
-Usage::
+The command is :mod:`brainseg_d2.cli.evaluate`::
 
     brainseg-evaluate --pred PRED_DIR --ref REF_DIR --output OUT_DIR [--workers 4]
 
@@ -34,15 +34,13 @@ read both, check that their geometry agrees, pick the label convention ->
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +54,11 @@ from brainseg_d2.evaluation.case_scores import (
     summarize_cases,
 )
 from brainseg_d2.evaluation.case_scores import LESION_COLUMNS as CASE_LESION_COLUMNS
+from brainseg_d2.evaluation.label_map_files import (
+    CasePair,
+    EvaluationError,
+    match_cases,
+)
 from brainseg_d2.evaluation.lesion_metrics import BRATS2023_LESION_SETTINGS, LesionSettings
 from brainseg_d2.evaluation.results_files import (
     NIFTI_FILES,
@@ -64,8 +67,6 @@ from brainseg_d2.evaluation.results_files import (
     write_table,
 )
 from brainseg_d2.labels import (
-    BRATS2021_CASE,
-    BRATS2023_CASE,
     CONVENTIONS,
     LabelConvention,
     brats_task,
@@ -78,14 +79,9 @@ __all__ = [
     "LESIONS_FILE",
     "REPORT_FILE",
     "SUMMARY_FILE",
-    "CasePair",
     "EvaluationError",
-    "case_id",
     "evaluate_case",
     "evaluate_folders",
-    "find_label_maps",
-    "main",
-    "match_cases",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,123 +89,9 @@ logger = logging.getLogger(__name__)
 CASES_FILE = NIFTI_FILES.cases
 LESIONS_FILE = NIFTI_FILES.lesions
 SUMMARY_FILE = NIFTI_FILES.summary
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-#: Trailing parts of a file stem that are not part of the case id.
-_ID_SUFFIX = re.compile(r"[_-](seg|pred|prediction|label|labels|mask|segmentation)$", re.I)
-#: BraTS image files (not label maps) inside case folders.
-_IMAGE_SUFFIX = re.compile(r"[_-](flair|t1|t1ce|t2|t1n|t1c|t2w|t2f)$", re.I)
 #: Geometry tolerance: spacing/origin in mm, direction cosines.
 _GEOMETRY_ATOL = 1e-4
 LESION_COLUMNS = ("case_id", *CASE_LESION_COLUMNS)
-
-
-class EvaluationError(ValueError):
-    """Bad input to the evaluation: folders, names, geometry, labels (one-line message)."""
-
-
-# ---------------------------------------------------------------------------
-# finding and matching files
-# ---------------------------------------------------------------------------
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def case_id(path: str | os.PathLike, pattern: re.Pattern | None = None) -> str | None:
-    """Case id of a label-map file name (module docstring); None if ``pattern`` misses."""
-    stem = _stem(Path(path))
-    if pattern is not None:
-        m = pattern.search(Path(path).name)
-        if m is None:
-            return None
-        if "id" in pattern.groupindex:
-            return m.group("id")
-        return m.group(1) if pattern.groups else m.group(0)
-    m = BRATS2023_CASE.search(stem)
-    if m:
-        return m.group(0)
-    m = BRATS2021_CASE.search(stem)
-    if m:
-        return _ID_SUFFIX.sub("", m.group(0))
-    return _ID_SUFFIX.sub("", stem)
-
-
-def _is_image(path: Path) -> bool:
-    stem = _stem(path)
-    return brats_task(stem) is not None and _IMAGE_SUFFIX.search(stem) is not None
-
-
-def find_label_maps(
-    folder: str | os.PathLike, pattern: re.Pattern | None = None, *, role: str = "folder"
-) -> dict[str, Path]:
-    """Label maps under ``folder`` (any depth) by case id.
-
-    Raises:
-        EvaluationError: missing folder, no NIfTI file, or two files with one id
-            (the message names both).
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise EvaluationError(f"{role} {root} is not a folder")
-    found: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
-        if not path.name.lower().endswith(NIFTI_SUFFIXES) or not path.is_file():
-            continue
-        if _is_image(path):
-            continue
-        cid = case_id(path, pattern)
-        if cid is None:
-            continue
-        if cid in found:
-            raise EvaluationError(
-                f"{role}: {found[cid]} and {path} have the same case id {cid!r}; "
-                "use --pattern to tell them apart"
-            )
-        found[cid] = path
-    if not found:
-        what = "NIfTI label map" if pattern is None else f"NIfTI file matching {pattern.pattern!r}"
-        raise EvaluationError(f"{role} {root} holds no {what}")
-    return found
-
-
-@dataclass(frozen=True)
-class CasePair:
-    """One reference and its prediction (None when missing)."""
-
-    case_id: str
-    ref: Path
-    pred: Path | None
-
-
-def match_cases(
-    pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, pattern: re.Pattern | None = None
-) -> tuple[list[CasePair], list[Path]]:
-    """Pair references with predictions by case id.
-
-    Returns:
-        ``(pairs, unmatched)``: one pair per reference, sorted by id (``pred`` None
-        when missing), and the predictions without reference.
-
-    Raises:
-        EvaluationError: bad folders, duplicate ids, or no prediction matching any
-            reference (names an id of each side, which usually means a wrong
-            ``--pattern``).
-    """
-    refs = find_label_maps(ref_dir, pattern, role="--ref")
-    preds = find_label_maps(pred_dir, pattern, role="--pred")
-    if not set(refs) & set(preds):
-        raise EvaluationError(
-            f"no prediction in {pred_dir} matches a reference in {ref_dir} (ids like "
-            f"{next(iter(preds))!r} and {next(iter(refs))!r}); use --pattern"
-        )
-    pairs = [CasePair(cid, refs[cid], preds.get(cid)) for cid in sorted(refs)]
-    unmatched = [preds[cid] for cid in sorted(set(preds) - set(refs))]
-    return pairs, unmatched
 
 
 # ---------------------------------------------------------------------------
@@ -483,131 +365,3 @@ def evaluate_folders(
         except ValueError as exc:
             raise EvaluationError(str(exc)) from None
     return summary
-
-
-# ---------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="brainseg-evaluate",
-        description=(
-            "Score NIfTI label maps from any tool against reference label maps: Dice, IoU, "
-            "HD95 (MONAI and panoptica conventions), sensitivity, specificity, precision, "
-            "volume difference, BraTS 2023 lesion-wise Dice/HD95 and BraTS 2024+ RQ/SQ/PQ, "
-            "per region and class."
-        ),
-    )
-    p.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
-    p.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
-    p.add_argument("--output", required=True, type=Path, help="folder for the CSV and JSON")
-    p.add_argument(
-        "--pattern",
-        help="regex giving the case id of a file name (group 'id', else group 1, else the "
-        "match); default: BraTS ids, else the stem less _seg/_pred-like suffixes",
-    )
-    p.add_argument(
-        "--label-convention",
-        help=f"one of {sorted(CONVENTIONS)} or a .json/.yaml convention file "
-        "(default: from each reference's BraTS name)",
-    )
-    p.add_argument(
-        "--challenge",
-        choices=sorted(BRATS2023_LESION_SETTINGS),
-        help="BraTS 2023 lesion-wise settings for every case (default: from each case's name, "
-        "GLI for others)",
-    )
-    p.add_argument(
-        "--lesion-dilation",
-        type=int,
-        help="BraTS 2023 lesion dilation iterations (overrides --challenge)",
-    )
-    p.add_argument(
-        "--lesion-min-volume",
-        type=float,
-        help="BraTS 2023: ignore lesions of at most this volume in mm^3 (overrides --challenge)",
-    )
-    p.add_argument(
-        "--hd95-penalty",
-        type=float,
-        default=ScoringSettings().hd95_penalty,
-        help="HD95 in mm where one side is empty, for missed and false-positive lesions "
-        "and missing predictions (default: %(default)s, BraTS 2023)",
-    )
-    p.add_argument("--workers", type=int, default=1, help="cases scored at once (processes)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--no-report", action="store_true", help=f"do not write {REPORT_FILE}")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns 0, or 2 on bad input (one-line message on stderr)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.workers < 1:
-            raise EvaluationError(f"--workers must be >= 1, got {args.workers}")
-        lesion = BRATS2023_LESION_SETTINGS[args.challenge] if args.challenge else None
-        if args.lesion_dilation is not None or args.lesion_min_volume is not None:
-            base = lesion or BRATS2023_LESION_SETTINGS["GLI"]
-            lesion = LesionSettings(
-                dilation_iters=(
-                    base.dilation_iters if args.lesion_dilation is None else args.lesion_dilation
-                ),
-                min_lesion_volume=(
-                    base.min_lesion_volume
-                    if args.lesion_min_volume is None
-                    else args.lesion_min_volume
-                ),
-            )
-            if lesion.dilation_iters < 0:
-                raise EvaluationError(
-                    f"--lesion-dilation must be >= 0, got {lesion.dilation_iters}"
-                )
-        summary = evaluate_folders(
-            args.pred,
-            args.ref,
-            args.output,
-            pattern=args.pattern,
-            label_convention=args.label_convention,
-            lesion=lesion,
-            settings=ScoringSettings(hd95_penalty=args.hd95_penalty),
-            workers=args.workers,
-            progress=not args.quiet,
-            report=not args.no_report,
-        )
-    except EvaluationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for line in summary["warnings"]:
-        print(f"warning: {line}", file=sys.stderr)
-    if summary["missing_predictions"]:
-        print(
-            f"warning: {len(summary['missing_predictions'])} reference(s) without prediction, "
-            f"scored Dice 0 / HD95 {summary['settings']['hd95_penalty_mm']:g} mm: "
-            + ", ".join(Path(p).name for p in summary["missing_predictions"]),
-            file=sys.stderr,
-        )
-    if summary["unmatched_predictions"]:
-        print(
-            f"warning: {len(summary['unmatched_predictions'])} prediction(s) without reference: "
-            + ", ".join(Path(p).name for p in summary["unmatched_predictions"]),
-            file=sys.stderr,
-        )
-    for entry in summary["names"]:
-        mean, exists = entry["mean"], entry["mean_exists"]
-        print(
-            f"{entry['name']:>16}  Dice {mean['dice']:.4f} (n={entry['n_cases']}; "
-            f"{exists['dice']:.4f} over n={entry['n_exists']} with it)  "
-            f"HD95 {mean['hd95']:.2f} mm  lesion Dice {mean['lesion_dice']:.4f}  "
-            f"PQ {mean['pq']:.4f}"
-        )
-    written = [CASES_FILE, SUMMARY_FILE] + ([] if args.no_report else [REPORT_FILE])
-    print(f"wrote {', '.join(str(Path(args.output) / f) for f in written)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

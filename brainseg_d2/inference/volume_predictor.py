@@ -9,6 +9,11 @@ The straight line per case::
     threshold) -> postprocess_volume -> tissue codes -> raw label convention
     -> SliceGeometry.slices_to_image (bit-exact original geometry)
 
+Beside it: :mod:`~brainseg_d2.inference.volume_inputs` (what counts as a volume,
+which convention a case is written in), :mod:`~brainseg_d2.inference.score_threshold`
+(the detection threshold pushed into the model), :mod:`~brainseg_d2.inference.batching`
+(batches on CPU threads).
+
 The raw label convention is the input case's own, told by its BraTS file names
 (2018-2021 names: ET = 4; 2023+ names: ET = 3), else the training dataset's,
 unless ``label_convention`` asks for one; a convention with a class the model
@@ -40,32 +45,28 @@ and :func:`~brainseg_d2.data.transforms.image_to_tensor`. Only the PNG round tri
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 from detectron2.data import transforms as T
 
-from brainseg_d2.data.convert import ConvertOptions
 from brainseg_d2.data.dataset_mapper import slice_channels, with_context
 from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume
-from brainseg_d2.data.sources import Case, find_brats_cases
+from brainseg_d2.data.sources import Case
 from brainseg_d2.data.transforms import apply_image_transform, image_to_tensor
-from brainseg_d2.data.volume_io import VolumeError, read_image
-from brainseg_d2.env import library_threads
+from brainseg_d2.data.volume_io import read_image
+from brainseg_d2.inference.batching import run_in_order
+from brainseg_d2.inference.dataset_info import dataset_info_from_cfg
+from brainseg_d2.inference.score_threshold import ModelFn, score_threshold_pushed_down
+from brainseg_d2.inference.volume_inputs import VolumeInput, case_convention, find_case
 from brainseg_d2.labels import (
-    CONVENTIONS,
     LabelConvention,
-    brats_task,
     get_convention,
     get_target,
     prediction_convention,
@@ -77,23 +78,12 @@ from brainseg_d2.postprocessing import (
     masks_and_seeds_from_output,
     postprocess_volume,
 )
-from brainseg_d2.structures import SliceGeometry
+from brainseg_d2.structures import DatasetInfo, SliceGeometry, stack_slice_masks
 
-__all__ = [
-    "VolumePrediction",
-    "case_convention",
-    "VolumePredictor",
-    "dataset_info_from_cfg",
-    "load_dataset_info",
-    "preprocess_options_from_info",
-]
+__all__ = ["VolumePrediction", "VolumePredictor"]
 
 logger = logging.getLogger(__name__)
 
-#: A Detectron2-style model: list of input dicts -> list of {"instances": Instances}.
-ModelFn = Callable[[list[dict]], list[dict]]
-#: What :meth:`VolumePredictor.predict` accepts (see there).
-VolumeInput = Case | str | os.PathLike | Mapping[str, Any] | Sequence[Any]
 
 
 @dataclass
@@ -121,120 +111,12 @@ class VolumePrediction:
     label_convention: str = ""
 
 
-def load_dataset_info(source: Mapping | str | os.PathLike) -> dict:
-    """Contents of a converted dataset's ``dataset.json``.
-
-    Args:
-        source: the contents (returned as a dict copy), the file, or the dataset folder.
-
-    Raises:
-        ValueError: unreadable file, naming it.
-    """
-    if isinstance(source, Mapping):
-        return dict(source)
-    path = Path(source)
-    if path.is_dir():
-        path = path / "dataset.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read dataset info {path}: {exc}") from None
-
-
-def dataset_info_from_cfg(cfg) -> dict:
-    """dataset.json of the registered training dataset ``cfg.DATASETS.TRAIN[0]``."""
-    from detectron2.data import MetadataCatalog
-
-    if not cfg.DATASETS.TRAIN:
-        raise ValueError("cfg.DATASETS.TRAIN is empty: pass dataset_info (--dataset-info)")
-    name = cfg.DATASETS.TRAIN[0]
-    root = MetadataCatalog.get(name).get("dataset_root")
-    if root is None:
-        raise ValueError(
-            f"dataset {name!r} is not registered, so its dataset.json is unknown: register "
-            "the converted datasets (brainseg_d2.data.datasets.register_all) or pass "
-            "dataset_info (--dataset-info path/to/dataset.json)"
-        )
-    return load_dataset_info(Path(root) / "dataset.json")
-
-
-def preprocess_options_from_info(info: Mapping) -> ConvertOptions:
-    """The converter's options recorded in ``dataset.json``.
-
-    Args:
-        info: contents of ``dataset.json``.
-
-    Returns:
-        :class:`ConvertOptions` whose ``preprocess()`` is what the converter used.
-        Keys of ``info["options"]`` that are not conversion options (input folder,
-        layout, ...) are ignored; without ``options`` the top-level ``channels``
-        and ``slice_axis`` are used with default percentiles.
-    """
-    names = {f.name for f in fields(ConvertOptions)}
-    stored = {k: v for k, v in dict(info.get("options") or {}).items() if k in names}
-    stored.setdefault("channels", info.get("channels"))
-    stored.setdefault("slice_axis", info.get("slice_axis", ConvertOptions.slice_axis))
-    if not stored["channels"]:
-        raise ValueError("dataset info names no channels ('channels' / 'options.channels')")
-    return ConvertOptions(**stored)
-
-
-def case_convention(case: Case, dataset_convention: str) -> str:
-    """A case's own label convention, the one its prediction is written in by default.
-
-    BraTS file names tell it (``<case>_flair.nii.gz``: brats2021, ET = 4;
-    ``<case>-t2f.nii.gz``: brats2023, ET = 3), as :func:`find_brats_cases` found.
-    A training dataset converted with a user's own convention applies it to
-    BraTS-style folders as well (the converter does), unless the case id is a
-    BraTS one (``BraTS-GLI-00000-000``, ``BraTS2021_00000``, ...).
-
-    Args:
-        case: the input case.
-        dataset_convention: the training dataset's (``dataset.json``).
-    """
-    user_dataset = dataset_convention not in CONVENTIONS and dataset_convention != "mixed"
-    if user_dataset and brats_task(case.case_id) is None:
-        return dataset_convention
-    return case.label_convention
-
-
-@contextlib.contextmanager
-def score_threshold_pushed_down(model: ModelFn, threshold: float) -> Iterator[None]:
-    """Temporarily make a Mask R-CNN drop detections scoring below ``threshold`` itself.
-
-    Detectron2's ``FastRCNNOutputLayers`` keeps boxes with ``score >
-    test_score_thresh``, runs per-class NMS, keeps the top
-    ``DETECTIONS_PER_IMAGE``; then the mask head runs and masks are pasted at
-    full size for every kept box. When the caller keeps only ``score >=
-    threshold`` anyway, filtering first gives exactly the same kept detections:
-    NMS can only suppress a box through a higher-scoring box (which passes the
-    same filter), and the top-k by score of the survivors starts with those
-    above ``threshold``. The cut is set to the largest float32 below
-    ``threshold``, so that ``>`` there equals ``>=`` here.
-
-    Only raises the model's threshold, never lowers it; restores it on exit.
-    Models without ``roi_heads.box_predictor.test_score_thresh`` (any other
-    callable) are left alone.
-    """
-    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
-    old = getattr(predictor, "test_score_thresh", None)
-    cut = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-    if old is None or cut <= old:
-        yield
-        return
-    predictor.test_score_thresh = cut
-    try:
-        yield
-    finally:
-        predictor.test_score_thresh = old
-
-
 class VolumePredictor:
     """Predict whole volumes with a Mask R-CNN trained on converted slices.
 
     Example::
 
-        cfg = get_brainseg_cfg(); cfg.merge_from_file(...); cfg.freeze()
+        cfg = setup_cfg("configs/brats/mask_rcnn_R_50_FPN_bs16_20k.yaml", ["MODEL.WEIGHTS", ...])
         predictor = VolumePredictor(cfg, dataset_info="datasets/brats/dataset.json")
         pred = predictor.predict("BraTS2021_00000/")
         sitk.WriteImage(pred.label_image, "BraTS2021_00000_pred.nii.gz")
@@ -244,7 +126,7 @@ class VolumePredictor:
         self,
         cfg,
         *,
-        dataset_info: Mapping | str | Path | None = None,
+        dataset_info: DatasetInfo | Mapping | str | Path | None = None,
         model: ModelFn | None = None,
         batch_size: int | None = None,
         concurrent_batches: int | None = None,
@@ -252,9 +134,10 @@ class VolumePredictor:
     ):
         """
         Args:
-            cfg: frozen brainseg config (:func:`brainseg_d2.config.get_brainseg_cfg`).
-            dataset_info: contents or path of the training dataset's ``dataset.json``
-                (preprocessing options, channels, target, label convention). Default:
+            cfg: frozen brainseg config (:func:`brainseg_d2.config.setup_cfg`).
+            dataset_info: the training dataset's ``dataset.json`` (path, contents or
+                :class:`~brainseg_d2.structures.DatasetInfo`)
+                with the preprocessing options, channels, target, label convention. Default:
                 ``<dataset_root>/dataset.json`` of the registered ``cfg.DATASETS.TRAIN[0]``.
             model: callable taking a list of Detectron2 input dicts (``image`` CHW
                 uint8 tensor, ``height``, ``width``, plus ``slice_index``) and returning
@@ -278,17 +161,18 @@ class VolumePredictor:
                 (:func:`~brainseg_d2.labels.check_writable`).
         """
         self.cfg = cfg
-        info = (
-            dataset_info_from_cfg(cfg) if dataset_info is None else load_dataset_info(dataset_info)
-        )
+        if dataset_info is None:
+            info = dataset_info_from_cfg(cfg)
+        else:
+            info = DatasetInfo.load(dataset_info)
         self.dataset_info = info
-        self.options = preprocess_options_from_info(info).preprocess()
-        self.target = get_target(info.get("target", "labels"))
+        self.options = info.preprocess_options
+        self.target = get_target(info.target)
         self.category_names = self.target.category_names
         # The training dataset's convention, for inputs whose names tell none; users'
         # conventions travel in dataset.json.
-        register_dataset_conventions(info)
-        self.label_convention: str = info.get("label_convention", "brats2021")
+        register_dataset_conventions(info.to_json())
+        self.label_convention: str = info.label_convention
         if self.label_convention != "mixed":
             get_convention(self.label_convention)
         self.requested_convention: LabelConvention | None = None
@@ -351,55 +235,13 @@ class VolumePredictor:
 
     # ------------------------------------------------------------------ inputs
     def find_case(self, images: VolumeInput) -> Case:
-        """Turn any accepted input into a :class:`Case` whose channels are all present.
+        """Turn any accepted input into a :class:`Case` with every channel the model needs.
 
-        Args:
-            images: a :class:`~brainseg_d2.data.sources.Case`; a BraTS case folder
-                (2018-2021 ``<case>_flair.nii.gz`` or 2023 ``<case>-t2f.nii.gz`` names);
-                a mapping channel name -> path or ``sitk.Image``; or a sequence of
-                paths/images in :attr:`channels` order.
-
-        Returns:
-            the case (channel values may be ``sitk.Image`` for in-memory input).
-
-        Raises:
-            VolumeError: a needed channel is missing (the message names case and channel).
-            ValueError: a folder that is not one BraTS case, or a sequence of the wrong length.
+        See :func:`~brainseg_d2.inference.volume_inputs.find_case` (``images``:
+        a case, a BraTS case folder, a mapping channel -> path or image, or a
+        sequence in :attr:`channels` order).
         """
-        if isinstance(images, Case):
-            case = images
-        elif isinstance(images, (str, os.PathLike)):
-            folder = Path(images)
-            if not folder.is_dir():
-                raise ValueError(f"{folder} is not a case folder")
-            cases = find_brats_cases(folder)
-            if len(cases) != 1:
-                raise ValueError(
-                    f"{folder} holds {len(cases)} cases; predict one case folder at a time"
-                )
-            case = cases[0]
-        elif isinstance(images, Mapping):
-            case = Case("volume", "volume", dict(images), None, self._default_convention())
-        elif isinstance(images, Sequence):
-            if len(images) != len(self.channels):
-                raise ValueError(
-                    f"expected {len(self.channels)} images in channel order {self.channels}, "
-                    f"got {len(images)}"
-                )
-            case = Case(
-                "volume", "volume", dict(zip(self.channels, images)), None,
-                self._default_convention(),
-            )  # fmt: skip
-        else:
-            raise ValueError(
-                f"images must be a case folder, a mapping channel -> image or a sequence of "
-                f"images, got {type(images).__name__}"
-            )
-        for name in self.channels:
-            if name not in case.channels:
-                where = case.expected.get(name, f"have {sorted(case.channels)}")
-                raise VolumeError(f"case {case.case_id}: missing channel '{name}' ({where})")
-        return case
+        return find_case(images, self.channels, self._default_convention())
 
     def _default_convention(self) -> str:
         return "brats2021" if self.label_convention == "mixed" else self.label_convention
@@ -507,9 +349,8 @@ class VolumePredictor:
         num_slices, height, width = pre.brain.shape
         num_categories = len(self.category_names)
         threshold = self.postprocess.lowest_score_threshold
-        masks = np.zeros((num_categories, num_slices, height, width), dtype=bool)
         hysteresis = self.postprocess.component_thresholds(num_categories) is not None
-        seeds = np.zeros_like(masks) if hysteresis else None
+        slice_masks, slice_seeds = [], []
         indices = self.brain_slices(pre)
         batches = [
             indices[start : start + self.batch_size]
@@ -529,17 +370,20 @@ class VolumePredictor:
                         f"model returned {len(outputs)} outputs for {len(chunk)} inputs"
                     )
                 for s, output in zip(chunk, outputs):
-                    slice_masks, slice_seeds = masks_and_seeds_from_output(
+                    masks, seeds = masks_and_seeds_from_output(
                         output, num_categories, self.postprocess, self.mask_source
                     )
-                    if slice_masks.shape[1:] != (height, width):
+                    if masks.shape[1:] != (height, width):
                         raise ValueError(
-                            f"model returned masks of shape {tuple(slice_masks.shape[1:])} "
+                            f"model returned masks of shape {tuple(masks.shape[1:])} "
                             f"for slice {s} of shape {(height, width)}"
                         )
-                    masks[:, s] = slice_masks
-                    if seeds is not None:
-                        seeds[:, s] = slice_seeds
+                    slice_masks.append((s, masks))
+                    if hysteresis:
+                        slice_seeds.append((s, seeds))
+        shape = (num_slices, height, width)
+        masks = stack_slice_masks(slice_masks, shape, num_categories)
+        seeds = stack_slice_masks(slice_seeds, shape, num_categories) if hysteresis else None
         return masks, seeds
 
     def _forward(
@@ -552,21 +396,8 @@ class VolumePredictor:
                 return chunk, self.model(self.model_inputs(pre, chunk))
 
         workers = self.concurrent_batches or torch.get_num_threads()
-        if str(self.cfg.MODEL.DEVICE).startswith("cuda") or workers == 1 or len(batches) < 2:
-            yield from map(run, batches)
-            return
-        with (
-            library_threads(torch.get_num_threads, torch.set_num_threads, 1),
-            ThreadPoolExecutor(workers) as pool,
-        ):
-            # A bounded window of batches in flight keeps memory independent of the volume.
-            pending: deque[Future] = deque()
-            for chunk in batches:
-                pending.append(pool.submit(run, chunk))
-                if len(pending) > 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+        on_cuda = str(self.cfg.MODEL.DEVICE).startswith("cuda")
+        yield from run_in_order(run, batches, workers=1 if on_cuda else workers)
 
     def masks_to_image(
         self,

@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from brainseg_d2.cli.evaluate import main
+from brainseg_d2.evaluation.label_map_files import case_id, match_cases
 from brainseg_d2.evaluation.nifti_evaluation import (
     CASES_FILE,
     LESIONS_FILE,
     SUMMARY_FILE,
-    case_id,
     evaluate_folders,
-    main,
-    match_cases,
 )
 from official import import_official
 

@@ -14,15 +14,15 @@ import SimpleITK as sitk
 import torch
 
 from brainseg_d2.cli.convert import main as convert_main
+from brainseg_d2.cli.evaluate import main as evaluate_main
+from brainseg_d2.cli.predict import main as predict_main
 from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.ground_truth import label_map_tissue
 from brainseg_d2.data.phantom import generate_case, write_case
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.evaluation.nifti_evaluation import CASES_FILE
-from brainseg_d2.evaluation.nifti_evaluation import main as evaluate_main
 from brainseg_d2.inference import VolumePredictor
-from brainseg_d2.inference.cli import main as predict_main
 from brainseg_d2.labels import get_target
 from brainseg_d2.structures import SliceGeometry
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from brainseg_d2.inference.cli import main
+from brainseg_d2.cli.predict import main
 
 
 def _args(weights_files, phantom_dataset, input_dir, output, weights="good", *extra):

@@ -17,6 +17,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from pycocotools import mask as mask_util
 
+from brainseg_d2.cli.predict import main
 from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
@@ -27,7 +28,6 @@ from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import VolumeError, read_image
 from brainseg_d2.env import library_threads
 from brainseg_d2.inference import VolumePrediction, VolumePredictor
-from brainseg_d2.inference.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 INSTANT_CFG = REPO / "configs" / "phantom" / "mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
@@ -237,7 +237,7 @@ def test_dataset_info_defaults_to_registered_training_dataset(phantom):
     (name,) = register_brainseg_dataset(dataset, name="predict_obl")
     cfg = make_cfg("DATASETS.TRAIN", (name,))
     predictor = VolumePredictor(cfg, model=OracleModel(dataset))
-    assert predictor.dataset_info == json.loads((dataset / "dataset.json").read_text())
+    assert predictor.dataset_info.to_json() == json.loads((dataset / "dataset.json").read_text())
     assert predictor.channels == ["flair", "t1", "t1ce", "t2"]
     with pytest.raises(ValueError, match="not registered.*--dataset-info"):
         VolumePredictor(make_cfg("DATASETS.TRAIN", ("nowhere_train",)), model=OracleModel(dataset))

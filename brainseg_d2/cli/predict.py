@@ -1,0 +1,149 @@
+"""``brainseg-predict``: label maps for BraTS case folders with a trained model.
+
+::
+
+    brainseg-predict --config-file CFG --input CASE_DIR --output OUT MODEL.WEIGHTS model.pth
+    brainseg-predict --config-file CFG --input FOLDER_OF_CASES --output OUT_DIR \\
+        --dataset-info datasets/brats/dataset.json --batch-size 8 MODEL.DEVICE cuda
+
+What is written, checked and refused: :mod:`brainseg_d2.inference.case_files`.
+The weights must fit the model exactly (:func:`brainseg_d2.checkpoint.load_strict`).
+
+Exit status: 0 success; 1 some cases skipped by ``--skip-bad`` (the others were
+predicted), or a system error; 2 bad input/config, bad weights or refused
+overwrite; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from brainseg_d2.labels import CONVENTIONS
+from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
+
+__all__ = ["build_parser", "main", "setup_cfg"]
+
+
+def build_parser() -> ArgumentParser:
+    """Command-line interface of ``brainseg-predict``."""
+    p = ArgumentParser(
+        prog="brainseg-predict",
+        description="Predict tumour label maps for BraTS case folders (whole volumes).",
+    )
+    p.add_argument("--config-file", required=True, metavar="CFG", help="model config (YAML)")
+    p.add_argument(
+        "--input", required=True, help="a BraTS case folder, or a folder of case folders"
+    )
+    p.add_argument(
+        "--dataset-info",
+        metavar="JSON",
+        help="dataset.json of the training dataset (default: from the registered "
+        "DATASETS.TRAIN[0] under the datasets root)",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="output folder (<case>_pred.nii.gz per case), or a .nii.gz file for one case",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="slices per forward pass (default: BRAINSEG.INFERENCE.BATCH_SIZE)",
+    )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--overwrite", action="store_true", help="replace existing <case>_pred.nii.gz outputs"
+    )
+    what.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave cases whose output exists alone (resume an interrupted run)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="predict the good cases, list the bad ones, exit 1 (default: any bad case "
+        "is an error and nothing is predicted)",
+    )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the raw masks (score threshold only) instead of post-processed ones",
+    )
+    p.add_argument(
+        "--label-convention",
+        metavar="NAME_OR_FILE",
+        help=f"write labels in this convention: one of {sorted(CONVENTIONS)} or a .json/.yaml "
+        "convention file (default: each case's own, from its BraTS file names, else the "
+        "training dataset's)",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar for a folder of cases"
+    )
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides, e.g. MODEL.WEIGHTS model_final.pth MODEL.DEVICE cuda",
+    )
+    return p
+
+
+def setup_cfg(args: argparse.Namespace):
+    """Frozen config from ``--config-file``, the trailing opts and ``--raw``.
+
+    Raises:
+        ValueError: bad config file or key, or empty ``MODEL.WEIGHTS``.
+    """
+    from brainseg_d2.config import setup_cfg as config_setup
+
+    raw = ["BRAINSEG.POSTPROCESS.ENABLED", False] if args.raw else []
+    cfg = config_setup(args.config_file, [*args.opts, *raw])
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model_final.pth`")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every case of ``args.input``; raises ValueError on bad input.
+
+    Returns:
+        0, or 1 when ``--skip-bad`` left cases out (they are listed on stderr).
+    """
+    from brainseg_d2.inference.case_files import predict_cases
+
+    existing = "overwrite" if args.overwrite else "skip" if args.skip_existing else "refuse"
+    return predict_cases(
+        setup_cfg(args),
+        args.input,
+        args.output,
+        dataset_info=args.dataset_info,
+        batch_size=args.batch_size,
+        label_convention=args.label_convention,
+        existing=existing,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``brainseg-predict``; returns 0, 1 (cases skipped), 2 (bad input), 130 (interrupted)."""
+    quiet_third_party_warnings()
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:
+        print_error(exc)
+        return 2
+    except OSError as exc:
+        print_error(exc)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run again with --skip-existing to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Finding label maps in two folders and pairing prediction with reference by case id.
+
+Case ids: BraTS names give the id wherever they sit in a file name
+(``BraTS-GLI-00000-000``, ``BraTS2021_00000``, ``Brats18_2013_2_1``, ...); other
+names give their stem less a trailing ``_seg``/``-seg``/``_pred``-like suffix; a
+``pattern`` overrides both. Reference folders may be BraTS case folders: image
+files (``_flair``, ``-t2f``, ...) are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from brainseg_d2.labels import BRATS2021_CASE, BRATS2023_CASE, brats_task
+
+__all__ = ["NIFTI_SUFFIXES", "CasePair", "EvaluationError", "case_id", "find_label_maps",
+           "match_cases"]  # fmt: skip
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Trailing parts of a file stem that are not part of the case id.
+_ID_SUFFIX = re.compile(r"[_-](seg|pred|prediction|label|labels|mask|segmentation)$", re.I)
+#: BraTS image files (not label maps) inside case folders.
+_IMAGE_SUFFIX = re.compile(r"[_-](flair|t1|t1ce|t2|t1n|t1c|t2w|t2f)$", re.I)
+
+
+class EvaluationError(ValueError):
+    """Bad input to the evaluation: folders, names, geometry, labels (one-line message)."""
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def case_id(path: str | os.PathLike, pattern: re.Pattern | None = None) -> str | None:
+    """Case id of a label-map file name (module docstring); None if ``pattern`` misses."""
+    stem = _stem(Path(path))
+    if pattern is not None:
+        m = pattern.search(Path(path).name)
+        if m is None:
+            return None
+        if "id" in pattern.groupindex:
+            return m.group("id")
+        return m.group(1) if pattern.groups else m.group(0)
+    m = BRATS2023_CASE.search(stem)
+    if m:
+        return m.group(0)
+    m = BRATS2021_CASE.search(stem)
+    if m:
+        return _ID_SUFFIX.sub("", m.group(0))
+    return _ID_SUFFIX.sub("", stem)
+
+
+def _is_image(path: Path) -> bool:
+    stem = _stem(path)
+    return brats_task(stem) is not None and _IMAGE_SUFFIX.search(stem) is not None
+
+
+def find_label_maps(
+    folder: str | os.PathLike, pattern: re.Pattern | None = None, *, role: str = "folder"
+) -> dict[str, Path]:
+    """Label maps under ``folder`` (any depth) by case id.
+
+    Raises:
+        EvaluationError: missing folder, no NIfTI file, or two files with one id
+            (the message names both).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise EvaluationError(f"{role} {root} is not a folder")
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        if not path.name.lower().endswith(NIFTI_SUFFIXES) or not path.is_file():
+            continue
+        if _is_image(path):
+            continue
+        cid = case_id(path, pattern)
+        if cid is None:
+            continue
+        if cid in found:
+            raise EvaluationError(
+                f"{role}: {found[cid]} and {path} have the same case id {cid!r}; "
+                "use --pattern to tell them apart"
+            )
+        found[cid] = path
+    if not found:
+        what = "NIfTI label map" if pattern is None else f"NIfTI file matching {pattern.pattern!r}"
+        raise EvaluationError(f"{role} {root} holds no {what}")
+    return found
+
+
+@dataclass(frozen=True)
+class CasePair:
+    """One reference and its prediction (None when missing)."""
+
+    case_id: str
+    ref: Path
+    pred: Path | None
+
+
+def match_cases(
+    pred_dir: str | os.PathLike, ref_dir: str | os.PathLike, pattern: re.Pattern | None = None
+) -> tuple[list[CasePair], list[Path]]:
+    """Pair references with predictions by case id.
+
+    Returns:
+        ``(pairs, unmatched)``: one pair per reference, sorted by id (``pred`` None
+        when missing), and the predictions without reference.
+
+    Raises:
+        EvaluationError: bad folders, duplicate ids, or no prediction matching any
+            reference (names an id of each side, which usually means a wrong
+            ``--pattern``).
+    """
+    refs = find_label_maps(ref_dir, pattern, role="--ref")
+    preds = find_label_maps(pred_dir, pattern, role="--pred")
+    if not set(refs) & set(preds):
+        raise EvaluationError(
+            f"no prediction in {pred_dir} matches a reference in {ref_dir} (ids like "
+            f"{next(iter(preds))!r} and {next(iter(refs))!r}); use --pattern"
+        )
+    pairs = [CasePair(cid, refs[cid], preds.get(cid)) for cid in sorted(refs)]
+    unmatched = [preds[cid] for cid in sorted(set(preds) - set(refs))]
+    return pairs, unmatched
