@@ -174,7 +174,7 @@ def load_cases(cases_csv: str | os.PathLike) -> list[dict]:
         item["patient_id"] = row.get("patient_id") or row[id_column]
         item["variant"] = row.get("variant") or ""
         if "ref_voxels" not in columns and "gt_voxels" in columns:
-            item["ref_voxels"] = row["gt_voxels"]  # tables written before phase 2
+            item["ref_voxels"] = row["gt_voxels"]  # older tables name it gt_voxels
         for key in NUMERIC_FIELDS:
             item[key] = to_float(item.get(key))
         item["both_empty"] = _to_bool(row.get("both_empty"))
