@@ -6,9 +6,11 @@
         --output output/config_tuned.yaml MODEL.WEIGHTS output/model_final.pth
 
 Runs the model once over every volume of the dataset, scores a grid of
-SCORE_THRESH x MIN_VOLUME_3D x COMPONENT_SCORE_THRESH on volume Dice (see
-brainseg_d2/evaluation/tuning.py), prints the table and writes the config with
-the best setting, usable as --config-file by every tool.
+SCORE_THRESH x MIN_VOLUME_3D x COMPONENT_SCORE_THRESH on volume Dice, then
+per-category thresholds, then (nested targets) the inner categories' minimum
+volume on volume and lesion-wise Dice (see brainseg_d2/evaluation/tuning.py),
+prints the table and writes the config with the best setting, usable as
+--config-file by every tool.
 """
 
 import sys
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
         return 2
     regions = list(results[0]["dice"])
     print("SCORE_THRESH MIN_VOLUME_3D COMPONENT_SCORE_THRESH CATEGORY_SCORE_THRESH "
-          + " ".join(regions) + " mean")
+          + " ".join(regions) + " objective")
     for r in sorted(results, key=lambda r: -r["objective"]):
         p = r["params"]
         dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)

@@ -166,3 +166,34 @@ def test_per_category_thresholds_keep_a_faint_core_and_drop_a_bright_speck(tmp_p
     assert params.category_score_threshold[:2] == (0.7, 0.3)
     (refined,) = sweep(volumes, regions, [params])
     assert refined["objective"] == pytest.approx(1.0)
+
+
+def test_inner_min_volume_drops_core_fragments_that_lesion_wise_dice_counts(tmp_path):
+    """Small TC/ET fragments inside the lesion: volume Dice barely sees them, lesion-wise does."""
+    from brainseg_d2.evaluation.tuning import (
+        cache_volumes,
+        lesion_dice_by_region,
+        refine_inner_min_volume,
+    )
+
+    regions = get_target("regions")
+    scores = np.zeros((3, 10, 40, 40), np.float32)
+    scores[0, 1:9, 4:34, 4:34] = 0.9  # a 7200-voxel lesion
+    scores[1:, 3:7, 10:20, 10:20] = 0.9  # its 400-voxel core (TC = ET)
+    gt = scores >= 0.5
+    for z, y in ((2, 28), (6, 28), (7, 6)):  # three 2-voxel core fragments, not in the truth
+        scores[1:, z, y, 28:30] = 0.9
+    paths = cache_volumes([("v", scores, gt)], tmp_path)
+    base = PostprocessParams(score_threshold=0.5, min_volume_3d=(0, 0, 0))
+    masks = scores >= 0.5
+    assert region_dice(masks, gt, regions)["TC"] > 0.98  # fragments: 12 of 412 voxels
+    # the core matched exactly (Dice 1), each fragment a false positive adding 0
+    assert lesion_dice_by_region(masks, gt, regions)["TC"] == pytest.approx(1 / 4)
+    params, results = refine_inner_min_volume(paths, regions, base, (0, 10, 1000))
+    assert [r["params"].min_volume_3d for r in results] == [(0, 0, 0), (0, 10, 10), (0, 1000, 1000)]
+    assert params.min_volume_3d == (0, 10, 10)  # removes the fragments, keeps the core
+    chosen = results[1]
+    assert chosen["dice"]["TC"] == pytest.approx(1.0) and chosen["lesion_dice"]["ET"] == 1.0
+    assert results[2]["dice"]["TC"] == 0.0  # too large a minimum deletes the core
+    # Non-nested targets are left alone.
+    assert refine_inner_min_volume(paths, get_target("labels"), base, (0, 10)) == (base, [])
