@@ -22,7 +22,8 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from brainseg_d2.evaluation.metrics import dice, hausdorff_distance_95
+from brainseg_d2.evaluation.distances import hausdorff_distance_95
+from brainseg_d2.evaluation.metrics import dice
 
 SHAPE = (155, 240, 240)
 

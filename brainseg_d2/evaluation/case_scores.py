@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from brainseg_d2.evaluation.distances import hd95_from_distances, surface_distances
 from brainseg_d2.evaluation.lesion_metrics import (
     BRATS2023_LESION_SETTINGS,
     PANOPTICA_MATCHING_THRESHOLD,
@@ -48,13 +49,7 @@ from brainseg_d2.evaluation.lesion_metrics import (
     brats2023_lesion_metrics,
     panoptic_lesion_metrics,
 )
-from brainseg_d2.evaluation.metrics import (
-    HD95_PENALTY_MM,
-    confusion_counts,
-    hd95_from_distances,
-    scores_from_counts,
-    surface_distances,
-)
+from brainseg_d2.evaluation.metrics import HD95_PENALTY_MM, confusion_counts, scores_from_counts
 from brainseg_d2.labels import LabelConvention
 
 __all__ = [

@@ -36,15 +36,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from brainseg_d2.evaluation.metrics import (
-    HD95_PENALTY_MM,
-    as_mask_pair,
-    as_spacing,
-    hd95_from_distances,
-    neighbourhood_structure,
-    surface_distances,
-    union_bbox,
-)
+from brainseg_d2.evaluation.distances import hd95_from_distances, surface_distances, union_bbox
+from brainseg_d2.evaluation.metrics import HD95_PENALTY_MM, as_mask_pair, as_spacing
+from brainseg_d2.utils.connectivity import neighbourhood_structure
 
 __all__ = [
     "BRATS2023_LESION_SETTINGS",
@@ -154,7 +148,7 @@ def brats2023_lesion_metrics(
     distance by the area of its surface element on a half-voxel-shifted grid,
     so their lesion HD95 differs from ours by a fraction of a voxel on typical
     lesions. ``"panoptica"`` pools both directions (BraTS 2024+). See
-    :func:`~brainseg_d2.evaluation.metrics.hd95_from_distances`.
+    :func:`~brainseg_d2.evaluation.distances.hd95_from_distances`.
 
     Args:
         pred: bool array ``(S, H, W)`` (or ``(H, W)``).

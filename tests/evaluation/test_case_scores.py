@@ -16,7 +16,7 @@ from brainseg_d2.evaluation.case_scores import (
     score_masks,
     summarize_cases,
 )
-from brainseg_d2.evaluation.metrics import hausdorff_distance_95
+from brainseg_d2.evaluation.distances import hausdorff_distance_95
 from brainseg_d2.labels import CONVENTIONS
 
 CONV = CONVENTIONS["brats2023"]

@@ -14,7 +14,8 @@ from brainseg_d2.evaluation.lesion_metrics import (
     brats2023_lesion_metrics,
     panoptic_lesion_metrics,
 )
-from brainseg_d2.evaluation.metrics import hausdorff_distance_95, lesion_wise_dice
+from brainseg_d2.evaluation.distances import hausdorff_distance_95
+from brainseg_d2.evaluation.metrics import lesion_wise_dice
 from official import import_official
 
 

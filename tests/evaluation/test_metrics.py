@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from brainseg_d2.evaluation.distances import (
+    hausdorff_distance_95,
+    hd95_from_distances,
+    surface_distances,
+)
 from brainseg_d2.evaluation.metrics import (
     HD95_PENALTY_MM,
     PooledCounts,
     absolute_volume_difference,
     confusion_counts,
     dice,
-    hausdorff_distance_95,
-    hd95_from_distances,
     iou,
     lesion_wise_dice,
     neighbourhood_structure,
@@ -26,7 +29,6 @@ from brainseg_d2.evaluation.metrics import (
     scores_from_counts,
     sensitivity,
     specificity,
-    surface_distances,
 )
 
 # pred/gt of 2x3: tp=1 (0,0), fp=1 (0,1), fn=1 (1,0), tn=3
@@ -510,15 +512,15 @@ def test_lesion_wise_matches_brats2023_port(seed, dil_factor, thresh):
 
 @pytest.mark.parametrize(("seed", "shape", "spacing"), CROSS_CASES)
 def test_surface_distances_kdtree_equals_distance_transform(seed, shape, spacing, monkeypatch):
-    import brainseg_d2.evaluation.metrics as metrics
+    import brainseg_d2.evaluation.distances as distances
 
     pred, gt = _random_pair(seed, shape)
     far = np.zeros_like(gt)  # a far-away speck makes the box large and the surfaces sparse
     far[(0,) * far.ndim] = True
     for p, g in ((pred, gt), (pred | far, gt)):
-        monkeypatch.setattr(metrics, "_KDTREE_BOX_RATIO", float("inf"))
+        monkeypatch.setattr(distances, "_KDTREE_BOX_RATIO", float("inf"))
         edt = surface_distances(p, g, spacing)
-        monkeypatch.setattr(metrics, "_KDTREE_BOX_RATIO", 0)
+        monkeypatch.setattr(distances, "_KDTREE_BOX_RATIO", 0)
         tree = surface_distances(p, g, spacing)
         for a, b in zip(edt, tree):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
