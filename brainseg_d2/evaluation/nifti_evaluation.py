@@ -51,9 +51,9 @@ from brainseg_d2.evaluation.case_scores import (
     missing_prediction_rows,
     pop_lesion_records,
     score_label_maps,
-    summarize_cases,
 )
 from brainseg_d2.evaluation.case_scores import LESION_COLUMNS as CASE_LESION_COLUMNS
+from brainseg_d2.evaluation.case_summary import summarize_cases
 from brainseg_d2.evaluation.label_map_files import (
     CasePair,
     EvaluationError,

@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from brainseg_d2.evaluation.case_scores import ScoringSettings, score_named_masks, summarize_cases
+from brainseg_d2.evaluation.case_scores import ScoringSettings, score_named_masks
+from brainseg_d2.evaluation.case_summary import summarize_cases
 from brainseg_d2.evaluation.lesion_metrics import LesionSettings
 from brainseg_d2.evaluation.metrics import confusion_counts, scores_from_counts
 from brainseg_d2.labels import REGIONS, Target, get_target
@@ -269,7 +270,7 @@ def _nanmean(values: Sequence[float]) -> float:
 def summarize(rows: Sequence[Mapping]) -> dict[str, float]:
     """Flat metrics over volumes from :func:`evaluate_volume` rows tagged with ``variant``.
 
-    The means are those of :func:`~brainseg_d2.evaluation.case_scores.summarize_cases`
+    The means are those of :func:`~brainseg_d2.evaluation.case_summary.summarize_cases`
     (``brainseg-evaluate``'s summary), flattened.
 
     Args:

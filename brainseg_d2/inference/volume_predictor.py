@@ -22,17 +22,10 @@ cannot write is an error (:func:`~brainseg_d2.labels.prediction_convention`).
 Slices without brain voxels are not run through the model: they are predicted
 empty (the converter drops them too, so the model never saw such slices).
 
-Detections scoring below the post-processing score threshold are dropped anyway,
-so while it predicts, the predictor raises the box predictor's
-``test_score_thresh`` (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, usually 0.05) to that
-threshold: the mask head and mask pasting then run only on detections that can
-enter the masks. The kept detections are exactly the same (see
-:func:`score_threshold_pushed_down`).
-
-On CPU, several batches run at once, each on one torch thread
-(``BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES``): a slice of a few hundred pixels
-a side cannot keep several intra-op threads busy, two single-threaded forward
-passes can (torch releases the GIL in its kernels).
+While it predicts, the model drops detections below the post-processing score
+threshold itself (:func:`score_threshold_pushed_down`: the same kept detections,
+less mask-head work); on CPU, several batches run at once, each on one torch
+thread (``BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES``, :func:`run_in_order`).
 
 Model inputs are built exactly as :class:`~brainseg_d2.data.dataset_mapper.BrainSegDatasetMapper`
 builds them at test time from the converter's PNGs: the slice's N channels in the

@@ -6,7 +6,7 @@ point writes (:class:`~brainseg_d2.evaluation.evaluator.BrainSegEvaluator`:
 row per volume x name x variant; ``brainseg-evaluate``: ``cases.csv``,
 ``summary.json``, ``lesions.csv``, one row per case x name), aggregates the rows
 with the function both entry points use
-(:func:`~brainseg_d2.evaluation.case_scores.summarize_cases`), and renders the
+(:func:`~brainseg_d2.evaluation.case_summary.summarize_cases`), and renders the
 Jinja2 template ``brainseg_d2/templates/report.html.j2`` (autoescaped; no HTML is
 built here). The page is made so that it cannot mislead:
 

@@ -14,8 +14,8 @@ from brainseg_d2.evaluation.case_scores import (
     missing_prediction_rows,
     score_label_maps,
     score_masks,
-    summarize_cases,
 )
+from brainseg_d2.evaluation.case_summary import summarize_cases
 from brainseg_d2.evaluation.distances import hausdorff_distance_95
 from brainseg_d2.labels import CONVENTIONS
 
