@@ -1,0 +1,165 @@
+"""Cleaning category masks: 2D steps per slice, 3D steps per volume (package docstring)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from brainseg_d2.postprocessing.params import PostprocessParams
+from brainseg_d2.utils.connectivity import neighbourhood_structure
+
+
+def _morph(img: np.ndarray, op: int, size: int) -> np.ndarray:
+    """Opening/closing of a uint8 mask with the outside of the slice as background.
+
+    OpenCV's default border is neutral, which lets a closing grow objects into
+    the image's edge pixels; padding with zeros by the kernel radius gives the
+    textbook operation on the mask as a set, cropped back to the slice.
+    """
+    pad = size // 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    return cv2.morphologyEx(padded, op, kernel)[pad:-pad, pad:-pad]
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of a bool mask as slices; None when empty."""
+    boxes = ndimage.find_objects(np.ascontiguousarray(mask).view(np.uint8))
+    return boxes[0] if boxes else None
+
+
+def _clean_2d(mask: np.ndarray, params: PostprocessParams) -> np.ndarray:
+    """2D steps on one ``(H, W)`` bool mask; returns a new bool array."""
+    out = np.zeros(mask.shape, dtype=bool)
+    box = _bbox(mask)
+    if box is None:
+        return out
+    # Work on the bounding box plus a 1-pixel background ring. Exact: outside the
+    # slice counts as background anyway, no step grows an object beyond its
+    # bounding box, and the ring keeps hole filling's "connected to the border".
+    img = np.pad(mask[box], 1).astype(np.uint8)
+    if params.opening_kernel > 1:
+        img = _morph(img, cv2.MORPH_OPEN, params.opening_kernel)
+    if params.closing_kernel > 1:
+        img = _morph(img, cv2.MORPH_CLOSE, params.closing_kernel)
+    if params.fill_holes:
+        img = ndimage.binary_fill_holes(img).astype(np.uint8)
+    if params.min_area_2d > 0:
+        connectivity = 4 if params.connectivity_3d == 6 else 8
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(img, connectivity=connectivity)
+        keep = stats[:, cv2.CC_STAT_AREA] >= params.min_area_2d
+        keep[0] = False
+        img = keep[labels]
+    out[box] = img[1:-1, 1:-1]
+    return out
+
+
+def postprocess_slice(masks: np.ndarray, params: PostprocessParams) -> np.ndarray:
+    """2D post-processing of the category masks of one slice.
+
+    Args:
+        masks: bool ``(C, H, W)``.
+        params: settings; the 2D steps run in the order opening, closing, hole
+            filling, min area (see module docstring). 3D steps are ignored here.
+
+    Returns:
+        bool ``(C, H, W)``, a new array (a copy when ``params.enabled`` is False).
+    """
+    masks = np.asarray(masks).astype(bool, copy=False)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (C, H, W), got shape {masks.shape}")
+    if not params.enabled:
+        return masks.copy()
+    return np.stack([_clean_2d(m, params) for m in masks]) if len(masks) else masks.copy()
+
+
+def _filter_components_3d(
+    mask: np.ndarray,
+    params: PostprocessParams,
+    seeds: np.ndarray | None = None,
+    min_volume: int = 0,
+) -> np.ndarray:
+    """3D component filters of one category, on one labelling of ``mask``.
+
+    In order: components without a ``seeds`` voxel go (when seeds are given),
+    those under ``min_volume`` voxels go, then the ``keep_largest_k`` largest
+    of the rest stay. The first two drop whole components, so one pass is exact.
+    """
+    out = np.zeros(mask.shape, dtype=bool)
+    box = _bbox(mask)
+    if box is None:
+        return out
+    structure = neighbourhood_structure(3, params.connectivity_3d)
+    labels, n = ndimage.label(mask[box], structure=structure)  # components lie in the box
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= min_volume
+    if seeds is not None:
+        seeded = np.zeros(n + 1, dtype=bool)
+        seeded[labels[seeds[box]]] = True
+        keep &= seeded
+    keep[0] = False
+    if params.keep_largest_k > 0:
+        # Stable sort: among equal sizes the component met first (lower label) wins.
+        order = np.argsort(-sizes[1:], kind="stable") + 1
+        ranked = order[keep[order]]
+        keep[ranked[params.keep_largest_k :]] = False
+    out[box] = keep[labels]
+    return out
+
+
+def postprocess_volume(
+    masks: np.ndarray,
+    params: PostprocessParams,
+    *,
+    enforce_nesting: bool = False,
+    seeds: np.ndarray | None = None,
+) -> np.ndarray:
+    """2D then 3D post-processing of a stack of category masks.
+
+    Args:
+        masks: bool ``(C, S, H, W)``: categories, slices, rows, columns.
+        params: settings. The 2D steps of :func:`postprocess_slice` run on every
+            slice, then per category: 3D components without a seed voxel are
+            removed (if ``component_score_threshold`` is set), then those smaller
+            than ``min_volume_3d`` voxels (``connectivity_3d``), then only the
+            ``keep_largest_k`` largest remain.
+        enforce_nesting: for nested targets (``regions``: WT ⊇ TC ⊇ ET, in that
+            category order) intersect each category with the one before it,
+            after all cleaning, so an inner region never leaks outside its outer
+            one. This can leave fragments smaller than the size limits. Default
+            False (``labels`` and ``binary`` targets are not nested).
+        seeds: bool ``(C, S, H, W)``, voxels of instances scoring ``>=``
+            ``component_score_threshold`` (``instances_to_category_masks`` with
+            ``params.component_thresholds(C)``); required when that is set.
+
+    Returns:
+        bool ``(C, S, H, W)``, a new array; a copy of the input when
+        ``params.enabled`` is False.
+    """
+    masks = np.asarray(masks).astype(bool, copy=False)
+    if masks.ndim != 4:
+        raise ValueError(f"masks must be (C, S, H, W), got shape {masks.shape}")
+    if not params.enabled:
+        return masks.copy()
+    seed_thresholds = params.component_thresholds(masks.shape[0])
+    if seed_thresholds is not None:
+        if seeds is None:
+            raise ValueError(
+                "component_score_threshold is set: postprocess_volume needs the seed masks"
+            )
+        seeds = np.asarray(seeds).astype(bool, copy=False)
+        if seeds.shape != masks.shape:
+            raise ValueError(f"seeds must have the masks' shape {masks.shape}, got {seeds.shape}")
+    min_volumes = params.min_volumes(masks.shape[0])
+    out = np.empty_like(masks)
+    for c in range(masks.shape[0]):
+        for s in range(masks.shape[1]):
+            out[c, s] = _clean_2d(masks[c, s], params)
+        category_seeds = seeds[c] if seed_thresholds is not None else None
+        if category_seeds is not None or min_volumes[c] > 0 or params.keep_largest_k > 0:
+            out[c] = _filter_components_3d(out[c], params, category_seeds, int(min_volumes[c]))
+    if enforce_nesting:
+        for c in range(1, out.shape[0]):
+            out[c] &= out[c - 1]
+    return out

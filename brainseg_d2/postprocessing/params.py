@@ -1,0 +1,253 @@
+"""The post-processing settings: one definition that gives the config defaults,
+reads them back and offers a :meth:`~PostprocessParams.raw` variant."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PostprocessParams:
+    """Post-processing settings; the defaults are the project's defaults.
+
+    Attributes:
+        enabled: False turns every step off (masks are returned unchanged). The
+            score threshold still applies: it is how instances become masks.
+        score_threshold: pixels enter the category masks where the score is
+            ``>=`` this: the pixel's probability for a dense head's output, the
+            instance's score for instance masks.
+        category_score_threshold: one threshold per category instead of
+            ``score_threshold`` (empty = ``score_threshold`` for every category);
+            see :meth:`score_thresholds`.
+        opening_kernel: diameter in pixels of the elliptical structuring element
+            of a 2D opening (removes specks and thin bridges); odd; 0 = off.
+        closing_kernel: same for a 2D closing (bridges small gaps); odd; 0 = off.
+        fill_holes: fill 2D holes (background not connected to the slice border).
+        min_area_2d: drop 2D components smaller than this many pixels; 0 = off.
+        min_volume_3d: drop 3D components smaller than this many voxels; 0 = off.
+            One value for every category, or one per category (for nested
+            targets, e.g. ``(200, 0, 0)`` filters lesions by their WT extent and
+            keeps whatever core lies inside a surviving lesion). Stored as a tuple.
+        connectivity_3d: 3D neighbourhood, 6, 18 or 26 (26 as in BraTS lesion
+            analysis); its in-plane part (4 or 8) is the 2D connectivity.
+        keep_largest_k: keep only the K largest 3D components per category;
+            0 = off (gliomas are usually one lesion, but metastases are not).
+        component_score_threshold: hysteresis on scores; empty = off.
+            A 3D component (of the masks made at ``score_threshold``) is kept
+            only if it holds a voxel scoring ``>=`` this (pixel probability, or
+            the score of an instance covering the voxel). One
+            value for every category, or one per category. Low-scoring instances
+            then extend a confident lesion's outline without creating lesions
+            of their own (false positives on tumour-free volumes are mostly
+            such lone low-score detections). Needs the seed masks
+            (:func:`postprocess_volume` ``seeds``).
+
+    Defaults: every cleaning step is off, so ``PostprocessParams()`` differs from
+    :meth:`raw` only in being enabled. Sizes and kernels need tuning per dataset
+    (a min-size that helps gliomas deletes small metastases). Hole filling is off
+    as well because it applies to every category, and some are *meant* to have
+    holes: enhancing tumour is a rim around necrosis
+    (``ET`` in both ``labels`` and ``regions``) and edema surrounds the core in
+    ``labels``. Turn it on for ``binary`` or WT/TC-only work. Tune on validation
+    data; compare with :meth:`raw`.
+    """
+
+    enabled: bool = True
+    score_threshold: float = 0.5
+    opening_kernel: int = 0
+    closing_kernel: int = 0
+    fill_holes: bool = False
+    min_area_2d: int = 0
+    min_volume_3d: tuple[int, ...] = (0,)
+    connectivity_3d: int = 26
+    keep_largest_k: int = 0
+    component_score_threshold: tuple[float, ...] = ()
+    category_score_threshold: tuple[float, ...] = ()
+
+    #: field name -> config key under the post-processing node.
+    CFG_KEYS: ClassVar[dict[str, str]] = {
+        "enabled": "ENABLED",
+        "score_threshold": "SCORE_THRESH",
+        "opening_kernel": "OPENING_KERNEL",
+        "closing_kernel": "CLOSING_KERNEL",
+        "fill_holes": "FILL_HOLES",
+        "min_area_2d": "MIN_AREA_2D",
+        "min_volume_3d": "MIN_VOLUME_3D",
+        "connectivity_3d": "CONNECTIVITY_3D",
+        "keep_largest_k": "KEEP_LARGEST_K",
+        "component_score_threshold": "COMPONENT_SCORE_THRESH",
+        "category_score_threshold": "CATEGORY_SCORE_THRESH",
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("enabled", "fill_holes"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {value!r}")
+        thr = self.score_threshold
+        if not isinstance(thr, numbers.Real) or isinstance(thr, bool) or not 0.0 <= thr <= 1.0:
+            raise ValueError(f"score_threshold must be a number in [0, 1], got {thr!r}")
+        volumes = self.min_volume_3d
+        if isinstance(volumes, numbers.Integral) and not isinstance(volumes, bool):
+            volumes = (volumes,)
+        if (
+            not isinstance(volumes, (tuple, list))
+            or not volumes
+            or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
+                for v in volumes
+            )
+        ):
+            raise ValueError(
+                "min_volume_3d must be integers >= 0 (one, or one per category), got "
+                f"{self.min_volume_3d!r}"
+            )
+        object.__setattr__(self, "min_volume_3d", tuple(int(v) for v in volumes))
+        for name in (
+            "opening_kernel",
+            "closing_kernel",
+            "min_area_2d",
+            "keep_largest_k",
+            "connectivity_3d",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("opening_kernel", "closing_kernel"):
+            value = getattr(self, name)
+            if value > 0 and value % 2 == 0:
+                raise ValueError(f"{name} must be odd (or 0 for off), got {value!r}")
+        if self.connectivity_3d not in (6, 18, 26):
+            raise ValueError(f"connectivity_3d must be 6, 18 or 26, got {self.connectivity_3d!r}")
+        values = self.component_score_threshold
+        if isinstance(values, numbers.Real) and not isinstance(values, bool):
+            values = (values,)
+        if not isinstance(values, (tuple, list)) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+            for v in values
+        ):
+            raise ValueError(
+                "component_score_threshold must be numbers in [0, 1] (one, or one per "
+                f"category; empty = off), got {self.component_score_threshold!r}"
+            )
+        object.__setattr__(self, "component_score_threshold", tuple(float(v) for v in values))
+        values = self.category_score_threshold
+        if not isinstance(values, (tuple, list)) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+            for v in values
+        ):
+            raise ValueError(
+                "category_score_threshold must be numbers in [0, 1] (one per category; "
+                f"empty = score_threshold), got {self.category_score_threshold!r}"
+            )
+        object.__setattr__(self, "category_score_threshold", tuple(float(v) for v in values))
+
+    def score_thresholds(self, num_categories: int) -> np.ndarray:
+        """Per-category score thresholds ``(C,)``: ``category_score_threshold`` if set,
+        else ``score_threshold`` for every category.
+
+        Raises:
+            ValueError: if ``category_score_threshold`` has neither 0 nor ``C`` values.
+        """
+        values = self.category_score_threshold
+        if not values:
+            return np.full(num_categories, self.score_threshold, dtype=float)
+        if len(values) != num_categories:
+            raise ValueError(
+                f"category_score_threshold has {len(values)} values; give one per category "
+                f"({num_categories})"
+            )
+        return np.asarray(values, dtype=float)
+
+    @property
+    def lowest_score_threshold(self) -> float:
+        """The lowest score that can enter any category's mask."""
+        return min((self.score_threshold, *self.category_score_threshold))
+
+    def thresholds_only(self) -> PostprocessParams:
+        """The ``raw`` variant of these settings: the same score thresholds, every step off."""
+        return replace(
+            PostprocessParams.raw(self.score_threshold),
+            category_score_threshold=self.category_score_threshold,
+        )
+
+    def min_volumes(self, num_categories: int) -> np.ndarray:
+        """Per-category minimum 3D component size ``(C,)`` (all 0 when disabled).
+
+        Raises:
+            ValueError: if ``min_volume_3d`` has neither 1 nor ``C`` values.
+        """
+        values = self.min_volume_3d if self.enabled else (0,)
+        if len(values) not in (1, num_categories):
+            raise ValueError(
+                f"min_volume_3d has {len(values)} values; give 1 or one per category "
+                f"({num_categories})"
+            )
+        return np.broadcast_to(np.asarray(values, dtype=np.int64), (num_categories,)).copy()
+
+    def component_thresholds(self, num_categories: int) -> np.ndarray | None:
+        """Per-category seed score thresholds ``(C,)``, or None when hysteresis is off.
+
+        Raises:
+            ValueError: if ``component_score_threshold`` has neither 1 nor ``C`` values.
+        """
+        values = self.component_score_threshold
+        if not self.enabled or not values:
+            return None
+        if len(values) not in (1, num_categories):
+            raise ValueError(
+                f"component_score_threshold has {len(values)} values; give 1 or one per "
+                f"category ({num_categories})"
+            )
+        return np.broadcast_to(np.asarray(values, dtype=float), (num_categories,)).copy()
+
+    @classmethod
+    def from_cfg(cls, node: Any) -> PostprocessParams:
+        """Build from a config node with UPPERCASE keys (see :attr:`CFG_KEYS`).
+
+        Args:
+            node: a yacs/fvcore ``CfgNode`` (or anything with those attributes,
+                e.g. ``types.SimpleNamespace``), such as ``cfg.BRAINSEG.POSTPROCESS``.
+
+        Raises:
+            ValueError: if keys are missing (all are named) or a value is invalid.
+        """
+        missing = [key for key in cls.CFG_KEYS.values() if not hasattr(node, key)]
+        if missing:
+            raise ValueError(f"post-processing config node lacks keys {missing}")
+        return cls(**{field: getattr(node, key) for field, key in cls.CFG_KEYS.items()})
+
+    def to_cfg_dict(self) -> dict[str, Any]:
+        """UPPERCASE key -> value, so a config can take its defaults from here.
+
+        ``CfgNode(PostprocessParams().to_cfg_dict())`` gives a node with the
+        defaults above, so config defaults are not a second copy kept by hand.
+        """
+        return {key: getattr(self, field) for field, key in self.CFG_KEYS.items()}
+
+    @classmethod
+    def raw(cls, score_threshold: float | None = None) -> PostprocessParams:
+        """Every post-processing step off; only the score threshold remains.
+
+        Args:
+            score_threshold: ``None`` keeps the default threshold. Pass the
+                threshold of the post-processed params to compare like with like:
+                ``PostprocessParams.raw(params.score_threshold)``.
+        """
+        if score_threshold is None:
+            score_threshold = cls.score_threshold
+        return cls(
+            enabled=False,
+            score_threshold=score_threshold,
+            opening_kernel=0,
+            closing_kernel=0,
+            fill_holes=False,
+            min_area_2d=0,
+            min_volume_3d=(0,),
+            keep_largest_k=0,
+            component_score_threshold=(),
+        )
