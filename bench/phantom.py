@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from brainseg_d2.data import phantom, phantom_anatomy  # noqa: E402
+from brainseg_d2.data import phantom, phantom_template  # noqa: E402
 from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume  # noqa: E402
 from brainseg_d2.data.sources import find_brats_cases  # noqa: E402
 from brainseg_d2.labels import CONVENTIONS, TISSUE_ED, TISSUE_ET, TISSUE_NCR, raw_to_tissue  # noqa: E402
@@ -136,7 +136,7 @@ def tissue_medians(norm, anatomy, tumour, brain) -> dict[str, dict[str, float]]:
 
 def _atlas_priors(t1: sitk.Image) -> np.ndarray:
     """MNI152 CSF/GM/WM fractions affinely registered to ``t1``: float32 (3, z, y, x)."""
-    tpl = phantom_anatomy.load_template(1.0)
+    tpl = phantom_template.load_template(1.0)
     moving_array = np.tensordot(np.array([0.3, 0.6, 0.9], np.float32), tpl.fractions, axes=1)
     moving = sitk.GetImageFromArray(moving_array)
     moving.CopyInformation(tpl.reference)

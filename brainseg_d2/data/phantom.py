@@ -37,7 +37,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,30 +45,30 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from brainseg_d2.data.phantom_anatomy import (
-    SITE_SPACING,
-    AnatomyDraw,
-    AnatomyParams,
     brain_share,
     deformation,
-    draw_anatomy,
-    grid_index,
-    load_template,
     pad_to_fov,
     resize_ventricles,
-    sites,
     vessel_voxels,
     warp_array,
 )
 from brainseg_d2.data.phantom_contrast import (
     SEQUENCES,
-    ContrastParams,
-    SequenceAppearance,
     TissueMaps,
-    draw_appearance,
     render_sequence,
     tumour_texture_field,
 )
 from brainseg_d2.data.phantom_fields import smooth_noise
+from brainseg_d2.data.phantom_lesions import render_tumour
+from brainseg_d2.data.phantom_plan import (
+    CasePlan,
+    PhantomParams,
+    case_streams,
+    check_p_empty,
+    check_spacing,
+    plan_case,
+)
+from brainseg_d2.data.phantom_template import grid_index, load_template
 from brainseg_d2.data.phantom_tumour import (
     ED,
     ET,
@@ -76,42 +76,13 @@ from brainseg_d2.data.phantom_tumour import (
     NET,
     TumourParams,
     TumourPlan,
-    plan_tumour,
-    render_tumour,
 )
 from brainseg_d2.labels import CONVENTIONS, TISSUE_ED, TISSUE_ET, TISSUE_NCR, tissue_to_raw
 
 MODALITIES = SEQUENCES  # ("flair", "t1", "t1ce", "t2")
-SPACING_RANGE = (1.0, 4.0)  # the template is 1 mm; coarser than 4 mm loses small tumours
 P_LOW_GRADE = TumourParams.p_low_grade
 
 _TISSUE_TO_LABEL = {NEC: TISSUE_NCR, NET: TISSUE_NCR, ED: TISSUE_ED, ET: TISSUE_ET}
-
-
-@dataclass(frozen=True)
-class PhantomParams:
-    """Every range and rate of the phantom; the defaults are what the demo trains on.
-
-    Change one part with :func:`dataclasses.replace`, e.g.
-    ``replace(p, tumour=replace(p.tumour, p_multifocal=0.5))``.
-    """
-
-    tumour: TumourParams = field(default_factory=TumourParams)
-    anatomy: AnatomyParams = field(default_factory=AnatomyParams)
-    contrast: ContrastParams = field(default_factory=ContrastParams)
-
-
-@dataclass(frozen=True)
-class CasePlan:
-    """Everything drawn for a case before any image is made (see :func:`plan_case`)."""
-
-    tumour: TumourPlan
-    anatomy: AnatomyDraw
-    appearance: dict[str, SequenceAppearance]
-
-    @property
-    def kind(self) -> str:
-        return self.tumour.kind
 
 
 @dataclass
@@ -135,61 +106,6 @@ class PhantomCase:
     kind: str
     anatomy: sitk.Image
     plan: CasePlan | None = None
-
-
-def _check_spacing(spacing: float) -> float:
-    low, high = SPACING_RANGE
-    if not low <= float(spacing) <= high:
-        raise ValueError(f"spacing must be between {low:g} and {high:g} mm, got {spacing}")
-    return float(spacing)
-
-
-def _case_streams(seed: int | Sequence[int]) -> list[np.random.Generator]:
-    """Independent generators: tumour plan, anatomy, appearance, rendering."""
-    if isinstance(seed, (int, np.integer)):
-        values = [seed]
-    elif isinstance(seed, Sequence) and not isinstance(seed, str):
-        values = list(seed)
-    else:
-        values = []
-    if not values or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in values
-    ):
-        raise ValueError(f"seed must be a non-negative integer or a sequence of them, not {seed!r}")
-    children = np.random.SeedSequence([int(v) for v in values]).spawn(4)
-    return [np.random.default_rng(s) for s in children]
-
-
-def _check_p_empty(p_empty: float) -> None:
-    if not 0.0 <= p_empty <= 1.0:
-        raise ValueError(f"p_empty must be between 0 and 1, got {p_empty}")
-
-
-def plan_case(
-    seed: int | Sequence[int], *, p_empty: float = 0.1, params: PhantomParams | None = None
-) -> CasePlan:
-    """Draw a case's tumour, anatomy and appearance without making images (milliseconds).
-
-    :func:`generate_case` with the same seed, ``p_empty`` and ``params`` renders
-    exactly this plan, at any spacing.
-
-    Args:
-        seed: non-negative integer or a sequence of them.
-        p_empty: probability that the case has no tumour.
-        params: ranges and rates (default :class:`PhantomParams`).
-
-    Returns:
-        the :class:`CasePlan`.
-    """
-    _check_p_empty(p_empty)
-    params = params or PhantomParams()
-    rng_tumour, rng_anatomy, rng_look, _ = _case_streams(seed)
-    tumour = plan_tumour(rng_tumour, params.tumour, sites(), p_empty, SITE_SPACING)
-    return CasePlan(
-        tumour,
-        draw_anatomy(rng_anatomy, params.anatomy),
-        draw_appearance(rng_look, params.contrast),
-    )
 
 
 def _tumour_maps(rng, codes: np.ndarray, plan: TumourPlan, spacing: float):
@@ -244,7 +160,7 @@ def generate_case(
         ValueError: spacing or p_empty out of range, bad seed.
         ImportError: nilearn (which ships the template) is not installed.
     """
-    spacing = _check_spacing(spacing)
+    spacing = check_spacing(spacing)
     params = params or PhantomParams()
     plan = plan_case(seed, p_empty=p_empty, params=params)
     with _one_blas_thread():
@@ -263,7 +179,7 @@ def _one_blas_thread():
 def _render_case(
     seed: int | Sequence[int], plan: CasePlan, spacing: float, params: PhantomParams
 ) -> PhantomCase:
-    rng = _case_streams(seed)[3]
+    rng = case_streams(seed)[3]
     rng_tumour, rng_warp, rng_maps, *rng_seq = rng.spawn(3 + len(SEQUENCES))
     tpl = load_template(spacing)
     ref = tpl.reference
@@ -418,9 +334,9 @@ def generate_dataset(
     """
     if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
         raise ValueError(f"n_cases must be a positive integer, got {n_cases!r}")
-    _check_spacing(spacing)
-    _check_p_empty(p_empty)
-    _case_streams(seed)
+    check_spacing(spacing)
+    check_p_empty(p_empty)
+    case_streams(seed)
     if not _CASE_ID.fullmatch(prefix):
         raise ValueError(f"prefix must be letters, digits, '_' or '-', got {prefix!r}")
     out = Path(out_dir)

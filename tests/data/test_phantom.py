@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from brainseg_d2.cli import phantom as phantom_cli
-from brainseg_d2.data import phantom, phantom_anatomy
+from brainseg_d2.data import phantom, phantom_anatomy, phantom_template
 from brainseg_d2.data.phantom_contrast import SEQUENCES, TISSUES, ContrastParams
 from brainseg_d2.data.phantom_tumour import (
     HIGH_GRADE_PATTERNS,
@@ -268,10 +268,10 @@ def test_locations_and_patterns_cover_their_choices():
 
 
 def test_sites_lie_where_their_names_say():
-    tpl = phantom_anatomy.load_template(phantom_anatomy.SITE_SPACING)
-    sites = phantom_anatomy.sites()
+    tpl = phantom_template.load_template(phantom_template.SITE_SPACING)
+    sites = phantom_template.sites()
     for name, points in sites.items():
-        idx = np.round(phantom_anatomy.grid_index(tpl.reference, points)).astype(int).T
+        idx = np.round(phantom_template.grid_index(tpl.reference, points)).astype(int).T
         depth, vent = tpl.depth[tuple(idx)], tpl.ventricle_distance[tuple(idx)]
         if name == "periventricular":
             assert (vent < 8.5).all() and (vent > 0).all()
@@ -350,7 +350,7 @@ def test_mass_effect_map_keeps_volume_outside_and_pushes_away():
 
 
 def test_head_size_follows_the_draw():
-    tpl = phantom_anatomy.load_template(FAST)
+    tpl = phantom_template.load_template(FAST)
     template_ml = _ml(tpl.anatomy > 0, FAST)
     lo, hi = DEFAULTS.anatomy.brain_scale
     scales = [p.anatomy.brain_scale for p in _plans(200, 0.1)]
@@ -497,7 +497,7 @@ def test_bad_seed_raises_value_error(seed):
 def test_missing_nilearn_says_pip_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "nilearn", None)  # makes `import nilearn` fail
     with pytest.raises(ImportError, match="pip install nilearn"):
-        phantom_anatomy.template_dir()
+        phantom_template.template_dir()
 
 
 def test_cli_writes_cases_and_refuses_non_empty_output(tmp_path, capsys):
