@@ -61,7 +61,7 @@ class DemoOptions:
         train_cases / heldout_cases: phantom cases for training+validation / held-out test.
         seed / heldout_seed: phantom seeds; different, so held-out anatomy/tumours are new.
         spacing: phantom voxel size in mm.
-        target: ``labels`` or ``regions`` (see ``brainseg_d2/labels.py``).
+        target: ``labels`` or ``regions`` (see :mod:`brainseg_d2.labels`).
         opts: extra ``KEY VALUE`` config overrides (e.g. a shorter schedule).
         tune: choose the post-processing on ``phantom_val`` after training
             (False: the config's values).
