@@ -5,7 +5,7 @@ Each variant trains the CPU phantom config from scratch for the same number of
 iterations (same ``SEED``, same training cases) and is scored by the project's
 evaluator on the same held-out cases (another phantom seed), raw and
 post-processed: the post-processing is chosen on the training data's val split
-by ``evaluation/tuning.py``, as the demo does; raw uses its score threshold and
+by ``evaluation/tuning/``, as the demo does; raw uses its score threshold and
 no cleaning. Data are generated once into ``--work`` and converted once per
 (target, channels) combination, so variants differ only in what they name.
 

@@ -8,7 +8,7 @@
 Runs the model once over every volume of the dataset, scores a grid of
 SCORE_THRESH x MIN_VOLUME_3D x COMPONENT_SCORE_THRESH on volume Dice, then
 per-category thresholds, then (nested targets) the inner categories' minimum
-volume on volume and lesion-wise Dice (see brainseg_d2/evaluation/tuning.py),
+volume on volume and lesion-wise Dice (see brainseg_d2/evaluation/tuning/),
 prints the table and writes the config with the best setting, usable as
 --config-file by every tool.
 """

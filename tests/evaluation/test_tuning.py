@@ -119,7 +119,7 @@ def test_tuned_config_never_replaces_a_file_it_did_not_write(tmp_path):
 
 def test_fast_sweep_equals_postprocess_volume_on_random_volumes():
     """The one-labelling-per-threshold path gives postprocess_volume's masks exactly."""
-    from brainseg_d2.evaluation.tuning import _score_settings_fast
+    from brainseg_d2.evaluation.tuning.grid import _score_settings_fast
     from brainseg_d2.postprocessing import postprocess_volume, probabilities_to_masks_and_seeds
 
     rng = np.random.default_rng(0)

@@ -1,0 +1,41 @@
+"""The tuned config: the model's config with the chosen post-processing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from brainseg_d2.postprocessing import PostprocessParams
+
+__all__ = ["TUNED_HEADER", "write_tuned_config"]
+
+
+#: First line of every config :func:`write_tuned_config` writes; only such files are replaced.
+TUNED_HEADER = "# brainseg_d2: config with the post-processing chosen on validation data"
+
+
+def write_tuned_config(cfg, params: PostprocessParams, path: str | Path) -> Path:
+    """Write ``cfg`` with ``BRAINSEG.POSTPROCESS`` replaced by ``params`` as a full YAML config.
+
+    The file can be passed as ``--config-file`` to every tool (it needs no
+    ``_BASE_``). An existing file is replaced only if this function wrote it.
+
+    Raises:
+        ValueError: ``path`` exists and was not written here.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            ours = path.read_text(encoding="utf-8").startswith(TUNED_HEADER)
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"{path} exists and is not a tuned config written here; choose "
+                             "another output")
+    tuned = cfg.clone()
+    tuned.defrost()
+    for key, value in params.to_cfg_dict().items():
+        tuned.BRAINSEG.POSTPROCESS[key] = list(value) if isinstance(value, tuple) else value
+    tuned.freeze()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{TUNED_HEADER}\n{tuned.dump()}", encoding="utf-8")
+    return path

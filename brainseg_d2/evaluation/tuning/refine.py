@@ -1,0 +1,133 @@
+"""Refinements after the grid: per-category thresholds, the inner categories' minimum volume."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from brainseg_d2.evaluation.tuning.cache import read_cached
+from brainseg_d2.evaluation.tuning.grid import region_dice, sweep
+from brainseg_d2.labels import Target
+from brainseg_d2.postprocessing import (
+    PostprocessParams,
+    postprocess_volume,
+    probabilities_to_masks_and_seeds,
+)
+
+__all__ = ["lesion_dice_by_region", "refine_category_thresholds", "refine_inner_min_volume"]
+
+
+def refine_category_thresholds(
+    paths: Sequence[Path],
+    target: Target,
+    params: PostprocessParams,
+    thresholds: Sequence[float],
+) -> tuple[PostprocessParams, list[dict]]:
+    """Give each category its own score threshold, one category at a time.
+
+    Starting from ``params`` (one threshold for all), each category's threshold
+    in turn is swept over ``thresholds`` with the others fixed, keeping the best
+    objective (ties keep the current value). For nested targets WT's threshold
+    decides the lesions, TC's and ET's then how much of each lesion is core or
+    enhancing, so they need not be equal.
+
+    Returns:
+        the refined settings and the results of every step.
+    """
+    num_categories = len(target.categories)
+    start = tuple(params.score_thresholds(num_categories))
+    current = replace(params, category_score_threshold=start)
+    best = None
+    history = []
+    for c in range(num_categories):
+        trials = []
+        for t in thresholds:
+            values = list(current.category_score_threshold)
+            values[c] = float(t)
+            trials.append(replace(current, category_score_threshold=tuple(values)))
+        results = sweep(read_cached(paths), target, trials)
+        history += results
+        top = max(round(r["objective"], 6) for r in results)
+        tied = [r for r in results if round(r["objective"], 6) == top]
+        keep = current.category_score_threshold[c]
+        best = min(tied, key=lambda r: abs(r["params"].category_score_threshold[c] - keep))
+        current = best["params"]
+    return current, history
+
+
+def lesion_dice_by_region(masks: np.ndarray, gt: np.ndarray, target: Target) -> dict[str, float]:
+    """BraTS 2023 lesion-wise Dice per region (every ground-truth lesion counted).
+
+    Args:
+        masks, gt: bool ``(C, S, H, W)`` category masks.
+        target: the dataset's target.
+
+    Returns:
+        region name -> lesion-wise Dice (3 dilations, 26-connectivity, each false
+        positive component adds 0; see ``lesion_metrics.brats2023_lesion_metrics``).
+    """
+    from brainseg_d2.evaluation.lesion_metrics import brats2023_lesion_metrics
+    from brainseg_d2.evaluation.volume_scores import region_categories
+
+    out = {}
+    for region, idx in region_categories(target).items():
+        pred = np.logical_or.reduce(masks[list(idx)])
+        ref = np.logical_or.reduce(gt[list(idx)])
+        out[region] = brats2023_lesion_metrics(
+            pred, ref, min_lesion_volume=0.0, compute_hd95=False
+        )["lesion_wise_dice"]
+    return out
+
+
+def refine_inner_min_volume(
+    paths: Sequence[Path],
+    target: Target,
+    params: PostprocessParams,
+    volumes: Sequence[int],
+) -> tuple[PostprocessParams, list[dict]]:
+    """Choose one minimum component volume for the inner categories of a nested target.
+
+    Each of ``volumes`` is tried for every inner category (the outer one keeps
+    its value); the objective is the mean over regions of volume Dice and
+    lesion-wise Dice (:func:`lesion_dice_by_region`), averaged over volumes.
+    Ties keep the smallest volume. Non-nested targets are returned unchanged.
+
+    Returns:
+        the chosen settings and one result per tried volume (``dice``,
+        ``lesion_dice``, ``objective``, ``num_volumes``).
+    """
+    if not target.nested or not volumes:
+        return params, []
+    num_categories = len(target.categories)
+    outer = params.min_volumes(num_categories)[0]
+    trials = [
+        replace(params, min_volume_3d=(outer,) + (int(v),) * (num_categories - 1))
+        for v in sorted(set(volumes))
+    ]
+    sums = [(defaultdict(float), defaultdict(float)) for _ in trials]
+    count = 0
+    for _volume_id, scores, gt in read_cached(paths):
+        count += 1
+        for p, (dice_sum, lesion_sum) in zip(trials, sums):
+            masks, seeds = probabilities_to_masks_and_seeds(scores, p)
+            masks = postprocess_volume(masks, p, enforce_nesting=True, seeds=seeds)
+            for region, value in region_dice(masks, gt, target).items():
+                dice_sum[region] += value
+            for region, value in lesion_dice_by_region(masks, gt, target).items():
+                lesion_sum[region] += value
+    if not count:
+        raise ValueError("no validation volume to tune the post-processing on")
+    results = []
+    for p, (dice_sum, lesion_sum) in zip(trials, sums):
+        dice = {k: v / count for k, v in dice_sum.items()}
+        lesion = {k: v / count for k, v in lesion_sum.items()}
+        objective = float(np.mean([(dice[k] + lesion[k]) / 2 for k in dice]))
+        results.append({"params": p, "dice": dice, "lesion_dice": lesion,
+                        "objective": objective, "num_volumes": count})  # fmt: skip
+    top = max(round(r["objective"], 6) for r in results)
+    best = next(r for r in results if round(r["objective"], 6) == top)  # smallest volume first
+    return best["params"], results
