@@ -7,10 +7,10 @@ and every viewer shows the sequences one above the other. Label slices are
 plain greyscale PNGs of tissue codes.
 
 Why an encoder of its own: encoding is the converter's largest cost after
-reading, and writing the three PNG chunks here lets ISA-L deflate the
-"Sub"-filtered rows (level 1, the default ``png_compression``) several times
-faster than OpenCV's libpng/zlib, for files about as small (BENCHMARKS.md,
-converter). Level 0 stores the rows uncompressed, levels 2-9 use zlib.
+reading, and writing the three PNG chunks here deflates the "Sub"-filtered
+rows with zlib directly (level 1 is the default ``png_compression``), faster
+than OpenCV's libpng for files about as small, and byte-for-byte reproducible
+(BENCHMARKS.md, converter). Level 0 stores the rows uncompressed.
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-try:  # ISA-L deflates several times faster than zlib at level 1; optional.
-    from isal.isal_zlib import compress as fast_deflate
-except ImportError:
-    fast_deflate = None
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -46,8 +41,8 @@ def encode_png(image: np.ndarray, compression: int = 1) -> bytes:
 
     Args:
         image: (H, W) greyscale or (H, W, 3) RGB, uint8.
-        compression: 0 stored, 1 ISA-L level 1 (zlib level 1 without ISA-L),
-            2-9 zlib level.
+        compression: zlib level, 0 (stored) to 9. Not ISA-L: its deflate gave
+            different (valid) streams for the same rows in some runs.
 
     Returns:
         the bytes of the PNG file.
@@ -70,10 +65,7 @@ def encode_png(image: np.ndarray, compression: int = 1) -> bytes:
     filtered[:, 0] = 1
     filtered[:, 1 : 1 + samples] = rows[:, :samples]
     np.subtract(rows[:, samples:], rows[:, :-samples], out=filtered[:, 1 + samples :])
-    if compression == 1 and fast_deflate is not None:
-        idat = fast_deflate(filtered.data, 1)
-    else:
-        idat = zlib.compress(filtered.data, compression)
+    idat = zlib.compress(filtered.data, compression)
     # IHDR: width, height, bit depth 8, colour type, deflate, filter method 0
     # (per-row filter types), no interlace.
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[samples], 0, 0, 0)
