@@ -14,9 +14,10 @@ T1ce) and vary everything else widely. BraTS labels are drawn from the images
 (edema is the FLAIR/T2 hyperintensity, enhancing tumour the T1ce
 hyperintensity), so those lesions are also brighter than the brighter of grey
 and white matter by a drawn factor (``ContrastParams.lesion_contrast``): a
-lesion that looks like normal tissue would be a label the images do not carry. They were chosen so that the per-tissue
-intensities of real BraTS scans after the converter's normalisation fall well
-inside what the phantom produces (``bench/phantom.py --real``; BENCHMARKS.md).
+lesion that looks like normal tissue would be a label the images do not carry.
+The ranges were chosen so that the per-tissue intensities of real BraTS scans
+after the converter's normalisation fall well inside what the phantom produces
+(``bench/phantom.py --real``; BENCHMARKS.md).
 
 Arrays are numpy ``(z, y, x)`` float32.
 """

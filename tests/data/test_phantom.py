@@ -391,7 +391,7 @@ def test_appearance_draws_lie_in_the_configured_ranges():
                     if tissue in c.lesion_contrast.get(seq, {}):
                         hi = max(1.0, a.means["gm"]) * c.lesion_contrast[seq][tissue][1]
                     assert lo <= value <= max(hi, c.means[seq][tissue][1]), (seq, tissue, value)
-            for tissue, (lo, hi) in c.lesion_contrast.get(seq, {}).items():
+            for tissue, (lo, _) in c.lesion_contrast.get(seq, {}).items():
                 # the lesion is visible against the brighter normal tissue
                 normal = max(1.0, a.means["gm"])
                 assert a.means[tissue] >= lo * normal, (seq, tissue, a.means)

@@ -61,6 +61,8 @@ def test_float32_is_the_default(phantom_dataset, tmp_path):
 def test_bf16_and_fp16_amp_together_is_an_error(phantom_dataset, tmp_path):
     from brainseg_d2.engine import Trainer
 
-    cfg = _cfg(phantom_dataset, tmp_path, "BRAINSEG.SOLVER.BF16", "True", "SOLVER.AMP.ENABLED", "True")
+    cfg = _cfg(
+        phantom_dataset, tmp_path, "BRAINSEG.SOLVER.BF16", "True", "SOLVER.AMP.ENABLED", "True"
+    )
     with pytest.raises(ValueError, match="choose one precision"):
         Trainer(cfg)

@@ -7,16 +7,16 @@ import math
 
 import numpy as np
 import pytest
+from official import import_official
 from scipy import ndimage
 
+from brainseg_d2.evaluation.distances import hausdorff_distance_95
 from brainseg_d2.evaluation.lesion_metrics import (
     BRATS2023_LESION_SETTINGS,
     brats2023_lesion_metrics,
     panoptic_lesion_metrics,
 )
-from brainseg_d2.evaluation.distances import hausdorff_distance_95
 from brainseg_d2.evaluation.metrics import lesion_wise_dice
-from official import import_official
 
 
 def _line(n: int, *spans: tuple[int, int]) -> np.ndarray:

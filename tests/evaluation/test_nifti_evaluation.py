@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from official import import_official
 
 from brainseg_d2.cli.evaluate import main
 from brainseg_d2.evaluation.label_map_files import case_id, match_cases
@@ -21,7 +22,6 @@ from brainseg_d2.evaluation.nifti_evaluation import (
     SUMMARY_FILE,
     evaluate_folders,
 )
-from official import import_official
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (6, 10, 12)  # (z, y, x)
