@@ -104,7 +104,14 @@ def _cpu_worker(
     )
     _create_local_process_group(procs_per_machine)
     comm.synchronize()
-    main_func(*args)
+    try:
+        main_func(*args)
+        comm.synchronize()  # no process leaves while another still talks to it
+    finally:
+        # Join gloo's threads before the interpreter exits: left to exit-time
+        # destructors they sometimes abort the worker ("terminate called without
+        # an active exception", SIGABRT; seen on the source build of Detectron2).
+        dist.destroy_process_group()
 
 
 def _create_local_process_group(procs_per_machine: int) -> None:
