@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -154,64 +154,64 @@ def rows_by_name(rows: Sequence[Mapping]) -> dict[tuple[str, str, str], list[Map
     return out
 
 
-def overlap_rows(rows: Sequence[Mapping], penalty: float) -> list[dict]:
-    out = []
+def grouped_rows(rows: Sequence[Mapping]) -> Iterator[tuple[str, str, list[Mapping]]]:
+    """``(name, variant, rows)`` for each name and variant present, in table order."""
     groups = rows_by_name(rows)
     for group, name in names_in(rows):
         for variant in variants_in(rows):
             items = groups.get((group, name, variant), [])
-            if not items:
-                continue
-            exists = [r for r in items if has_value(r, "ref_voxels")]
-            cells = [_count(len(exists))]
-            for field in ("dice", "iou", "sensitivity", "specificity", "precision"):
-                cells.append(_cell(_mean([r[field] for r in exists])))
-            cells.append(_hd95_cell(exists, penalty))
-            cells.append(_cell(_mean([r["volume_diff_ml"] for r in exists]), "{:+.2f}"))
-            n_empty = sum(1 for r in items if r.get("both_empty"))
-            n_missing = sum(1 for r in items if r.get("missing"))
-            cells += [
-                _count(len(items)),
-                _cell(_mean([r["dice"] for r in items])),
-                _hd95_cell(items, penalty),
-                _cell(n_empty, cls="empty" if n_empty else ""),
-                _cell(n_missing, cls="missing" if n_missing else ""),
-            ]  # fmt: skip
-            out.append({"name": name, "variant": variant, "cells": cells})
+            if items:
+                yield name, variant, items
+
+
+def overlap_rows(rows: Sequence[Mapping], penalty: float) -> list[dict]:
+    out = []
+    for name, variant, items in grouped_rows(rows):
+        exists = [r for r in items if has_value(r, "ref_voxels")]
+        cells = [_count(len(exists))]
+        for field in ("dice", "iou", "sensitivity", "specificity", "precision"):
+            cells.append(_cell(_mean([r[field] for r in exists])))
+        cells.append(_hd95_cell(exists, penalty))
+        cells.append(_cell(_mean([r["volume_diff_ml"] for r in exists]), "{:+.2f}"))
+        n_empty = sum(1 for r in items if r.get("both_empty"))
+        n_missing = sum(1 for r in items if r.get("missing"))
+        cells += [
+            _count(len(items)),
+            _cell(_mean([r["dice"] for r in items])),
+            _hd95_cell(items, penalty),
+            _cell(n_empty, cls="empty" if n_empty else ""),
+            _cell(n_missing, cls="missing" if n_missing else ""),
+        ]  # fmt: skip
+        out.append({"name": name, "variant": variant, "cells": cells})
     return out
 
 
 def lesion_rows(rows: Sequence[Mapping], penalty: float) -> list[dict]:
     out = []
-    groups = rows_by_name(rows)
-    for group, name in names_in(rows):
-        for variant in variants_in(rows):
-            items = groups.get((group, name, variant), [])
-            if not items:
-                continue
-            k = sum(_lesion_penalties(r) for r in items)
-            hd95 = _cell(_mean([r["lesion_hd95"] for r in items]), "{:.2f}")
-            if k:
-                hd95.update(text=f"{hd95['text']} ({k})", cls="penalty",
-                            tip=f"includes {k} missed/false lesion(s) at {penalty:g} mm (penalty)")
-            defined = [r for r in items if not math.isnan(r["pq"])]
-            k_sq = sum(1 for r in defined if _sq_hd95_is_penalty(r))
-            sq_hd95 = _cell(_mean([r["sq_hd95"] for r in defined]), "{:.2f}")
-            if k_sq:
-                sq_hd95.update(text=f"{sq_hd95['text']} ({k_sq})", cls="penalty",
-                               tip=f"includes {k_sq} case(s) without a matched lesion at "
-                               f"{penalty:g} mm (penalty)")
-            counts = [sum(r[f] for r in items if not math.isnan(r[f]))
-                      for f in ("lesion_tp", "lesion_fn", "lesion_fp")]  # fmt: skip
-            out.append({
-                "name": name, "variant": variant,
-                "cells": [
-                    _count(len(items)), _cell(_mean([r["lesion_dice"] for r in items])), hd95,
-                    _cell(" / ".join(str(int(c)) for c in counts)), _count(len(defined)),
-                    *(_cell(_mean([r[f] for r in defined])) for f in ("rq", "sq", "pq")),
-                    sq_hd95,
-                ],
-            })  # fmt: skip
+    for name, variant, items in grouped_rows(rows):
+        k = sum(_lesion_penalties(r) for r in items)
+        hd95 = _cell(_mean([r["lesion_hd95"] for r in items]), "{:.2f}")
+        if k:
+            hd95.update(text=f"{hd95['text']} ({k})", cls="penalty",
+                        tip=f"includes {k} missed/false lesion(s) at {penalty:g} mm (penalty)")
+        defined = [r for r in items if not math.isnan(r["pq"])]
+        k_sq = sum(1 for r in defined if _sq_hd95_is_penalty(r))
+        sq_hd95 = _cell(_mean([r["sq_hd95"] for r in defined]), "{:.2f}")
+        if k_sq:
+            sq_hd95.update(text=f"{sq_hd95['text']} ({k_sq})", cls="penalty",
+                           tip=f"includes {k_sq} case(s) without a matched lesion at "
+                           f"{penalty:g} mm (penalty)")
+        counts = [sum(r[f] for r in items if not math.isnan(r[f]))
+                  for f in ("lesion_tp", "lesion_fn", "lesion_fp")]  # fmt: skip
+        out.append({
+            "name": name, "variant": variant,
+            "cells": [
+                _count(len(items)), _cell(_mean([r["lesion_dice"] for r in items])), hd95,
+                _cell(" / ".join(str(int(c)) for c in counts)), _count(len(defined)),
+                *(_cell(_mean([r[f] for r in defined])) for f in ("rq", "sq", "pq")),
+                sq_hd95,
+            ],
+        })  # fmt: skip
     return out
 
 
