@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -59,6 +59,19 @@ class TuningGrid:
 DEFAULT_GRID = TuningGrid()
 
 
+def region_masks(
+    masks: np.ndarray, gt: np.ndarray, target: Target
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(region, predicted, reference)`` bool ``(S, H, W)`` masks of each BraTS region.
+
+    A region is the union of its categories (see ``volume_scores.region_categories``).
+    """
+    from brainseg_d2.evaluation.volume_scores import region_categories
+
+    for region, idx in region_categories(target).items():
+        yield region, np.logical_or.reduce(masks[list(idx)]), np.logical_or.reduce(gt[list(idx)])
+
+
 def region_dice(masks: np.ndarray, gt: np.ndarray, target: Target) -> dict[str, float]:
     """Volume Dice per BraTS region the target expresses (both empty = 1).
 
@@ -69,14 +82,10 @@ def region_dice(masks: np.ndarray, gt: np.ndarray, target: Target) -> dict[str, 
     Returns:
         region name -> Dice.
     """
-    from brainseg_d2.evaluation.volume_scores import region_categories
-
-    out = {}
-    for region, idx in region_categories(target).items():
-        pred = np.logical_or.reduce(masks[list(idx)])
-        ref = np.logical_or.reduce(gt[list(idx)])
-        out[region] = scores_from_counts(*confusion_counts(pred, ref), empty_score=1.0)["dice"]
-    return out
+    return {
+        region: scores_from_counts(*confusion_counts(pred, ref), empty_score=1.0)["dice"]
+        for region, pred, ref in region_masks(masks, gt, target)
+    }
 
 
 def _needs_2d_steps(params: PostprocessParams) -> bool:

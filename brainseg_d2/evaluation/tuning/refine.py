@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from brainseg_d2.evaluation.tuning.cache import read_cached
-from brainseg_d2.evaluation.tuning.grid import region_dice, sweep
+from brainseg_d2.evaluation.tuning.grid import region_dice, region_masks, sweep
 from brainseg_d2.labels import Target
 from brainseg_d2.postprocessing import (
     PostprocessParams,
@@ -71,16 +71,13 @@ def lesion_dice_by_region(masks: np.ndarray, gt: np.ndarray, target: Target) -> 
         positive component adds 0; see ``lesion_metrics.brats2023_lesion_metrics``).
     """
     from brainseg_d2.evaluation.lesion_metrics import brats2023_lesion_metrics
-    from brainseg_d2.evaluation.volume_scores import region_categories
 
-    out = {}
-    for region, idx in region_categories(target).items():
-        pred = np.logical_or.reduce(masks[list(idx)])
-        ref = np.logical_or.reduce(gt[list(idx)])
-        out[region] = brats2023_lesion_metrics(
+    return {
+        region: brats2023_lesion_metrics(
             pred, ref, min_lesion_volume=0.0, compute_hd95=False
         )["lesion_wise_dice"]
-    return out
+        for region, pred, ref in region_masks(masks, gt, target)
+    }
 
 
 def refine_inner_min_volume(
