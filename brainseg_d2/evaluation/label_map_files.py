@@ -118,6 +118,9 @@ def match_cases(
             reference (names an id of each side, which usually means a wrong
             ``--pattern``).
     """
+    for role, folder in (("--pred", pred_dir), ("--ref", ref_dir)):  # before any long walk
+        if not Path(folder).is_dir():
+            raise EvaluationError(f"{role} {folder} is not a folder")
     refs = find_label_maps(ref_dir, pattern, role="--ref")
     preds = find_label_maps(pred_dir, pattern, role="--pred")
     if not set(refs) & set(preds):

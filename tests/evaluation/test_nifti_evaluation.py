@@ -305,3 +305,13 @@ def test_matches_brats_evaluation(tmp_path):
                 assert float(_cell(rows, cid, name, ours)) == pytest.approx(theirs[key], abs=1e-6)
             for key, ours in (("global_bin_hd95", "hd95_pooled"), ("sq_hd95", "sq_hd95")):
                 assert float(_cell(rows, cid, name, ours)) == pytest.approx(theirs[key], abs=1e-3)
+
+
+def test_missing_prediction_folder_is_named_before_the_references_are_walked(tmp_path):
+    # A reference tree with two files of one case id would be an error of its own;
+    # the missing --pred folder is reported first, without walking it.
+    for sub in ("a", "b"):
+        (tmp_path / "ref" / sub).mkdir(parents=True)
+        (tmp_path / "ref" / sub / "BraTS-GLI-00000-000-seg.nii.gz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^--pred .*missing is not a folder$"):
+        match_cases(tmp_path / "missing", tmp_path / "ref")
