@@ -11,7 +11,12 @@ On GPU machines both defer to Detectron2 unchanged.
 
 from __future__ import annotations
 
+import gc
+import logging
+import multiprocessing
+import os
 import socket
+import sys
 from datetime import timedelta
 
 import torch
@@ -108,10 +113,31 @@ def _cpu_worker(
         main_func(*args)
         comm.synchronize()  # no process leaves while another still talks to it
     finally:
-        # Join gloo's threads before the interpreter exits: left to exit-time
-        # destructors they sometimes abort the worker ("terminate called without
-        # an active exception", SIGABRT; seen on the source build of Detectron2).
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # joins gloo's threads while the process is whole
+    _exit_without_teardown()
+
+
+def _exit_without_teardown() -> None:
+    """End a worker whose work is done with status 0, skipping interpreter teardown.
+
+    The C++ destructors that run at interpreter exit (torch.distributed's and
+    gloo's) occasionally abort a CPU worker that finished its work ("terminate
+    called without an active exception", SIGABRT), which fails a run that
+    succeeded. What a normal exit would still do is done first: child processes
+    end as Python's exit handlers end them (daemonic ones, such as data-loader
+    workers, are terminated; others are waited for), log handlers are flushed
+    and closed (Detectron2's log files are buffered), the standard streams are
+    flushed.
+    """
+    gc.collect()  # objects in reference cycles (a trainer and its data loader) close now
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.terminate()
+        child.join()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _create_local_process_group(procs_per_machine: int) -> None:
