@@ -27,7 +27,7 @@ Conventions (:class:`ScoringSettings`, BraTS defaults):
   (:func:`~brainseg_d2.evaluation.lesion_metrics.brats2023_lesion_metrics`)
   with the challenge's dilation and small-lesion threshold;
 * ``rq``, ``sq``, ``pq``, ``sq_hd95``: BraTS 2024+ lesion qualities
-  (:func:`~brainseg_d2.evaluation.lesion_metrics.panoptic_lesion_metrics`),
+  (:func:`~brainseg_d2.evaluation.panoptic_lesions.panoptic_lesion_metrics`),
   NaN when neither mask has a lesion (as panoptica); ``sq_hd95`` is the penalty
   where lesions exist but none is matched (panoptica: inf);
 * volumes in mL; ``volume_diff_ml`` is predicted minus reference (signed).
@@ -44,12 +44,14 @@ import numpy as np
 from brainseg_d2.evaluation.distances import hd95_from_distances, surface_distances
 from brainseg_d2.evaluation.lesion_metrics import (
     BRATS2023_LESION_SETTINGS,
-    PANOPTICA_MATCHING_THRESHOLD,
     LesionSettings,
     brats2023_lesion_metrics,
-    panoptic_lesion_metrics,
 )
 from brainseg_d2.evaluation.metrics import HD95_PENALTY_MM, confusion_counts, scores_from_counts
+from brainseg_d2.evaluation.panoptic_lesions import (
+    PANOPTICA_MATCHING_THRESHOLD,
+    panoptic_lesion_metrics,
+)
 from brainseg_d2.labels import LabelConvention
 
 __all__ = [

@@ -6,7 +6,9 @@ Masks, shapes and ``spacing`` follow :mod:`brainseg_d2.evaluation.metrics`.
 masks are empty, the penalty :data:`~brainseg_d2.evaluation.metrics.HD95_PENALTY_MM`
 when exactly one is. :func:`surface_distances` and :func:`hd95_from_distances`
 are its two halves, for callers that reuse the distances (both conventions, or
-lesion-wise scores).
+lesion-wise scores). :func:`union_bbox` and :func:`join_boxes` give the boxes
+that callers crop masks to before measuring: everything outside is background
+in both masks, so cropping changes no distance.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "HD95_CONVENTIONS",
     "hausdorff_distance_95",
     "hd95_from_distances",
+    "join_boxes",
     "surface_distances",
     "union_bbox",
 ]
@@ -51,6 +54,18 @@ def union_bbox(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, ...] | None:
             return None
         box.append(slice(int(idx[0]), int(idx[-1]) + 1))
     return tuple(box)
+
+
+def join_boxes(boxes: Sequence[tuple[slice, ...]]) -> tuple[slice, ...]:
+    """Slices of the smallest box holding every box of ``boxes`` (at least one, same ndim).
+
+    Used to crop a lesion and the predicted components matched to it together,
+    as ``scipy.ndimage.find_objects`` gives their boxes one by one.
+    """
+    return tuple(
+        slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes))
+        for a in range(len(boxes[0]))
+    )
 
 
 def surface_distances(

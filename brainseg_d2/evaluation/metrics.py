@@ -11,10 +11,10 @@ The maths lives in stateless functions (MONAI style): :func:`confusion_counts` a
 whole volume from the pooled counts; volume differences. Surface distances and
 HD95 live in :mod:`brainseg_d2.evaluation.distances`.
 :class:`PooledCounts` is the small accumulator that sums counts per
-``(volume, category)``. Lesion-wise scores (BraTS 2023 lesion-wise Dice and
-HD95, BraTS 2024+ panoptic qualities) live in
-:mod:`brainseg_d2.evaluation.lesion_metrics`; :func:`lesion_wise_dice` is kept
-here for its callers.
+``(volume, category)``. Lesion-wise scores live in
+:mod:`brainseg_d2.evaluation.lesion_metrics` (BraTS 2023 lesion-wise Dice and
+HD95) and :mod:`brainseg_d2.evaluation.panoptic_lesions` (BraTS 2024+ panoptic
+qualities); :func:`lesion_wise_dice` is kept here for its callers.
 
 Empty-mask policy (parameters, with these defaults): when prediction and ground
 truth are both empty, overlap scores are ``empty_score=1.0`` (as BraTS scores

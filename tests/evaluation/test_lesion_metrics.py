@@ -1,5 +1,6 @@
-"""Tests for brainseg_d2.evaluation.lesion_metrics: hand-computed cases, a port of the
-BraTS 2023 scripts, and (when installed) panoptica's BraTS configuration."""
+"""Tests for brainseg_d2.evaluation.lesion_metrics and .panoptic_lesions: hand-computed
+cases, a port of the BraTS 2023 scripts, and (when installed) panoptica's BraTS
+configuration."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from brainseg_d2.evaluation.distances import hausdorff_distance_95
 from brainseg_d2.evaluation.lesion_metrics import (
     BRATS2023_LESION_SETTINGS,
     brats2023_lesion_metrics,
-    panoptic_lesion_metrics,
 )
 from brainseg_d2.evaluation.metrics import lesion_wise_dice
+from brainseg_d2.evaluation.panoptic_lesions import panoptic_lesion_metrics
 
 
 def _line(n: int, *spans: tuple[int, int]) -> np.ndarray:
