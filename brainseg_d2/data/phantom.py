@@ -18,9 +18,10 @@ appearance, so that real scans look like one more draw:
    affine (head size, shape, pose) + smooth elastic fields on a 4 mm node
    grid, composed with each lesion's mass effect (tissue pushed radially away
    from the core, volume-preserving outside it);
-4. FLAIR, T1, T1ce and T2 synthesised from the warped fractions: tissue
-   means, texture, fuzzy edema, enhancing vessels, bias field, noise, blur or
-   thick slices, gamma; zero outside the brain (skull-stripped like BraTS);
+4. FLAIR, T1, T1ce and T2 synthesised from the warped fractions
+   (:mod:`~brainseg_d2.data.phantom_render`): tissue means, texture, fuzzy
+   edema, enhancing vessels, bias field, noise, blur or thick slices, gamma;
+   zero outside the brain (skull-stripped like BraTS);
 5. the grid padded to BraTS's 240 x 240 x 155 mm field of view.
 
 Arrays are numpy ``(z, y, x)`` as SimpleITK returns them; SimpleITK sizes and
@@ -52,12 +53,7 @@ from brainseg_d2.data.phantom_anatomy import (
     vessel_voxels,
     warp_array,
 )
-from brainseg_d2.data.phantom_contrast import (
-    SEQUENCES,
-    TissueMaps,
-    render_sequence,
-    tumour_texture_field,
-)
+from brainseg_d2.data.phantom_contrast import SEQUENCES
 from brainseg_d2.data.phantom_fields import smooth_noise
 from brainseg_d2.data.phantom_lesions import render_tumour
 from brainseg_d2.data.phantom_plan import (
@@ -68,6 +64,7 @@ from brainseg_d2.data.phantom_plan import (
     check_spacing,
     plan_case,
 )
+from brainseg_d2.data.phantom_render import TissueMaps, render_sequence, tumour_texture_field
 from brainseg_d2.data.phantom_template import grid_index, load_template
 from brainseg_d2.data.phantom_tumour import (
     ED,
