@@ -10,6 +10,9 @@ Data path::
         map (GroundTruthReader) --postprocess_volume(raw | post)--> evaluate_volume
         --> rows --> summarize
 
+The records, and the volumes they are checked against and rebuilt into, are
+:mod:`~brainseg_d2.evaluation.slice_records`.
+
 The scoring is :mod:`~brainseg_d2.evaluation.volume_scores` (what is named, the
 metrics, the empty-slice policy, the flat keys); the files are
 :mod:`~brainseg_d2.evaluation.results_files`. Each name comes in two *variants*
@@ -42,12 +45,10 @@ import itertools
 import logging
 import os
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pycocotools.mask as mask_util
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
@@ -62,6 +63,13 @@ from brainseg_d2.evaluation.results_files import (
     EVALUATOR_LESIONS_COLUMNS,
     write_summary,
     write_table,
+)
+from brainseg_d2.evaluation.slice_records import (
+    DatasetVolume,
+    dataset_volumes,
+    encode_masks,
+    group_records,
+    volume_masks,
 )
 from brainseg_d2.evaluation.volume_scores import (
     EMPTY_SLICE_POLICIES,
@@ -79,17 +87,10 @@ from brainseg_d2.postprocessing import (
     masks_and_seeds_from_output,
     postprocess_volume,
 )
-from brainseg_d2.structures import stack_slice_masks
 
 __all__ = ["BrainSegEvaluator", "run_info_from_cfg"]
 
 logger = logging.getLogger(__name__)
-
-
-def _encode(masks: np.ndarray) -> list[dict]:
-    """Compressed RLE of each ``(H, W)`` mask of a ``(C, H, W)`` stack."""
-    return [mask_util.encode(np.asfortranarray(m, np.uint8)) for m in masks]
-
 
 
 def run_info_from_cfg(cfg) -> dict:
@@ -115,18 +116,6 @@ def run_info_from_cfg(cfg) -> dict:
             "torch": torch.__version__,
         },
     }
-
-
-class _Volume:
-    """Geometry and slice dicts of one volume of the dataset."""
-
-    def __init__(self, first: Mapping) -> None:
-        self.patient_id = str(first.get("patient_id", first["volume_id"]))
-        self.num_slices = int(first["num_slices"])
-        self.shape = (int(first["height"]), int(first["width"]))
-        row, col = first.get("pixel_spacing", (1.0, 1.0))
-        self.spacing = (float(first.get("slice_thickness", 1.0)), float(row), float(col))
-        self.slices: dict[int, Mapping] = {}
 
 
 class BrainSegEvaluator(DatasetEvaluator):
@@ -241,67 +230,21 @@ class BrainSegEvaluator(DatasetEvaluator):
                 "image_id": inp["image_id"],
                 "volume_id": inp.get("volume_id"),
                 "slice_index": inp.get("slice_index"),
-                "masks": _encode(masks),
+                "masks": encode_masks(masks),
             }
             if seeds is not None:
-                record["seeds"] = _encode(seeds)
+                record["seeds"] = encode_masks(seeds)
             self._records.append(record)
 
-    def _volumes(self) -> dict[str, _Volume]:
-        volumes: dict[str, _Volume] = {}
-        for d in DatasetCatalog.get(self._dataset_name):
-            if "volume_id" not in d or "slice_index" not in d:
-                raise ValueError(
-                    f"dataset {self._dataset_name!r} has images without volume_id/slice_index; "
-                    "BrainSegEvaluator needs a dataset written by brainseg-convert"
-                )
-            vol = volumes.get(d["volume_id"])
-            if vol is None:
-                vol = volumes[d["volume_id"]] = _Volume(d)
-            vol.slices[int(d["slice_index"])] = d
-        return volumes
-
-    def _group_records(
-        self, records: list[dict], volumes: Mapping[str, _Volume]
-    ) -> dict[str, dict[int, list]]:
-        """volume_id -> slice_index -> category RLEs; checks every record against the dataset."""
-        by_image = {
-            d["image_id"]: (vid, s) for vid, vol in volumes.items() for s, d in vol.slices.items()
-        }
-        grouped: dict[str, dict[int, list]] = defaultdict(dict)
-        for rec in records:
-            if rec["volume_id"] is not None and rec["slice_index"] is not None:
-                key = (rec["volume_id"], int(rec["slice_index"]))
-            elif rec["image_id"] in by_image:
-                key = by_image[rec["image_id"]]
-            else:
-                raise ValueError(
-                    f"prediction for image_id {rec['image_id']!r} is not an image of dataset "
-                    f"{self._dataset_name!r}"
-                )
-            vid, s = key
-            if vid not in volumes or s not in volumes[vid].slices:
-                raise ValueError(
-                    f"prediction for volume {vid!r} slice {s} is not in dataset "
-                    f"{self._dataset_name!r}"
-                )
-            grouped[vid][s] = rec
-        return grouped
-
     def _predictions(
-        self, vol: _Volume, preds: Mapping[int, dict]
+        self, vol: DatasetVolume, preds: Mapping[int, dict]
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Predicted masks and seed masks (None without hysteresis), ``(C, S, H, W)``."""
-        shape, num_categories = (vol.num_slices, *vol.shape), len(self._target.categories)
-
-        def volume(key: str) -> np.ndarray:
-            slices = (  # decode gives (H, W, C)
-                (s, mask_util.decode(rec[key]).transpose(2, 0, 1)) for s, rec in preds.items()
-            )
-            return stack_slice_masks(slices, shape, num_categories)
-
-        seeds = volume("seeds") if self._seed_thresholds is not None else None
-        return volume("masks"), seeds
+        num_categories = len(self._target.categories)
+        seeds = None
+        if self._seed_thresholds is not None:
+            seeds = volume_masks(vol, preds, "seeds", num_categories)
+        return volume_masks(vol, preds, "masks", num_categories), seeds
 
     def evaluate(self) -> dict:
         """Gather, score on rank 0, write files; returns ``{"brainseg": {key: float}}``."""
@@ -314,8 +257,8 @@ class BrainSegEvaluator(DatasetEvaluator):
         if not records:
             logger.warning("[BrainSegEvaluator] did not receive valid predictions")
             return {}
-        volumes = self._volumes()
-        grouped = self._group_records(records, volumes)
+        volumes = dataset_volumes(self._dataset_name)
+        grouped = group_records(records, volumes, self._dataset_name)
         if len(grouped) < len(volumes):
             logger.warning(
                 f"[BrainSegEvaluator] {len(volumes) - len(grouped)} of {len(volumes)} volumes "
