@@ -10,9 +10,10 @@ The straight line per case::
     -> SliceGeometry.slices_to_image (bit-exact original geometry)
 
 Beside it: :mod:`~brainseg_d2.inference.volume_inputs` (what counts as a volume,
-which convention a case is written in), :mod:`~brainseg_d2.inference.score_threshold`
-(the detection threshold pushed into the model), :mod:`~brainseg_d2.inference.batching`
-(batches on CPU threads).
+which convention a case is written in), :mod:`~brainseg_d2.inference.slice_inputs`
+(model inputs built exactly as the test-time mapper builds them),
+:mod:`~brainseg_d2.inference.score_threshold` (the detection threshold pushed into
+the model), :mod:`~brainseg_d2.inference.batching` (batches on CPU threads).
 
 The raw label convention is the input case's own, told by its BraTS file names
 (2018-2021 names: ET = 4; 2023+ names: ET = 3), else the training dataset's,
@@ -26,13 +27,6 @@ While it predicts, the model drops detections below the post-processing score
 threshold itself (:func:`score_threshold_pushed_down`: the same kept detections,
 less mask-head work); on CPU, several batches run at once, each on one torch
 thread (``BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES``, :func:`run_in_order`).
-
-Model inputs are built exactly as :class:`~brainseg_d2.data.dataset_mapper.BrainSegDatasetMapper`
-builds them at test time from the converter's PNGs: the slice's N channels in the
-dataset's channel order, resized by the same ``ResizeShortestEdge(MIN_SIZE_TEST,
-MAX_SIZE_TEST)`` through the same :func:`~brainseg_d2.data.transforms.apply_image_transform`
-and :func:`~brainseg_d2.data.transforms.image_to_tensor`. Only the PNG round trip
-(lossless) is skipped.
 """
 
 from __future__ import annotations
@@ -47,16 +41,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from detectron2.data import transforms as T
 
-from brainseg_d2.data.dataset_mapper import slice_channels, with_context
+from brainseg_d2.data.dataset_mapper import slice_channels
 from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume
 from brainseg_d2.data.sources import Case
-from brainseg_d2.data.transforms import apply_image_transform, image_to_tensor
 from brainseg_d2.data.volume_io import read_image
 from brainseg_d2.inference.batching import run_in_order
 from brainseg_d2.inference.dataset_info import dataset_info_from_cfg
 from brainseg_d2.inference.score_threshold import ModelFn, score_threshold_pushed_down
+from brainseg_d2.inference.slice_inputs import brain_slices, inference_resize, slice_model_inputs
 from brainseg_d2.inference.volume_inputs import VolumeInput, case_convention, find_case
 from brainseg_d2.labels import (
     LabelConvention,
@@ -76,7 +69,6 @@ from brainseg_d2.structures import DatasetInfo, SliceGeometry, stack_slice_masks
 __all__ = ["VolumePrediction", "VolumePredictor"]
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -193,9 +185,7 @@ class VolumePredictor:
                 f"{len(self.options.channels)} ({list(self.options.channels)})"
             )
         # Same augmentation as DefaultPredictor and the test-time mapper.
-        self.resize = T.ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
+        self.resize = inference_resize(cfg)
         self.model: ModelFn = self._build_model(cfg) if model is None else model
 
     def _build_model(self, cfg) -> torch.nn.Module:
@@ -289,41 +279,19 @@ class VolumePredictor:
         )
 
     def brain_slices(self, pre: PreprocessedVolume) -> np.ndarray:
-        """Indices (canonical order) of the slices that hold brain voxels."""
-        return np.flatnonzero(pre.brain.reshape(pre.brain.shape[0], -1).any(axis=1))
+        """Indices (canonical order) of the slices that hold brain voxels.
+
+        See :func:`~brainseg_d2.inference.slice_inputs.brain_slices`.
+        """
+        return brain_slices(pre)
 
     def model_inputs(self, pre: PreprocessedVolume, indices: Sequence[int]) -> list[dict]:
         """Detectron2 input dicts of some slices, as the test-time mapper makes them.
 
-        Args:
-            pre: preprocessed volume, slices (S, H, W, N).
-            indices: slice indices.
-
-        Returns:
-            one dict per slice: ``image`` (N, H', W') uint8 tensor, resized;
-            ``height`` H, ``width`` W (predictions come back at that size);
-            ``slice_index``.
+        See :func:`~brainseg_d2.inference.slice_inputs.slice_model_inputs` (with
+        this predictor's resize and ``CONTEXT_SLICES``).
         """
-        height, width = pre.slices.shape[1:3]
-        # One transform per volume: all slices share their shape.
-        transform = self.resize.get_transform(pre.slices[0])
-        inputs = []
-        num_slices = pre.slices.shape[0]
-
-        def slice_at(index: int) -> np.ndarray | None:
-            return pre.slices[index] if 0 <= index < num_slices else None
-
-        for s in indices:
-            image = with_context(slice_at, int(s), self.context_slices)
-            inputs.append(
-                {
-                    "image": image_to_tensor(apply_image_transform(transform, image)),
-                    "height": height,
-                    "width": width,
-                    "slice_index": int(s),
-                }
-            )
-        return inputs
+        return slice_model_inputs(pre, indices, self.resize, self.context_slices)
 
     def predict_masks(self, pre: PreprocessedVolume) -> np.ndarray:
         """Run the model over the brain slices of a volume.
