@@ -14,13 +14,16 @@ them, and are then held to the same rule: after renaming, every parameter of
 the model must come from the file with its shape. A zoo *detection* model of
 the same architecture and class count passes; an ImageNet backbone does not.
 Like Detectron2, ``pixel_mean``/``pixel_std`` (set from the config) may be
-absent, and old ``anchor_generator.cell_anchors`` buffers are ignored.
+absent, old ``anchor_generator.cell_anchors`` buffers are ignored, and a tensor
+the model reaches by several names counts as loaded when the file holds it under
+one of them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlparse
@@ -57,6 +60,34 @@ def _first_sentence(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _not_loaded_under_any_name(model: torch.nn.Module, missing: Sequence[str]) -> list[str]:
+    """The keys of ``missing`` whose tensor was not loaded under any other name.
+
+    A model can reach one parameter or buffer by several names: a module
+    registered at two places (a shared head, say) puts each of its tensors in the
+    state dict once per place. A file may hold such a tensor under one of its
+    names only, and then loading fills it while the state dict's other names are
+    reported missing. Those are not missing; a tensor is missing only when every
+    one of its names is. Keys keep their order in ``missing``.
+    """
+    names_of: dict[int, set[str]] = defaultdict(set)  # tensor id -> its full names
+    # remove_duplicate=False: a module registered at two places is walked at both.
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        tensors = (
+            *module.named_parameters(recurse=False),
+            *module.named_buffers(recurse=False),
+        )
+        for name, tensor in tensors:
+            names_of[id(tensor)].add(f"{prefix}.{name}" if prefix else name)
+    reported = set(missing)
+    loaded_aliases: set[str] = set()
+    for names in names_of.values():
+        absent = names & reported
+        if absent and absent != names:  # loaded under one of its other names
+            loaded_aliases |= absent
+    return [k for k in missing if k not in loaded_aliases]
+
+
 def _names(items: Sequence[str]) -> str:
     shown = ", ".join(items[:SHOWN])
     return shown + (", ..." if len(items) > SHOWN else "")
@@ -80,7 +111,6 @@ def load_strict(model: torch.nn.Module, path: str) -> None:
         return
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.utils.file_io import PathManager
-    from fvcore.common.checkpoint import _filter_reused_missing_keys
 
     if not os.path.isfile(path):
         try:  # a URL (model zoo): Detectron2 downloads and caches it
@@ -111,7 +141,7 @@ def load_strict(model: torch.nn.Module, path: str) -> None:
     mismatched = {k for k, _, _ in incompatible.incorrect_shapes}  # also "missing": not loaded
     missing = [
         k
-        for k in _filter_reused_missing_keys(model, list(incompatible.missing_keys))
+        for k in _not_loaded_under_any_name(model, list(incompatible.missing_keys))
         if k not in mismatched
     ]
     unexpected = list(incompatible.unexpected_keys)
