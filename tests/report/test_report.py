@@ -24,7 +24,7 @@ from brainseg_d2.evaluation.results_files import (
 from brainseg_d2.evaluation.volume_scores import evaluate_volume
 from brainseg_d2.report import GENERATOR, TEMPLATE, write_report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _blob(shape, box) -> np.ndarray:
