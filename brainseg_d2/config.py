@@ -101,6 +101,10 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # Train with the forward pass under bfloat16 autocast (brainseg_d2/engine/precision.py):
     # on any device, no loss scaling; faster on CPUs with AVX-512 BF16/AMX (BENCHMARKS.md).
     _C.BRAINSEG.SOLVER.BF16 = False
+    # "SGD" (Detectron2's: SOLVER.MOMENTUM, NESTEROV) or "AdamW" (decoupled
+    # SOLVER.WEIGHT_DECAY). Both take SOLVER.BASE_LR, its schedule, parameter groups
+    # (WEIGHT_DECAY_NORM, BIAS_LR_FACTOR) and SOLVER.CLIP_GRADIENTS.
+    _C.BRAINSEG.SOLVER.OPTIMIZER = "SGD"
 
     _C.BRAINSEG.INPUT = _D2CfgNode()
     # Neighbouring slices on each side stacked as extra channels (2.5D); the model then

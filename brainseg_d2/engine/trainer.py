@@ -31,9 +31,15 @@ from detectron2.utils.logger import setup_logger
 from brainseg_d2.config import setup_cfg
 from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
 from brainseg_d2.data.datasets import check_datasets_exist, dataset_root, register_all
+from brainseg_d2.engine.cfg_checks import (
+    check_cfg_values,
+    check_input_channels,
+    check_num_classes,
+)
 from brainseg_d2.engine.distributed import create_ddp_model
 from brainseg_d2.engine.hooks import EarlyStop, build_eval_hooks
 from brainseg_d2.engine.precision import BF16Trainer
+from brainseg_d2.engine.solver import build_optimizer
 from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
 from brainseg_d2.modeling.weights import BrainSegCheckpointer
 
@@ -90,6 +96,14 @@ class Trainer(DefaultTrainer):
         else:
             logger.warning("The checkpoint has no optimizer state (written by Detectron2 v0.6?); "
                            "the optimizer starts afresh")
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """Detectron2's SGD, or AdamW with the same parameter groups and clipping.
+
+        ``BRAINSEG.SOLVER.OPTIMIZER`` picks it; see :func:`build_optimizer`.
+        """
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -244,91 +258,6 @@ def argument_parser(epilog: str | None = None):
         "--config-file", required=True, metavar="FILE", help="model config (YAML) to train"
     )
     return parser
-
-
-def _origin(key: str, args) -> str:
-    """Where the value of ``key`` was set, for messages."""
-    if key in list(args.opts)[0::2]:
-        return "on the command line"
-    return f"in {args.config_file}"
-
-
-def check_cfg_values(cfg, args) -> None:
-    """Values that cannot work, before anything is built or written.
-
-    Training: ``SOLVER.IMS_PER_BATCH`` a positive multiple of the number of
-    processes (``--num-gpus`` x ``--num-machines``), ``SOLVER.MAX_ITER`` and
-    ``SOLVER.BASE_LR`` positive. Always: ``MODEL.DEVICE`` cuda needs a CUDA device.
-
-    Raises:
-        ValueError: naming the key, its value and where it was set.
-    """
-    import torch
-
-    def bad(key: str, value, need: str) -> ValueError:
-        return ValueError(f"{key} is {value!r} ({_origin(key, args)}): {need}")
-
-    if not args.eval_only:
-        world = max(1, int(getattr(args, "num_gpus", 1))) * max(
-            1, int(getattr(args, "num_machines", 1))
-        )
-        batch = cfg.SOLVER.IMS_PER_BATCH
-        if batch <= 0 or batch % world:
-            need = "it must be a positive number of images per iteration"
-            if world > 1:
-                need = f"it must be a positive multiple of the {world} processes"
-            raise bad("SOLVER.IMS_PER_BATCH", batch, need)
-        if cfg.SOLVER.MAX_ITER <= 0:
-            raise bad("SOLVER.MAX_ITER", cfg.SOLVER.MAX_ITER, "it must be positive")
-        if not cfg.SOLVER.BASE_LR > 0:
-            raise bad("SOLVER.BASE_LR", cfg.SOLVER.BASE_LR, "it must be positive")
-    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
-        raise bad("MODEL.DEVICE", cfg.MODEL.DEVICE, "no CUDA device here; use MODEL.DEVICE cpu")
-
-
-def check_num_classes(cfg, args) -> None:
-    """``MODEL.ROI_HEADS.NUM_CLASSES`` equals each configured dataset's class count.
-
-    Raises:
-        ValueError: naming the key, where it was set, and the dataset's classes.
-    """
-    from detectron2.data import MetadataCatalog
-
-    key, num = "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    for name in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]:
-        classes = MetadataCatalog.get(name).get("thing_classes")
-        if classes is not None and len(classes) != num:
-            raise ValueError(
-                f"{key} is {num} ({_origin(key, args)}) but dataset '{name}' has "
-                f"{len(classes)} classes {list(classes)}"
-            )
-
-
-def check_input_channels(cfg, args) -> None:
-    """``MODEL.PIXEL_MEAN``/``PIXEL_STD`` have one value per input channel of each dataset.
-
-    A slice of a dataset with N channels (``dataset.json`` channels) and K context
-    slices per side (``BRAINSEG.INPUT.CONTEXT_SLICES``) feeds N x (2K + 1) channels.
-
-    Raises:
-        ValueError: naming the key, its length, where it was set, and the dataset.
-    """
-    from detectron2.data import MetadataCatalog
-
-    slices = 2 * cfg.BRAINSEG.INPUT.CONTEXT_SLICES + 1
-    for key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
-        values = cfg.MODEL.PIXEL_MEAN if key.endswith("MEAN") else cfg.MODEL.PIXEL_STD
-        for name in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]:
-            channels = MetadataCatalog.get(name).get("channels")
-            if channels is None:
-                continue
-            need = len(channels) * slices
-            if len(values) != need:
-                raise ValueError(
-                    f"{key} has {len(values)} values ({_origin(key, args)}) but dataset "
-                    f"'{name}' feeds {need} channels ({len(channels)} sequences "
-                    f"{list(channels)} x {slices} slices)"
-                )
 
 
 def eval_weights(cfg, resume: bool = False) -> str:

@@ -51,9 +51,11 @@ def test_config_file_is_required(capsys):
          "feeds 4 channels"),
         (["BRAINSEG.INPUT.CONTEXT_SLICES", "1"],
          "MODEL.PIXEL_MEAN has 4 values (in "),
+        (["BRAINSEG.SOLVER.OPTIMIZER", "Adam"],
+         "BRAINSEG.SOLVER.OPTIMIZER is 'Adam' (on the command line): it must be one of SGD, AdamW"),
     ],
     ids=["batch-0", "batch-not-multiple", "max-iter-0", "negative-lr", "num-classes", "type",
-         "pixel-mean-length", "context-slices"],
+         "pixel-mean-length", "context-slices", "optimizer"],
 )
 def test_bad_override_names_the_key_and_the_command_line(parse, tmp_path, argv, message):
     args = parse("--config-file", INSTANT, *argv)

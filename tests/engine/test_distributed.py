@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 import time
 
 import pytest
@@ -89,8 +90,9 @@ def test_cpu_workers_end_cleanly(monkeypatch, tmp_path):
         assert not _alive(int((tmp_path / f"child_rank{rank}.pid").read_text()))
 
 
-def test_a_failing_cpu_worker_fails_the_launch(monkeypatch):
+def test_a_failing_cpu_worker_fails_the_launch(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # torch's error files land here
     # Either rank's error may be reported first: rank 1's own, or rank 0's lost peer.
     with pytest.raises((mp.ProcessRaisedException, mp.ProcessExitedException)):
         distributed.launch(_failing_worker, 2, dist_url="auto")
