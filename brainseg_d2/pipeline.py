@@ -47,7 +47,7 @@ BASELINE_FILE = "baseline_cases.csv"
 #: How the report names the baseline.
 BASELINE_NAME = "FLAIR > mean + 2 SD"
 #: The demo's training config, relative to the repository root.
-DEMO_CONFIG = "configs/phantom/mask_rcnn_R_18_FPN_cpu_bf16_bs4_1500.yaml"
+DEMO_CONFIG = "configs/phantom/mask_rcnn_R_18_FPN_cpu_bf16_adamw_bs4_1000.yaml"
 
 
 @dataclass
@@ -55,8 +55,7 @@ class DemoOptions:
     """Everything the demo does, with the defaults of ``make demo``.
 
     Attributes:
-        config: training config (``configs/phantom/mask_rcnn_R_18_FPN_cpu_bf16_bs4_1500.yaml``
-            in the repository, :data:`DEMO_CONFIG`).
+        config: training config (:data:`DEMO_CONFIG` in the repository).
         output: folder for every artefact (replaced only if a previous demo wrote it).
         train_cases / heldout_cases: phantom cases for training+validation / held-out test.
         seed / heldout_seed: phantom seeds; different, so held-out anatomy/tumours are new.
