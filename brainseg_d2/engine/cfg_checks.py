@@ -26,7 +26,9 @@ def check_cfg_values(cfg, args) -> None:
 
     Training: ``SOLVER.IMS_PER_BATCH`` a positive multiple of the number of
     processes (``--num-gpus`` x ``--num-machines``), ``SOLVER.MAX_ITER`` and
-    ``SOLVER.BASE_LR`` positive. Always: ``MODEL.DEVICE`` cuda needs a CUDA device.
+    ``SOLVER.BASE_LR`` positive, ``BRAINSEG.SOLVER.OPTIMIZER`` one of
+    :data:`~brainseg_d2.engine.solver.OPTIMIZERS`. Always: ``MODEL.DEVICE`` cuda
+    needs a CUDA device.
 
     Raises:
         ValueError: naming the key, its value and where it was set.
