@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Training-step speed of the CPU phantom config: fp32 vs bf16 autocast, channels_last, input size.
+"""Training-step speed of the CPU phantom config: fp32 vs bf16 autocast, channels_last, input
+size, and slimmer proposal sampling.
 
 One process, one model per variant, the same batches (the training mapper on a
 converted phantom dataset, fixed seed) for every variant; rounds are
@@ -24,6 +25,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml"
 
+#: Fewer proposals and sampled RoIs per image (the demo's config since the AdamW slim one).
+SLIM_SAMPLING = [
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "500", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "150",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+]  # fmt: skip
+
 #: variant -> (config overrides, autocast to bf16, channels_last)
 VARIANTS = {
     "fp32": ([], False, False),
@@ -33,6 +40,7 @@ VARIANTS = {
     "fp32, 160 px": (
         ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "320"], False, False
     ),
+    "bf16, slim sampling": (SLIM_SAMPLING, True, False),
 }
 
 
