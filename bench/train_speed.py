@@ -21,15 +21,25 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bs4_800.yaml"
 
-#: Fewer proposals and sampled RoIs per image (the demo's config since the AdamW slim one).
-SLIM_SAMPLING = [
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "500", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "150",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-]  # fmt: skip
+#: The demo's config: fewer proposals and sampled RoIs per image than CONFIG.
+SLIM_CONFIG = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_cpu_bf16_adamw_slim_1150.yaml"
+
+
+def slim_sampling() -> list[str]:
+    """``KEY VALUE`` overrides with SLIM_CONFIG's proposal and RoI sampling."""
+    model = yaml.safe_load(SLIM_CONFIG.read_text())["MODEL"]
+    return [
+        item
+        for node in ("RPN", "ROI_HEADS")
+        for key, value in model[node].items()
+        for item in (f"MODEL.{node}.{key}", str(value))
+    ]
+
 
 #: variant -> (config overrides, autocast to bf16, channels_last)
 VARIANTS = {
@@ -40,7 +50,7 @@ VARIANTS = {
     "fp32, 160 px": (
         ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "320"], False, False
     ),
-    "bf16, slim sampling": (SLIM_SAMPLING, True, False),
+    "bf16, slim sampling": (slim_sampling(), True, False),
 }
 
 
