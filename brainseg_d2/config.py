@@ -128,6 +128,7 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
 
     _C.BRAINSEG.EVAL = _D2CfgNode()
     # Also run Detectron2's COCOEvaluator (bbox/segm AP) next to the volume metrics.
+    # Off with MASK_SOURCE "semantic": evaluation skips the RPN and ROI heads (faster).
     _C.BRAINSEG.EVAL.COCO_AP = True
     # HD95 penalty (mm): reported where a distance is undefined (one of prediction /
     # ground truth empty, missed or false-positive lesions); BraTS 2023's 374 mm.
@@ -148,7 +149,8 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.EVAL.LESION_DILATION_ITERS = 3
 
     _C.BRAINSEG.INFERENCE = _D2CfgNode()
-    # Slices per forward pass of whole-volume prediction (brainseg-predict --batch-size).
+    # Slices per forward pass of whole-volume prediction (brainseg-predict --batch-size),
+    # of evaluation (Trainer.test: consecutive slices of one size) and of the tuning.
     _C.BRAINSEG.INFERENCE.BATCH_SIZE = 8
     # On CPU, batches run this many at a time, each on one torch thread (a small
     # slice cannot keep several threads busy); 0: torch's thread count; 1: one batch

@@ -1,6 +1,7 @@
 """The plugin's ``Trainer(DefaultTrainer)`` and config set-up.
 
-The Trainer overrides only what it must: the data loaders (MRI mapper), the
+The Trainer overrides only what it must: the data loaders (MRI mapper; test
+slices in batches), ``test`` (batches at once on CPU, engine/test_inference.py), the
 evaluators (volume metrics next to COCO AP), the hooks (periodic volume
 evaluation with best-checkpoint keeping), and ``__init__``, to wrap the model in
 DDP the way CPU (gloo) processes need. Its behaviour does not depend on which
@@ -9,6 +10,7 @@ Detectron2 is installed (the Python-only v0.6 fallback or a build of upstream ma
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import weakref
@@ -16,14 +18,13 @@ from pathlib import Path
 
 from detectron2.data import (
     DatasetCatalog,
-    build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
 from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
 from detectron2.engine import hooks as d2_hooks
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
@@ -40,7 +41,13 @@ from brainseg_d2.engine.distributed import create_ddp_model
 from brainseg_d2.engine.hooks import EarlyStop, build_eval_hooks
 from brainseg_d2.engine.precision import BF16Trainer
 from brainseg_d2.engine.solver import build_optimizer
+from brainseg_d2.engine.test_inference import (
+    ConcurrentBatches,
+    build_batched_test_loader,
+    inference_batching,
+)
 from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
+from brainseg_d2.modeling.meta_arch import dense_head_only
 from brainseg_d2.modeling.weights import BrainSegCheckpointer
 
 logger = logging.getLogger(__name__)
@@ -126,9 +133,30 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(
-            cfg, dataset_name, mapper=BrainSegDatasetMapper(cfg, False)
-        )
+        """The MRI mapper; lists of same-size slices (:func:`build_batched_test_loader`)."""
+        return build_batched_test_loader(cfg, dataset_name, BrainSegDatasetMapper(cfg, False))
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """``DefaultTrainer.test`` with batched (and, on CPU, concurrent) inference.
+
+        The loader's lists of slices go through :class:`ConcurrentBatches`:
+        ``BRAINSEG.INFERENCE.BATCH_SIZE`` slices per forward pass,
+        ``CPU_CONCURRENT_BATCHES`` passes at once on CPU (engine/test_inference.py).
+        When no evaluator reads ``instances`` (the volume evaluator with
+        ``BRAINSEG.MASK_SOURCE semantic`` and ``EVAL.COCO_AP`` off), a
+        :class:`BrainSegRCNN` skips its instance branch (:func:`dense_head_only`).
+        """
+        if evaluators is None:
+            evaluators = [cls.build_evaluator(cfg, name) for name in cfg.DATASETS.TEST]
+        elif isinstance(evaluators, DatasetEvaluator):
+            evaluators = [evaluators]
+        batch_size, workers = inference_batching(cfg)
+        if batch_size * workers > 1:
+            model = ConcurrentBatches(model, batch_size, workers)
+        needs_instances = any(_uses_instances(e) for e in evaluators)
+        with contextlib.nullcontext() if needs_instances else dense_head_only(model):
+            return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -159,6 +187,13 @@ class Trainer(DefaultTrainer):
             self.checkpointer.save("model_final", iteration=self.iter)
             comm.synchronize()
             return getattr(self, "_last_eval_results", None)
+
+
+def _uses_instances(evaluator) -> bool:
+    """Whether an evaluator reads the model's ``instances`` (unknown ones: yes)."""
+    if isinstance(evaluator, DatasetEvaluators):
+        return any(_uses_instances(e) for e in evaluator._evaluators)
+    return bool(getattr(evaluator, "uses_instances", True))
 
 
 def ensure_weights_available(cfg) -> None:

@@ -216,6 +216,11 @@ class BrainSegEvaluator(DatasetEvaluator):
             config_text=cfg.dump(),
         )
 
+    @property
+    def uses_instances(self) -> bool:
+        """Whether it reads the model's ``instances`` (else ``sem_seg`` alone)."""
+        return self._mask_source == "instances"
+
     def reset(self) -> None:
         self._records: list[dict] = []
 

@@ -31,7 +31,6 @@ thread (``BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES``, :func:`run_in_order`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -59,6 +58,7 @@ from brainseg_d2.labels import (
     register_dataset_conventions,
     tissue_to_raw,
 )
+from brainseg_d2.modeling.meta_arch import dense_head_only
 from brainseg_d2.postprocessing import (
     PostprocessParams,
     masks_and_seeds_from_output,
@@ -319,10 +319,11 @@ class VolumePredictor:
         ]
         # Instance scores below the threshold never enter the masks; a dense head's
         # masks do not depend on the detections at all.
+        # (A BrainSegRCNN then skips its instance branch altogether.)
         pushdown = (
             score_threshold_pushed_down(self.model, threshold)
             if self.mask_source == "instances"
-            else contextlib.nullcontext()
+            else dense_head_only(self.model)
         )
         with torch.inference_mode(), pushdown:
             for chunk, outputs in self._forward(pre, batches):

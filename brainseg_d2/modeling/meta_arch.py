@@ -7,9 +7,14 @@ for every pixel). Training inputs carry ``instances`` and ``sem_seg`` (bool
 ``(C, H, W)`` category masks, from ``BrainSegDatasetMapper``); the losses of both
 branches are summed. Inference returns, per image, ``instances`` and ``sem_seg``:
 float ``(C, height, width)`` category probabilities at the requested output size.
+Inside :func:`dense_head_only` inference skips the RPN and ROI heads and returns
+``sem_seg`` alone, for callers that read only the category masks.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, build_sem_seg_head
@@ -17,7 +22,7 @@ from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_pos
 from detectron2.structures import ImageList
 from torch import nn
 
-__all__ = ["BrainSegRCNN"]
+__all__ = ["BrainSegRCNN", "dense_head_only"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -33,6 +38,8 @@ class BrainSegRCNN(GeneralizedRCNN):
         """
         super().__init__(**kwargs)
         self.sem_seg_head = sem_seg_head
+        #: Inference runs the instance branch (False inside :func:`dense_head_only`).
+        self.infer_instances = True
 
     @classmethod
     def from_config(cls, cfg):
@@ -57,20 +64,54 @@ class BrainSegRCNN(GeneralizedRCNN):
         return {**proposal_losses, **detector_losses, **sem_seg_losses}
 
     def inference(self, batched_inputs: list[dict], detected_instances=None, do_postprocess=True):
-        """Per image ``{"instances": Instances, "sem_seg": (C, height, width) probabilities}``."""
+        """Per image ``{"instances": Instances, "sem_seg": (C, height, width) probabilities}``.
+
+        Without ``instances`` when :attr:`infer_instances` is off.
+        """
         assert do_postprocess and detected_instances is None, "not supported by BrainSegRCNN"
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        proposals, _ = self.proposal_generator(images, features, None)
-        results, _ = self.roi_heads(images, features, proposals, None)
+        results = [None] * len(batched_inputs)
+        if self.infer_instances:
+            proposals, _ = self.proposal_generator(images, features, None)
+            results, _ = self.roi_heads(images, features, proposals, None)
         logits, _ = self.sem_seg_head(features, images.tensor)
         outputs = []
         for logit, result, inp, size in zip(logits, results, batched_inputs, images.image_sizes):
             height, width = inp.get("height", size[0]), inp.get("width", size[1])
-            outputs.append(
-                {
-                    "instances": detector_postprocess(result, height, width),
-                    "sem_seg": sem_seg_postprocess(logit, size, height, width).sigmoid(),
-                }
-            )
+            out = {"sem_seg": sem_seg_postprocess(logit, size, height, width).sigmoid()}
+            if result is not None:
+                out["instances"] = detector_postprocess(result, height, width)
+            outputs.append(out)
         return outputs
+
+
+@contextlib.contextmanager
+def dense_head_only(model) -> Iterator[None]:
+    """Inside the block, a :class:`BrainSegRCNN`'s inference returns ``sem_seg`` alone.
+
+    The RPN and ROI heads are skipped (about half of inference on CPU), for callers
+    that read only the dense head's category masks (``BRAINSEG.MASK_SOURCE
+    semantic``). ``model`` may be wrapped in DDP or ``ConcurrentBatches``; any
+    other model or wrapper is left alone. The switch is an
+    attribute, so it holds in worker threads too; it is restored on exit.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    from brainseg_d2.engine.test_inference import ConcurrentBatches  # (engine imports us)
+
+    inner = model
+    while not isinstance(inner, BrainSegRCNN):
+        if isinstance(inner, DistributedDataParallel):
+            inner = inner.module
+        elif isinstance(inner, ConcurrentBatches):
+            inner = inner.model
+        else:
+            yield
+            return
+    before = inner.infer_instances
+    inner.infer_instances = False
+    try:
+        yield
+    finally:
+        inner.infer_instances = before

@@ -563,3 +563,24 @@ def test_cli_file_output_needs_a_single_case(phantom, tiny_weights, tmp_path, ca
         )
     assert main(_cli_args(two, tmp_path / "x.nii.gz", info, tiny_weights)) == 2
     assert "holds 2 cases" in capsys.readouterr().err
+
+
+def test_dense_head_masks_skip_the_instance_branch(phantom, tiny_model, monkeypatch):
+    """With ``MASK_SOURCE semantic`` the RPN never runs, and the masks are the same."""
+    cfg, model = tiny_model
+    assert cfg.BRAINSEG.MASK_SOURCE == "semantic"
+    recorded = _ScoreRecorder(model)  # an unknown wrapper: the instances still run
+    full = VolumePredictor(cfg, dataset_info=phantom.tiny_info, model=recorded)
+    expected = full.predict(phantom.tiny_dir)
+    assert recorded.scores  # the instance branch ran
+    calls = []
+    forward = model.proposal_generator.forward
+    monkeypatch.setattr(
+        model.proposal_generator, "forward", lambda *a: calls.append(1) or forward(*a)
+    )
+    got = VolumePredictor(cfg, dataset_info=phantom.tiny_info, model=model).predict(
+        phantom.tiny_dir
+    )
+    assert not calls and model.infer_instances
+    np.testing.assert_array_equal(got.masks_raw, expected.masks_raw)
+    np.testing.assert_array_equal(got.masks_post, expected.masks_post)

@@ -72,3 +72,23 @@ def test_inference_returns_category_probabilities_at_the_requested_size():
     assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
     assert out["instances"].image_size == (32, 40)
     assert np.isfinite(probs.numpy()).all()
+
+
+def test_dense_head_only_skips_the_instance_branch_and_keeps_the_masks(monkeypatch):
+    from brainseg_d2.engine.test_inference import ConcurrentBatches
+    from brainseg_d2.modeling import dense_head_only
+
+    model = _model().eval()
+    inputs = [{"image": torch.randint(0, 255, (4, 64, 80), dtype=torch.uint8)}]
+    with torch.inference_mode():
+        (full,) = model(inputs)
+    calls = []
+    monkeypatch.setattr(model.proposal_generator, "forward", lambda *a: calls.append(a))
+    wrapped = ConcurrentBatches(model, batch_size=1, workers=1)  # unwrapped to reach the model
+    with dense_head_only(wrapped), torch.inference_mode():
+        (dense,) = wrapped(inputs)
+    assert set(dense) == {"sem_seg"} and not calls
+    torch.testing.assert_close(dense["sem_seg"], full["sem_seg"], atol=0, rtol=0)
+    assert model.infer_instances  # restored on exit
+    with dense_head_only(lambda batch: batch):  # any other model: left alone
+        pass

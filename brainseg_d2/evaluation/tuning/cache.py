@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -30,7 +31,10 @@ def iter_volume_scores(
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper, read_label_png
+    from brainseg_d2.engine.test_inference import inference_batching
+    from brainseg_d2.inference.batching import run_in_order
     from brainseg_d2.labels import get_target
+    from brainseg_d2.modeling.meta_arch import dense_head_only
     from brainseg_d2.postprocessing import score_maps_from_output
 
     source = source or cfg.BRAINSEG.MASK_SOURCE
@@ -40,22 +44,30 @@ def iter_volume_scores(
     by_volume: dict[str, list[dict]] = defaultdict(list)
     for d in DatasetCatalog.get(dataset_name):
         by_volume[d["volume_id"]].append(d)
-    batch = max(int(cfg.SOLVER.IMS_PER_BATCH), 1)
+    # Batches of the volume's slices, several at once on CPU, as in evaluation.
+    batch, workers = inference_batching(cfg)
+
+    def run(chunk: list[dict]) -> tuple[list[dict], list[dict]]:
+        with torch.inference_mode():  # thread-local: entered in each worker
+            return chunk, model([mapper(d) for d in chunk])
+
     for volume_id in sorted(by_volume):
         dicts = sorted(by_volume[volume_id], key=lambda d: d["slice_index"])
         first = dicts[0]
         shape = (num_categories, int(first["num_slices"]), first["height"], first["width"])
         scores = np.zeros(shape, dtype=np.float16)
         gt = np.zeros(shape, dtype=bool)
-        for start in range(0, len(dicts), batch):
-            chunk = dicts[start : start + batch]
-            with torch.inference_mode():
-                outputs = model([mapper(d) for d in chunk])
-            for d, out in zip(chunk, outputs):
-                s = int(d["slice_index"])
-                scores[:, s] = score_maps_from_output(out, num_categories, source)
-                if "sem_seg_file_name" in d:
-                    gt[:, s] = target.masks_from_tissue(read_label_png(d["sem_seg_file_name"]))
+        chunks = [dicts[start : start + batch] for start in range(0, len(dicts), batch)]
+        # A dense head's maps do not need the instance branch: skip it.
+        with dense_head_only(model) if source == "semantic" else contextlib.nullcontext():
+            for chunk, outputs in run_in_order(run, chunks, workers=workers):
+                for d, out in zip(chunk, outputs):
+                    s = int(d["slice_index"])
+                    scores[:, s] = score_maps_from_output(out, num_categories, source)
+                    if "sem_seg_file_name" in d:
+                        gt[:, s] = target.masks_from_tissue(
+                            read_label_png(d["sem_seg_file_name"])
+                        )
         yield volume_id, scores.astype(np.float32), gt
 
 
