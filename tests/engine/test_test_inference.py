@@ -127,8 +127,10 @@ def test_trainer_test_skips_instances_only_when_no_evaluator_reads_them(
 
     cfg = get_brainseg_cfg()
     cfg.merge_from_file(str(INSTANT))
-    cfg.merge_from_list(["DATASETS.TEST", "('eval_phantom_val',)", "INPUT.MIN_SIZE_TEST", "64",
-                         "BRAINSEG.EVAL.COCO_AP", "False", "OUTPUT_DIR", str(tmp_path)])  # fmt: skip
+    cfg.merge_from_list([
+        "DATASETS.TEST", "('eval_phantom_val',)", "INPUT.MIN_SIZE_TEST", "64",
+        "BRAINSEG.EVAL.COCO_AP", "False", "OUTPUT_DIR", str(tmp_path),
+    ])  # fmt: skip
     cfg.freeze()
     torch.manual_seed(0)
     model = build_model(cfg).eval()
