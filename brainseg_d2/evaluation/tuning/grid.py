@@ -95,6 +95,23 @@ def _needs_2d_steps(params: PostprocessParams) -> bool:
     )  # fmt: skip
 
 
+def _crop_to_content(
+    scores: np.ndarray, gt: np.ndarray, lowest: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``scores`` and ``gt`` cut to the box of every voxel scoring ``>= lowest`` or in ``gt``.
+
+    Outside that box no setting keeps a voxel and the reference is empty, so every
+    component and every count behind Dice stays the same; the sweep just labels
+    and counts far fewer voxels (a tumour fills a small part of a volume).
+    """
+    from scipy import ndimage
+
+    content = (scores >= np.float32(lowest)).any(0) | gt.any(0)
+    boxes = ndimage.find_objects(content.astype(np.int8))
+    box = boxes[0] if boxes else (slice(0, 1),) * content.ndim
+    return scores[(slice(None), *box)], gt[(slice(None), *box)]
+
+
 def _score_settings_fast(
     scores: np.ndarray, gt: np.ndarray, target: Target, settings: Sequence[PostprocessParams]
 ) -> list[dict[str, float]]:
@@ -103,12 +120,16 @@ def _score_settings_fast(
     Exactly :func:`postprocess_volume` for settings whose only steps are the swept
     ones (score thresholds, minimum 3D volume, hysteresis) and nesting: those drop
     whole 3D components of the thresholded masks, so one labelling serves them all.
+    Only the box that holds the reference and every voxel above the lowest
+    threshold is labelled (:func:`_crop_to_content`).
     """
     from scipy import ndimage
 
     from brainseg_d2.evaluation.metrics import neighbourhood_structure
 
     num_categories = len(scores)
+    lowest = min(min(p.score_thresholds(num_categories)) for p in settings)
+    scores, gt = _crop_to_content(scores, gt, lowest)
     labelled: dict[tuple[int, float, int], tuple[np.ndarray, int, np.ndarray]] = {}
 
     def components(c: int, threshold: float, connectivity: int):
