@@ -31,7 +31,7 @@ from detectron2.data.common import DatasetFromList, MapDataset
 from detectron2.utils import comm
 from torch import nn
 
-from brainseg_d2.inference.batching import run_in_order
+from brainseg_d2.inference.batching import batch_workers, run_in_order
 
 __all__ = [
     "ConcurrentBatches",
@@ -60,9 +60,7 @@ def inference_batching(cfg) -> tuple[int, int]:
         )
     if comm.get_world_size() > 1:
         return 1, 1
-    if str(cfg.MODEL.DEVICE).startswith("cuda"):
-        return batch_size, 1
-    return batch_size, concurrent or torch.get_num_threads()
+    return batch_size, batch_workers(concurrent, cfg.MODEL.DEVICE)
 
 
 def same_size_batches(dicts: Sequence[dict], max_size: int) -> list[list[int]]:

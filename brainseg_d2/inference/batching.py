@@ -16,10 +16,17 @@ import torch
 
 from brainseg_d2.env import library_threads
 
-__all__ = ["run_in_order"]
+__all__ = ["batch_workers", "run_in_order"]
 
 Batch = TypeVar("Batch")
 Result = TypeVar("Result")
+
+
+def batch_workers(concurrent_batches: int, device: str) -> int:
+    """Batches to run at once: ``concurrent_batches`` (0: torch's threads) on CPU, 1 on CUDA."""
+    if str(device).startswith("cuda"):
+        return 1
+    return concurrent_batches or torch.get_num_threads()
 
 
 def run_in_order(

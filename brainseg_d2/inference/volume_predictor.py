@@ -45,7 +45,7 @@ from brainseg_d2.data.dataset_mapper import slice_channels
 from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume
 from brainseg_d2.data.sources import Case
 from brainseg_d2.data.volume_io import read_image
-from brainseg_d2.inference.batching import run_in_order
+from brainseg_d2.inference.batching import batch_workers, run_in_order
 from brainseg_d2.inference.dataset_info import dataset_info_from_cfg
 from brainseg_d2.inference.score_threshold import ModelFn, score_threshold_pushed_down
 from brainseg_d2.inference.slice_inputs import brain_slices, inference_resize, slice_model_inputs
@@ -357,9 +357,8 @@ class VolumePredictor:
             with torch.inference_mode():  # thread-local: entered in each worker
                 return chunk, self.model(self.model_inputs(pre, chunk))
 
-        workers = self.concurrent_batches or torch.get_num_threads()
-        on_cuda = str(self.cfg.MODEL.DEVICE).startswith("cuda")
-        yield from run_in_order(run, batches, workers=1 if on_cuda else workers)
+        workers = batch_workers(self.concurrent_batches, self.cfg.MODEL.DEVICE)
+        yield from run_in_order(run, batches, workers=workers)
 
     def masks_to_image(
         self,
