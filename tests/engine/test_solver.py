@@ -56,3 +56,51 @@ def test_adamw_clips_gradients_when_asked():
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="BRAINSEG.SOLVER.OPTIMIZER is 'Adam'"):
         build_optimizer(_cfg("BRAINSEG.SOLVER.OPTIMIZER", "Adam"), _model())
+
+
+@pytest.mark.parametrize("clip_type, clip_value", [("norm", 0.05), ("value", 0.01)])
+def test_adamw_step_equals_detectron2s_clipped_adamw(clip_type, clip_value):
+    from detectron2.solver.build import maybe_add_gradient_clipping
+
+    clip = "SOLVER.CLIP_GRADIENTS"
+    cfg = _cfg("BRAINSEG.SOLVER.OPTIMIZER", "AdamW", f"{clip}.ENABLED", "True",
+               f"{clip}.CLIP_TYPE", clip_type, f"{clip}.CLIP_VALUE", str(clip_value))
+    torch.manual_seed(0)
+    ours, theirs = _model(), _model()
+    theirs.load_state_dict(ours.state_dict())
+    opt = build_optimizer(cfg, ours)
+    groups = [{**g, "params": [dict(theirs.named_parameters())[n] for n in names]}
+              for g, names in _group_names(opt, ours)]
+    reference = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+        groups, lr=0.002, weight_decay=0.05
+    )
+    for step in range(3):
+        x = torch.randn(2, 2, 6, 6)
+        for model in (ours, theirs):
+            model.zero_grad(set_to_none=True)
+            (model(x) ** 2).sum().backward()
+            if clip_type == "norm":  # (Detectron2's value clipper fails on a missing gradient)
+                model[2].bias.grad = None  # a parameter without gradient is left alone
+        big = ours[0].weight.grad.norm()
+        assert big > clip_value  # the clipping acts
+        opt.step()
+        reference.step()
+        for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+            torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=f"{name} at step {step}")
+
+
+def _group_names(opt, model):
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in opt.param_groups:
+        yield {k: v for k, v in g.items() if k not in ("params", "fused")}, [
+            names[id(p)] for p in g["params"]
+        ]
+
+
+def test_unknown_clip_type_is_refused():
+    from brainseg_d2.engine.solver import clip_each_parameter_
+
+    p = nn.Parameter(torch.ones(2))
+    p.grad = torch.ones(2)
+    with pytest.raises(ValueError, match="CLIP_TYPE is 'full_model'"):
+        clip_each_parameter_([p], "full_model", 1.0)
