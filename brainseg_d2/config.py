@@ -105,6 +105,11 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # SOLVER.WEIGHT_DECAY). Both take SOLVER.BASE_LR, its schedule, parameter groups
     # (WEIGHT_DECAY_NORM, BIAS_LR_FACTOR) and SOLVER.CLIP_GRADIENTS.
     _C.BRAINSEG.SOLVER.OPTIMIZER = "SGD"
+    # BrainSegRCNN: the RPN and ROI heads (instances) train on every k-th iteration,
+    # the backbone and dense head (the category masks) on every one. A step without
+    # the instance branch costs about 0.6 of a full one on CPU, so k > 1 buys more
+    # steps in the same time; 1 trains everything every iteration.
+    _C.BRAINSEG.SOLVER.INSTANCE_PERIOD = 1
 
     _C.BRAINSEG.INPUT = _D2CfgNode()
     # Neighbouring slices on each side stacked as extra channels (2.5D); the model then
@@ -156,6 +161,10 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # slice cannot keep several threads busy); 0: torch's thread count; 1: one batch
     # at a time on all threads. Ignored on CUDA.
     _C.BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES = 0
+    # Test-time augmentation of the dense head (BrainSegRCNN): average each slice's
+    # category probabilities with those of its left-right mirror; about 2x the dense
+    # head's inference cost. Instances are not augmented.
+    _C.BRAINSEG.INFERENCE.FLIP_TTA = False
 
 
 def get_brainseg_cfg() -> CfgNode:

@@ -27,7 +27,8 @@ def check_cfg_values(cfg, args) -> None:
     Training: ``SOLVER.IMS_PER_BATCH`` a positive multiple of the number of
     processes (``--num-gpus`` x ``--num-machines``), ``SOLVER.MAX_ITER`` and
     ``SOLVER.BASE_LR`` positive, ``BRAINSEG.SOLVER.OPTIMIZER`` one of
-    :data:`~brainseg_d2.engine.solver.OPTIMIZERS`. Always: ``MODEL.DEVICE`` cuda
+    :data:`~brainseg_d2.engine.solver.OPTIMIZERS`, ``BRAINSEG.SOLVER.INSTANCE_PERIOD``
+    at least 1. Always: ``MODEL.DEVICE`` cuda
     needs a CUDA device.
 
     Raises:
@@ -54,6 +55,9 @@ def check_cfg_values(cfg, args) -> None:
         if cfg.BRAINSEG.SOLVER.OPTIMIZER not in OPTIMIZERS:
             need = f"it must be one of {', '.join(OPTIMIZERS)}"
             raise bad("BRAINSEG.SOLVER.OPTIMIZER", cfg.BRAINSEG.SOLVER.OPTIMIZER, need)
+        if cfg.BRAINSEG.SOLVER.INSTANCE_PERIOD < 1:
+            need = "it must be at least 1 (1: the instance branch trains every iteration)"
+            raise bad("BRAINSEG.SOLVER.INSTANCE_PERIOD", cfg.BRAINSEG.SOLVER.INSTANCE_PERIOD, need)
     if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
         raise bad("MODEL.DEVICE", cfg.MODEL.DEVICE, "no CUDA device here; use MODEL.DEVICE cpu")
 

@@ -74,7 +74,9 @@ class Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
 
-        model = create_ddp_model(model, broadcast_buffers=False)
+        # Iterations without the instance branch leave its parameters unused.
+        unused = cfg.BRAINSEG.SOLVER.INSTANCE_PERIOD > 1
+        model = create_ddp_model(model, broadcast_buffers=False, find_unused_parameters=unused)
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         # Adapts a 3-channel (RGB) first convolution to the model's N MRI channels.

@@ -53,9 +53,11 @@ def test_config_file_is_required(capsys):
          "MODEL.PIXEL_MEAN has 4 values (in "),
         (["BRAINSEG.SOLVER.OPTIMIZER", "Adam"],
          "BRAINSEG.SOLVER.OPTIMIZER is 'Adam' (on the command line): it must be one of SGD, AdamW"),
+        (["BRAINSEG.SOLVER.INSTANCE_PERIOD", "0"],
+         "BRAINSEG.SOLVER.INSTANCE_PERIOD is 0 (on the command line): it must be at least 1"),
     ],
     ids=["batch-0", "batch-not-multiple", "max-iter-0", "negative-lr", "num-classes", "type",
-         "pixel-mean-length", "context-slices", "optimizer"],
+         "pixel-mean-length", "context-slices", "optimizer", "instance-period"],
 )
 def test_bad_override_names_the_key_and_the_command_line(parse, tmp_path, argv, message):
     args = parse("--config-file", INSTANT, *argv)

@@ -92,3 +92,65 @@ def test_dense_head_only_skips_the_instance_branch_and_keeps_the_masks(monkeypat
     assert model.infer_instances  # restored on exit
     with dense_head_only(lambda batch: batch):  # any other model: left alone
         pass
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+    model = _model().eval()
+    assert not model.flip_tta  # off by default
+    torch.manual_seed(1)
+    image = torch.randint(0, 255, (4, 64, 96), dtype=torch.uint8)  # no padding: 32-divisible
+    with torch.inference_mode():
+        (plain,) = model([{"image": image}])
+        (mirrored,) = model([{"image": image.flip(-1)}])
+        model.flip_tta = True
+        (tta,) = model([{"image": image}])
+    assert len(plain["instances"])  # the instance check below compares real detections
+    expected = (plain["sem_seg"] + mirrored["sem_seg"].flip(-1)) / 2
+    torch.testing.assert_close(tta["sem_seg"], expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(tta["sem_seg"], plain["sem_seg"], atol=1e-3)  # it did change
+    # Instances come from the image alone, as without TTA.
+    torch.testing.assert_close(
+        tta["instances"].pred_boxes.tensor, plain["instances"].pred_boxes.tensor,
+        atol=1e-3, rtol=1e-4,
+    )  # fmt: skip
+
+    cfg = get_brainseg_cfg()
+    cfg.merge_from_file(str(CFG), allow_unsafe=False)
+    cfg.merge_from_list(["BRAINSEG.INFERENCE.FLIP_TTA", True])
+    assert build_model(cfg).flip_tta
+
+
+def test_instance_period_trains_the_instance_branch_on_every_kth_iteration():
+    model = _model()
+    model.instance_period = 3
+    model.train()
+    image = torch.randint(0, 255, (4, 64, 80), dtype=torch.uint8)
+    masks = torch.zeros((1, 64, 80), dtype=torch.bool)
+    masks[0, 20:40, 30:50] = True
+    inst = Instances((64, 80), gt_classes=torch.tensor([0]), gt_masks=BitMasks(masks),
+                     gt_boxes=Boxes(torch.tensor([[30.0, 20.0, 50.0, 40.0]])))
+    sem = torch.zeros((3, 64, 80), dtype=torch.bool)
+    sem[0] = masks[0]
+    batch = [{"image": image, "instances": inst, "sem_seg": sem}] * 2
+    dense_keys = {"loss_sem_seg_bce", "loss_sem_seg_dice"}
+    for it, with_instances in [(0, True), (1, False), (2, False), (3, True), (7, False)]:
+        model.zero_grad(set_to_none=True)
+        with EventStorage(start_iter=it):
+            losses = model(batch)
+        assert dense_keys <= set(losses)
+        assert ({"loss_rpn_cls", "loss_cls", "loss_mask"} <= set(losses)) == with_instances
+        assert (set(losses) == dense_keys) == (not with_instances)
+        sum(losses.values()).backward()
+        rpn_grad = model.proposal_generator.rpn_head.conv.weight.grad
+        assert (rpn_grad is not None) == with_instances
+        assert model.backbone.bottom_up.stem.conv1.weight.grad.abs().sum() > 0  # always trained
+    with pytest.raises(ValueError, match="instance_period"):
+        type(model)(**{**_model_kwargs(), "instance_period": 0})
+
+
+def _model_kwargs():
+    from brainseg_d2.modeling import BrainSegRCNN
+
+    cfg = get_brainseg_cfg()
+    cfg.merge_from_file(str(CFG), allow_unsafe=False)
+    return BrainSegRCNN.from_config(cfg)
