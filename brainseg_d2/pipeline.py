@@ -47,7 +47,7 @@ BASELINE_FILE = "baseline_cases.csv"
 #: How the report names the baseline.
 BASELINE_NAME = "FLAIR > mean + 2 SD"
 #: The demo's training config, relative to the repository root.
-DEMO_CONFIG = "configs/phantom/mask_rcnn_R_18_FPN_cpu_bf16_adamw_slim_1500.yaml"
+DEMO_CONFIG = "configs/phantom/mask_rcnn_R_18_FPN_cpu_bf16_adamw_inst3_2050.yaml"
 
 
 @dataclass
