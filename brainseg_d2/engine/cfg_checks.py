@@ -28,8 +28,8 @@ def check_cfg_values(cfg, args) -> None:
     processes (``--num-gpus`` x ``--num-machines``), ``SOLVER.MAX_ITER`` and
     ``SOLVER.BASE_LR`` positive, ``BRAINSEG.SOLVER.OPTIMIZER`` one of
     :data:`~brainseg_d2.engine.solver.OPTIMIZERS`, ``BRAINSEG.SOLVER.INSTANCE_PERIOD``
-    at least 1. Always: ``MODEL.DEVICE`` cuda
-    needs a CUDA device.
+    at least 1. Always: ``BRAINSEG.INFERENCE.BATCH_SIZE`` at least 1 and
+    ``CPU_CONCURRENT_BATCHES`` at least 0; ``MODEL.DEVICE`` cuda needs a CUDA device.
 
     Raises:
         ValueError: naming the key, its value and where it was set.
@@ -58,6 +58,12 @@ def check_cfg_values(cfg, args) -> None:
         if cfg.BRAINSEG.SOLVER.INSTANCE_PERIOD < 1:
             need = "it must be at least 1 (1: the instance branch trains every iteration)"
             raise bad("BRAINSEG.SOLVER.INSTANCE_PERIOD", cfg.BRAINSEG.SOLVER.INSTANCE_PERIOD, need)
+    inference = cfg.BRAINSEG.INFERENCE
+    if inference.BATCH_SIZE < 1:
+        raise bad("BRAINSEG.INFERENCE.BATCH_SIZE", inference.BATCH_SIZE, "it must be at least 1")
+    if inference.CPU_CONCURRENT_BATCHES < 0:
+        key, need = "BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES", "it must be at least 0"
+        raise bad(key, inference.CPU_CONCURRENT_BATCHES, need + " (0: one batch per torch thread)")
     if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
         raise bad("MODEL.DEVICE", cfg.MODEL.DEVICE, "no CUDA device here; use MODEL.DEVICE cpu")
 

@@ -55,9 +55,14 @@ def test_config_file_is_required(capsys):
          "BRAINSEG.SOLVER.OPTIMIZER is 'Adam' (on the command line): it must be one of SGD, AdamW"),
         (["BRAINSEG.SOLVER.INSTANCE_PERIOD", "0"],
          "BRAINSEG.SOLVER.INSTANCE_PERIOD is 0 (on the command line): it must be at least 1"),
+        (["BRAINSEG.INFERENCE.BATCH_SIZE", "0"],
+         "BRAINSEG.INFERENCE.BATCH_SIZE is 0 (on the command line): it must be at least 1"),
+        (["BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES", "-1"],
+         "BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES is -1 (on the command line): it must be"),
     ],
     ids=["batch-0", "batch-not-multiple", "max-iter-0", "negative-lr", "num-classes", "type",
-         "pixel-mean-length", "context-slices", "optimizer", "instance-period"],
+         "pixel-mean-length", "context-slices", "optimizer", "instance-period",
+         "inference-batch", "concurrent-batches"],
 )
 def test_bad_override_names_the_key_and_the_command_line(parse, tmp_path, argv, message):
     args = parse("--config-file", INSTANT, *argv)
