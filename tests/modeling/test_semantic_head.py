@@ -43,9 +43,8 @@ def _model():
     return build_model(cfg)
 
 
-def test_training_step_has_dense_and_instance_losses_with_gradients():
-    model = _model()
-    model.train()
+def _training_batch() -> list[dict]:
+    """Two copies of a 4-channel slice with one WT lesion (instance and dense target)."""
     image = torch.randint(0, 255, (4, 64, 80), dtype=torch.uint8)
     masks = torch.zeros((1, 64, 80), dtype=torch.bool)
     masks[0, 20:40, 30:50] = True
@@ -53,8 +52,14 @@ def test_training_step_has_dense_and_instance_losses_with_gradients():
                      gt_boxes=Boxes(torch.tensor([[30.0, 20.0, 50.0, 40.0]])))
     sem = torch.zeros((3, 64, 80), dtype=torch.bool)
     sem[0] = masks[0]
+    return [{"image": image, "instances": inst, "sem_seg": sem}] * 2
+
+
+def test_training_step_has_dense_and_instance_losses_with_gradients():
+    model = _model()
+    model.train()
     with EventStorage():
-        losses = model([{"image": image, "instances": inst, "sem_seg": sem}] * 2)
+        losses = model(_training_batch())
     assert {"loss_sem_seg_bce", "loss_sem_seg_dice", "loss_mask", "loss_cls"} <= set(losses)
     sum(losses.values()).backward()
     head = model.sem_seg_head
@@ -124,14 +129,7 @@ def test_instance_period_trains_the_instance_branch_on_every_kth_iteration():
     model = _model()
     model.instance_period = 3
     model.train()
-    image = torch.randint(0, 255, (4, 64, 80), dtype=torch.uint8)
-    masks = torch.zeros((1, 64, 80), dtype=torch.bool)
-    masks[0, 20:40, 30:50] = True
-    inst = Instances((64, 80), gt_classes=torch.tensor([0]), gt_masks=BitMasks(masks),
-                     gt_boxes=Boxes(torch.tensor([[30.0, 20.0, 50.0, 40.0]])))
-    sem = torch.zeros((3, 64, 80), dtype=torch.bool)
-    sem[0] = masks[0]
-    batch = [{"image": image, "instances": inst, "sem_seg": sem}] * 2
+    batch = _training_batch()
     dense_keys = {"loss_sem_seg_bce", "loss_sem_seg_dice"}
     for it, with_instances in [(0, True), (1, False), (2, False), (3, True), (7, False)]:
         model.zero_grad(set_to_none=True)
