@@ -4,9 +4,10 @@
 1. Resolution ceiling. Each case's region masks (WT, TC, ET) go through the
    acquisition model the phantom applies to its images (in-plane blur, thick
    slices along a random axis, ``phantom_render``), drawn from the default
-   ``ContrastParams`` ranges, and are thresholded at 0.5. The Dice of that
-   against the label is what a perfect reader of one degraded sequence would
-   reach if blur and slice thickness were all that was lost.
+   ``ContrastParams`` ranges (``draw_appearance``, ``acquire``), and are
+   thresholded at 0.5. The Dice of that against the label is what a perfect
+   reader of one degraded sequence would reach if blur and slice thickness
+   were all that was lost.
 2. Sub-region contrast. Per case and sequence, the mean signal of necrosis or
    non-enhancing core (label 1) and of enhancing tumour (label 3) minus the
    edema's mean, in units of the edema's standard deviation. Values within
@@ -24,24 +25,12 @@ import numpy as np
 
 
 def degrade(mask: np.ndarray, rng: np.random.Generator, params, spacing: float) -> np.ndarray:
-    """A bool mask blurred and resliced the way one phantom sequence is, at 0.5."""
-    from scipy import ndimage
+    """A bool mask blurred and resliced as one freshly drawn T1ce sequence is, at 0.5."""
+    from brainseg_d2.data.phantom_contrast import draw_appearance
+    from brainseg_d2.data.phantom_render import acquire
 
-    from brainseg_d2.data.phantom_render import _thick_slices
-
-    image = mask.astype(np.float32)
-    sigma = float(rng.uniform(*params.blur_mm)) / 2.355 / spacing
-    thick = rng.random() < params.p_thick_slices
-    weights = np.cumsum(params.slice_axes) / sum(params.slice_axes)
-    axis = min(int(np.searchsorted(weights, rng.random())), 2) if thick else None
-    slice_mm = float(rng.uniform(*params.slice_mm))
-    if sigma > 0.2:
-        for a in range(3):
-            if a != axis:
-                image = ndimage.gaussian_filter1d(image, sigma, axis=a, truncate=3.0)
-    if axis is not None and slice_mm > 1.2 * spacing:
-        image = _thick_slices(image, axis, slice_mm / spacing)
-    return image >= 0.5
+    look = draw_appearance(rng, params)["t1ce"]
+    return acquire(mask.astype(np.float32), look, spacing) >= 0.5
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

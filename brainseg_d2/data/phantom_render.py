@@ -101,19 +101,31 @@ def render_sequence(
     image.fill(look.rim)
     image[brain] = inside
 
-    sigma = look.blur_mm / 2.355 / maps.spacing
-    if sigma > 0.2:
-        for axis in range(3):
-            if axis != look.slice_axis:
-                image = ndimage.gaussian_filter1d(image, sigma, axis=axis, truncate=3.0)
-    if look.slice_axis is not None and look.slice_mm > 1.2 * maps.spacing:
-        image = _thick_slices(image, look.slice_axis, look.slice_mm / maps.spacing)
+    image = acquire(image, look, maps.spacing)
 
     out = np.zeros(shape, np.float32)
     # Gamma on the WM-relative scale, then the scanner gain.
     values = np.maximum(image[brain], 1e-3)
     out[brain] = np.power(values, look.gamma) * look.gain
     return out
+
+
+def acquire(image: np.ndarray, look: SequenceAppearance, spacing: float) -> np.ndarray:
+    """The acquisition's resolution loss: in-plane blur, then thick slices, if drawn.
+
+    Args:
+        image: float32 ``(z, y, x)`` volume on an isotropic grid.
+        look: the sequence's appearance (``blur_mm``, ``slice_axis``, ``slice_mm``).
+        spacing: the grid's voxel size in mm.
+    """
+    sigma = look.blur_mm / 2.355 / spacing
+    if sigma > 0.2:
+        for axis in range(3):
+            if axis != look.slice_axis:
+                image = ndimage.gaussian_filter1d(image, sigma, axis=axis, truncate=3.0)
+    if look.slice_axis is not None and look.slice_mm > 1.2 * spacing:
+        image = _thick_slices(image, look.slice_axis, look.slice_mm / spacing)
+    return image
 
 
 def _thick_slices(image: np.ndarray, axis: int, factor: float) -> np.ndarray:
