@@ -110,6 +110,9 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # the instance branch costs about 0.6 of a full one on CPU, so k > 1 buys more
     # steps in the same time; 1 trains everything every iteration.
     _C.BRAINSEG.SOLVER.INSTANCE_PERIOD = 1
+    # Exponential moving average of the weights (engine/weight_average.py): after the
+    # last iteration the average becomes the model (model_final.pth); 0: off.
+    _C.BRAINSEG.SOLVER.EMA_DECAY = 0.0
 
     _C.BRAINSEG.INPUT = _D2CfgNode()
     # Neighbouring slices on each side stacked as extra channels (2.5D); the model then
@@ -128,6 +131,9 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.SEM_SEG = _D2CfgNode()
     # Channels of the full-resolution branch that keeps 1-2 pixel structures.
     _C.BRAINSEG.SEM_SEG.REFINE_DIM = 16
+    # 3x3 convs on the fused FPN features at stride 4 (MODEL.SEM_SEG_HEAD.CONVS_DIM
+    # channels) before they are reduced and upsampled; 0: none.
+    _C.BRAINSEG.SEM_SEG.CONTEXT_CONVS = 0
     # Weight of the soft Dice loss relative to the per-pixel cross-entropy.
     _C.BRAINSEG.SEM_SEG.DICE_WEIGHT = 1.0
 

@@ -46,6 +46,7 @@ from brainseg_d2.engine.test_inference import (
     build_batched_test_loader,
     inference_batching,
 )
+from brainseg_d2.engine.weight_average import WeightAverage
 from brainseg_d2.evaluation.evaluator import BrainSegEvaluator
 from brainseg_d2.modeling.meta_arch import dense_head_only
 from brainseg_d2.modeling.weights import BrainSegCheckpointer
@@ -171,10 +172,18 @@ class Trainer(DefaultTrainer):
         return DatasetEvaluators(evaluators)
 
     def build_hooks(self):
-        """Detectron2's hooks plus best checkpoint / early stop right after ``EvalHook``."""
+        """Detectron2's hooks plus best checkpoint / early stop right after ``EvalHook``.
+
+        With ``BRAINSEG.SOLVER.EMA_DECAY`` a :class:`WeightAverage` follows the
+        learning-rate scheduler.
+        """
         hooks = super().build_hooks()
         at = next(i for i, h in enumerate(hooks) if isinstance(h, d2_hooks.EvalHook)) + 1
         hooks[at:at] = build_eval_hooks(self.cfg, self.checkpointer)
+        if self.cfg.BRAINSEG.SOLVER.EMA_DECAY > 0:
+            # Before the checkpointer and EvalHook, which read the final weights.
+            at = next(i for i, h in enumerate(hooks) if isinstance(h, d2_hooks.LRScheduler)) + 1
+            hooks.insert(at, WeightAverage(self.model, self.cfg.BRAINSEG.SOLVER.EMA_DECAY))
         return hooks
 
     def train(self):
@@ -186,6 +195,9 @@ class Trainer(DefaultTrainer):
         try:
             return super().train()
         except EarlyStop:
+            for hook in self._hooks:
+                if isinstance(hook, WeightAverage):
+                    hook.apply()
             self.checkpointer.save("model_final", iteration=self.iter)
             comm.synchronize()
             return getattr(self, "_last_eval_results", None)

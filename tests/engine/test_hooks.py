@@ -226,3 +226,22 @@ def test_trainer_early_stop_ends_training_normally(eval_phantom_dataset, tmp_pat
     assert torch.load(tmp_path / "model_best.pth", map_location="cpu")["iteration"] == 0
     assert torch.load(tmp_path / "model_final.pth", map_location="cpu")["iteration"] == 1
     assert sum("Early stop after iteration 1" in r.message for r in caplog.records) == 1
+
+
+def test_trainer_with_ema_saves_the_averaged_weights_as_final(eval_phantom_dataset, tmp_path):
+    from brainseg_d2.engine import Trainer
+    from brainseg_d2.engine.weight_average import WeightAverage
+
+    cfg = _phantom_cfg(tmp_path, "SOLVER.MAX_ITER", "3", "BRAINSEG.SOLVER.EMA_DECAY", "0.5")
+    trainer = Trainer(cfg)
+    kinds = [type(h) for h in trainer._hooks]
+    assert kinds.index(WeightAverage) < kinds.index(d2_hooks.PeriodicCheckpointer)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    hook = trainer._hooks[kinds.index(WeightAverage)]
+    assert int(hook.average.n_averaged) == 3
+    saved = torch.load(tmp_path / "model_final.pth", map_location="cpu")
+    averaged = hook.average.module.state_dict()
+    assert saved["trainer"]["hooks"]["WeightAverage"]  # resumable
+    for name, value in averaged.items():
+        assert torch.equal(saved["model"][name], value), name

@@ -34,11 +34,12 @@ def test_multilabel_losses_reward_every_overlapping_category():
         multilabel_losses(perfect[:, :2], targets)
 
 
-def _model():
+def _model(*opts):
     cfg = get_brainseg_cfg()
     cfg.merge_from_file(str(CFG), allow_unsafe=False)
     cfg.merge_from_list(["MODEL.FPN.OUT_CHANNELS", 32, "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32,
-                         "MODEL.ROI_MASK_HEAD.CONV_DIM", 32, "MODEL.ROI_BOX_HEAD.FC_DIM", 64])
+                         "MODEL.ROI_MASK_HEAD.CONV_DIM", 32, "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
+                         *opts])
     torch.manual_seed(0)
     return build_model(cfg)
 
@@ -65,6 +66,24 @@ def test_training_step_has_dense_and_instance_losses_with_gradients():
     head = model.sem_seg_head
     assert head.predictor.weight.grad.abs().sum() > 0
     assert head.image_branch[0].weight.grad.abs().sum() > 0  # the full-resolution branch learns
+
+
+def test_context_convs_sit_between_the_fused_levels_and_the_reduction():
+    plain, deeper = _model(), _model("BRAINSEG.SEM_SEG.CONTEXT_CONVS", 2)
+    # 0 adds nothing, so checkpoints written before the option still load.
+    assert not any(k.startswith("sem_seg_head.context") for k in plain.state_dict())
+    context = deeper.sem_seg_head.context
+    assert len(context) == 2 and context[0].weight.shape == (32, 32, 3, 3)
+    deeper.train()
+    with EventStorage():
+        losses = deeper(_training_batch())
+    sum(losses.values()).backward()
+    assert context[0].weight.grad.abs().sum() > 0
+    deeper.eval()
+    image = torch.randint(0, 255, (4, 64, 80), dtype=torch.uint8)
+    with torch.inference_mode():
+        (out,) = deeper([{"image": image, "height": 64, "width": 80}])
+    assert out["sem_seg"].shape == (3, 64, 80)
 
 
 def test_inference_returns_category_probabilities_at_the_requested_size():
