@@ -134,6 +134,9 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # 3x3 convs on the fused FPN features at stride 4 (MODEL.SEM_SEG_HEAD.CONVS_DIM
     # channels) before they are reduced and upsampled; 0: none.
     _C.BRAINSEG.SEM_SEG.CONTEXT_CONVS = 0
+    # Add a 1x1 conv of the fused FPN features' mean over the slice to every pixel
+    # (image-level context, as in DeepLabv3).
+    _C.BRAINSEG.SEM_SEG.IMAGE_POOLING = False
     # Weight of the soft Dice loss relative to the per-pixel cross-entropy.
     _C.BRAINSEG.SEM_SEG.DICE_WEIGHT = 1.0
 

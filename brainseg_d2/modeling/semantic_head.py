@@ -11,7 +11,9 @@ model input ``(B, N, H, W)``; targets bool ``(B, C, H, W)``; logits ``(B, C, H, 
 at the input's (padded) resolution.
 
 Structure: Detectron2's :class:`SemSegFPNHead` fuses the FPN levels at stride 4;
-optionally a few more 3x3 convs mix the fused levels there (``context_convs``);
+optionally the slice's average of them is added back everywhere (``image_pooling``:
+every pixel then sees statistics of the whole slice, as in DeepLabv3's image-level
+features) and a few more 3x3 convs mix the fused levels there (``context_convs``);
 a 1x1 conv reduces them, they are upsampled to full resolution and fused with a
 small full-resolution branch on the image itself, so structures one or two
 pixels thick (enhancing rims at 1.5 mm) are not lost to the stride-4 grid.
@@ -75,6 +77,7 @@ class RefinedSemSegHead(SemSegFPNHead):
         image_channels: int,
         refine_dims: int = 16,
         context_convs: int = 0,
+        image_pooling: bool = False,
         loss_weight: float = 1.0,
         dice_weight: float = 1.0,
         norm: str = "GN",
@@ -89,6 +92,7 @@ class RefinedSemSegHead(SemSegFPNHead):
             refine_dims: channels of the full-resolution branch.
             context_convs: 3x3 convs (``conv_dims`` channels) applied to the summed
                 FPN levels at ``common_stride``, before they are reduced; 0: none.
+            image_pooling: add a 1x1 conv of the fused levels' spatial mean to them.
             loss_weight: weight of both loss terms.
             dice_weight: weight of the Dice term relative to cross-entropy.
             norm: normalisation of every conv ("GN", "" for none).
@@ -112,6 +116,7 @@ class RefinedSemSegHead(SemSegFPNHead):
             weight_init.c2_msra_fill(layer)
             return layer
 
+        self.pool = conv(conv_dims, conv_dims, k=1) if image_pooling else None
         self.context = nn.Sequential(*(conv(conv_dims, conv_dims) for _ in range(context_convs)))
         self.reduce = conv(conv_dims, refine_dims, k=1)
         self.image_branch = nn.Sequential(
@@ -134,6 +139,7 @@ class RefinedSemSegHead(SemSegFPNHead):
             "image_channels": len(cfg.MODEL.PIXEL_MEAN),
             "refine_dims": cfg.BRAINSEG.SEM_SEG.REFINE_DIM,
             "context_convs": cfg.BRAINSEG.SEM_SEG.CONTEXT_CONVS,
+            "image_pooling": cfg.BRAINSEG.SEM_SEG.IMAGE_POOLING,
             "loss_weight": head.LOSS_WEIGHT,
             "dice_weight": cfg.BRAINSEG.SEM_SEG.DICE_WEIGHT,
             "norm": head.NORM,
@@ -154,6 +160,8 @@ class RefinedSemSegHead(SemSegFPNHead):
         for i, name in enumerate(self.in_features):
             level = self.scale_heads[i](features[name])
             x = level if x is None else x + level
+        if self.pool is not None:
+            x = x + self.pool(x.mean(dim=(2, 3), keepdim=True))
         x = self.reduce(self.context(x))
         x = F.interpolate(x, size=images.shape[-2:], mode="bilinear", align_corners=False)
         logits = self.predictor(self.fuse(torch.cat([x, self.image_branch(images)], dim=1)))

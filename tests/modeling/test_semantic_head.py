@@ -86,6 +86,26 @@ def test_context_convs_sit_between_the_fused_levels_and_the_reduction():
     assert out["sem_seg"].shape == (3, 64, 80)
 
 
+def test_image_pooling_lets_every_pixel_see_the_whole_slice():
+    # No normalisation: GroupNorm's statistics would couple distant pixels on their own.
+    plain = _model("MODEL.SEM_SEG_HEAD.NORM", "").sem_seg_head.eval()
+    pooled = _model("MODEL.SEM_SEG_HEAD.NORM", "", "BRAINSEG.SEM_SEG.IMAGE_POOLING", True)
+    pooled = pooled.sem_seg_head.eval()
+    assert plain.pool is None and "pool.weight" not in plain.state_dict()
+    torch.manual_seed(1)
+    feats = {k: torch.randn(1, 32, 64 // s, 64 // s) for k, s in
+             zip(("p2", "p3", "p4", "p5"), (4, 8, 16, 32))}  # fmt: skip
+    images = torch.randn(1, 4, 64, 64)
+    changed = {k: v.clone() for k, v in feats.items()}
+    changed["p2"][..., -1, -1] += 50.0  # one far corner of the finest level
+    with torch.no_grad():
+        centre = [head(f, images)[0][..., 24:40, 24:40] for head in (plain, pooled)
+                  for f in (feats, changed)]  # fmt: skip
+    # Without pooling the centre is out of reach of the corner; with it, it is not.
+    assert torch.equal(centre[0], centre[1])
+    assert not torch.allclose(centre[2], centre[3])
+
+
 def test_inference_returns_category_probabilities_at_the_requested_size():
     model = _model().eval()
     image = torch.randint(0, 255, (4, 64, 80), dtype=torch.uint8)
