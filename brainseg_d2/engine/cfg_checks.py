@@ -28,8 +28,9 @@ def check_cfg_values(cfg, args) -> None:
     processes (``--num-gpus`` x ``--num-machines``), ``SOLVER.MAX_ITER`` and
     ``SOLVER.BASE_LR`` positive, ``BRAINSEG.SOLVER.OPTIMIZER`` one of
     :data:`~brainseg_d2.engine.solver.OPTIMIZERS`, ``BRAINSEG.SOLVER.INSTANCE_PERIOD``
-    at least 1. Always: ``BRAINSEG.INFERENCE.BATCH_SIZE`` at least 1 and
-    ``CPU_CONCURRENT_BATCHES`` at least 0; ``MODEL.DEVICE`` cuda needs a CUDA device.
+    at least 1, ``BRAINSEG.SOLVER.EMA_DECAY`` in [0, 1). Always:
+    ``BRAINSEG.SEM_SEG.CONTEXT_CONVS`` at least 0, ``BRAINSEG.INFERENCE.BATCH_SIZE``
+    at least 1 and ``CPU_CONCURRENT_BATCHES`` at least 0; ``MODEL.DEVICE`` cuda needs a CUDA device.
 
     Raises:
         ValueError: naming the key, its value and where it was set.
@@ -58,6 +59,12 @@ def check_cfg_values(cfg, args) -> None:
         if cfg.BRAINSEG.SOLVER.INSTANCE_PERIOD < 1:
             need = "it must be at least 1 (1: the instance branch trains every iteration)"
             raise bad("BRAINSEG.SOLVER.INSTANCE_PERIOD", cfg.BRAINSEG.SOLVER.INSTANCE_PERIOD, need)
+        if not 0.0 <= cfg.BRAINSEG.SOLVER.EMA_DECAY < 1.0:
+            need = "it must be in [0, 1) (0: no weight average)"
+            raise bad("BRAINSEG.SOLVER.EMA_DECAY", cfg.BRAINSEG.SOLVER.EMA_DECAY, need)
+    if cfg.BRAINSEG.SEM_SEG.CONTEXT_CONVS < 0:
+        need = "it must be at least 0"
+        raise bad("BRAINSEG.SEM_SEG.CONTEXT_CONVS", cfg.BRAINSEG.SEM_SEG.CONTEXT_CONVS, need)
     inference = cfg.BRAINSEG.INFERENCE
     if inference.BATCH_SIZE < 1:
         raise bad("BRAINSEG.INFERENCE.BATCH_SIZE", inference.BATCH_SIZE, "it must be at least 1")

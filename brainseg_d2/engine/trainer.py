@@ -189,8 +189,9 @@ class Trainer(DefaultTrainer):
     def train(self):
         """Train; an early stop (``BRAINSEG.EVAL.EARLY_STOP_PATIENCE``) ends it normally.
 
-        After an early stop ``model_final.pth`` holds the last weights, as after a
-        complete run; ``model_best.pth`` the best ones.
+        After an early stop ``model_final.pth`` holds the last weights (their moving
+        average with ``BRAINSEG.SOLVER.EMA_DECAY``), as after a complete run;
+        ``model_best.pth`` the best ones.
         """
         try:
             return super().train()

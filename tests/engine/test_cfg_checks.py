@@ -55,6 +55,10 @@ def test_config_file_is_required(capsys):
          "BRAINSEG.SOLVER.OPTIMIZER is 'Adam' (on the command line): it must be one of SGD, AdamW"),
         (["BRAINSEG.SOLVER.INSTANCE_PERIOD", "0"],
          "BRAINSEG.SOLVER.INSTANCE_PERIOD is 0 (on the command line): it must be at least 1"),
+        (["BRAINSEG.SOLVER.EMA_DECAY", "1.0"],
+         "BRAINSEG.SOLVER.EMA_DECAY is 1.0 (on the command line): it must be in [0, 1)"),
+        (["BRAINSEG.SEM_SEG.CONTEXT_CONVS", "-1"],
+         "BRAINSEG.SEM_SEG.CONTEXT_CONVS is -1 (on the command line): it must be at least 0"),
         (["BRAINSEG.INFERENCE.BATCH_SIZE", "0"],
          "BRAINSEG.INFERENCE.BATCH_SIZE is 0 (on the command line): it must be at least 1"),
         (["BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES", "-1"],
@@ -62,7 +66,7 @@ def test_config_file_is_required(capsys):
     ],
     ids=["batch-0", "batch-not-multiple", "max-iter-0", "negative-lr", "num-classes", "type",
          "pixel-mean-length", "context-slices", "optimizer", "instance-period",
-         "inference-batch", "concurrent-batches"],
+         "ema-decay", "context-convs", "inference-batch", "concurrent-batches"],
 )
 def test_bad_override_names_the_key_and_the_command_line(parse, tmp_path, argv, message):
     args = parse("--config-file", INSTANT, *argv)

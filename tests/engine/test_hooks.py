@@ -217,7 +217,7 @@ def test_trainer_early_stop_ends_training_normally(eval_phantom_dataset, tmp_pat
             pass
 
     cfg = _phantom_cfg(tmp_path, "SOLVER.MAX_ITER", "10", "TEST.EVAL_PERIOD", "1",
-                       "BRAINSEG.EVAL.EARLY_STOP_PATIENCE", "1")
+                       "BRAINSEG.EVAL.EARLY_STOP_PATIENCE", "1", "BRAINSEG.SOLVER.EMA_DECAY", "0.5")
     trainer = ScriptedTrainer(cfg)
     trainer.resume_or_load(resume=False)
     with caplog.at_level(logging.INFO, logger="brainseg_d2"):
@@ -226,6 +226,8 @@ def test_trainer_early_stop_ends_training_normally(eval_phantom_dataset, tmp_pat
     assert torch.load(tmp_path / "model_best.pth", map_location="cpu")["iteration"] == 0
     assert torch.load(tmp_path / "model_final.pth", map_location="cpu")["iteration"] == 1
     assert sum("Early stop after iteration 1" in r.message for r in caplog.records) == 1
+    # The weight average replaced the weights before model_final.pth was written.
+    assert any("moving average" in r.message for r in caplog.records)
 
 
 def test_trainer_with_ema_saves_the_averaged_weights_as_final(eval_phantom_dataset, tmp_path):
