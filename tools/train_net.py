@@ -19,6 +19,7 @@ quiet_third_party_warnings()  # before torch and Detectron2 are imported: they w
 
 import detectron2.utils.comm as comm  # noqa: E402
 from detectron2.engine import default_setup  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from brainseg_d2.engine import launch  # noqa: E402  (CPU: gloo workers with any Detectron2)
 from brainseg_d2.engine.trainer import (  # noqa: E402
@@ -29,9 +30,19 @@ from brainseg_d2.engine.trainer import (  # noqa: E402
 )
 
 
+def setup_logging(cfg, args) -> None:
+    """Detectron2's set-up, and the plugin's messages on the console and in ``log.txt`` too.
+
+    ``default_setup`` configures the ``detectron2`` and ``fvcore`` loggers only.
+    """
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="brainseg_d2",
+                 abbrev_name="brainseg")  # fmt: skip
+
+
 def setup(args):
     cfg = build_cfg_from_args(args)
-    default_setup(cfg, args)
+    setup_logging(cfg, args)
     return cfg
 
 
@@ -40,7 +51,7 @@ def main(args):
         cfg = build_cfg_from_args(args)
         model = Trainer.build_model(cfg)
         load_eval_weights(model, cfg, resume=args.resume)
-        default_setup(cfg, args)
+        setup_logging(cfg, args)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             from detectron2.evaluation import verify_results

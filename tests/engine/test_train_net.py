@@ -41,6 +41,7 @@ def test_train_resume_and_eval_only(phantom_dataset, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     log = (out / "log.txt").read_text()
     assert "Starting training from iteration 3" in log
+    assert "[BrainSegDatasetMapper] train" in log  # the plugin's own messages are logged too
     assert torch.load(out / "model_final.pth", map_location="cpu")["iteration"] == 4
 
     # Five iterations from scratch may score nothing above the default 0.05, and then
