@@ -90,6 +90,10 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.AUGMENT.BIAS_FIELD = 0.2
     # Largest Gaussian noise SD per channel (0-255 units); 0 disables.
     _C.BRAINSEG.AUGMENT.NOISE = 6.0
+    # Each labelled tissue's signal scaled by its own factor per sequence, log-uniform
+    # range (RandomLesionContrast; needs the label maps that BrainSegRCNN training
+    # reads, other models leave the image as it is); (1, 1) disables.
+    _C.BRAINSEG.AUGMENT.LESION_CONTRAST = (1.0, 1.0)
 
     # Post-processing (score threshold, opening/closing, hole filling, min 2D area,
     # min 3D volume, 3D connectivity, keep-largest-K, score hysteresis

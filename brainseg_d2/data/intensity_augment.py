@@ -9,7 +9,9 @@ independently (SynthSeg-style domain randomisation, for any training data):
   a brightness shift;
 * :class:`RandomChannelGamma`: ``255 * (x / 255) ** gamma``;
 * :class:`RandomBiasField`: a smooth multiplicative field (coil sensitivity);
-* :class:`RandomNoise`: Gaussian noise.
+* :class:`RandomNoise`: Gaussian noise;
+* :class:`RandomLesionContrast`: each labelled tissue's signal scaled on its
+  own, per sequence (needs the slice's label map, so training only).
 
 Images are ``(H, W, N)`` (or ``(H, W)``) uint8 or float in 0-255, any N.
 Pixels that are 0 in every channel lie outside the (skull-stripped) brain and
@@ -26,12 +28,15 @@ from collections.abc import Callable
 import numpy as np
 from detectron2.data import transforms as T
 
+from scipy import ndimage
+
 from brainseg_d2.data.phantom_fields import upsample
 
 __all__ = [
     "RandomBiasField",
     "RandomChannelContrast",
     "RandomChannelGamma",
+    "RandomLesionContrast",
     "RandomNoise",
     "build_intensity_augmentations",
 ]
@@ -156,6 +161,53 @@ class RandomNoise(T.Augmentation):
         return _per_channel(lambda x, brain, c: x + sd[c] * noise[c])
 
 
+class RandomLesionContrast(T.Augmentation):
+    """Scale every labelled tissue's signal by its own factor, per sequence.
+
+    Across cases and scanners, the tumour tissues' signal against normal brain and
+    against each other changes from one case to the next, while the per-channel
+    augmentations above change every tissue of a channel alike. Here each tissue
+    code ``k > 0`` of the slice's label map and each sequence ``s`` get a factor
+    ``f`` log-uniform in ``[factor_min, factor_max]``: the image becomes
+    ``x * exp(sum_k log f[k, s] * w_k)``, where ``w_k`` is the tissue's mask
+    smoothed by a Gaussian of ``sigma`` pixels, so no sharp edge that the labels
+    would give away appears at a tissue border. Channel ``c`` is sequence
+    ``c % sequences``: with neighbouring slices stacked as channels (2.5D), every
+    slice's copy of a sequence gets the same factor (the centre slice's labels).
+    A slice without labels (no label map, or no tissue) is left as it is.
+    """
+
+    input_args = ("image", "sem_seg")
+
+    def __init__(
+        self, factor_min: float, factor_max: float, sequences: int | None = None, sigma: float = 1.0
+    ):
+        super().__init__()
+        _check_range("factor", factor_min, factor_max)
+        _check_range("sigma", 0.0, sigma, positive=False)
+        if sequences is not None and sequences < 1:
+            raise ValueError(f"sequences must be at least 1, got {sequences}")
+        self._init(locals())
+
+    def get_transform(self, image, sem_seg):
+        n = _channels(image)
+        seqs = self.sequences or n
+        if n % seqs:
+            raise ValueError(f"{n} channels do not split into {seqs} sequences")
+        codes = [] if sem_seg is None else [int(k) for k in np.unique(sem_seg) if k > 0]
+        if not codes:
+            return T.NoOpTransform()
+        log_f = np.log(_log_uniform(self.factor_min, self.factor_max, len(codes) * seqs))
+        log_f = log_f.reshape(len(codes), seqs)
+        weights = []
+        for k in codes:
+            w = (sem_seg == k).astype(np.float32)
+            weights.append(ndimage.gaussian_filter(w, self.sigma) if self.sigma > 0 else w)
+        gain = np.stack([sum(lf[s] * w for lf, w in zip(log_f, weights)) for s in range(seqs)])
+        gain = np.exp(gain)
+        return _per_channel(lambda x, brain, c: x * gain[c % seqs])
+
+
 def build_intensity_augmentations(
     *,
     contrast: tuple[float, float] = (1.0, 1.0),
@@ -163,12 +215,15 @@ def build_intensity_augmentations(
     gamma: tuple[float, float] = (1.0, 1.0),
     bias_sd: float = 0.0,
     noise_sd: float = 0.0,
+    lesion_contrast: tuple[float, float] = (1.0, 1.0),
+    sequences: int | None = None,
     prob: float = 1.0,
 ) -> list[T.Augmentation]:
     """The per-channel intensity augmentations that are switched on, in a fixed order.
 
-    Bias field first (it acts on the tissue signal), then contrast, gamma and
-    noise. Each is applied with probability ``prob`` (``T.RandomApply``).
+    Lesion contrast and bias field first (they act on the tissue signal), then
+    contrast, gamma and noise. Each is applied with probability ``prob``
+    (``T.RandomApply``).
 
     Args:
         contrast: contrast factor range; (1, 1) disables it (and the shift).
@@ -176,6 +231,10 @@ def build_intensity_augmentations(
         gamma: gamma range; (1, 1) disables it.
         bias_sd: largest sd of the log bias field; 0 disables it.
         noise_sd: largest noise sd in 0-255 units; 0 disables it.
+        lesion_contrast: per-tissue factor range of :class:`RandomLesionContrast`;
+            (1, 1) disables it.
+        sequences: channels of one slice (the sequences), for
+            :class:`RandomLesionContrast`; None: every channel is one.
         prob: probability of applying each one.
 
     Returns:
@@ -184,6 +243,8 @@ def build_intensity_augmentations(
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"prob must be between 0 and 1, got {prob}")
     augs: list[T.Augmentation] = []
+    if tuple(lesion_contrast) != (1.0, 1.0):
+        augs.append(RandomLesionContrast(*lesion_contrast, sequences=sequences))
     if bias_sd > 0:
         augs.append(RandomBiasField(bias_sd))
     if tuple(contrast) != (1.0, 1.0) or shift > 0:

@@ -148,7 +148,9 @@ def build_mri_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
     # blends with the image mean, so the background would no longer be 0.
     augs += build_intensity_augmentations(
         contrast=tuple(a.CHANNEL_CONTRAST), shift=a.CHANNEL_SHIFT, gamma=tuple(a.CHANNEL_GAMMA),
-        bias_sd=a.BIAS_FIELD, noise_sd=a.NOISE, prob=a.CHANNEL_PROB,
+        bias_sd=a.BIAS_FIELD, noise_sd=a.NOISE, lesion_contrast=tuple(a.LESION_CONTRAST),
+        sequences=len(cfg.MODEL.PIXEL_MEAN) // (2 * cfg.BRAINSEG.INPUT.CONTEXT_SLICES + 1),
+        prob=a.CHANNEL_PROB,
     )  # fmt: skip
     if tuple(a.BRIGHTNESS) != (1.0, 1.0):
         augs.append(T.RandomBrightness(*a.BRIGHTNESS))

@@ -106,6 +106,12 @@ def test_from_config_builds_mri_augmentations():
                        "RandomNoise"]  # per channel, each with CHANNEL_PROB
     test = BrainSegDatasetMapper(cfg, is_train=False)
     assert [type(a).__name__ for a in test.augmentations.augs] == ["ResizeShortestEdge"]
+    cfg.BRAINSEG.AUGMENT.LESION_CONTRAST = (0.8, 1.25)
+    cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = [40.0] * 12, [50.0] * 12
+    cfg.BRAINSEG.INPUT.CONTEXT_SLICES = 1
+    first = BrainSegDatasetMapper(cfg, is_train=True).augmentations.augs
+    lesion = [a.aug for a in first if type(getattr(a, "aug", None)).__name__ == "RandomLesionContrast"]
+    assert len(lesion) == 1 and lesion[0].sequences == 4  # 12 channels, 3 slices of 4
 
 
 def test_random_gamma_is_monotonic_and_keeps_range():

@@ -10,6 +10,7 @@ from brainseg_d2.data.intensity_augment import (
     RandomBiasField,
     RandomChannelContrast,
     RandomChannelGamma,
+    RandomLesionContrast,
     RandomNoise,
     build_intensity_augmentations,
 )
@@ -155,13 +156,71 @@ def test_labels_and_boxes_are_untouched():
     assert aug_input.image.shape == image.shape and not np.array_equal(aug_input.image, image)
 
 
+def _lesion_slice(n: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A flat brain (100 in every channel) with two labelled squares, codes 1 and 4."""
+    image = np.zeros((60, 60, n), np.float32)
+    image[5:55, 5:55] = 100.0
+    labels = np.zeros((60, 60), np.uint8)
+    labels[10:26, 10:26] = 1
+    labels[30:50, 30:50] = 4
+    return image, labels
+
+
+def test_lesion_contrast_scales_each_tissue_inside_its_own_mask():
+    image, labels = _lesion_slice(n=2)
+    aug = RandomLesionContrast(1.5, 1.5, sigma=1.0)
+    out = aug.get_transform(image, labels).apply_image(image)
+    # Deep inside each tissue the factor is whole; far from both nothing changes.
+    np.testing.assert_allclose(out[18, 18], [150.0, 150.0], rtol=1e-4)
+    np.testing.assert_allclose(out[40, 40], [150.0, 150.0], rtol=1e-4)
+    np.testing.assert_allclose(out[50, 10], [100.0, 100.0])
+    assert (out[:5] == 0).all() and (out[:, 55:] == 0).all()  # background stays 0
+    # Smoothed border: no step from one pixel to the next at the label's edge.
+    row = out[40, 24:36, 0]
+    assert 100.0 < row[5] < 150.0 and np.abs(np.diff(row)).max() < 25.0
+
+
+def test_lesion_contrast_draws_per_tissue_and_per_sequence():
+    np.random.seed(3)
+    image, labels = _lesion_slice(n=6)  # 2 sequences x 3 context slices
+    out = RandomLesionContrast(0.5, 2.0, sequences=2).get_transform(image, labels).apply_image(image)
+    a, b = out[18, 18], out[40, 40]
+    assert not np.isclose(a[0], b[0]) and not np.isclose(a[0], a[1])  # tissue, sequence
+    np.testing.assert_allclose(a[[0, 2, 4]], a[0])  # one sequence's copies alike
+    np.testing.assert_allclose(b[[1, 3, 5]], b[1])
+    assert (0.5 * 100 - 1e-3 <= out[18, 18]).all() and (out[18, 18] <= 2.0 * 100 + 1e-3).all()
+
+
+def test_lesion_contrast_leaves_unlabelled_slices_alone():
+    image, labels = _lesion_slice()
+    aug = RandomLesionContrast(0.5, 2.0)
+    for seg in (None, np.zeros_like(labels)):
+        assert isinstance(aug.get_transform(image, seg), T.NoOpTransform)
+    with pytest.raises(ValueError, match="sequences"):
+        RandomLesionContrast(0.5, 2.0, sequences=3).get_transform(image, labels)
+
+
+def test_lesion_contrast_sees_the_label_map_after_geometric_transforms():
+    image, labels = _lesion_slice(n=1)
+    aug_input = T.AugInput(image, sem_seg=labels)
+    T.AugmentationList([T.HFlipTransform(60), RandomLesionContrast(2.0, 2.0)])(aug_input)
+    out = aug_input.image[..., 0]
+    np.testing.assert_allclose(out[18, 60 - 1 - 18], 200.0, rtol=1e-4)  # code 1, mirrored
+    np.testing.assert_allclose(out[18, 18], 100.0)
+
+
 def test_build_switches_and_order():
     assert build_intensity_augmentations() == []
     augs = build_intensity_augmentations(
-        contrast=(0.8, 1.25), gamma=(0.7, 1.4), bias_sd=0.2, noise_sd=5.0
-    )
-    kinds = [RandomBiasField, RandomChannelContrast, RandomChannelGamma, RandomNoise]
+        contrast=(0.8, 1.25), gamma=(0.7, 1.4), bias_sd=0.2, noise_sd=5.0,
+        lesion_contrast=(0.8, 1.25), sequences=4,
+    )  # fmt: skip
+    kinds = [
+        RandomLesionContrast, RandomBiasField, RandomChannelContrast, RandomChannelGamma,
+        RandomNoise,
+    ]  # fmt: skip
     assert [type(a) for a in augs] == kinds
+    assert augs[0].sequences == 4
     wrapped = build_intensity_augmentations(noise_sd=5.0, prob=0.5)
     assert len(wrapped) == 1 and isinstance(wrapped[0], T.RandomApply)
 
@@ -176,6 +235,8 @@ def test_build_switches_and_order():
         lambda: RandomBiasField(-0.1),
         lambda: RandomBiasField(0.2, nodes=1),
         lambda: RandomNoise(-1.0),
+        lambda: RandomLesionContrast(0.0, 2.0),
+        lambda: RandomLesionContrast(1.0, 2.0, sequences=0),
         lambda: build_intensity_augmentations(prob=1.5),
     ],
 )
