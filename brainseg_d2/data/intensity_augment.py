@@ -27,7 +27,6 @@ from collections.abc import Callable
 
 import numpy as np
 from detectron2.data import transforms as T
-
 from scipy import ndimage
 
 from brainseg_d2.data.phantom_fields import upsample

@@ -183,7 +183,8 @@ def test_lesion_contrast_scales_each_tissue_inside_its_own_mask():
 def test_lesion_contrast_draws_per_tissue_and_per_sequence():
     np.random.seed(3)
     image, labels = _lesion_slice(n=6)  # 2 sequences x 3 context slices
-    out = RandomLesionContrast(0.5, 2.0, sequences=2).get_transform(image, labels).apply_image(image)
+    aug = RandomLesionContrast(0.5, 2.0, sequences=2)
+    out = aug.get_transform(image, labels).apply_image(image)
     a, b = out[18, 18], out[40, 40]
     assert not np.isclose(a[0], b[0]) and not np.isclose(a[0], a[1])  # tissue, sequence
     np.testing.assert_allclose(a[[0, 2, 4]], a[0])  # one sequence's copies alike
