@@ -10,6 +10,7 @@ from detectron2.data import transforms as T
 
 from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper
+from brainseg_d2.data.intensity_augment import RandomLesionContrast
 from brainseg_d2.data.io.png import encode_png, tile_channels
 from brainseg_d2.data.transforms import RandomGamma
 from brainseg_d2.labels import TARGETS
@@ -110,7 +111,7 @@ def test_from_config_builds_mri_augmentations():
     cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = [40.0] * 12, [50.0] * 12
     cfg.BRAINSEG.INPUT.CONTEXT_SLICES = 1
     first = BrainSegDatasetMapper(cfg, is_train=True).augmentations.augs
-    lesion = [a.aug for a in first if type(getattr(a, "aug", None)).__name__.startswith("RandomLes")]
+    lesion = [a.aug for a in first if isinstance(getattr(a, "aug", None), RandomLesionContrast)]
     assert len(lesion) == 1 and lesion[0].sequences == 4  # 12 channels, 3 slices of 4
 
 
