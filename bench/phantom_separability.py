@@ -31,11 +31,18 @@ SEQUENCES = ("flair", "t1", "t1ce", "t2")
 REGIONS = ("WT", "TC", "ET")
 
 
-def case_features(case) -> tuple[np.ndarray, np.ndarray]:
-    """``(V, 12)`` float32 features and ``(V,)`` tissue codes of the case's brain voxels."""
+def case_features(
+    case, clip: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(V, 12)`` float32 features and ``(V,)`` tissue codes of the case's brain voxels.
+
+    ``clip``: brain percentiles (low, high) each sequence is clipped to first, as
+    the converter does before it scales to 8 bits (``data/preprocess.py``).
+    """
     import SimpleITK as sitk
     from scipy import ndimage
 
+    from brainseg_d2.data.preprocess import robust_range
     from brainseg_d2.labels.conventions import get_convention, raw_to_tissue
 
     images = [sitk.GetArrayFromImage(sitk.ReadImage(str(case.channels[s]))).astype(np.float32)
@@ -43,6 +50,9 @@ def case_features(case) -> tuple[np.ndarray, np.ndarray]:
     brain = np.any([image != 0 for image in images], axis=0)
     features = []
     for image in images:
+        if clip is not None:
+            low, high = robust_range(image[brain], *clip)
+            image = np.where(brain, np.clip(image, low, high), 0).astype(np.float32)
         values = image[brain]
         z = (image - values.mean()) / max(float(values.std()), 1e-6)
         features += [z, ndimage.gaussian_filter(z, 1.0), ndimage.gaussian_filter(z, 3.0)]
@@ -98,18 +108,21 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100_000,
                    help="most voxels per tissue in a fit")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clip", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="clip each sequence to these brain percentiles first (the "
+                        "converter's are 0.5 99.5)")  # fmt: skip
     args = p.parse_args()
 
     from brainseg_d2.data.sources import find_brats_cases
 
     train = find_brats_cases(args.cases / "train")[: args.train_cases]
-    data = [case_features(c) for c in train]
+    data = [case_features(c, args.clip) for c in train]
     cross = fit(np.concatenate([d[0] for d in data]), np.concatenate([d[1] for d in data]),
                 3 * args.samples, args.seed)  # fmt: skip
     scores: dict[str, dict[str, list[float]]] = {"per case": {}, "across cases": {}}
     print("| case | per case WT / TC / ET | across cases WT / TC / ET |\n|---|---|---|")
     for case in find_brats_cases(args.cases / "heldout"):
-        x, y = case_features(case)
+        x, y = case_features(case, args.clip)
         truth = region_masks(y)
         cells = []
         for name, model in (("per case", fit(x, y, args.samples, args.seed)),
