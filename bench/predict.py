@@ -189,6 +189,11 @@ def main() -> None:
                 f"{base / t:8.2f}x   [{', '.join(f'{v:.2f}' for v in values)}]"
             )
     reference = results["DefaultPredictor, all slices"]
+    if vp.mask_source != "instances":
+        # The DefaultPredictor loop reads instance masks; VolumePredictor reads the
+        # dense head's (and skips the RPN and ROI heads), so the masks need not agree.
+        print(f"BRAINSEG.MASK_SOURCE is {vp.mask_source!r}: VolumePredictor's masks come from "
+              "the dense head, the DefaultPredictor loop's from the instances")
     for label in predictors:
         ours = results[f"VolumePredictor, {label}"]
         print(
