@@ -5,8 +5,8 @@ random-initialised model from the phantom CPU config (``torch.manual_seed``), sh
 by every run so the weights are the same. Runs, each timed over the same volume:
 
 * ``DefaultPredictor, all slices``: what a user gets by looping Detectron2's
-  ``DefaultPredictor`` over every slice (BGR arrays, as ``cv2.imread`` of the
-  converted PNGs), each result turned into category masks;
+  ``DefaultPredictor`` over every slice (``(H, W, N)`` arrays in the model's channel
+  order), each result turned into category masks from ``BRAINSEG.MASK_SOURCE``;
 * ``DefaultPredictor, brain slices``: the same loop over the slices with brain
   voxels only (isolates the gain from skipping);
 * ``model loop, no_grad`` / ``model loop, inference_mode``: the model called one
@@ -48,7 +48,7 @@ from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.phantom import generate_case
 from brainseg_d2.data.preprocess import preprocess_volume
 from brainseg_d2.inference import VolumePredictor
-from brainseg_d2.postprocessing import instances_to_category_masks
+from brainseg_d2.postprocessing.outputs import masks_and_seeds_from_output
 
 CONFIG = "configs/phantom/mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
 DATASET_INFO = {
@@ -103,7 +103,9 @@ def main() -> None:
     pre = preprocess_volume(case.images, vp.options)  # what predict() does first
     num_slices = pre.brain.shape[0]
     brain = vp.brain_slices(pre)
-    bgr = [np.ascontiguousarray(s[:, :, ::-1]) for s in pre.slices]  # as cv2.imread gives
+    # In the model's channel order, as the mapper feeds it; with INPUT.FORMAT "BGR"
+    # DefaultPredictor passes the array on unchanged.
+    channels_last = [np.ascontiguousarray(s) for s in pre.slices]
     num_categories = len(vp.category_names)
     threshold = vp.postprocess.score_threshold
 
@@ -111,14 +113,12 @@ def main() -> None:
         def run() -> np.ndarray:
             masks = np.zeros((num_categories, *pre.brain.shape), bool)
             for s in indices:
-                inst = default(bgr[s])["instances"].to("cpu")
-                masks[:, s] = instances_to_category_masks(
-                    inst.pred_masks.numpy(),
-                    inst.pred_classes.numpy(),
-                    inst.scores.numpy(),
-                    num_categories,
-                    threshold,
-                )
+                # The whole model runs (instance branch too); the masks are read from
+                # the configured source, as VolumePredictor reads them.
+                output = default(channels_last[s])
+                masks[:, s] = masks_and_seeds_from_output(
+                    output, num_categories, vp.postprocess, vp.mask_source
+                )[0]
             return masks
 
         return run
@@ -190,10 +190,14 @@ def main() -> None:
             )
     reference = results["DefaultPredictor, all slices"]
     if vp.mask_source != "instances":
-        # The DefaultPredictor loop reads instance masks; VolumePredictor reads the
-        # dense head's (and skips the RPN and ROI heads), so the masks need not agree.
-        print(f"BRAINSEG.MASK_SOURCE is {vp.mask_source!r}: VolumePredictor's masks come from "
-              "the dense head, the DefaultPredictor loop's from the instances")
+        print(f"BRAINSEG.MASK_SOURCE is {vp.mask_source!r}: both read the dense head's masks; "
+              "VolumePredictor skips the RPN and ROI heads, the DefaultPredictor loop runs them")
+    resized = tuple(inputs[0]["image"].shape[1:]) != tuple(pre.brain.shape[1:])
+    if resized and pre.slices.shape[-1] == 4:
+        # PIL resizes a 4-channel uint8 image as RGBA, premultiplying the first three
+        # channels by the fourth; the mapper and VolumePredictor resize channel by channel.
+        print("slices are resized: DefaultPredictor resizes the 4 channels as one RGBA image "
+              "(PIL premultiplies by the 4th channel), so its inputs and masks differ")
     for label in predictors:
         ours = results[f"VolumePredictor, {label}"]
         print(
