@@ -51,8 +51,8 @@ from brainseg_d2.inference import VolumePredictor
 from brainseg_d2.postprocessing.outputs import masks_and_seeds_from_output
 
 CONFIG = "configs/phantom/mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
-DATASET_INFO = {
-    "channels": ["flair", "t1ce", "t2"],
+DATASET_INFO = {  # the four sequences, as the phantom configs' PIXEL_MEAN expects
+    "channels": ["flair", "t1", "t1ce", "t2"],
     "slice_axis": "axial",
     "target": "labels",
     "label_convention": "brats2021",
