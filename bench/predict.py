@@ -48,11 +48,12 @@ from brainseg_d2.config import get_brainseg_cfg
 from brainseg_d2.data.phantom import generate_case
 from brainseg_d2.data.preprocess import preprocess_volume
 from brainseg_d2.inference import VolumePredictor
-from brainseg_d2.postprocessing.outputs import masks_and_seeds_from_output
+from brainseg_d2.postprocessing import masks_and_seeds_from_output
+from brainseg_d2.structures.dataset import BRATS_CHANNELS
 
 CONFIG = "configs/phantom/mask_rcnn_R_18_FPN_cpu_instant_test.yaml"
 DATASET_INFO = {  # the four sequences, as the phantom configs' PIXEL_MEAN expects
-    "channels": ["flair", "t1", "t1ce", "t2"],
+    "channels": list(BRATS_CHANNELS),
     "slice_axis": "axial",
     "target": "labels",
     "label_convention": "brats2021",
@@ -103,9 +104,6 @@ def main() -> None:
     pre = preprocess_volume(case.images, vp.options)  # what predict() does first
     num_slices = pre.brain.shape[0]
     brain = vp.brain_slices(pre)
-    # In the model's channel order, as the mapper feeds it; with INPUT.FORMAT "BGR"
-    # DefaultPredictor passes the array on unchanged.
-    channels_last = [np.ascontiguousarray(s) for s in pre.slices]
     num_categories = len(vp.category_names)
     threshold = vp.postprocess.score_threshold
 
@@ -113,9 +111,11 @@ def main() -> None:
         def run() -> np.ndarray:
             masks = np.zeros((num_categories, *pre.brain.shape), bool)
             for s in indices:
-                # The whole model runs (instance branch too); the masks are read from
-                # the configured source, as VolumePredictor reads them.
-                output = default(channels_last[s])
+                # (H, W, N) in the model's channel order, as the mapper feeds it (with
+                # INPUT.FORMAT "BGR" DefaultPredictor passes it on unchanged). The whole
+                # model runs; the masks come from the configured source, as in
+                # VolumePredictor.
+                output = default(pre.slices[s])
                 masks[:, s] = masks_and_seeds_from_output(
                     output, num_categories, vp.postprocess, vp.mask_source
                 )[0]
