@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +67,8 @@ class DemoOptions:
         tune: choose the post-processing on ``phantom_val`` after training
             (False: the config's values).
         postprocess: the chosen post-processing, set by :func:`tune`.
+        workers: processes that generate and convert the phantom cases (the
+            data is the same for any number).
 
     The demo turns off evaluation during training (``TEST.EVAL_PERIOD 0``): its
     budget goes to training iterations, and the held-out evaluation follows.
@@ -83,6 +87,7 @@ class DemoOptions:
     opts: list[str] = field(default_factory=list)
     tune: bool = True
     postprocess: PostprocessParams | None = None
+    workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 8))
 
 
 def prepare_output(folder: Path) -> None:
@@ -110,21 +115,24 @@ def make_data(opts: DemoOptions) -> dict[str, Path]:
     Returns:
         paths of the case folders and converted datasets.
     """
-    out = opts.output
-    generate_dataset(out / "cases/train", opts.train_cases, seed=opts.seed, spacing=opts.spacing)
+    out, workers = opts.output, opts.workers
+    generate_dataset(
+        out / "cases/train", opts.train_cases, seed=opts.seed, spacing=opts.spacing,
+        workers=workers,
+    )
     generate_dataset(
         out / "cases/heldout", opts.heldout_cases, seed=opts.heldout_seed, spacing=opts.spacing,
-        prefix="Heldout",
+        prefix="Heldout", workers=workers,
     )
     convert_dataset(
         find_brats_cases(out / "cases/train"), out / "datasets/phantom",
         ConvertOptions(target=opts.target, split=(0.85, 0.15, 0.0), seed=opts.seed),
-        progress=False,
+        workers=workers, progress=False,
     )
     convert_dataset(
         find_brats_cases(out / "cases/heldout"), out / "datasets/heldout",
         ConvertOptions(target=opts.target, split=(0.0, 0.0, 1.0), seed=opts.seed),
-        progress=False,
+        workers=workers, progress=False,
     )
     register_brainseg_dataset(out / "datasets/phantom", name="phantom")
     register_brainseg_dataset(out / "datasets/heldout", name="heldout")
@@ -152,8 +160,11 @@ def build_cfg(opts: DemoOptions, *, test_dataset: str | None = "phantom_val"):
     return cfg
 
 
-def train(opts: DemoOptions):
-    """Train the phantom config from scratch; returns the trained model (eval mode)."""
+def train(opts: DemoOptions, hooks: Sequence = ()):
+    """Train the phantom config from scratch; returns the trained model (eval mode).
+
+    ``hooks``: extra Detectron2 hooks, run after the Trainer's own (a bench's clock).
+    """
     from detectron2.engine import default_argument_parser, default_setup
 
     from brainseg_d2.engine import Trainer
@@ -164,6 +175,7 @@ def train(opts: DemoOptions):
     default_setup(cfg, default_argument_parser().parse_args(["--config-file", str(opts.config)]))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
+    trainer.register_hooks(list(hooks))
     trainer.train()
     return trainer.model.eval()
 

@@ -82,3 +82,14 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
     assert r.returncode == 2
     assert "not written by the demo" in r.stderr.strip().splitlines()[-1]
     assert (tmp_path / "precious.txt").read_text() == "user data"
+
+
+def test_demo_refuses_a_bad_worker_count_before_writing(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--workers", "0",
+         "--output", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "--workers must be >= 1, got 0" in r.stderr.strip().splitlines()[-1]
+    assert not out.exists()

@@ -65,6 +65,13 @@ def build_parser() -> ArgumentParser:
         "--spacing", type=float, default=DemoOptions.spacing, help="phantom voxel size in mm"
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that generate and convert the phantom (default: the CPU count, at "
+        "most 8; the data is the same for any number)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: {train_cases} + {heldout_cases} cases at {spacing:g} mm, 4 "
@@ -83,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = DemoOptions(config=args.config_file, output=args.output, train_cases=args.train_cases,
                        heldout_cases=args.heldout_cases, spacing=args.spacing, opts=args.opts)
+    if args.workers is not None:
+        if args.workers < 1:
+            print_error(ValueError(f"--workers must be >= 1, got {args.workers}"))
+            return 2
+        opts.workers = args.workers
     if args.quick:
         opts.train_cases, opts.heldout_cases, opts.spacing = (
             QUICK["train_cases"], QUICK["heldout_cases"], QUICK["spacing"]

@@ -38,6 +38,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,6 +305,7 @@ def generate_dataset(
     overwrite: bool = False,
     on_case: Callable[[Path, PhantomCase], None] | None = None,
     params: PhantomParams | None = None,
+    workers: int = 1,
 ) -> list[Path]:
     """Write ``n_cases`` phantom cases in the BraTS 2021 layout.
 
@@ -321,6 +323,9 @@ def generate_dataset(
             (other content is left alone).
         on_case: called with (case folder, case) after each case is written.
         params: ranges and rates (default :class:`PhantomParams`).
+        workers: processes that generate and write cases at once (>= 1). Every
+            case depends only on ``(seed, i)``, so the files are the same for any
+            number of workers; ``on_case`` is still called in order, in this process.
 
     Returns:
         the case folders, in order.
@@ -343,11 +348,42 @@ def generate_dataset(
         raise ValueError(
             f"output folder {out} is not empty; use overwrite (--overwrite) to write into it"
         )
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    jobs = [
+        _CaseJob((seed, i), out, f"{prefix}_{i:05d}", spacing, p_empty, params, overwrite,
+                 return_case=on_case is not None)
+        for i in range(n_cases)
+    ]  # fmt: skip
     paths = []
-    for i in range(n_cases):
-        case = generate_case((seed, i), spacing=spacing, p_empty=p_empty, params=params)
-        path = write_case(case, out, f"{prefix}_{i:05d}", overwrite=overwrite)
-        paths.append(path)
-        if on_case is not None:
-            on_case(path, case)
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and n_cases > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(min(workers, n_cases)))
+            results = pool.map(_make_case, jobs)
+        else:
+            results = map(_make_case, jobs)
+        for path, case in results:
+            paths.append(path)
+            if on_case is not None:
+                on_case(path, case)
     return paths
+
+
+@dataclass(frozen=True)
+class _CaseJob:
+    """One case of :func:`generate_dataset` (picklable, for worker processes)."""
+
+    seed: tuple[int, int]
+    out: Path
+    name: str
+    spacing: float
+    p_empty: float
+    params: PhantomParams | None
+    overwrite: bool
+    return_case: bool
+
+
+def _make_case(job: _CaseJob) -> tuple[Path, PhantomCase | None]:
+    case = generate_case(job.seed, spacing=job.spacing, p_empty=job.p_empty, params=job.params)
+    path = write_case(case, job.out, job.name, overwrite=job.overwrite)
+    return path, (case if job.return_case else None)

@@ -179,6 +179,29 @@ def test_same_seed_gives_identical_arrays():
         assert first[key].tobytes() == again[key].tobytes(), key
 
 
+def test_worker_processes_write_the_same_files_in_order(tmp_path):
+    one = phantom.generate_dataset(tmp_path / "one", 3, seed=5, spacing=4.0, p_empty=0.3)
+    seen = []
+    two = phantom.generate_dataset(
+        tmp_path / "two", 3, seed=5, spacing=4.0, p_empty=0.3, workers=2,
+        on_case=lambda path, case: seen.append((path.name, case.kind)),
+    )  # fmt: skip
+    assert [p.name for p in two] == [p.name for p in one] == [name for name, _ in seen]
+    assert [kind for _, kind in seen] == [phantom.generate_case((5, i), spacing=4.0,
+                                          p_empty=0.3).kind for i in range(3)]  # fmt: skip
+    files = sorted(f.relative_to(tmp_path / "one") for f in (tmp_path / "one").rglob("*.nii.gz"))
+    assert len(files) == 3 * 5
+    for f in files:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_worker_count_raises_value_error(workers, tmp_path):
+    with pytest.raises(ValueError, match="workers"):
+        phantom.generate_dataset(tmp_path, 1, spacing=FAST, workers=workers)
+    assert not any(tmp_path.iterdir())
+
+
 def test_different_seeds_give_different_cases():
     a, b = _arrays(_case(0)), _arrays(_case(1))
     assert not np.array_equal(a["seg"], b["seg"])
