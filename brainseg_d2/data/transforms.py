@@ -124,6 +124,8 @@ class RandomZoom(T.Augmentation):
 def build_mri_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
     """Resize (as Detectron2 does) plus, in training, flip/rotation/scale/intensity.
 
+    ``INPUT.CROP`` works as in Detectron2's mapper: in training, a random crop first.
+
     Geometric augmentations stay mild: anatomy has a canonical orientation, and
     large rotations never occur in real axial MRI.
     """
@@ -136,6 +138,10 @@ def build_mri_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
     ]
     if not is_train:
         return augs
+    if cfg.INPUT.CROP.ENABLED:
+        # As Detectron2's DatasetMapper: a random crop of the slice before the resize
+        # (the mapper recomputes boxes from the cropped masks).
+        augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     a = cfg.BRAINSEG.AUGMENT
     if a.FLIP_PROB > 0:
         augs.append(T.RandomFlip(prob=a.FLIP_PROB, horizontal=True, vertical=False))

@@ -115,6 +115,32 @@ def test_from_config_builds_mri_augmentations():
     assert len(lesion) == 1 and lesion[0].sequences == 4  # 12 channels, 3 slices of 4
 
 
+def test_input_crop_crops_image_masks_and_label_map_in_training(slice_dict):
+    cfg = get_brainseg_cfg()
+    cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE = True, "absolute", (16, 20)
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (16,), 1000  # no resize after the crop
+    augs = BrainSegDatasetMapper.from_config(cfg, is_train=True)["augmentations"]
+    assert type(augs[0]).__name__ == "RandomCrop"
+    assert "RandomCrop" not in [type(a).__name__
+                                for a in BrainSegDatasetMapper(cfg, is_train=False)
+                                .augmentations.augs]  # fmt: skip
+    regions = list(TARGETS["regions"].categories.values())
+    mapper = _mapper(True, [augs[0]], sem_seg_categories=regions)
+    np.random.seed(0)
+    for _ in range(10):
+        out = mapper(slice_dict)
+        image, sem = out["image"].numpy(), out["sem_seg"].numpy()
+        assert image.shape == (4, 16, 20) and sem.shape[1:] == (16, 20)
+        assert (image[3] == 7).all()
+        bright = image[0] == 180  # the cropped part of the lesion, in image, WT and mask
+        assert (sem[0] == bright).all()
+        masks = out["instances"].gt_masks.tensor.numpy()
+        assert (masks.any(axis=0) == bright).all()
+        for box, m in zip(out["instances"].gt_boxes.tensor.tolist(), masks):
+            ys, xs = np.nonzero(m)
+            assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
 def test_random_gamma_is_monotonic_and_keeps_range():
     img = np.tile(np.arange(256, dtype=np.uint8), (2, 1))[..., None].repeat(4, 2)
     out = RandomGamma(2.0, 2.0).get_transform(img).apply_image(img)
