@@ -53,6 +53,13 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--prefix", default="Phantom", help="case id prefix (default Phantom)")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes generating cases at once (default 1; the files are the same for any "
+        "number)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="write into a non-empty folder, replacing same-named cases that "
@@ -92,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix=args.prefix,
             overwrite=args.overwrite,
             on_case=report,
+            workers=args.workers,
         )
     except (ValueError, FileExistsError, ImportError, OSError) as exc:
         print(f"brainseg-phantom: error: {exc}", file=sys.stderr)

@@ -539,6 +539,17 @@ def test_cli_writes_cases_and_refuses_non_empty_output(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["Phantom_00000"]
 
 
+def test_cli_workers_report_every_case_in_order(tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["--output", str(out), "--num-cases", "3", "--spacing", "4", "--workers", "2"]
+    assert phantom_cli.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:3]] == [
+        str(out / f"Phantom_{i:05d}") for i in range(3)
+    ]
+    assert all((out / f"Phantom_{i:05d}" / phantom_cli.CLI_MARKER).is_file() for i in range(3))
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -547,6 +558,7 @@ def test_cli_writes_cases_and_refuses_non_empty_output(tmp_path, capsys):
         ["--output", "x", "--num-cases", "0"],
         ["--output", "x", "--spacing", "0"],
         ["--output", "x", "--p-empty", "2"],
+        ["--output", "x", "--workers", "0"],
     ],
 )
 def test_cli_bad_arguments_one_line_error(argv, tmp_path, capsys, monkeypatch):
