@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import SimpleITK as sitk
@@ -329,9 +330,25 @@ def _check_same_geometry(image: sitk.Image, reference: sitk.Image, path: Path) -
         raise RuntimeError(f"{path} does not share its input's geometry")
 
 
+def check_options(opts: DemoOptions) -> None:
+    """Config values that cannot work (``MODEL.DEVICE cuda`` with no GPU, ...), before
+    anything is generated or written.
+
+    Raises:
+        ValueError: one line naming the key, its value and where it was set.
+    """
+    from brainseg_d2.engine.cfg_checks import check_cfg_values
+
+    if opts.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {opts.workers}")
+    args = SimpleNamespace(config_file=str(opts.config), opts=list(opts.opts), eval_only=False)
+    check_cfg_values(build_cfg(opts), args)
+
+
 def run(opts: DemoOptions) -> dict:
     """All stages; returns a summary (also written to ``<output>/summary.json``)."""
     t0 = time.perf_counter()
+    check_options(opts)
     prepare_output(opts.output)
     timings = {}
 

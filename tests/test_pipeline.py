@@ -12,6 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,4 +93,18 @@ def test_demo_refuses_a_bad_worker_count_before_writing(tmp_path):
     )  # fmt: skip
     assert r.returncode == 2
     assert "--workers must be >= 1, got 0" in r.stderr.strip().splitlines()[-1]
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine with no GPU")
+def test_demo_with_the_gpu_config_and_no_gpu_stops_before_writing(tmp_path):
+    out = tmp_path / "run"
+    config = ROOT / "configs/phantom/mask_rcnn_R_18_FPN_gpu_bs16_2500.yaml"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--config-file",
+         str(config), "--output", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert "MODEL.DEVICE is 'cuda'" in last and config.name in last
     assert not out.exists()
