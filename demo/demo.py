@@ -40,6 +40,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
 
@@ -52,6 +53,7 @@ from brainseg_d2.config import setup_cfg as brainseg_setup_cfg  # noqa: E402
 from brainseg_d2.data.ground_truth import label_map_masks  # noqa: E402
 from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases  # noqa: E402
 from brainseg_d2.data.volume_io import VolumeError  # noqa: E402
+from brainseg_d2.engine.cfg_checks import check_cfg_values  # noqa: E402
 from brainseg_d2.labels import detect_convention, get_target  # noqa: E402
 from brainseg_d2.structures import DatasetInfo  # noqa: E402
 from brainseg_d2.utils.paths import check_not_input  # noqa: E402
@@ -141,7 +143,8 @@ def setup_cfg(args: argparse.Namespace):
     """Frozen config from ``--config-file`` and ``--opts``; one score threshold for both paths.
 
     Raises:
-        ValueError: bad config file or key, or empty ``MODEL.WEIGHTS``.
+        ValueError: bad config file or key, empty ``MODEL.WEIGHTS``, or a value that
+            cannot work here (``MODEL.DEVICE cuda`` with no GPU, ...).
     """
     threshold = []
     if args.confidence_threshold is not None:
@@ -152,6 +155,8 @@ def setup_cfg(args: argparse.Namespace):
     cfg.freeze()
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS model_final.pth`")
+    check_cfg_values(cfg, SimpleNamespace(config_file=args.config_file, opts=args.opts,
+                                          eval_only=True))  # fmt: skip
     return cfg
 
 

@@ -10,6 +10,7 @@ import cv2
 import imageio.v3 as iio
 import numpy as np
 import SimpleITK as sitk
+import torch
 
 from brainseg_d2.data.io.png import read_channel_png
 from brainseg_d2.visualization import auto_scale
@@ -162,3 +163,9 @@ def test_demo_refuses_bad_weights_and_an_output_that_is_an_input(
     assert not (tmp_path / "out").exists()
     assert demo.main([*base, "--output", str(tmp_path / "out"), "--opts", *FAST_MODEL]) == 2
     assert "MODEL.WEIGHTS is empty" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        opts = [*_model(weights_files), "MODEL.DEVICE", "cuda"]
+        assert demo.main([*base, "--output", str(tmp_path / "out"), "--opts", *opts]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "MODEL.DEVICE is 'cuda'" in err[0]
+        assert not (tmp_path / "out").exists()

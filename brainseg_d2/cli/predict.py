@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 from brainseg_d2.labels import CONVENTIONS
 from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
@@ -95,14 +96,18 @@ def setup_cfg(args: argparse.Namespace):
     """Frozen config from ``--config-file``, the trailing opts and ``--raw``.
 
     Raises:
-        ValueError: bad config file or key, or empty ``MODEL.WEIGHTS``.
+        ValueError: bad config file or key, empty ``MODEL.WEIGHTS``, or a value that
+            cannot work here (``MODEL.DEVICE cuda`` with no GPU, ...).
     """
     from brainseg_d2.config import setup_cfg as config_setup
+    from brainseg_d2.engine.cfg_checks import check_cfg_values
 
     raw = ["BRAINSEG.POSTPROCESS.ENABLED", False] if args.raw else []
     cfg = config_setup(args.config_file, [*args.opts, *raw])
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model_final.pth`")
+    check_cfg_values(cfg, SimpleNamespace(config_file=args.config_file, opts=args.opts,
+                                          eval_only=True))  # fmt: skip
     return cfg
 
 

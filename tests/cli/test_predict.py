@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 
 from brainseg_d2.cli.predict import main
 
@@ -39,6 +40,19 @@ def test_weights_that_do_not_fit_are_one_line_and_write_nothing(
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert expected in err[0] and f"weights {weights_files[weights]}" in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine with no GPU")
+def test_cuda_with_no_gpu_is_one_line_and_writes_nothing(
+    weights_files, phantom_dataset, tiny_cases, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    args = _args(weights_files, phantom_dataset, tiny_cases, out)
+    assert main([*args, "MODEL.DEVICE", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: MODEL.DEVICE is 'cuda' (on the command line): no CUDA device here; "
+                   "use MODEL.DEVICE cpu"]  # fmt: skip
     assert not out.exists()
 
 
