@@ -32,12 +32,16 @@ REGIONS = ("WT", "TC", "ET")
 
 
 def case_features(
-    case, clip: tuple[float, float] | None = None
+    case, clip: tuple[float, float] | None = None, norm: str = "zscore"
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(V, 12)`` float32 features and ``(V,)`` tissue codes of the case's brain voxels.
 
     ``clip``: brain percentiles (low, high) each sequence is clipped to first, as
     the converter does before it scales to 8 bits (``data/preprocess.py``).
+    ``norm``: how each sequence is put on a common scale across cases: ``zscore``
+    (the brain's mean and SD), ``range`` (the brain's 0.5th and 99.5th percentiles
+    to 0 and 1, the converter's scale) or ``median`` (the 0.5th percentile to 0
+    and the brain's median to 1).
     """
     import SimpleITK as sitk
     from scipy import ndimage
@@ -54,7 +58,17 @@ def case_features(
             low, high = robust_range(image[brain], *clip)
             image = np.where(brain, np.clip(image, low, high), 0).astype(np.float32)
         values = image[brain]
-        z = (image - values.mean()) / max(float(values.std()), 1e-6)
+        if norm == "zscore":
+            low, scale = float(values.mean()), float(values.std())
+        elif norm == "range":
+            low, high = robust_range(values, 0.5, 99.5)
+            scale = high - low
+        elif norm == "median":
+            low, scale = robust_range(values, 0.5, 50.0)
+            scale -= low
+        else:
+            raise ValueError(f"norm must be zscore, range or median, got {norm!r}")
+        z = (image - low) / max(scale, 1e-6)
         features += [z, ndimage.gaussian_filter(z, 1.0), ndimage.gaussian_filter(z, 3.0)]
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(case.mask)))
     tissue = raw_to_tissue(seg, get_convention(case.label_convention))
@@ -111,18 +125,20 @@ def main() -> None:
     p.add_argument("--clip", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="clip each sequence to these brain percentiles first (the "
                         "converter's are 0.5 99.5)")  # fmt: skip
+    p.add_argument("--norm", choices=("zscore", "range", "median"), default="zscore",
+                   help="per-case scale of each sequence (see case_features)")  # fmt: skip
     args = p.parse_args()
 
     from brainseg_d2.data.sources import find_brats_cases
 
     train = find_brats_cases(args.cases / "train")[: args.train_cases]
-    data = [case_features(c, args.clip) for c in train]
+    data = [case_features(c, args.clip, args.norm) for c in train]
     cross = fit(np.concatenate([d[0] for d in data]), np.concatenate([d[1] for d in data]),
                 3 * args.samples, args.seed)  # fmt: skip
     scores: dict[str, dict[str, list[float]]] = {"per case": {}, "across cases": {}}
     print("| case | per case WT / TC / ET | across cases WT / TC / ET |\n|---|---|---|")
     for case in find_brats_cases(args.cases / "heldout"):
-        x, y = case_features(case, args.clip)
+        x, y = case_features(case, args.clip, args.norm)
         truth = region_masks(y)
         cells = []
         for name, model in (("per case", fit(x, y, args.samples, args.seed)),

@@ -70,6 +70,8 @@ class DemoOptions:
         postprocess: the chosen post-processing, set by :func:`tune`.
         workers: processes that generate and convert the phantom cases (the
             data is the same for any number).
+        normalization: the converter's intensity normalisation (``percentile``
+            or ``zscore``, :class:`~brainseg_d2.data.convert.ConvertOptions`).
 
     The demo turns off evaluation during training (``TEST.EVAL_PERIOD 0``): its
     budget goes to training iterations, and the held-out evaluation follows.
@@ -89,6 +91,7 @@ class DemoOptions:
     tune: bool = True
     postprocess: PostprocessParams | None = None
     workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 8))
+    normalization: str = "percentile"
 
 
 def prepare_output(folder: Path) -> None:
@@ -127,12 +130,14 @@ def make_data(opts: DemoOptions) -> dict[str, Path]:
     )
     convert_dataset(
         find_brats_cases(out / "cases/train"), out / "datasets/phantom",
-        ConvertOptions(target=opts.target, split=(0.85, 0.15, 0.0), seed=opts.seed),
+        ConvertOptions(target=opts.target, split=(0.85, 0.15, 0.0), seed=opts.seed,
+                       normalization=opts.normalization),
         workers=workers, progress=False,
     )
     convert_dataset(
         find_brats_cases(out / "cases/heldout"), out / "datasets/heldout",
-        ConvertOptions(target=opts.target, split=(0.0, 0.0, 1.0), seed=opts.seed),
+        ConvertOptions(target=opts.target, split=(0.0, 0.0, 1.0), seed=opts.seed,
+                       normalization=opts.normalization),
         workers=workers, progress=False,
     )
     register_brainseg_dataset(out / "datasets/phantom", name="phantom")

@@ -71,6 +71,8 @@ def test_dataset_info_recorded_options_win():
     })  # fmt: skip
     assert info.preprocess_options == PreprocessOptions(("t2", "flair"), "coronal", 1.0, 99.0)
     assert info.context_slices == 2
+    info = DatasetInfo.from_json({"channels": ["flair"], "options": {"normalization": "zscore"}})
+    assert info.preprocess_options == PreprocessOptions(("flair",), normalization="zscore")
 
 
 def test_dataset_info_load_and_errors(tmp_path):

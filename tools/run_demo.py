@@ -27,6 +27,7 @@ quiet_third_party_warnings()  # before torch and Detectron2 are imported: they w
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from brainseg_d2.pipeline import DEMO_CONFIG, DemoOptions, run  # noqa: E402
+from brainseg_d2.structures import NORMALIZATIONS  # noqa: E402
 from brainseg_d2.utils.paths import check_not_input  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +73,12 @@ def build_parser() -> ArgumentParser:
         "most 8; the data is the same for any number)",
     )
     p.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        default=DemoOptions.normalization,
+        help="the converter's intensity normalisation",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: {train_cases} + {heldout_cases} cases at {spacing:g} mm, 4 "
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = DemoOptions(config=args.config_file, output=args.output, train_cases=args.train_cases,
                        heldout_cases=args.heldout_cases, spacing=args.spacing, opts=args.opts)
+    opts.normalization = args.normalization
     if args.workers is not None:
         if args.workers < 1:
             print_error(ValueError(f"--workers must be >= 1, got {args.workers}"))

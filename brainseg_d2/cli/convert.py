@@ -17,7 +17,7 @@ from pathlib import Path
 from brainseg_d2.data.convert import MARKER, ConvertOptions, convert_dataset
 from brainseg_d2.data.sources import LAYOUTS, find_cases
 from brainseg_d2.labels import CONVENTIONS, TARGETS, register_convention, resolve_convention
-from brainseg_d2.structures import CANONICAL_ORIENTATION
+from brainseg_d2.structures import CANONICAL_ORIENTATION, NORMALIZATIONS
 from brainseg_d2.utils.cli import ArgumentParser, deprecated_alias, print_error
 
 __all__ = ["build_parser", "main"]
@@ -96,6 +96,13 @@ def build_parser() -> ArgumentParser:
         type=float,
         default=d.upper_percentile,
         help="intensity percentile inside the brain mapped to 255",
+    )
+    p.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        default=d.normalization,
+        help="percentile: the two percentiles above to 0 and 255; zscore: the brain's mean "
+        "-5 and +8 SD to 0 and 255 (default: percentile)",
     )
     p.add_argument(
         "--split",
@@ -189,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             slice_axis=args.slice_axis,
             lower_percentile=args.lower_percentile,
             upper_percentile=args.upper_percentile,
+            normalization=args.normalization,
             split=tuple(args.split),
             folds=args.folds,
             fold=args.fold,

@@ -10,7 +10,8 @@
    skull-stripped with exact zeros outside the brain; data that are not get a
    brain mask covering the whole image);
 3. per channel, clip to the [lower, upper] percentiles of the brain voxels and
-   scale to 0-255; voxels outside the brain stay 0.
+   scale to 0-255 (``normalization`` ``percentile``), or map the brain's mean
+   -5 and +8 SD to 0 and 255 (``zscore``); voxels outside the brain stay 0.
 
 The returned :class:`~brainseg_d2.structures.SliceGeometry` is everything needed
 to put slice predictions back into the original voxel grid bit-exactly
@@ -34,6 +35,7 @@ from brainseg_d2.data.volume_io import VolumeError, check_same_geometry
 from brainseg_d2.structures import (
     BRATS_CHANNELS,
     CANONICAL_ORIENTATION,
+    ZSCORE_RANGE,
     PreprocessOptions,
     SliceGeometry,
 )
@@ -43,6 +45,7 @@ __all__ = [
     "CANONICAL_ORIENTATION",
     "PreprocessOptions",
     "PreprocessedVolume",
+    "intensity_range",
     "interleave",
     "preprocess_volume",
     "robust_range",
@@ -73,6 +76,22 @@ class PreprocessedVolume:
     def brain_any(self) -> np.ndarray:
         """(S,) bool: the slice holds at least one brain voxel."""
         return self.brain.reshape(self.brain.shape[0], -1).any(axis=1)
+
+
+def intensity_range(values: np.ndarray, options: PreprocessOptions) -> tuple[float, float]:
+    """The source intensities that ``options`` maps to 0 and 255, from the brain's ``values``.
+
+    ``percentile``: the brain's ``lower_percentile`` and ``upper_percentile``.
+    ``zscore``: the brain's mean plus :data:`~brainseg_d2.structures.ZSCORE_RANGE`
+    standard deviations, so that a tissue's value is its distance from the brain's
+    mean in SDs, whatever the size of a bright lesion (the 99.5th percentile lies
+    inside a lesion larger than 0.5 % of the brain).
+    """
+    if options.normalization == "zscore":
+        mean = float(values.mean(dtype=np.float64))
+        sd = float(values.std(dtype=np.float64))
+        return mean + ZSCORE_RANGE[0] * sd, mean + ZSCORE_RANGE[1] * sd
+    return robust_range(values, options.lower_percentile, options.upper_percentile)
 
 
 def robust_range(values: np.ndarray, lower: float, upper: float) -> tuple[float, float]:
@@ -168,7 +187,7 @@ def preprocess_volume(
         values = arrays[c][brain]
         if values.size == 0:
             raise VolumeError(f"case {case_id}: {where}: image is all zeros")
-        low, high = robust_range(values, options.lower_percentile, options.upper_percentile)
+        low, high = intensity_range(values, options)
         del values
         if not high > low:
             raise VolumeError(

@@ -14,6 +14,8 @@ all build on this package.
 from brainseg_d2.structures.dataset import (
     BRATS_CHANNELS,
     IMAGE_LAYOUT,
+    NORMALIZATIONS,
+    ZSCORE_RANGE,
     DatasetInfo,
     PreprocessOptions,
 )
@@ -28,6 +30,8 @@ __all__ = [
     "BRATS_CHANNELS",
     "CANONICAL_ORIENTATION",
     "IMAGE_LAYOUT",
+    "NORMALIZATIONS",
+    "ZSCORE_RANGE",
     "CanonicalGrid",
     "DatasetInfo",
     "PreprocessOptions",

@@ -15,6 +15,12 @@ from brainseg_d2.structures.geometry import CANONICAL_ORIENTATION
 #: contrast is what tells enhancement apart in T1ce, so all four reach the model.
 BRATS_CHANNELS = ("flair", "t1", "t1ce", "t2")
 
+#: How each channel's intensities are put on the 0-255 scale (``PreprocessOptions``).
+NORMALIZATIONS = ("percentile", "zscore")
+
+#: ``zscore`` normalisation: brain z-scores mapped to 0 and 255.
+ZSCORE_RANGE = (-5.0, 8.0)
+
 #: How slice PNGs hold their channels (``data.io.png.tile_channels``), in dataset.json.
 IMAGE_LAYOUT = "channel_tiles"
 
@@ -27,14 +33,20 @@ class PreprocessOptions:
         channels: source channel names, one per image channel, in order (at
             least one, no repeats).
         slice_axis: ``axial``, ``coronal`` or ``sagittal``.
-        lower_percentile: intensity mapped to 0, computed inside the brain.
-        upper_percentile: intensity mapped to 255, computed inside the brain.
+        lower_percentile: intensity mapped to 0, computed inside the brain
+            (``percentile`` normalisation).
+        upper_percentile: intensity mapped to 255, computed inside the brain
+            (``percentile`` normalisation).
+        normalization: ``percentile`` (the brain's lower and upper percentiles to
+            0 and 255) or ``zscore`` (the brain's mean minus 5 SD to 0 and mean
+            plus 8 SD to 255: :data:`ZSCORE_RANGE`).
     """
 
     channels: tuple[str, ...] = BRATS_CHANNELS
     slice_axis: str = "axial"
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
+    normalization: str = "percentile"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
@@ -46,6 +58,11 @@ class PreprocessOptions:
             raise ValueError(
                 f"unknown slice_axis {self.slice_axis!r}; choose one of "
                 f"{sorted(CANONICAL_ORIENTATION)}"
+            )
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {self.normalization!r}; choose one of "
+                f"{', '.join(NORMALIZATIONS)}"
             )
         if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
             raise ValueError(
@@ -168,6 +185,7 @@ class DatasetInfo:
             slice_axis=opts.get("slice_axis") or self.slice_axis,
             lower_percentile=opts.get("lower_percentile", defaults.lower_percentile),
             upper_percentile=opts.get("upper_percentile", defaults.upper_percentile),
+            normalization=opts.get("normalization", defaults.normalization),
         )
 
     @property

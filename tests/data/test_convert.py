@@ -200,6 +200,26 @@ def test_images_match_preprocessing_and_coco_is_valid(tmp_path):
         np.testing.assert_array_equal(cv2.imread(str(label_png), -1), tissue[int(png.stem)])
 
 
+def test_zscore_normalization_is_recorded_and_applied(tmp_path):
+    from brainseg_d2.structures import DatasetInfo
+
+    src = make_brats(tmp_path / "in", n=2)
+    out = tmp_path / "ds"
+    assert main(["--input", str(src), "--output", str(out), "--normalization", "zscore",
+                 "--split", "1", "0", "0", "--min-area", "1", "--empty-ratio", "1",
+                 "--no-progress"]) == 0  # fmt: skip
+    info = DatasetInfo.from_json(json.loads((out / "dataset.json").read_text()))
+    assert info.preprocess_options.normalization == "zscore"
+    for case in find_brats_cases(src):
+        images = {c: sitk.ReadImage(case.channels[c]) for c in ("flair", "t1", "t1ce", "t2")}
+        pre = preprocess_volume(images, info.preprocess_options)
+        assert pre.intensity != preprocess_volume(images, PreprocessOptions()).intensity
+        pngs = sorted((out / "images" / "train" / case.case_id).glob("*.png"))
+        assert pngs
+        for png in pngs:
+            np.testing.assert_array_equal(read_channel_png(png, 4), pre.slices[int(png.stem)])
+
+
 def test_binary_pairs_in_mha_and_nrrd_round_trip(tmp_path):
     src = tmp_path / "in"
     for i in range(4):

@@ -68,6 +68,41 @@ def test_percentiles_inside_brain_and_zero_outside():
         assert low > 0
 
 
+def test_zscore_maps_brain_sds_to_fixed_levels_whatever_the_lesion():
+    images = _channels()
+    brain = _brain()
+    opts = PreprocessOptions(channels=("flair",), normalization="zscore")
+    values = sitk.GetArrayFromImage(images["flair"])[brain].astype(np.float64)
+    mean, sd = values.mean(), values.std()
+    out = preprocess_volume(images, opts)
+    np.testing.assert_allclose(out.intensity["flair"], [mean - 5 * sd, mean + 8 * sd], rtol=1e-6)
+    z = (values - mean) / sd
+    expected = np.clip((z + 5) / 13 * 255, 0, 255)
+    assert np.abs(out.slices[..., 0][brain].astype(float) - expected).max() <= 0.5 + 1e-3
+    assert not out.slices[~brain].any()
+    # Twice the gain and an offset give the same slices: only SDs from the mean count.
+    scaled = {"flair": _image(np.where(brain, sitk.GetArrayFromImage(images["flair"]) * 2 + 30,
+                                       0).astype(np.float32))}  # fmt: skip
+    np.testing.assert_array_equal(preprocess_volume(scaled, opts).slices, out.slices)
+    # Percentile scaling moves with a bright lesion larger than 0.5 % of the brain; for
+    # the z-score the normal tissue's level moves far less.
+    array = sitk.GetArrayFromImage(images["flair"]).copy()
+    normal = brain.copy()
+    lesion = np.zeros_like(brain)
+    lesion[4:8, 6:12, 8:14] = True
+    lesion &= brain
+    normal &= ~lesion
+    array[lesion] = values.max() * 3
+    with_lesion = {"flair": _image(array)}
+    shift = {}
+    for method in ("percentile", "zscore"):
+        o = PreprocessOptions(channels=("flair",), normalization=method)
+        before = np.median(preprocess_volume(images, o).slices[..., 0][normal])
+        after = np.median(preprocess_volume(with_lesion, o).slices[..., 0][normal])
+        shift[method] = abs(float(after) - float(before))
+    assert shift["zscore"] < shift["percentile"] / 2, shift
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 1001, 100_003])
 @pytest.mark.parametrize("kind", ["normal", "integer_ties"])
 def test_robust_range_matches_numpy(n, kind):
@@ -131,6 +166,7 @@ def test_geometry_mismatch_raises():
         {"slice_axis": "oblique"},
         {"channels": ()},
         {"lower_percentile": 99.0, "upper_percentile": 1.0},
+        {"normalization": "minmax"},
     ],
 )
 def test_bad_options_raise(bad):

@@ -112,15 +112,19 @@ def phantom(tmp_path_factory):
         anatomy=case.anatomy[:, :, mid - 3 : mid + 3],
     )
     tiny_dir = write_case(tiny, base / "tiny", "Tiny_001")
-    datasets: dict[tuple[str, str, int], Path] = {}
+    datasets: dict[tuple[str, str, int, str], Path] = {}
 
-    def dataset(target: str = "labels", axis: str = "axial", context: int = 0) -> Path:
-        if (target, axis, context) not in datasets:
-            out = base / "datasets" / f"obl_{target}_{axis}_{context}"
-            datasets[target, axis, context] = convert_one(
-                case_dir.parent, out, target=target, slice_axis=axis, context_slices=context
-            )
-        return datasets[target, axis, context]
+    def dataset(
+        target: str = "labels", axis: str = "axial", context: int = 0, norm: str = "percentile"
+    ) -> Path:
+        key = (target, axis, context, norm)
+        if key not in datasets:
+            out = base / "datasets" / f"obl_{target}_{axis}_{context}_{norm}"
+            datasets[key] = convert_one(
+                case_dir.parent, out, target=target, slice_axis=axis, context_slices=context,
+                normalization=norm,
+            )  # fmt: skip
+        return datasets[key]
 
     tiny_info = json.loads((dataset() / "dataset.json").read_text())
     return SimpleNamespace(
@@ -203,9 +207,9 @@ def test_oracle_round_trip_is_exact_on_oblique_anisotropic_case(phantom, kind, t
     )
 
 
-@pytest.mark.parametrize("context", [0, 1])
-def test_model_sees_what_the_test_mapper_makes_of_the_converted_pngs(phantom, context):
-    dataset = phantom.dataset(context=context)
+@pytest.mark.parametrize("context, norm", [(0, "percentile"), (1, "percentile"), (0, "zscore")])
+def test_model_sees_what_the_test_mapper_makes_of_the_converted_pngs(phantom, context, norm):
+    dataset = phantom.dataset(context=context, norm=norm)
     channels = 4 * (2 * context + 1)  # 2.5D: neighbouring slices as extra channels
     cfg = make_cfg(*INSTANCES, "BRAINSEG.INPUT.CONTEXT_SLICES", context,
                    "MODEL.PIXEL_MEAN", [40.0] * channels, "MODEL.PIXEL_STD", [50.0] * channels)
