@@ -10,8 +10,9 @@ spacing) is done before timing.
 
 Intensities (``--real DIR``, a folder of BraTS cases, 2018-2021 or 2023+
 names): for every case, sequence and tissue, the median intensity after the
-converter's normalisation (``preprocess_volume``: the 0.5 and 99.5
-percentiles of the brain map to 0 and 1). Tumour regions come from ``seg``.
+converter's normalisation (``preprocess_volume`` with ``--normalization``, by
+default the converter's: ``zscore`` maps the brain's mean -3 and +3.5 SD to 0
+and 1, ``percentile`` its 0.5 and 99.5 percentiles). Tumour regions come from ``seg``.
 Normal tissue of a real scan comes from an atlas-initialised Gaussian
 mixture: the MNI152 tissue fractions (the phantom's template) are affinely
 registered to the case's T1 and serve as voxel priors of a 3-class EM on
@@ -23,7 +24,8 @@ sequence and tissue, the real medians and the spread of the phantom's
 per-case medians over ``--phantom-cases`` cases, and whether each real value
 lies inside the phantom's 5-95 % band. Real scans are read, never copied.
 
-Run: ``python bench/phantom.py [--cases 10] [--spacing 1.5] [--real DIR]``.
+Run: ``python bench/phantom.py [--cases 10] [--spacing 1.5] [--real DIR]
+[--normalization zscore|percentile]``.
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ import SimpleITK as sitk  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from brainseg_d2.data import phantom, phantom_template  # noqa: E402
+from brainseg_d2.data.convert import ConvertOptions  # noqa: E402
 from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume  # noqa: E402
 from brainseg_d2.data.sources import find_brats_cases  # noqa: E402
 from brainseg_d2.labels import CONVENTIONS, TISSUE_ED, TISSUE_ET, TISSUE_NCR, raw_to_tissue  # noqa: E402
+from brainseg_d2.structures import NORMALIZATIONS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SEQUENCES = phantom.MODALITIES
@@ -106,11 +110,12 @@ def time_generation(args) -> None:
             print(f"  v2 / v1 ({label} medians): {ratio:.2f}")
 
 
-def normalise(images: dict[str, sitk.Image]) -> dict[str, np.ndarray]:
+def normalise(images: dict[str, sitk.Image], normalization: str) -> dict[str, np.ndarray]:
     """Each sequence scaled as the converter does (float, before 8-bit rounding), 0-1."""
     out = {}
     for name in SEQUENCES:
-        low, high = preprocess_volume(images, PreprocessOptions(channels=(name,))).intensity[name]
+        options = PreprocessOptions(channels=(name,), normalization=normalization)
+        low, high = preprocess_volume(images, options).intensity[name]
         array = sitk.GetArrayFromImage(images[name]).astype(np.float32)
         out[name] = np.clip((array - low) / (high - low), 0.0, 1.0)
     return out
@@ -186,13 +191,13 @@ def real_anatomy(norm, priors, mask, iterations: int = 10) -> np.ndarray:
     return out
 
 
-def measure_real(folder: Path) -> dict[str, dict[str, dict[str, float]]]:
+def measure_real(folder: Path, normalization: str) -> dict[str, dict[str, dict[str, float]]]:
     results = {}
     for case in find_brats_cases(folder):
         images = {c: sitk.ReadImage(p) for c, p in case.channels.items()}
         raw = sitk.GetArrayFromImage(sitk.ReadImage(case.mask)).astype(np.int64)
         tumour = raw_to_tissue(raw, CONVENTIONS[case.label_convention])
-        norm = normalise(images)
+        norm = normalise(images, normalization)
         brain = np.zeros(tumour.shape, bool)
         for image in images.values():
             brain |= sitk.GetArrayViewFromImage(image) != 0
@@ -205,14 +210,16 @@ def measure_real(folder: Path) -> dict[str, dict[str, dict[str, float]]]:
     return results
 
 
-def measure_phantom(n: int, spacing: float, seed: int) -> list[dict[str, dict[str, float]]]:
+def measure_phantom(
+    n: int, spacing: float, seed: int, normalization: str
+) -> list[dict[str, dict[str, float]]]:
     out = []
     for i in range(n):
         case = phantom.generate_case((seed, i), spacing=spacing, p_empty=0.0)
         seg = sitk.GetArrayFromImage(case.seg)
         tumour = raw_to_tissue(seg.astype(np.int64), CONVENTIONS["brats2021"])
         brain = sitk.GetArrayFromImage(case.anatomy) > 0
-        norm = normalise(case.images)
+        norm = normalise(case.images, normalization)
         # The same EM as for real scans; priors: the true tissue map, smoothed
         # like a registered atlas.
         truth = sitk.GetArrayFromImage(case.anatomy)
@@ -267,14 +274,23 @@ def main() -> None:
     parser.add_argument("--phantom-cases", type=int, default=40)
     parser.add_argument("--phantom-spacing", type=float, default=2.0)
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        default=ConvertOptions().normalization,
+        help="intensity scale of the comparison (default: the converter's)",
+    )
     args = parser.parse_args()
     args.load = f"{os.getloadavg()[0]:.2f}"
     if not args.no_timing:
         time_generation(args)
     if args.real:
         print(f"\nreal cases under {args.real}:")
-        real = measure_real(args.real)
-        synthetic = measure_phantom(args.phantom_cases, args.phantom_spacing, args.seed)
+        print(f"normalisation: {args.normalization}")
+        real = measure_real(args.real, args.normalization)
+        synthetic = measure_phantom(
+            args.phantom_cases, args.phantom_spacing, args.seed, args.normalization
+        )
         compare(real, synthetic)
 
 

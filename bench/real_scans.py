@@ -6,7 +6,8 @@ For validation on real MRI that must not enter the repository or CI: point
 ``seg``). Each case is predicted whole by ``VolumePredictor`` (the model's own
 preprocessing and post-processing) and scored per BraTS region against its
 label map (read through ``data/ground_truth.py``), raw and post-processed; the
-baseline thresholds FLAIR at the brain's mean + 2 SD (no cleaning).
+baseline thresholds the case's own FLAIR intensities (before the model's
+normalisation) at the brain's mean + 2 SD (no cleaning).
 
     .venv/bin/python bench/real_scans.py --data /path/to/brats_cases \\
         --config-file output/demo/train/config_tuned.yaml \\
@@ -34,7 +35,9 @@ def main() -> None:
 
     from brainseg_d2.config import get_brainseg_cfg
     from brainseg_d2.data.ground_truth import label_map_masks
+    from brainseg_d2.data.preprocess import source_intensities
     from brainseg_d2.data.sources import find_brats_cases
+    from brainseg_d2.data.volume_io import read_image
     from brainseg_d2.evaluation.tuning import region_dice
     from brainseg_d2.inference.volume_predictor import VolumePredictor
     from brainseg_d2.labels import TISSUE_ED
@@ -50,8 +53,8 @@ def main() -> None:
         pred = predictor.predict(case)
         pre = pred.preprocessed
         gt = label_map_masks(case.mask, pre.geometry, target, case.label_convention)
-        flair = pre.slices[..., predictor.channels.index("flair")].astype(np.float32)
-        values = flair[pre.brain]
+        flair = source_intensities(read_image(case.channels["flair"]), pre)
+        values = flair[pre.brain].astype(np.float64)
         wt = (flair > values.mean() + 2 * values.std()) & pre.brain
         baseline = target.masks_from_tissue(np.where(wt, TISSUE_ED, 0).astype(np.uint8))
         row = {

@@ -34,7 +34,7 @@ from brainseg_d2.config import setup_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.datasets import register_brainseg_dataset
 from brainseg_d2.data.phantom import generate_dataset
-from brainseg_d2.data.preprocess import preprocess_volume
+from brainseg_d2.data.preprocess import preprocess_volume, source_intensities
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import read_image
 from brainseg_d2.labels import TISSUE_ED, get_target
@@ -91,7 +91,7 @@ class DemoOptions:
     tune: bool = True
     postprocess: PostprocessParams | None = None
     workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 8))
-    normalization: str = "percentile"
+    normalization: str = "zscore"
 
 
 def prepare_output(folder: Path) -> None:
@@ -218,9 +218,10 @@ def evaluate(opts: DemoOptions, model) -> dict:
 def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
     """Score a non-learned baseline on every held-out case with the evaluator's code.
 
-    FLAIR, preprocessed exactly as for the model, is thresholded at mean +
-    ``num_sd`` standard deviations of the brain's FLAIR intensities (tumour and
-    edema are FLAIR-hyperintense); the result is called whole tumour
+    The case's own FLAIR intensities (``source_intensities``: before the converter's
+    clipping and scaling, which would move the threshold with the model's
+    normalisation) are thresholded at mean + ``num_sd`` standard deviations of the
+    brain's FLAIR (tumour and edema are FLAIR-hyperintense); the result is called whole tumour
     (edema-coded, so it only scores on WT) and cleaned with the same
     post-processing; where that asks for score hysteresis
     (``COMPONENT_SCORE_THRESH``), components must hold a voxel above mean +
@@ -253,9 +254,9 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
     for case in find_brats_cases(opts.output / "cases/heldout"):
         images = {ch: read_image(case.channels[ch]) for ch in prep_options.channels}
         prep = preprocess_volume(images, prep_options)
-        flair = prep.slices[..., list(prep_options.channels).index("flair")]
-        brain_values = flair[prep.brain].astype(np.float32)
-        mean, sd = brain_values.mean(), brain_values.std()
+        flair = source_intensities(images["flair"], prep)
+        brain_values = flair[prep.brain]
+        mean, sd = brain_values.mean(dtype=np.float64), brain_values.std(dtype=np.float64)
         pred = _whole_tumour(target, (flair > mean + num_sd * sd) & prep.brain)
         # The model's score hysteresis has an intensity analogue: components must
         # hold a voxel one SD brighter than the threshold.

@@ -108,3 +108,28 @@ def test_demo_with_the_gpu_config_and_no_gpu_stops_before_writing(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert "MODEL.DEVICE is 'cuda'" in last and config.name in last
     assert not out.exists()
+
+
+def test_flair_baseline_thresholds_the_source_intensities_whatever_the_normalisation():
+    from brainseg_d2.data.preprocess import preprocess_volume, source_intensities
+    from brainseg_d2.structures import PreprocessOptions
+
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:10, :24, :20]
+    brain = ((zz - 4.5) / 4.5) ** 2 + ((yy - 11.5) / 11) ** 2 + ((xx - 9.5) / 9) ** 2 < 1
+    flair = np.where(brain, rng.normal(300.0, 40.0, brain.shape), 0.0).astype(np.float32)
+    flair[3:7, 8:14, 6:12] = np.where(brain[3:7, 8:14, 6:12], 900.0, 0.0)  # a bright lesion
+    image = sitk.GetImageFromArray(flair)
+    image.SetDirection((-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))  # RAS: the slices are flipped
+    values = flair[brain].astype(np.float64)
+    expected = (flair > values.mean() + 2 * values.std()) & brain
+    masks = []
+    for norm in ("percentile", "zscore"):
+        options = PreprocessOptions(("flair",), normalization=norm)
+        prep = preprocess_volume({"flair": image}, options)
+        source = source_intensities(image, prep)
+        np.testing.assert_array_equal(source, prep.geometry.reorient(flair))
+        inside = source[prep.brain].astype(np.float64)
+        masks.append((source > inside.mean() + 2 * inside.std()) & prep.brain)
+        np.testing.assert_array_equal(masks[-1], prep.geometry.reorient(expected))
+    np.testing.assert_array_equal(masks[0], masks[1])

@@ -101,8 +101,8 @@ def build_parser() -> ArgumentParser:
         "--normalization",
         choices=NORMALIZATIONS,
         default=d.normalization,
-        help="percentile: the two percentiles above to 0 and 255; zscore: the brain's mean "
-        "-5 and +8 SD to 0 and 255 (default: percentile)",
+        help="zscore: the brain's mean -3 and +3.5 SD to 0 and 255 (default); percentile: "
+        "the two percentiles above to 0 and 255",
     )
     p.add_argument(
         "--split",

@@ -39,8 +39,10 @@ class ConvertOptions:
             binary convention, else ``labels``.
         slice_axis: ``axial``, ``coronal`` or ``sagittal`` (2D inputs: ``axial``).
         lower_percentile, upper_percentile: intensity clip inside the brain.
-        normalization: ``percentile`` (the clip above, to 0-255) or ``zscore``
-            (:class:`~brainseg_d2.structures.PreprocessOptions`).
+        normalization: ``zscore`` (the default: the brain's mean and SD set the
+            scale) or ``percentile`` (the clip above, to 0-255; the only way before
+            this option, and what a dataset.json without it means); see
+            :class:`~brainseg_d2.structures.PreprocessOptions`.
         split: train/val/test ratios over patients (sum 1; a 0 drops the split).
         folds, fold: K-fold cross-validation over patients instead of ``split``.
         seed: for the patient split and the choice of empty training slices.
@@ -65,7 +67,7 @@ class ConvertOptions:
     slice_axis: str = "axial"
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
-    normalization: str = "percentile"
+    normalization: str = "zscore"
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     folds: int | None = None
     fold: int = 0

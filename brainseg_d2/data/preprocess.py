@@ -11,7 +11,7 @@
    brain mask covering the whole image);
 3. per channel, clip to the [lower, upper] percentiles of the brain voxels and
    scale to 0-255 (``normalization`` ``percentile``), or map the brain's mean
-   -5 and +8 SD to 0 and 255 (``zscore``); voxels outside the brain stay 0.
+   -3 and +3.5 SD to 0 and 255 (``zscore``); voxels outside the brain stay 0.
 
 The returned :class:`~brainseg_d2.structures.SliceGeometry` is everything needed
 to put slice predictions back into the original voxel grid bit-exactly
@@ -49,6 +49,7 @@ __all__ = [
     "interleave",
     "preprocess_volume",
     "robust_range",
+    "source_intensities",
 ]
 
 
@@ -92,6 +93,17 @@ def intensity_range(values: np.ndarray, options: PreprocessOptions) -> tuple[flo
         sd = float(values.std(dtype=np.float64))
         return mean + ZSCORE_RANGE[0] * sd, mean + ZSCORE_RANGE[1] * sd
     return robust_range(values, options.lower_percentile, options.upper_percentile)
+
+
+def source_intensities(image: sitk.Image, prep: PreprocessedVolume) -> np.ndarray:
+    """A channel's own intensities on ``prep``'s slice grid, float32 ``(S, H, W)``.
+
+    For measures that must not depend on the normalisation: the FLAIR-threshold
+    baseline uses these, because the percentile clip saturates a bright lesion
+    larger than 0.5 % of the brain, which lowers the brain's SD and the threshold.
+    """
+    return np.ascontiguousarray(prep.geometry.reorient(sitk.GetArrayViewFromImage(image)),
+                                dtype=np.float32)  # fmt: skip
 
 
 def robust_range(values: np.ndarray, lower: float, upper: float) -> tuple[float, float]:

@@ -18,8 +18,11 @@ BRATS_CHANNELS = ("flair", "t1", "t1ce", "t2")
 #: How each channel's intensities are put on the 0-255 scale (``PreprocessOptions``).
 NORMALIZATIONS = ("percentile", "zscore")
 
-#: ``zscore`` normalisation: brain z-scores mapped to 0 and 255.
-ZSCORE_RANGE = (-5.0, 8.0)
+#: ``zscore`` normalisation: brain z-scores mapped to 0 and 255. On the phantom the
+#: converter's 0.5th and 99.5th brain percentiles lie at median z -2.97 and +3.43 (the
+#: upper one from +1.56 to +4.85 between cases, with the size of a bright lesion), so
+#: this keeps the percentile scale's contrast on average with a steady reference.
+ZSCORE_RANGE = (-3.0, 3.5)
 
 #: How slice PNGs hold their channels (``data.io.png.tile_channels``), in dataset.json.
 IMAGE_LAYOUT = "channel_tiles"
@@ -38,8 +41,8 @@ class PreprocessOptions:
         upper_percentile: intensity mapped to 255, computed inside the brain
             (``percentile`` normalisation).
         normalization: ``percentile`` (the brain's lower and upper percentiles to
-            0 and 255) or ``zscore`` (the brain's mean minus 5 SD to 0 and mean
-            plus 8 SD to 255: :data:`ZSCORE_RANGE`).
+            0 and 255) or ``zscore`` (the brain's mean minus 3 SD to 0 and mean
+            plus 3.5 SD to 255: :data:`ZSCORE_RANGE`; the converter's default).
     """
 
     channels: tuple[str, ...] = BRATS_CHANNELS
@@ -185,7 +188,8 @@ class DatasetInfo:
             slice_axis=opts.get("slice_axis") or self.slice_axis,
             lower_percentile=opts.get("lower_percentile", defaults.lower_percentile),
             upper_percentile=opts.get("upper_percentile", defaults.upper_percentile),
-            normalization=opts.get("normalization", defaults.normalization),
+            # Datasets converted before the option existed were percentile-scaled.
+            normalization=opts.get("normalization", "percentile"),
         )
 
     @property

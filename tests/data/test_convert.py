@@ -186,7 +186,7 @@ def test_images_match_preprocessing_and_coco_is_valid(tmp_path):
                 assert key in im
     case = find_brats_cases(src)[0]
     images = {c: sitk.ReadImage(case.channels[c]) for c in ("flair", "t1", "t1ce", "t2")}
-    pre = preprocess_volume(images, PreprocessOptions(slice_axis="coronal"))
+    pre = preprocess_volume(images, PreprocessOptions(slice_axis="coronal", normalization="zscore"))
     seg = pre.geometry.label_slices(sitk.ReadImage(case.mask))
     tissue = raw_to_tissue(seg, get_convention("brats2021"))
     split = json.loads((out / "volumes.json").read_text())["volumes"][case.case_id]["split"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,7 @@ from pycocotools.coco import COCO
 from brainseg_d2.cli.convert import main
 from brainseg_d2.data.convert import ConversionError, ConvertOptions, convert_dataset
 from brainseg_d2.data.io.png import read_channel_png
-from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume
+from brainseg_d2.data.preprocess import preprocess_volume
 from brainseg_d2.data.sources import (
     SourceError,
     detect_layout,
@@ -23,6 +24,7 @@ from brainseg_d2.data.sources import (
     find_tcga_lgg_cases,
     find_via_cases,
 )
+from brainseg_d2.structures import DatasetInfo
 
 H, W = 24, 32
 NUMBERS = (1, 2, 3, 9, 10, 11)  # sorted as text these would be 1, 10, 11, 2, ...
@@ -249,7 +251,9 @@ def test_16_bit_slices_use_the_shared_preprocessing(tmp_path):
     assert main([*args, *EXACT]) == 0
     grey = cv2.imread(str(tmp_path / "in" / "x.png"), cv2.IMREAD_UNCHANGED)
     image = sitk.GetImageFromArray(grey[None])
-    pre = preprocess_volume({"red": image}, PreprocessOptions(channels=("red",)))
+    options = DatasetInfo.load(out).preprocess_options  # the converter's default normalisation
+    assert options.normalization == ConvertOptions().normalization == "zscore"
+    pre = preprocess_volume({"red": image}, replace(options, channels=("red",)))
     (png,) = out.glob("images/*/x/0000.png")
     # A grey file gives three equal channels (red, green, blue), each preprocessed alike.
     channels = read_channel_png(png, 3)

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume, robust_range
 from brainseg_d2.data.volume_io import VolumeError
-from brainseg_d2.structures import SliceGeometry
+from brainseg_d2.structures import ZSCORE_RANGE, SliceGeometry
 
 SHAPE = (12, 20, 24)  # (z, y, x)
 
@@ -75,9 +75,10 @@ def test_zscore_maps_brain_sds_to_fixed_levels_whatever_the_lesion():
     values = sitk.GetArrayFromImage(images["flair"])[brain].astype(np.float64)
     mean, sd = values.mean(), values.std()
     out = preprocess_volume(images, opts)
-    np.testing.assert_allclose(out.intensity["flair"], [mean - 5 * sd, mean + 8 * sd], rtol=1e-6)
+    lo, hi = ZSCORE_RANGE
+    np.testing.assert_allclose(out.intensity["flair"], [mean + lo * sd, mean + hi * sd], rtol=1e-6)
     z = (values - mean) / sd
-    expected = np.clip((z + 5) / 13 * 255, 0, 255)
+    expected = np.clip((z - lo) / (hi - lo) * 255, 0, 255)
     assert np.abs(out.slices[..., 0][brain].astype(float) - expected).max() <= 0.5 + 1e-3
     assert not out.slices[~brain].any()
     # Twice the gain and an offset give the same slices: only SDs from the mean count.
