@@ -43,6 +43,8 @@ class PreprocessOptions:
         normalization: ``percentile`` (the brain's lower and upper percentiles to
             0 and 255) or ``zscore`` (the brain's mean minus 3 SD to 0 and mean
             plus 3.5 SD to 255: :data:`ZSCORE_RANGE`; the converter's default).
+            This class's own default stays ``percentile``: that is what a
+            ``dataset.json`` written before the option existed was made with.
     """
 
     channels: tuple[str, ...] = BRATS_CHANNELS
