@@ -40,8 +40,10 @@ def case_features(
     the converter does before it scales to 8 bits (``data/preprocess.py``).
     ``norm``: how each sequence is put on a common scale across cases: ``zscore``
     (the brain's mean and SD), ``range`` (the brain's 0.5th and 99.5th percentiles
-    to 0 and 1, the converter's scale) or ``median`` (the 0.5th percentile to 0
-    and the brain's median to 1).
+    to 0 and 1, the converter's scale), ``median`` (the 0.5th percentile to 0
+    and the brain's median to 1) or ``robust`` (the brain's median to 0, its
+    interquartile range / 1.349, an SD for Gaussian values, as the unit: a
+    z-score that a bright lesion's tail moves less).
     """
     import SimpleITK as sitk
     from scipy import ndimage
@@ -66,8 +68,11 @@ def case_features(
         elif norm == "median":
             low, scale = robust_range(values, 0.5, 50.0)
             scale -= low
+        elif norm == "robust":
+            q1, low, q3 = np.percentile(values, [25.0, 50.0, 75.0])
+            scale = float(q3 - q1) / 1.349
         else:
-            raise ValueError(f"norm must be zscore, range or median, got {norm!r}")
+            raise ValueError(f"norm must be zscore, range, median or robust, got {norm!r}")
         z = (image - low) / max(scale, 1e-6)
         features += [z, ndimage.gaussian_filter(z, 1.0), ndimage.gaussian_filter(z, 3.0)]
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(case.mask)))
@@ -125,7 +130,7 @@ def main() -> None:
     p.add_argument("--clip", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="clip each sequence to these brain percentiles first (the "
                         "converter's are 0.5 99.5)")  # fmt: skip
-    p.add_argument("--norm", choices=("zscore", "range", "median"), default="zscore",
+    p.add_argument("--norm", choices=("zscore", "range", "median", "robust"), default="zscore",
                    help="per-case scale of each sequence (see case_features)")  # fmt: skip
     args = p.parse_args()
 
