@@ -70,8 +70,8 @@ class DemoOptions:
         postprocess: the chosen post-processing, set by :func:`tune`.
         workers: processes that generate and convert the phantom cases (the
             data is the same for any number).
-        normalization: the converter's intensity normalisation (``percentile``
-            or ``zscore``, :class:`~brainseg_d2.data.convert.ConvertOptions`).
+        normalization: the converter's intensity normalisation (``zscore``, the
+            default, or ``percentile``; :class:`~brainseg_d2.data.convert.ConvertOptions`).
 
     The demo turns off evaluation during training (``TEST.EVAL_PERIOD 0``): its
     budget goes to training iterations, and the held-out evaluation follows.

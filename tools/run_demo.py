@@ -76,7 +76,8 @@ def build_parser() -> ArgumentParser:
         "--normalization",
         choices=NORMALIZATIONS,
         default=DemoOptions.normalization,
-        help="the converter's intensity normalisation",
+        help="the converter's intensity normalisation (default: zscore, the brain's mean "
+        "-3/+3.5 SD to 0/255)",
     )
     p.add_argument(
         "--quick",
