@@ -91,7 +91,7 @@ class DemoOptions:
     tune: bool = True
     postprocess: PostprocessParams | None = None
     workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 8))
-    normalization: str = "zscore"
+    normalization: str = ConvertOptions.normalization
 
 
 def prepare_output(folder: Path) -> None:
