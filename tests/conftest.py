@@ -25,7 +25,7 @@ def phantom_dataset(tmp_path_factory):
     convert_dataset(
         find_brats_cases(cases_dir),
         dataset,
-        ConvertOptions(split=(0.5, 0.25, 0.25), seed=0, empty_ratio=0.5),
+        ConvertOptions(split=(0.5, 0.25, 0.25), seed=0, empty_ratio=0.5, target="labels"),
         progress=False,
     )
     return {"root": root, "dataset": dataset, "cases": cases_dir}
@@ -51,7 +51,7 @@ def eval_phantom_dataset(tmp_path_factory):
     convert_dataset(
         find_brats_cases(base / "cases"),
         dataset,
-        ConvertOptions(split=(0.5, 0.25, 0.25), seed=0, empty_ratio=0.5),
+        ConvertOptions(split=(0.5, 0.25, 0.25), seed=0, empty_ratio=0.5, target="labels"),
         progress=False,
     )
     names = register_brainseg_dataset(dataset, name="eval_phantom")
@@ -184,7 +184,7 @@ def oblique_dataset(tmp_path_factory):
     convert_dataset(
         find_brats_cases(base / "cases"),
         dataset,
-        ConvertOptions(split=(0.0, 0.5, 0.5), seed=0),
+        ConvertOptions(split=(0.0, 0.5, 0.5), seed=0, target="labels"),
         progress=False,
     )
     names = register_brainseg_dataset(dataset, name="oblique")

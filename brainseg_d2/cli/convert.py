@@ -77,7 +77,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--target",
         choices=sorted(TARGETS),
-        help="what the categories are (default: binary for binary masks, else labels)",
+        help="what the categories are: nested BraTS regions WT/TC/ET, disjoint tissue "
+        "labels, or one tumour class (default: binary for binary masks, labels for VIA "
+        "polygons named by tissue, else regions)",
     )
     p.add_argument(
         "--slice-axis",

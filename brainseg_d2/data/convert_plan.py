@@ -17,6 +17,7 @@ import numpy as np
 
 from brainseg_d2.data.preprocess import BRATS_CHANNELS, CANONICAL_ORIENTATION, PreprocessOptions
 from brainseg_d2.data.sources import CaseSource
+from brainseg_d2.data.sources.slices import SliceCase
 from brainseg_d2.labels import CONVENTIONS, convention_to_dict, get_convention, get_target
 
 SPLITS = ("train", "val", "test")
@@ -36,7 +37,9 @@ class ConvertOptions:
             every BraTS sequence (flair, t1, t1ce, t2) for BraTS conventions,
             else all of the first case's channels in the order given.
         target: ``labels``, ``regions`` or ``binary``; None = ``binary`` for the
-            binary convention, else ``labels``.
+            binary convention, else ``regions`` (the nested WT, TC and ET that
+            BraTS scores: the formulation the configs are built for, chosen by
+            the ablation in BENCHMARKS.md "Model formulation").
         slice_axis: ``axial``, ``coronal`` or ``sagittal`` (2D inputs: ``axial``).
         lower_percentile, upper_percentile: intensity clip inside the brain.
         normalization: ``zscore`` (the default: the brain's mean and SD set the
@@ -155,7 +158,7 @@ def resolve_options(cases: Sequence[CaseSource], options: ConvertOptions) -> Con
             channels = BRATS_CHANNELS
         else:
             channels = tuple(cases[0].channel_names())
-    target = options.target or ("binary" if conventions == {"binary"} else "labels")
+    target = options.target or _default_target(cases, conventions)
     if "binary" in conventions and target != "binary":
         raise ConversionError(f"binary masks need --target binary, not {target!r}")
     if options.slice_axis != "axial" and any_2d:
@@ -165,6 +168,28 @@ def resolve_options(cases: Sequence[CaseSource], options: ConvertOptions) -> Con
     return replace(
         options, channels=tuple(channels), target=target, label_conventions=users or None
     )
+
+
+def _default_target(cases: Sequence[CaseSource], conventions: set[str]) -> str:
+    """``binary`` for binary masks; ``labels`` for polygons named by tissue class; else ``regions``.
+
+    Label maps (3D volumes, 2D label images) give tissue codes, from which the
+    nested BraTS regions follow, so they default to ``regions``. VIA polygons
+    carry class names, which name the categories of one target: ``labels``
+    (necrotic, edema, enhancing) unless every class names a region (WT, TC, ET).
+    """
+    if conventions == {"binary"}:
+        return "binary"
+    named = {
+        region.class_name.lower()
+        for case in cases
+        if isinstance(case, SliceCase)
+        for part in case.slices
+        for region in part.regions or ()
+        if region.class_name
+    }
+    regions = {name.lower() for name in get_target("regions").categories}
+    return "labels" if named - regions else "regions"
 
 
 def _allocate(n: int, ratios: Sequence[float]) -> list[int]:

@@ -164,7 +164,9 @@ def test_images_match_preprocessing_and_coco_is_valid(tmp_path):
     )
     assert info["channels"] == ["flair", "t1", "t1ce", "t2"]
     assert info["image_layout"] == "channel_tiles"
-    assert info["categories"] == get_target("labels").coco_categories()
+    # Label maps default to the nested BraTS regions (the configs' formulation).
+    assert info["target"] == "regions"
+    assert info["categories"] == get_target("regions").coco_categories()
     for split in info["splits"]:
         coco = COCO(str(out / "annotations" / f"instances_{split}.json"))
         assert coco.getCatIds() == [1, 2, 3]
@@ -471,7 +473,7 @@ def test_brats_layouts_and_unlabelled_cases(tmp_path):
     coco = COCO(str(tmp_path / "ds" / "annotations" / "instances_unlabelled.json"))
     assert coco.getImgIds() and not coco.getAnnIds()
     # BraTS 2023 labels (ET = 3) come out as the same tissue as BraTS 2021 (ET = 4).
-    vol = rebuild(tmp_path / "ds", "labels")["BraTS-GLI-00003-000"]
+    vol = rebuild(tmp_path / "ds", info["target"])["BraTS-GLI-00003-000"]
     np.testing.assert_array_equal(sitk.GetArrayFromImage(vol), _tissue(3))
 
 

@@ -369,3 +369,17 @@ def test_layout_detection_and_source_errors(tmp_path):
     cases = find_tcga_lgg_cases(tmp_path / "both")
     with pytest.raises(ConversionError, match="only be cut along 'axial'"):
         convert_dataset(cases, tmp_path / "o", ConvertOptions(slice_axis="coronal"))
+
+
+@pytest.mark.parametrize(
+    ("names", "target"),
+    [(("edema", "Enhancing"), "labels"), (("WT", "et"), "regions"), ((None,), "binary")],
+)
+def test_default_target_follows_the_polygons_class_names(tmp_path, names, target):
+    """Polygons named by tissue train ``labels``, by region ``regions`` (label maps: regions,
+    test_convert.py)."""
+    from brainseg_d2.data.convert_plan import resolve_options
+
+    images = {f"{i}.png": [_region(*_square(2, 2, 8), name)] for i, name in enumerate(names)}
+    cases = find_via_cases(make_via(tmp_path / "via", images))
+    assert resolve_options(cases, ConvertOptions()).target == target

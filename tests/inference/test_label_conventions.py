@@ -107,8 +107,10 @@ def cases(tmp_path_factory):
             "dataset": dataset, "convention": base / "mylesions.yaml"}  # fmt: skip
 
 
-def _oracle(dataset: Path, target: str = "labels") -> LabelMapOracle:
+def _oracle(dataset: Path) -> LabelMapOracle:
+    """A perfect model of the dataset's target (``regions`` for these label maps)."""
     volumes = json.loads((dataset / "volumes.json").read_text(encoding="utf-8"))["volumes"]
+    target = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))["target"]
     (record,) = volumes.values()
     tissue = label_map_tissue(
         record["source"]["mask"],
