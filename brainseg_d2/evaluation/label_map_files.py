@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from brainseg_d2.data.sources.common import walk
 from brainseg_d2.labels import BRATS2021_CASE, BRATS2023_CASE, brats_task
 
 __all__ = ["NIFTI_SUFFIXES", "CasePair", "EvaluationError", "case_id", "find_label_maps",
@@ -65,7 +66,10 @@ def _is_image(path: Path) -> bool:
 def find_label_maps(
     folder: str | os.PathLike, pattern: re.Pattern | None = None, *, role: str = "folder"
 ) -> dict[str, Path]:
-    """Label maps under ``folder`` (any depth) by case id.
+    """Label maps under ``folder`` (any depth, following folder links) by case id.
+
+    Case folders linked in from shared storage are found, as the converter and
+    ``brainseg-predict`` find them (:func:`~brainseg_d2.data.sources.common.walk`).
 
     Raises:
         EvaluationError: missing folder, no NIfTI file, or two files with one id
@@ -75,7 +79,8 @@ def find_label_maps(
     if not root.is_dir():
         raise EvaluationError(f"{role} {root} is not a folder")
     found: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
+    paths = (Path(d) / f for d, _, files in walk(root) for f in files)
+    for path in sorted(paths):
         if not path.name.lower().endswith(NIFTI_SUFFIXES) or not path.is_file():
             continue
         if _is_image(path):

@@ -112,6 +112,22 @@ def test_end_to_end_brats_case_folders(brats_folders):
     assert (out / LESIONS_FILE).read_text().startswith("case_id,group,name,definition")
 
 
+def test_case_folders_linked_into_the_reference_are_found(brats_folders, tmp_path):
+    pred, ref, out = brats_folders
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for case in ref.iterdir():
+        (linked / case.name).symlink_to(case, target_is_directory=True)
+    evaluate_folders(pred, linked, out / "linked", progress=False)
+    evaluate_folders(pred, ref, out / "plain", progress=False)
+    linked_rows, plain_rows = _rows(out / "linked"), _rows(out / "plain")
+    assert len(linked_rows) == len(plain_rows) == 15  # 3 cases x (WT, TC, ET, necrotic, edema)
+    for a, b in zip(linked_rows, plain_rows):
+        assert a.pop("ref_file").startswith(str(linked))  # the path as the user gave it
+        b.pop("ref_file")
+        assert a == b
+
+
 def test_workers_give_the_same_rows(brats_folders):
     pred, ref, out = brats_folders
     evaluate_folders(pred, ref, out / "one", progress=False)
