@@ -45,6 +45,24 @@ def test_demo_prints_where_things_are_and_the_headline(quick_demo):
     assert tuned.read_text(encoding="utf-8").startswith("# brainseg_d2")
 
 
+def test_demo_trains_the_tissue_labels_when_asked(tmp_path):
+    """--target labels: the model learns NCR/ED/ET, and the regions are still scored."""
+    out = tmp_path / "labels"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--target", "labels",
+         "--output", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((out / "datasets" / "phantom" / "dataset.json").read_text("utf-8"))
+    assert info["target"] == "labels"
+    assert [c["name"] for c in info["categories"]] == ["necrotic", "edema", "enhancing"]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["options"]["target"] == "labels"
+    for region in ("WT", "TC", "ET"):
+        assert 0.0 <= summary["volume_dice"][f"volume_dice_{region}_raw"] <= 1.0
+
+
 def test_predicted_nifti_has_the_input_geometry(quick_demo):
     out, _ = quick_demo
     for pred in sorted((out / "predictions").glob("*_pred.nii.gz")):

@@ -80,6 +80,13 @@ def build_parser() -> ArgumentParser:
         "-3/+3.5 SD to 0/255)",
     )
     p.add_argument(
+        "--target",
+        choices=("regions", "labels"),
+        default=DemoOptions.target,
+        help="what the model learns: the nested BraTS regions WT/TC/ET, or the disjoint "
+        "tissues NCR/ED/ET with the regions derived (an ablation)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: {train_cases} + {heldout_cases} cases at {spacing:g} mm, 4 "
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = DemoOptions(config=args.config_file, output=args.output, train_cases=args.train_cases,
                        heldout_cases=args.heldout_cases, spacing=args.spacing, opts=args.opts)
-    opts.normalization = args.normalization
+    opts.normalization, opts.target = args.normalization, args.target
     if args.workers is not None:
         if args.workers < 1:
             print_error(ValueError(f"--workers must be >= 1, got {args.workers}"))
