@@ -3,8 +3,10 @@
 Case ids: BraTS names give the id wherever they sit in a file name
 (``BraTS-GLI-00000-000``, ``BraTS2021_00000``, ``Brats18_2013_2_1``, ...); other
 names give their stem less a trailing ``_seg``/``-seg``/``_pred``-like suffix; a
-``pattern`` overrides both. Reference folders may be BraTS case folders: image
-files (``_flair``, ``-t2f``, ...) are skipped.
+``pattern`` overrides both. Reference folders may be BraTS-layout case folders:
+image files (``_flair``, ``-t2f``, ...) are skipped when the name is a BraTS one
+or a label map of the same case sits beside them (``<id>_seg``), as in the
+phantom's case folders and other BraTS-layout datasets with ids of their own.
 """
 
 from __future__ import annotations
@@ -58,9 +60,23 @@ def case_id(path: str | os.PathLike, pattern: re.Pattern | None = None) -> str |
     return _ID_SUFFIX.sub("", stem)
 
 
-def _is_image(path: Path) -> bool:
+def _is_image(path: Path, names: set[str]) -> bool:
+    """A BraTS-layout image file: a sequence suffix, and a BraTS name or a label map beside it.
+
+    ``names``: the file names in ``path``'s folder.
+    """
     stem = _stem(path)
-    return brats_task(stem) is not None and _IMAGE_SUFFIX.search(stem) is not None
+    m = _IMAGE_SUFFIX.search(stem)
+    if m is None:
+        return False
+    if brats_task(stem) is not None:
+        return True
+    prefix = stem[: m.start()]
+    return any(
+        _ID_SUFFIX.fullmatch(_stem(Path(n))[len(prefix):]) is not None
+        for n in names
+        if n.startswith(prefix) and n.lower().endswith(NIFTI_SUFFIXES)
+    )
 
 
 def find_label_maps(
@@ -79,11 +95,11 @@ def find_label_maps(
     if not root.is_dir():
         raise EvaluationError(f"{role} {root} is not a folder")
     found: dict[str, Path] = {}
-    paths = (Path(d) / f for d, _, files in walk(root) for f in files)
-    for path in sorted(paths):
+    paths = ((Path(d) / f, set(files)) for d, _, files in walk(root) for f in files)
+    for path, names in sorted(paths):
         if not path.name.lower().endswith(NIFTI_SUFFIXES) or not path.is_file():
             continue
-        if _is_image(path):
+        if _is_image(path, names):
             continue
         cid = case_id(path, pattern)
         if cid is None:

@@ -128,6 +128,28 @@ def test_case_folders_linked_into_the_reference_are_found(brats_folders, tmp_pat
         assert a == b
 
 
+def test_brats_layout_folders_with_ids_of_their_own(tmp_path):
+    """The phantom's case folders (``Phantom_00000/Phantom_00000_flair.nii.gz``...): the
+    images beside ``<id>_seg`` are skipped; a lone file with a sequence-like suffix is a
+    label map."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    truth = _tumour(et_value=4)
+    for cid in ("Phantom_00000", "Phantom_00001"):
+        _write(ref / cid / f"{cid}_seg.nii.gz", truth)
+        for seq in ("flair", "t1", "t1ce", "t2"):
+            _write(ref / cid / f"{cid}_{seq}.nii.gz", np.full(SHAPE, 7))
+        _write(pred / f"{cid}_pred.nii.gz", truth)
+    _write(ref / "scan_t1.nii.gz", truth)  # no label map beside it: this is one
+    _write(pred / "scan_t1.nii.gz", truth)
+    summary = evaluate_folders(pred, ref, tmp_path / "out", label_convention="brats2021",
+                               progress=False)  # fmt: skip
+    rows = _rows(tmp_path / "out")
+    assert sorted({r["case_id"] for r in rows}) == ["Phantom_00000", "Phantom_00001", "scan_t1"]
+    assert all(float(r["dice"]) == 1.0 for r in rows)
+    assert Path(_cell(rows, "Phantom_00000", "WT", "ref_file")).name == "Phantom_00000_seg.nii.gz"
+    assert summary["num_cases"] == 3 and not summary["missing_predictions"]
+
+
 def test_workers_give_the_same_rows(brats_folders):
     pred, ref, out = brats_folders
     evaluate_folders(pred, ref, out / "one", progress=False)
