@@ -63,8 +63,8 @@ class FrozenTable(Mapping):
 
 def _default_means() -> dict[str, dict[str, Range]]:
     # Signal relative to white matter (wm = 1), each drawn log-uniformly. T1ce's
-    # et, nec and net are not here: et derives from T1's, nec and net from
-    # T1ce's et (see ContrastParams).
+    # et, nec and net are not here: each derives from the tissue's T1 signal, et
+    # enhanced, nec and net not (see ContrastParams).
     return {
         "flair": {
             "csf": (0.3, 0.9),
@@ -114,8 +114,12 @@ class ContrastParams:
             lesion tissue relative to the brighter of white and grey matter in
             that sequence, drawn log-uniformly; the lesion's mean is the larger
             of this and its ``means``/``enhancement`` draw.
-        t1ce_nec / t1ce_net: necrosis / non-enhancing tumour relative to enhancing
-            tumour on T1ce (below 1: dark in a bright rim).
+        t1ce_nec / t1ce_net: T1ce/T1 ratio of necrosis / non-enhancing tumour
+            (each relative to white matter): about 1, as neither takes up
+            contrast. Real BraTS scans measure 0.92-1.22 for their NCR/NET label
+            (BENCHMARKS.md "Non-enhancing tissue on T1ce"). With the default
+            ranges both stay below the least enhancing-tumour signal (1.05 x
+            1.2 < 1.3), so necrosis is dark in a bright rim.
         gain: scanner gain (raw intensity of white matter), log-uniform.
         texture: within-tissue heterogeneity of normal tissue (relative sd).
         tumour_texture: the same for tumour tissue.
@@ -140,8 +144,8 @@ class ContrastParams:
             "t1ce": {"et": (1.3, 2.4)},
         }
     )
-    t1ce_nec: Range = (0.3, 0.85)
-    t1ce_net: Range = (0.4, 0.9)
+    t1ce_nec: Range = (0.85, 1.2)
+    t1ce_net: Range = (0.85, 1.2)
     gain: Range = (300.0, 3000.0)
     texture: Range = (0.01, 0.04)
     tumour_texture: Range = (0.03, 0.15)
@@ -251,7 +255,7 @@ def draw_appearance(
                 value = t1_tumour["et"] * _log_uniform(rng, params.enhancement)
             elif seq == "t1ce" and tissue in ("nec", "net"):
                 ratio = params.t1ce_nec if tissue == "nec" else params.t1ce_net
-                value = means["et"] * _log_uniform(rng, ratio)
+                value = t1_tumour[tissue] * _log_uniform(rng, ratio)
             visible = params.lesion_contrast.get(seq, {}).get(tissue)
             if visible is not None:  # gm is drawn before any lesion tissue
                 value = max(value, max(1.0, means["gm"]) * _log_uniform(rng, visible))
