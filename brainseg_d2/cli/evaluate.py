@@ -25,6 +25,14 @@ from brainseg_d2.labels import CONVENTIONS
 __all__ = ["build_parser", "main"]
 
 
+def file_list(paths: Sequence[str], most: int = 5) -> str:
+    """File names, comma-separated; past ``most`` of them, how many more (all in summary.json)."""
+    names = [Path(p).name for p in paths]
+    if len(names) <= most:
+        return ", ".join(names)
+    return ", ".join(names[:most]) + f" and {len(names) - most} more (summary.json lists them)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface of ``brainseg-evaluate``."""
     p = argparse.ArgumentParser(
@@ -123,13 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"warning: {len(summary['missing_predictions'])} reference(s) without prediction, "
             f"scored Dice 0 / HD95 {summary['settings']['hd95_penalty_mm']:g} mm: "
-            + ", ".join(Path(p).name for p in summary["missing_predictions"]),
+            + file_list(summary["missing_predictions"]),
             file=sys.stderr,
         )
     if summary["unmatched_predictions"]:
         print(
             f"warning: {len(summary['unmatched_predictions'])} prediction(s) without reference: "
-            + ", ".join(Path(p).name for p in summary["unmatched_predictions"]),
+            + file_list(summary["unmatched_predictions"]),
             file=sys.stderr,
         )
     for entry in summary["names"]:

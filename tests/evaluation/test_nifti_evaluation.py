@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 from official import import_official
 
-from brainseg_d2.cli.evaluate import main
+from brainseg_d2.cli.evaluate import file_list, main
 from brainseg_d2.evaluation.label_map_files import case_id, match_cases
 from brainseg_d2.evaluation.nifti_evaluation import (
     CASES_FILE,
@@ -221,6 +221,15 @@ def test_script_runs(brats_folders):
     assert "prediction(s) without reference: BraTS-GLI-00099-000.nii.gz" in result.stderr
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["settings"]["lesion"] == {"dilation_iters": 1, "min_lesion_volume": 2.0}
+
+
+def test_long_file_lists_are_cut_in_the_warnings():
+    assert file_list(["a/x.nii.gz", "b/y.nii.gz"]) == "x.nii.gz, y.nii.gz"
+    many = [f"p/case_{i}.nii.gz" for i in range(8)]
+    assert file_list(many) == (
+        "case_0.nii.gz, case_1.nii.gz, case_2.nii.gz, case_3.nii.gz, case_4.nii.gz "
+        "and 3 more (summary.json lists them)"
+    )
 
 
 def _error(capsys, argv) -> str:
