@@ -95,8 +95,11 @@ def find_label_maps(
     if not root.is_dir():
         raise EvaluationError(f"{role} {root} is not a folder")
     found: dict[str, Path] = {}
-    paths = ((Path(d) / f, set(files)) for d, _, files in walk(root) for f in files)
-    for path, names in sorted(paths):
+    entries = []  # (path, the names in its folder), one set per folder
+    for d, _, files in walk(root):
+        names = set(files)
+        entries += [(Path(d) / f, names) for f in files]
+    for path, names in sorted(entries, key=lambda entry: entry[0]):
         if not path.name.lower().endswith(NIFTI_SUFFIXES) or not path.is_file():
             continue
         if _is_image(path, names):
