@@ -1,12 +1,19 @@
 #!/usr/bin/env python
-"""Contrast uptake per tumour tissue: T1ce against T1, on real scans or phantom cases.
+"""Tumour tissue contrasts on real scans or phantom cases: contrast uptake, and core against edema.
 
-For every case and tumour tissue (necrosis / non-enhancing core, enhancing
-tumour, edema) the mean T1 and T1ce signal, each relative to the median of the
-normal brain in that sequence (non-zero voxels outside the tumour), and their
-ratio. A tissue that takes up no contrast has a ratio near 1; enhancing tumour
-well above it. The same numbers for real BraTS scans and for phantom cases show
-whether the phantom's tissues enhance as real ones do.
+Two tables per set of cases:
+
+* **Contrast uptake.** For every tumour tissue (necrosis / non-enhancing core,
+  enhancing tumour, edema) the mean T1 and T1ce signal, each relative to the
+  median of the normal brain in that sequence (non-zero voxels outside the
+  tumour), and their ratio. A tissue that takes up no contrast has a ratio near
+  1; enhancing tumour well above it.
+* **Core against edema.** The necrotic / non-enhancing core's mean signal over
+  the edema's, per sequence: what tells the tumour core from the edema around
+  it, apart from where it lies.
+
+The same numbers for real BraTS scans and for phantom cases show whether the
+phantom's tissues look as real ones do.
 
     .venv/bin/python bench/enhancement.py --cases /path/to/brats_cases
     .venv/bin/python bench/enhancement.py --cases output/demo/cases/train --summary
@@ -19,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+SEQUENCES = ("flair", "t1", "t1ce", "t2")
+MIN_VOXELS = 50  # tissues smaller than this are left out
+
 
 def contrast_uptake(t1: np.ndarray, t1ce: np.ndarray, tissue: np.ndarray) -> dict[int, tuple]:
     """Tissue code -> (T1, T1ce, T1ce / T1), each signal over the normal brain's median.
@@ -30,12 +40,26 @@ def contrast_uptake(t1: np.ndarray, t1ce: np.ndarray, tissue: np.ndarray) -> dic
     out = {}
     for code in np.unique(tissue[tissue > 0]):
         mask = tissue == code
-        if mask.sum() < 50:
+        if mask.sum() < MIN_VOXELS:
             continue
         a = float(t1[mask].mean()) / ref_t1
         b = float(t1ce[mask].mean()) / ref_t1ce
         out[int(code)] = (a, b, b / a)
     return out
+
+
+def core_over_edema(image: np.ndarray, tissue: np.ndarray, core: int, edema: int) -> float | None:
+    """Mean signal of the ``core`` code over that of the ``edema`` code; None if either is small."""
+    a, b = tissue == core, tissue == edema
+    if a.sum() < MIN_VOXELS or b.sum() < MIN_VOXELS:
+        return None
+    return float(image[a].mean()) / float(image[b].mean())
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{min(values):.2f} / {np.median(values):.2f} / {max(values):.2f} (n={len(values)})"
 
 
 def main() -> None:
@@ -52,15 +76,14 @@ def main() -> None:
 
     names = {TISSUE_NCR: "NCR/NET", TISSUE_ET: "ET", TISSUE_ED: "ED"}
     ratios: dict[int, list[float]] = {code: [] for code in names}
-    if not args.summary:
-        print("| case | " + " | ".join(f"{n}: T1, T1ce, ratio" for n in names.values()) + " |")
-        print("|---|---|---|---|")
+    core: dict[str, list[float]] = {seq: [] for seq in SEQUENCES}
+    rows = []
     for case in find_brats_cases(args.cases):
         tissue = raw_to_tissue(sitk.GetArrayFromImage(sitk.ReadImage(str(case.mask))),
                                get_convention(case.label_convention))  # fmt: skip
-        t1, t1ce = (sitk.GetArrayFromImage(sitk.ReadImage(str(case.channels[s]))).astype(
-            np.float32) for s in ("t1", "t1ce"))  # fmt: skip
-        found = contrast_uptake(t1, t1ce, tissue)
+        images = {s: sitk.GetArrayFromImage(sitk.ReadImage(str(case.channels[s]))).astype(
+            np.float32) for s in SEQUENCES}  # fmt: skip
+        found = contrast_uptake(images["t1"], images["t1ce"], tissue)
         cells = []
         for code in names:
             if code in found:
@@ -68,13 +91,28 @@ def main() -> None:
                 cells.append("{:.2f}, {:.2f}, **{:.2f}**".format(*found[code]))
             else:
                 cells.append("-")
-        if not args.summary:
-            print(f"| {case.case_id} | " + " | ".join(cells) + " |", flush=True)
+        for seq in SEQUENCES:
+            r = core_over_edema(images[seq], tissue, TISSUE_NCR, TISSUE_ED)
+            if r is not None:
+                core[seq].append(r)
+            cells.append("-" if r is None else f"{r:.2f}")
+        rows.append(f"| {case.case_id} | " + " | ".join(cells) + " |")
+    if not args.summary:
+        print(
+            "| case | "
+            + " | ".join(f"{n}: T1, T1ce, ratio" for n in names.values())
+            + " | "
+            + " | ".join(f"NCR/NET over ED, {s}" for s in SEQUENCES)
+            + " |"
+        )
+        print("|---" * (1 + len(names) + len(SEQUENCES)) + "|")
+        print("\n".join(rows))
     print("\nT1ce / T1 ratio over cases (min / median / max, n):")
     for code, values in ratios.items():
-        if values:
-            print(f"  {names[code]}: {min(values):.2f} / {np.median(values):.2f} / "
-                  f"{max(values):.2f} (n={len(values)})")  # fmt: skip
+        print(f"  {names[code]}: {_spread(values)}")
+    print("NCR/NET over ED, per sequence (min / median / max, n):")
+    for seq, values in core.items():
+        print(f"  {seq}: {_spread(values)}")
 
 
 if __name__ == "__main__":

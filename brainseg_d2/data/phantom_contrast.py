@@ -12,7 +12,8 @@ case's tissue maps into an image.
 The ranges keep the contrasts that define the tumour regions in every draw
 (edema hyperintense on FLAIR and T2; enhancing tumour brighter, relative to
 white matter, on T1ce than on T1; necrosis darker than enhancing tumour on
-T1ce) and vary everything else widely. BraTS labels are drawn from the images
+T1ce; the necrotic and non-enhancing core brighter than the edema around it on
+T2 and no brighter on T1) and vary everything else widely. BraTS labels are drawn from the images
 (edema is the FLAIR/T2 hyperintensity, enhancing tumour the T1ce
 hyperintensity), so those lesions are also brighter than the brighter of grey
 and white matter by a drawn factor (``ContrastParams.lesion_contrast``): a
@@ -62,17 +63,16 @@ class FrozenTable(Mapping):
 
 
 def _default_means() -> dict[str, dict[str, Range]]:
-    # Signal relative to white matter (wm = 1), each drawn log-uniformly. T1ce's
-    # et, nec and net are not here: each derives from the tissue's T1 signal, et
-    # enhanced, nec and net not (see ContrastParams).
+    # Signal relative to white matter (wm = 1), each drawn log-uniformly. The
+    # core's nec and net are not here: FLAIR, T1 and T2 draw them relative to the
+    # edema (ContrastParams.core_vs_edema), and T1ce's et, nec and net derive from
+    # the tissue's T1 signal, et enhanced, nec and net not (see ContrastParams).
     return {
         "flair": {
             "csf": (0.3, 0.9),
             "gm": (0.9, 1.45),
             "ed": (1.25, 2.4),
             "et": (1.1, 2.4),
-            "nec": (0.6, 2.4),
-            "net": (1.15, 2.4),
             "vessel": (0.5, 1.5),
         },
         "t1": {
@@ -80,8 +80,6 @@ def _default_means() -> dict[str, dict[str, Range]]:
             "gm": (0.65, 0.97),
             "ed": (0.75, 1.05),
             "et": (0.65, 1.25),
-            "nec": (0.45, 1.05),
-            "net": (0.6, 1.05),
             "vessel": (0.4, 1.0),
         },
         "t1ce": {
@@ -95,8 +93,6 @@ def _default_means() -> dict[str, dict[str, Range]]:
             "gm": (1.05, 1.6),
             "ed": (1.1, 2.4),
             "et": (1.1, 2.4),
-            "nec": (1.2, 3.0),
-            "net": (1.2, 2.6),
             "vessel": (0.3, 1.2),
         },
     }
@@ -108,7 +104,15 @@ class ContrastParams:
 
     Attributes:
         means: sequence -> tissue -> (low, high) signal relative to white matter,
-            drawn log-uniformly; T1ce's et, nec and net come from the ratios below.
+            drawn log-uniformly; nec and net come from ``core_vs_edema`` and
+            T1ce's et, nec and net from the ratios below.
+        core_vs_edema: sequence -> nec / net -> (low, high) signal of the
+            necrotic / non-enhancing core relative to the case's edema in that
+            sequence, drawn log-uniformly. Necrosis holds fluid: brighter than
+            edema on T2 and darker on T1; non-enhancing tumour less so. Real BraTS
+            scans measure 0.94-1.26 (FLAIR), 0.85-1.00 (T1) and 1.19-1.41 (T2)
+            for their NCR/NET label over their edema (BENCHMARKS.md "The tumour
+            core against edema"); the ranges hold those with a margin.
         enhancement: T1ce/T1 ratio of enhancing tumour (each relative to white matter).
         lesion_contrast: sequence -> tissue -> (low, high) least signal of that
             lesion tissue relative to the brighter of white and grey matter in
@@ -118,8 +122,9 @@ class ContrastParams:
             (each relative to white matter): about 1, as neither takes up
             contrast. Real BraTS scans measure 0.92-1.22 for their NCR/NET label
             (BENCHMARKS.md "Non-enhancing tissue on T1ce"). With the default
-            ranges both stay below the least enhancing-tumour signal (1.05 x
-            1.2 < 1.3), so necrosis is dark in a bright rim.
+            ranges both stay below the least enhancing-tumour signal (T1 at most
+            the edema's, itself at most 1.05; 1.05 x 1.2 < 1.3), so necrosis is
+            dark in a bright rim.
         gain: scanner gain (raw intensity of white matter), log-uniform.
         texture: within-tissue heterogeneity of normal tissue (relative sd).
         tumour_texture: the same for tumour tissue.
@@ -136,6 +141,13 @@ class ContrastParams:
     """
 
     means: Mapping[str, Mapping[str, Range]] = field(default_factory=_default_means)
+    core_vs_edema: Mapping[str, Mapping[str, Range]] = field(
+        default_factory=lambda: {
+            "flair": {"nec": (0.65, 1.35), "net": (0.8, 1.35)},
+            "t1": {"nec": (0.6, 1.0), "net": (0.75, 1.0)},
+            "t2": {"nec": (1.1, 1.6), "net": (1.05, 1.4)},
+        }
+    )
     enhancement: Range = (1.25, 2.6)
     lesion_contrast: Mapping[str, Mapping[str, Range]] = field(
         default_factory=lambda: {
@@ -161,6 +173,19 @@ class ContrastParams:
     def __post_init__(self) -> None:
         object.__setattr__(self, "means", FrozenTable(self.means))  # hashable, read-only
         object.__setattr__(self, "lesion_contrast", FrozenTable(self.lesion_contrast))
+        object.__setattr__(self, "core_vs_edema", FrozenTable(self.core_vs_edema))
+        for seq, table in self.core_vs_edema.items():
+            if seq not in SEQUENCES or seq == "t1ce" or set(table) - {"nec", "net"}:
+                raise ValueError(
+                    f"core_vs_edema[{seq!r}] must map nec / net of flair, t1 or t2 (T1ce's "
+                    "come from t1ce_nec / t1ce_net)"
+                )
+            for tissue, r in table.items():
+                _check_range(f"core_vs_edema[{seq!r}][{tissue!r}]", r, positive=True)
+                if tissue in self.means.get(seq, {}):
+                    raise ValueError(
+                        f"{tissue!r} of {seq!r} is in both means and core_vs_edema; give one"
+                    )
         for seq, table in self.lesion_contrast.items():
             if seq not in SEQUENCES or set(table) - {"ed", "et", "nec", "net"}:
                 raise ValueError(f"lesion_contrast[{seq!r}] must map lesion tissues of a sequence")
@@ -171,7 +196,9 @@ class ContrastParams:
             raise ValueError(f"means has no entry for {missing}")
         for seq, table in self.means.items():
             need = {"csf", "gm", "ed", "vessel"} | (
-                set() if seq == "t1ce" else {"et", "nec", "net"}
+                set()
+                if seq == "t1ce"
+                else {"et", "nec", "net"} - set(self.core_vs_edema.get(seq, {}))
             )
             if need - set(table):
                 raise ValueError(f"means[{seq!r}] lacks {sorted(need - set(table))}")
@@ -250,7 +277,11 @@ def draw_appearance(
         for tissue in TISSUES:
             if tissue == "wm":
                 continue
-            value = _log_uniform(rng, table.get(tissue, (1.0, 1.0)))
+            relative = params.core_vs_edema.get(seq, {}).get(tissue)
+            if relative is not None:  # ed is drawn before nec and net
+                value = means["ed"] * _log_uniform(rng, relative)
+            else:
+                value = _log_uniform(rng, table.get(tissue, (1.0, 1.0)))
             if seq == "t1ce" and tissue == "et":
                 value = t1_tumour["et"] * _log_uniform(rng, params.enhancement)
             elif seq == "t1ce" and tissue in ("nec", "net"):

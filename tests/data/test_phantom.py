@@ -409,7 +409,11 @@ def test_appearance_draws_lie_in_the_configured_ranges():
             for tissue, value in a.means.items():
                 if seq == "t1ce" and tissue in ("et", "nec", "net"):
                     continue
-                if tissue != "wm":
+                if tissue in c.core_vs_edema.get(seq, {}):
+                    # the core is drawn relative to the case's edema
+                    lo, hi = c.core_vs_edema[seq][tissue]
+                    assert lo <= value / a.means["ed"] <= hi, (seq, tissue, value)
+                elif tissue != "wm":
                     lo, hi = c.means[seq][tissue]
                     if tissue in c.lesion_contrast.get(seq, {}):
                         hi = max(1.0, a.means["gm"]) * c.lesion_contrast[seq][tissue][1]
@@ -431,6 +435,9 @@ def test_appearance_draws_lie_in_the_configured_ranges():
             assert t1ce[tissue] < t1ce["et"]
         assert t1ce["et"] > t1["et"]  # enhancement
         assert t1ce["nec"] < t1ce["et"]  # dark necrosis in a bright rim
+        for tissue in ("nec", "net"):  # the core against its edema
+            assert look["t2"].means[tissue] > look["t2"].means["ed"]
+            assert t1[tissue] <= t1["ed"]
 
 
 def test_thick_slices_occur_at_their_rate():
@@ -446,7 +453,7 @@ def _mean(image: np.ndarray, mask: np.ndarray) -> float:
 
 
 def test_rendered_contrasts_follow_the_draws():
-    ratios = []
+    ratios, cores = [], 0
     for seed in POOL:
         a = _arrays(_case(seed))
         seg, anatomy = a["seg"], a["anatomy"]
@@ -459,6 +466,10 @@ def test_rendered_contrasts_follow_the_draws():
             assert _mean(a[seq], ed) > max(_mean(a[seq], wm), _mean(a[seq], gm)), (seed, seq)
         if et.sum() > 5:  # enhancing tumour brighter than any normal tissue on T1ce
             assert _mean(a["t1ce"], et) > max(_mean(a["t1ce"], wm), _mean(a["t1ce"], gm))
+        core = seg == NCR
+        if core.sum() > 5 and ed.sum() > 5:  # the necrotic core brighter than edema on T2
+            cores += 1
+            assert _mean(a["t2"], core) > _mean(a["t2"], ed), seed
         if et.sum() > 5:
             ratios.append(
                 (_mean(a["t1ce"], et) / _mean(a["t1ce"], wm))
@@ -466,6 +477,7 @@ def test_rendered_contrasts_follow_the_draws():
             )
     # Enhancing tumour is brighter, relative to white matter, on T1ce than on T1.
     assert len(ratios) >= 2 and min(ratios) > 1.0 and np.mean(ratios) > 1.2
+    assert cores >= 2
 
 
 # --- parameters, errors, CLI -----------------------------------------------------
@@ -505,6 +517,13 @@ def test_bad_parameters_raise_value_error(kwargs):
         lambda: TumourParams(p_periventricular=0.7, p_cortical=0.6),
         lambda: ContrastParams(gamma=(0.0, 1.0)),
         lambda: ContrastParams(means={"t1": {}}),
+        lambda: ContrastParams(core_vs_edema={"t1ce": {"nec": (0.9, 1.1)}}),
+        lambda: ContrastParams(core_vs_edema={"t2": {"ed": (0.9, 1.1)}}),
+        lambda: ContrastParams(core_vs_edema={"t2": {"nec": (1.2, 1.1)}}),
+        lambda: ContrastParams(core_vs_edema={}),  # then means must give nec and net
+        lambda: ContrastParams(
+            means={**ContrastParams().means, "t2": {**ContrastParams().means["t2"], "nec": (1, 2)}}
+        ),
         lambda: phantom_anatomy.AnatomyParams(brain_scale=(0.0, 1.0)),
     ],
 )
