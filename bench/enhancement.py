@@ -78,7 +78,11 @@ def main() -> None:
     ratios: dict[int, list[float]] = {code: [] for code in names}
     core: dict[str, list[float]] = {seq: [] for seq in SEQUENCES}
     rows = []
-    for case in find_brats_cases(args.cases):
+    try:
+        cases = find_brats_cases(args.cases)
+    except ValueError as exc:
+        p.error(str(exc))
+    for case in cases:
         tissue = raw_to_tissue(sitk.GetArrayFromImage(sitk.ReadImage(str(case.mask))),
                                get_convention(case.label_convention))  # fmt: skip
         images = {s: sitk.GetArrayFromImage(sitk.ReadImage(str(case.channels[s]))).astype(
