@@ -13,11 +13,11 @@ The ranges keep the contrasts that define the tumour regions in every draw
 (edema hyperintense on FLAIR and T2; enhancing tumour brighter, relative to
 white matter, on T1ce than on T1; necrosis darker than enhancing tumour on
 T1ce; the necrotic and non-enhancing core brighter than the edema around it on
-T2 and no brighter on T1) and vary everything else widely. BraTS labels are drawn from the images
-(edema is the FLAIR/T2 hyperintensity, enhancing tumour the T1ce
-hyperintensity), so those lesions are also brighter than the brighter of grey
-and white matter by a drawn factor (``ContrastParams.lesion_contrast``): a
-lesion that looks like normal tissue would be a label the images do not carry.
+T2 and no brighter on T1) and vary everything else widely. BraTS labels are
+drawn from the images (edema is the FLAIR/T2 hyperintensity, enhancing tumour
+the T1ce hyperintensity), so those lesions are also brighter than the brighter
+of grey and white matter by a drawn factor (``ContrastParams.lesion_contrast``):
+a lesion that looks like normal tissue would be a label the images do not carry.
 The ranges were chosen so that the per-tissue intensities of real BraTS scans
 after the converter's normalisation fall well inside what the phantom produces
 (``bench/phantom.py --real``; BENCHMARKS.md).
@@ -174,23 +174,13 @@ class ContrastParams:
         object.__setattr__(self, "means", FrozenTable(self.means))  # hashable, read-only
         object.__setattr__(self, "lesion_contrast", FrozenTable(self.lesion_contrast))
         object.__setattr__(self, "core_vs_edema", FrozenTable(self.core_vs_edema))
+        # T1ce's core comes from t1ce_nec / t1ce_net, not from core_vs_edema.
+        _check_table("core_vs_edema", self.core_vs_edema, ("flair", "t1", "t2"), {"nec", "net"})
+        _check_table("lesion_contrast", self.lesion_contrast, SEQUENCES, {"ed", "et", "nec", "net"})
         for seq, table in self.core_vs_edema.items():
-            if seq not in SEQUENCES or seq == "t1ce" or set(table) - {"nec", "net"}:
-                raise ValueError(
-                    f"core_vs_edema[{seq!r}] must map nec / net of flair, t1 or t2 (T1ce's "
-                    "come from t1ce_nec / t1ce_net)"
-                )
-            for tissue, r in table.items():
-                _check_range(f"core_vs_edema[{seq!r}][{tissue!r}]", r, positive=True)
-                if tissue in self.means.get(seq, {}):
-                    raise ValueError(
-                        f"{tissue!r} of {seq!r} is in both means and core_vs_edema; give one"
-                    )
-        for seq, table in self.lesion_contrast.items():
-            if seq not in SEQUENCES or set(table) - {"ed", "et", "nec", "net"}:
-                raise ValueError(f"lesion_contrast[{seq!r}] must map lesion tissues of a sequence")
-            for tissue, r in table.items():
-                _check_range(f"lesion_contrast[{seq!r}][{tissue!r}]", r, positive=True)
+            both = sorted(set(table) & set(self.means.get(seq, {})))
+            if both:
+                raise ValueError(f"{both} of {seq!r} are in both means and core_vs_edema; give one")
         missing = [s for s in SEQUENCES if s not in self.means]
         if missing:
             raise ValueError(f"means has no entry for {missing}")
@@ -218,6 +208,17 @@ class ContrastParams:
             _check_range(name, getattr(self, name))
         if not 0.0 <= self.p_thick_slices <= 1.0:
             raise ValueError(f"p_thick_slices must be between 0 and 1, got {self.p_thick_slices}")
+
+
+def _check_table(name: str, table: Mapping, sequences, tissues: set[str]) -> None:
+    """A sequence -> tissue -> range table: known keys and positive ranges."""
+    for seq, ranges in table.items():
+        if seq not in sequences or set(ranges) - tissues:
+            raise ValueError(
+                f"{name}[{seq!r}] must map some of {sorted(tissues)} of one of {list(sequences)}"
+            )
+        for tissue, r in ranges.items():
+            _check_range(f"{name}[{seq!r}][{tissue!r}]", r, positive=True)
 
 
 def _check_range(name: str, r: Range, positive: bool = False) -> None:
