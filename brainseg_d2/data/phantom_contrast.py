@@ -136,6 +136,13 @@ class ContrastParams:
             skull-stripped scans have a dark rim, the darkest voxels of real scans.
         blur_mm: in-plane blur (Gaussian FWHM in mm); 0 keeps the grid's resolution.
         p_thick_slices: probability that a sequence is acquired with thick slices.
+        p_thick_slices_by_sequence: sequence -> that probability for it, where it
+            differs from ``p_thick_slices``. BraTS acquires T1ce mostly as a 3D
+            volume of about 1 mm voxels and the other sequences mostly as 2D
+            slices 2-6 mm thick (Menze et al., IEEE TMI 2015). Of the three real
+            scans measured (``bench/acquisition.py``; BENCHMARKS.md "T1ce acquired
+            in 3D") T1 is thick-sliced in all three, T1ce in one (and mildly
+            anisotropic in one): too few to set a rate, which follows the protocol.
         slice_mm: slice thickness when it is.
         slice_axes: (axial, coronal, sagittal) weights of the thick-slice axis.
     """
@@ -167,6 +174,7 @@ class ContrastParams:
     rim: Range = (0.0, 0.25)
     blur_mm: Range = (0.0, 2.0)
     p_thick_slices: float = 0.6
+    p_thick_slices_by_sequence: Mapping[str, float] = field(default_factory=lambda: {"t1ce": 0.25})
     slice_mm: Range = (2.0, 7.0)
     slice_axes: tuple[float, float, float] = (0.6, 0.2, 0.2)
 
@@ -174,6 +182,9 @@ class ContrastParams:
         object.__setattr__(self, "means", FrozenTable(self.means))  # hashable, read-only
         object.__setattr__(self, "lesion_contrast", FrozenTable(self.lesion_contrast))
         object.__setattr__(self, "core_vs_edema", FrozenTable(self.core_vs_edema))
+        object.__setattr__(
+            self, "p_thick_slices_by_sequence", FrozenTable(self.p_thick_slices_by_sequence)
+        )
         # T1ce's core comes from t1ce_nec / t1ce_net, not from core_vs_edema.
         _check_table("core_vs_edema", self.core_vs_edema, ("flair", "t1", "t2"), {"nec", "net"})
         _check_table("lesion_contrast", self.lesion_contrast, SEQUENCES, {"ed", "et", "nec", "net"})
@@ -208,6 +219,16 @@ class ContrastParams:
             _check_range(name, getattr(self, name))
         if not 0.0 <= self.p_thick_slices <= 1.0:
             raise ValueError(f"p_thick_slices must be between 0 and 1, got {self.p_thick_slices}")
+        for seq, p in self.p_thick_slices_by_sequence.items():
+            if seq not in SEQUENCES or not 0.0 <= p <= 1.0:
+                raise ValueError(
+                    f"p_thick_slices_by_sequence[{seq!r}] must be a probability (0 to 1) "
+                    f"of one of {list(SEQUENCES)}, got {p}"
+                )
+
+    def thick_slice_probability(self, sequence: str) -> float:
+        """Probability that ``sequence`` is acquired with thick slices."""
+        return self.p_thick_slices_by_sequence.get(sequence, self.p_thick_slices)
 
 
 def _check_table(name: str, table: Mapping, sequences, tissues: set[str]) -> None:
@@ -307,7 +328,7 @@ def draw_appearance(
             rim=float(rng.uniform(*params.rim)),
             blur_mm=float(rng.uniform(*params.blur_mm)),
             # Axial slices are along z (array axis 0), coronal y (1), sagittal x (2).
-            slice_axis=min(axis, 2) if u_thick < params.p_thick_slices else None,
+            slice_axis=min(axis, 2) if u_thick < params.thick_slice_probability(seq) else None,
             slice_mm=float(rng.uniform(*params.slice_mm)),
         )
     return out

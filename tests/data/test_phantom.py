@@ -440,11 +440,26 @@ def test_appearance_draws_lie_in_the_configured_ranges():
             assert t1[tissue] <= t1["ed"]
 
 
-def test_thick_slices_occur_at_their_rate():
-    looks = [a for p in _plans(200, 0.1) for a in p.appearance.values()]
-    thick = sum(a.slice_axis is not None for a in looks)
-    assert _binomial_ok(thick, len(looks), DEFAULTS.contrast.p_thick_slices)
-    assert {a.slice_axis for a in looks} == {None, 0, 1, 2}
+def test_thick_slices_occur_at_their_rate_per_sequence():
+    plans = _plans(300, 0.1)
+    for seq in SEQUENCES:
+        looks = [p.appearance[seq] for p in plans]
+        thick = sum(a.slice_axis is not None for a in looks)
+        assert _binomial_ok(thick, len(looks), DEFAULTS.contrast.thick_slice_probability(seq))
+        assert {a.slice_axis for a in looks} == {None, 0, 1, 2}
+    # T1ce is acquired in 3D more often than the other sequences (BraTS protocols)
+    c = DEFAULTS.contrast
+    assert c.thick_slice_probability("t1ce") < c.thick_slice_probability("t2")
+
+
+def test_thick_slice_rate_per_sequence_can_be_set():
+    params = dataclasses.replace(
+        DEFAULTS,
+        contrast=ContrastParams(p_thick_slices=0.0, p_thick_slices_by_sequence={"flair": 1.0}),
+    )
+    for plan in _plans(20, 0.1, params):
+        assert plan.appearance["flair"].slice_axis is not None
+        assert all(plan.appearance[s].slice_axis is None for s in ("t1", "t1ce", "t2"))
 
 
 def _mean(image: np.ndarray, mask: np.ndarray) -> float:
@@ -524,6 +539,8 @@ def test_bad_parameters_raise_value_error(kwargs):
         lambda: ContrastParams(
             means={**ContrastParams().means, "t2": {**ContrastParams().means["t2"], "nec": (1, 2)}}
         ),
+        lambda: ContrastParams(p_thick_slices_by_sequence={"t1c": 0.2}),
+        lambda: ContrastParams(p_thick_slices_by_sequence={"t1ce": 1.5}),
         lambda: phantom_anatomy.AnatomyParams(brain_scale=(0.0, 1.0)),
     ],
 )
