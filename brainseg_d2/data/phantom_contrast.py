@@ -141,8 +141,9 @@ class ContrastParams:
             volume of about 1 mm voxels and the other sequences mostly as 2D
             slices 2-6 mm thick (Menze et al., IEEE TMI 2015). Of the three real
             scans measured (``bench/acquisition.py``; BENCHMARKS.md "T1ce acquired
-            in 3D") T1 is thick-sliced in all three, T1ce in one (and mildly
-            anisotropic in one): too few to set a rate, which follows the protocol.
+            in 3D") T1 is thick-sliced in all three, T1ce clearly in one and
+            mildly in one (about 3 mm slices): too few to set a rate, which
+            follows the protocol.
         slice_mm: slice thickness when it is.
         slice_axes: (axial, coronal, sagittal) weights of the thick-slice axis.
     """
