@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-SEQUENCES = ("flair", "t1", "t1ce", "t2")
+from brainseg_d2.structures.dataset import BRATS_CHANNELS as SEQUENCES
+
 THICK_BELOW = 0.5  # sharpness ratio under which a sequence counts as thick-sliced
 
 

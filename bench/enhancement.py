@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-SEQUENCES = ("flair", "t1", "t1ce", "t2")
+from brainseg_d2.structures.dataset import BRATS_CHANNELS as SEQUENCES
+
 MIN_VOXELS = 50  # tissues smaller than this are left out
 
 
