@@ -85,8 +85,13 @@ def _render_lesion(rng, lesion, codes, wm, csf, brain, spacing, to_index, volume
     core = _smallest(rho, inside & (csf[box] < 0.6), core_n)
     core = _largest_component(core)
 
-    # Edema: the same radius, stretched outside white matter and roughened.
-    stretch = 1.0 + lesion.edema_wm_preference * (1.0 - wm[box])
+    # Edema: the same radius, stretched outside white matter and roughened. The
+    # white matter is taken at the lesion's scale, not voxel by voxel, so edema
+    # does not thread into every thin strand of it.
+    wm_box = wm[box]
+    if lesion.edema_wm_scale_mm > 0:
+        wm_box = ndimage.gaussian_filter(wm_box, lesion.edema_wm_scale_mm / spacing)
+    stretch = 1.0 + lesion.edema_wm_preference * (1.0 - wm_box)
     noise = np.clip(smooth_noise(rng, shape, max(1.5, 0.4 * r_lesion / spacing)), -2.5, 2.5)
     reach = rho * stretch * np.exp(lesion.edema_irregularity * noise)
     edema = _smallest(reach, inside & ~core & (csf[box] < 0.5), edema_n)

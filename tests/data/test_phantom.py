@@ -344,6 +344,29 @@ def test_multifocal_cases_have_separate_lesions():
     assert sum(n >= 2 for n in parts) >= 3  # satellites may touch the main lesion
 
 
+def _thin_share(mask: np.ndarray) -> float:
+    """Share of ``mask`` an opening with a one-voxel (3 mm) ball removes."""
+    opened = ndimage.binary_opening(mask, ndimage.generate_binary_structure(3, 1))
+    return 1.0 - opened.sum() / mask.sum()
+
+
+def test_edema_follows_white_matter_at_its_scale():
+    # Following the white matter voxel by voxel (the default) threads edema into
+    # thin strands; at a 3 mm scale the whole tumour is more compact, case by
+    # case, and the draws are the same.
+    fine = _with(volume_ml=(120.0, 120.0), p_multifocal=0.0)
+    broad = _with(volume_ml=(120.0, 120.0), p_multifocal=0.0, edema_wm_scale_mm=3.0)
+    assert fine.tumour.edema_wm_scale_mm == 0.0
+    shares = []
+    for seed in range(4):
+        a, b = _case(seed, params=fine), _case(seed, params=broad)
+        unscaled = [dataclasses.replace(x, edema_wm_scale_mm=0.0) for x in b.plan.tumour.lesions]
+        assert unscaled == list(a.plan.tumour.lesions)
+        shares.append((_thin_share(_arrays(a)["seg"] > 0), _thin_share(_arrays(b)["seg"] > 0)))
+    assert all(s_broad < s_fine for s_fine, s_broad in shares), shares
+    assert np.mean([b for _, b in shares]) < 0.8 * np.mean([f for f, _ in shares]), shares
+
+
 def test_mass_effect_displaces_tissue():
     # Pushing tissue aside rather than replacing it: the brain grows by the
     # displaced share of the core, the tumour keeps its planned size.
@@ -530,6 +553,7 @@ def test_bad_parameters_raise_value_error(kwargs):
         lambda: TumourParams(mass_effect=(0.2, 1.0)),
         lambda: TumourParams(patterns=(("ring", 1.0),)),
         lambda: TumourParams(p_periventricular=0.7, p_cortical=0.6),
+        lambda: TumourParams(edema_wm_scale_mm=-1.0),
         lambda: ContrastParams(gamma=(0.0, 1.0)),
         lambda: ContrastParams(means={"t1": {}}),
         lambda: ContrastParams(core_vs_edema={"t1ce": {"nec": (0.9, 1.1)}}),
