@@ -85,9 +85,9 @@ def _render_lesion(rng, lesion, codes, wm, csf, brain, spacing, to_index, volume
     core = _smallest(rho, inside & (csf[box] < 0.6), core_n)
     core = _largest_component(core)
 
-    # Edema: the same radius, stretched outside white matter and roughened. The
-    # white matter is taken at the lesion's scale, not voxel by voxel, so edema
-    # does not thread into every thin strand of it.
+    # Edema: the same radius, stretched outside white matter and roughened. With
+    # edema_wm_scale_mm the white matter is first smoothed to that scale, so the
+    # edema does not thread into every thin strand of it (off by default).
     wm_box = wm[box]
     if lesion.edema_wm_scale_mm > 0:
         wm_box = ndimage.gaussian_filter(wm_box, lesion.edema_wm_scale_mm / spacing)

@@ -17,6 +17,7 @@ Arrays are numpy ``(z, y, x)``; physical points are LPS millimetres.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -65,19 +66,19 @@ class TumourParams:
         lobulation: amplitude of the smooth noise on the core outline.
         edema_wm_preference: how much further edema reaches in white matter than
             outside it (radius stretch factor ``1 + p * (1 - wm)``).
+        edema_irregularity: amplitude of the smooth noise on the edema outline.
+        edema_border_mm: width of the edema's fuzzy border in the images (the
+            label is the half-maximum level).
         edema_wm_scale_mm: the scale at which edema follows white matter: the
             template's white-matter fraction is smoothed by a Gaussian of this
             sigma (mm) before it stretches the reach, so edema runs along the
             broad white-matter cores of the gyri instead of every thin strand;
             0 (the default) follows the template voxel by voxel. Fixed, not
             drawn. Real BraTS whole tumours are more compact than the default's
-            (an opening with a 3 mm ball removes 5-10 % of the three measured,
+            (an opening with a 3 mm ball removes 4.5-10 % of the three measured,
             8-21 % of the phantom's large ones; 3 mm gives 3-16 %), but a model
             trained on 3 mm did worse on those real scans on both seeds tried
             (BENCHMARKS.md "Whole-tumour shape"), so the default stays 0.
-        edema_irregularity: amplitude of the smooth noise on the edema outline.
-        edema_border_mm: width of the edema's fuzzy border in the images (the
-            label is the half-maximum level).
     """
 
     p_low_grade: float = 0.25
@@ -124,7 +125,7 @@ class TumourParams:
                         f"{name} must be (low, high) with 0 <= low <= high, got {value}"
                     )
         scale = self.edema_wm_scale_mm
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale >= 0:
+        if not isinstance(scale, numbers.Real) or isinstance(scale, bool) or not scale >= 0:
             raise ValueError(f"edema_wm_scale_mm must be a number >= 0, got {scale!r}")
         if not self.volume_ml[0] > 0:
             raise ValueError(f"volume_ml must be positive, got {self.volume_ml}")
