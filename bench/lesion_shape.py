@@ -108,7 +108,9 @@ def main() -> None:
     source.add_argument("--cases", type=Path, help="folder of BraTS-layout case folders")
     source.add_argument("--phantom", type=int, metavar="N", help="render N phantom cases")
     p.add_argument("--seed", type=int, default=5000, help="phantom base seed (default 5000)")
-    p.add_argument("--edema-wm-scale-mm", type=float, help="phantom edema white-matter scale")
+    p.add_argument(
+        "--edema-wm-scale-mm", type=float, help="phantom edema white-matter scale (default: 0)"
+    )
     p.add_argument("--spacing", type=float, default=1.5, help="grid in mm (default 1.5)")
     p.add_argument("--radii", type=float, nargs="+", default=[3.0, 4.5], help="ball radii, mm")
     p.add_argument("--min-ml", type=float, default=40.0, help="summary: smallest region (ml)")
@@ -117,6 +119,8 @@ def main() -> None:
         p.error(f"--spacing and --radii must be positive, got {args.spacing} and {args.radii}")
     if args.phantom is not None and args.phantom < 1:
         p.error(f"--phantom must be at least 1, got {args.phantom}")
+    if args.edema_wm_scale_mm is not None and not args.edema_wm_scale_mm >= 0:
+        p.error(f"--edema-wm-scale-mm must be >= 0, got {args.edema_wm_scale_mm}")
 
     if args.cases is not None:
         try:
