@@ -68,26 +68,33 @@ def resampled(image, spacing: float):
     )
 
 
+def wt_and_tc(labels: np.ndarray, convention: str) -> np.ndarray:
+    """bool (2, z, y, x): the WT and TC masks of a raw label map (the project's ``regions``)."""
+    from brainseg_d2.labels import get_convention, get_target, raw_to_tissue
+
+    tissue = raw_to_tissue(labels, get_convention(convention))
+    return get_target("regions").masks_from_tissue(tissue)[:2]
+
+
 def case_regions(folder: Path, spacing: float) -> Iterator[tuple[str, np.ndarray]]:
     """``(case_id, bool (2, z, y, x) WT and TC)`` of each labelled BraTS-layout case."""
     import SimpleITK as sitk
 
+    from brainseg_d2.data.ground_truth import read_label_image
     from brainseg_d2.data.sources import find_brats_cases
-    from brainseg_d2.labels import get_convention, get_target, raw_to_tissue
 
-    masks_from_tissue = get_target("regions").masks_from_tissue
     for case in find_brats_cases(folder):
         if case.mask is None:
             continue
-        labels = sitk.GetArrayFromImage(resampled(sitk.ReadImage(case.mask), spacing))
-        tissue = raw_to_tissue(labels, get_convention(case.label_convention))
-        yield case.case_id, masks_from_tissue(tissue)[:2]
+        image, _ = read_label_image(case.mask)
+        labels = sitk.GetArrayFromImage(resampled(image, spacing))
+        yield case.case_id, wt_and_tc(labels, case.label_convention)
 
 
 def phantom_regions(
     n: int, seed: int, spacing: float, edema_wm_scale_mm: float | None
 ) -> Iterator[tuple[str, np.ndarray]]:
-    """The same for ``n`` phantom cases rendered in memory."""
+    """The same for ``n`` phantom cases rendered in memory (BraTS 2021 labels)."""
     import SimpleITK as sitk
 
     from brainseg_d2.data.phantom import PhantomParams, generate_case
@@ -98,8 +105,7 @@ def phantom_regions(
         params = dataclasses.replace(params, tumour=tumour)
     for i in range(n):
         case = generate_case((seed, i), spacing=spacing, p_empty=0.0, params=params)
-        seg = sitk.GetArrayFromImage(case.seg)
-        yield f"phantom_{seed}_{i:05d}", np.stack([seg > 0, np.isin(seg, (1, 4))])
+        yield f"phantom_{seed}_{i:05d}", wt_and_tc(sitk.GetArrayFromImage(case.seg), "brats2021")
 
 
 def main() -> None:
