@@ -120,6 +120,9 @@ def _tumour_maps(rng, codes: np.ndarray, plan: TumourPlan, spacing: float):
     )
     c = codes[box]
     maps = {"ed": ndimage.gaussian_filter((c > 0).astype(np.float32), sigma_ed, truncate=3.0)}
+    # The blurred mask is 0.5 on the label's outline; the fade exponent lowers
+    # that, so the outline lies out on the faint edge of the edema.
+    maps["ed"] **= max(lesion_.edema_fade for lesion_ in plan.lesions)
     sigma_core = 0.5  # voxel: partial volume at the core's borders
     for name, code in (("et", ET), ("nec", NEC), ("net", NET)):
         if (c == code).any():

@@ -67,8 +67,8 @@ class TumourParams:
         edema_wm_preference: how much further edema reaches in white matter than
             outside it (radius stretch factor ``1 + p * (1 - wm)``).
         edema_irregularity: amplitude of the smooth noise on the edema outline.
-        edema_border_mm: width of the edema's fuzzy border in the images (the
-            label is the half-maximum level).
+        edema_border_mm: width of the edema's fuzzy border in the images (with
+            ``edema_fade`` 1 the label is its half-maximum level).
         edema_wm_scale_mm: the scale at which edema follows white matter: the
             template's white-matter fraction is smoothed by a Gaussian of this
             sigma (mm) before it stretches the reach, so edema runs along the
@@ -79,6 +79,13 @@ class TumourParams:
             8-21 % of the phantom's large ones; 3 mm gives 3-16 %), but a model
             trained on 3 mm did worse on those real scans on both seeds tried
             (BENCHMARKS.md "Whole-tumour shape"), so the default stays 0.
+        edema_fade: exponent on the edema's fuzzy opacity, which is 0.5 on the
+            label's outline at 1; at 2 the outline keeps a quarter of the edema's
+            contrast, at 3 an eighth, so the label reaches out over the edema's
+            faint edge. Real BraTS labels do: FLAIR falls through half the edema's
+            contrast 0.5-1.3 mm inside their outline, in the phantom without the
+            fade 0.4 mm inside to 0.2 mm outside (``bench/border_profile.py``,
+            BENCHMARKS.md "Where the whole tumour's outline lies").
     """
 
     p_low_grade: float = 0.25
@@ -109,8 +116,9 @@ class TumourParams:
     lobulation: Range = (0.05, 0.35)
     edema_wm_preference: Range = (0.5, 3.0)
     edema_irregularity: Range = (0.1, 0.4)
-    edema_border_mm: Range = (1.0, 3.0)
+    edema_border_mm: Range = (1.0, 4.0)
     edema_wm_scale_mm: float = 0.0
+    edema_fade: Range = (1.0, 3.0)
 
     def __post_init__(self) -> None:
         for name in ("p_low_grade", "p_multifocal", "p_mass_effect", "p_low_grade_enhancement"):
@@ -129,6 +137,8 @@ class TumourParams:
             raise ValueError(f"edema_wm_scale_mm must be a number >= 0, got {scale!r}")
         if not self.volume_ml[0] > 0:
             raise ValueError(f"volume_ml must be positive, got {self.volume_ml}")
+        if not self.edema_fade[0] > 0:
+            raise ValueError(f"edema_fade must be positive, got {self.edema_fade}")
         if not 0.0 < self.mass_effect[1] < 1.0:
             raise ValueError(f"mass_effect must lie below 1, got {self.mass_effect}")
         if not self.lobes[0] >= 1:
@@ -162,7 +172,7 @@ class Lesion:
         mass_effect: share of the core volume that displaces tissue; 0 for none.
         lobes, lobulation: core shape.
         edema_wm_preference, edema_irregularity, edema_border_mm,
-        edema_wm_scale_mm: edema shape.
+        edema_wm_scale_mm, edema_fade: edema shape and border.
     """
 
     centre: tuple[float, float, float]
@@ -179,6 +189,7 @@ class Lesion:
     edema_irregularity: float
     edema_border_mm: float
     edema_wm_scale_mm: float = 0.0
+    edema_fade: float = 1.0
 
     @property
     def core_ml(self) -> float:
@@ -317,4 +328,5 @@ def _draw_lesion(
         edema_irregularity=float(rng.uniform(*params.edema_irregularity)),
         edema_border_mm=float(rng.uniform(*params.edema_border_mm)),
         edema_wm_scale_mm=float(params.edema_wm_scale_mm),
+        edema_fade=float(rng.uniform(*params.edema_fade)),
     )

@@ -367,6 +367,34 @@ def test_edema_follows_white_matter_at_its_scale():
     assert np.mean([b for _, b in shares]) < 0.8 * np.mean([f for f, _ in shares]), shares
 
 
+def _outline_share(case: phantom.PhantomCase) -> float:
+    """FLAIR in the whole tumour's outermost voxels, as a share of the edema's contrast."""
+    arrays = _arrays(case)
+    flair, seg, brain = arrays["flair"], arrays["seg"], arrays["anatomy"] > 0
+    wt = seg > 0
+    inside = ndimage.distance_transform_edt(wt)
+    outside = ndimage.distance_transform_edt(~wt)
+    healthy = np.median(flair[brain & (outside > 4)])
+    deep = np.median(flair[(seg == ED) & (inside > 2)])
+    return float((np.median(flair[inside == 1]) - healthy) / (deep - healthy))
+
+
+def test_edema_fade_puts_the_outline_on_the_faint_edge():
+    # The same tumours and labels; a larger fade exponent leaves the outline's
+    # voxels with less of the edema's contrast, case by case.
+    sharp = _with(volume_ml=(120.0, 120.0), p_multifocal=0.0, edema_fade=(1.0, 1.0))
+    faint = _with(volume_ml=(120.0, 120.0), p_multifocal=0.0, edema_fade=(3.0, 3.0))
+    shares = []
+    for seed in range(4):
+        a, b = _case(seed, params=sharp), _case(seed, params=faint)
+        refaded = [dataclasses.replace(x, edema_fade=1.0) for x in b.plan.tumour.lesions]
+        assert refaded == list(a.plan.tumour.lesions)
+        np.testing.assert_array_equal(_arrays(a)["seg"], _arrays(b)["seg"])
+        shares.append((_outline_share(a), _outline_share(b)))
+    assert all(s_faint < s_sharp for s_sharp, s_faint in shares), shares
+    assert np.mean([s - f for s, f in shares]) > 0.08, shares
+
+
 def test_mass_effect_displaces_tissue():
     # Pushing tissue aside rather than replacing it: the brain grows by the
     # displaced share of the core, the tumour keeps its planned size.
@@ -499,9 +527,12 @@ def test_rendered_contrasts_follow_the_draws():
         inner = ndimage.binary_erosion(anatomy > 0, iterations=2)
         wm, et, ed = (anatomy == WM) & far & inner, seg == ET, seg == ED
         gm = (anatomy == GM) & far & inner
-        # Edema hyperintense on FLAIR and T2 against white and grey matter alike.
+        # Edema hyperintense on FLAIR and T2 against white and grey matter alike,
+        # inside the tumour's outermost voxels (the outline lies on the faint edge).
+        ed_inner = ed & ndimage.binary_erosion(seg > 0)
         for seq in ("flair", "t2"):
-            assert _mean(a[seq], ed) > max(_mean(a[seq], wm), _mean(a[seq], gm)), (seed, seq)
+            bright = _mean(a[seq], ed_inner)
+            assert bright > max(_mean(a[seq], wm), _mean(a[seq], gm)), (seed, seq)
         if et.sum() > 5:  # enhancing tumour brighter than any normal tissue on T1ce
             assert _mean(a["t1ce"], et) > max(_mean(a["t1ce"], wm), _mean(a["t1ce"], gm))
         core = seg == NCR
@@ -554,6 +585,7 @@ def test_bad_parameters_raise_value_error(kwargs):
         lambda: TumourParams(patterns=(("ring", 1.0),)),
         lambda: TumourParams(p_periventricular=0.7, p_cortical=0.6),
         lambda: TumourParams(edema_wm_scale_mm=-1.0),
+        lambda: TumourParams(edema_fade=(0.0, 2.0)),
         lambda: ContrastParams(gamma=(0.0, 1.0)),
         lambda: ContrastParams(means={"t1": {}}),
         lambda: ContrastParams(core_vs_edema={"t1ce": {"nec": (0.9, 1.1)}}),
