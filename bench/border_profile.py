@@ -98,24 +98,29 @@ def half_depth(shares: np.ndarray) -> float:
 
 
 def real_cases(folder: Path, region: str) -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple]]:
-    """``(case_id, image, tissue, spacing zyx)`` of each labelled BraTS-layout case."""
+    """``(case_id, image, tissue, spacing zyx)`` of each labelled BraTS-layout case.
+
+    The folder is searched at once (a bad folder raises ValueError before any
+    case is read); the cases are then loaded one at a time.
+    """
+    from brainseg_d2.data.sources import find_brats_cases
+
+    labelled = [case for case in find_brats_cases(folder) if case.mask is not None]
+    return (_load_real(case, region) for case in labelled)
+
+
+def _load_real(case, region: str) -> tuple[str, np.ndarray, np.ndarray, tuple]:
     import SimpleITK as sitk
 
     from brainseg_d2.data.ground_truth import read_label_image
-    from brainseg_d2.data.sources import find_brats_cases
     from brainseg_d2.data.volume_io import read_image
     from brainseg_d2.labels import get_convention, raw_to_tissue
 
-    for case in find_brats_cases(folder):
-        if case.mask is None:
-            continue
-        image = read_image(case.channels[SEQUENCE[region]])
-        labels, _ = read_label_image(case.mask)
-        tissue = raw_to_tissue(
-            sitk.GetArrayFromImage(labels), get_convention(case.label_convention)
-        )
-        array = sitk.GetArrayFromImage(image).astype(np.float32)
-        yield case.case_id, array, tissue, tuple(image.GetSpacing())[::-1]
+    image = read_image(case.channels[SEQUENCE[region]])
+    labels, _ = read_label_image(case.mask)
+    tissue = raw_to_tissue(sitk.GetArrayFromImage(labels), get_convention(case.label_convention))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    return case.case_id, array, tissue, tuple(image.GetSpacing())[::-1]
 
 
 def phantom_cases(
@@ -150,7 +155,10 @@ def main() -> None:
         p.error(f"--phantom must be at least 1, got {args.phantom}")
 
     if args.cases is not None:
-        cases = real_cases(args.cases, args.region)
+        try:
+            cases = real_cases(args.cases, args.region)
+        except ValueError as exc:
+            p.error(str(exc))
     else:
         cases = phantom_cases(args.phantom, args.seed, args.spacing, args.region)
     shells = " | ".join(f"{lo:+g}" for lo in SHELLS)
