@@ -271,6 +271,15 @@ def test_planned_sizes_span_the_configured_range():
     assert 0.05 < np.mean(volumes < 5.0) and 0.15 < np.mean(volumes > 100.0)
 
 
+def test_edema_draws_span_their_configured_ranges():
+    lesions = [lesion for p in _plans(400, 0.0) for lesion in p.tumour.lesions]
+    for name in ("edema_wm_preference", "edema_irregularity", "edema_border_mm", "edema_fade"):
+        lo, hi = getattr(DEFAULTS.tumour, name)
+        values = np.array([getattr(lesion, name) for lesion in lesions])
+        assert lo <= values.min() and values.max() <= hi, name
+        assert values.max() - values.min() > 0.8 * (hi - lo), name
+
+
 @pytest.mark.parametrize("volume_ml", [4.0, 120.0])
 def test_rendered_volume_matches_the_plan(volume_ml):
     params = _with(volume_ml=(volume_ml, volume_ml), p_multifocal=0.0)
