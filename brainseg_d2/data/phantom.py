@@ -20,8 +20,9 @@ appearance, so that real scans look like one more draw:
    from the core, volume-preserving outside it);
 4. FLAIR, T1, T1ce and T2 synthesised from the warped fractions
    (:mod:`~brainseg_d2.data.phantom_render`): tissue means, texture, fuzzy
-   edema, enhancing vessels, bias field, noise, blur or thick slices, gamma;
-   zero outside the brain (skull-stripped like BraTS);
+   edema (its label reaching out over the faint edge, as real labels do),
+   enhancing vessels, bias field, noise, blur or thick slices, gamma; zero
+   outside the brain (skull-stripped like BraTS);
 5. the grid padded to BraTS's 240 x 240 x 155 mm field of view.
 
 Arrays are numpy ``(z, y, x)`` as SimpleITK returns them; SimpleITK sizes and
