@@ -56,24 +56,27 @@ def region_mask(tissue: np.ndarray, region: str) -> np.ndarray:
     return wt if region == "WT" else tc
 
 
-def profile(image: np.ndarray, tissue: np.ndarray, spacing, region: str) -> np.ndarray:
-    """The share of the lesion's contrast in each shell of :data:`SHELLS` (NaN if few voxels)."""
+def profile(
+    image: np.ndarray, tissue: np.ndarray, mask: np.ndarray, spacing, region: str
+) -> np.ndarray:
+    """The share of the lesion's contrast in each shell of :data:`SHELLS` (NaN if few voxels).
+
+    ``mask`` is ``region_mask(tissue, region)``.
+    """
     from brainseg_d2.labels import TISSUE_ED, TISSUE_ET
 
-    mask = region_mask(tissue, region)
     brain = image > 0
+    d = signed_distance(mask, spacing)
     if region == "WT":
-        plateau_tissue = TISSUE_ED
-        d = signed_distance(mask, spacing)
+        lesion = tissue == TISSUE_ED
         reference = image[brain & (d > 10.0)]
-        plateau = image[(tissue == plateau_tissue) & (d < -3.0)]
-        counted = ~mask | (tissue == plateau_tissue) | (d > -1.5)
+        plateau = image[lesion & (d < -3.0)]
+        counted = ~mask | lesion | (d > -1.5)
     else:
-        plateau_tissue = TISSUE_ET
-        d = signed_distance(mask, spacing)
+        lesion = tissue == TISSUE_ET
         reference = image[brain & (d > 3.0) & (d < 6.0)]
-        plateau = image[(tissue == plateau_tissue) & (d < -1.0) & (d > -3.0)]
-        counted = ~mask | (tissue == plateau_tissue)
+        plateau = image[lesion & (d < -1.0) & (d > -3.0)]
+        counted = ~mask | lesion
     shares = np.full(len(SHELLS), np.nan)
     if plateau.size < 20 or reference.size < 20:
         return shares
@@ -168,10 +171,11 @@ def main() -> None:
     rows, halves = [], []
     try:
         for case_id, image, tissue, spacing in cases:
-            ml = float(region_mask(tissue, args.region).sum()) * float(np.prod(spacing)) / 1000.0
+            mask = region_mask(tissue, args.region)
+            ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
             if ml < args.min_ml:
                 continue
-            shares = profile(image, tissue, spacing, args.region)
+            shares = profile(image, tissue, mask, spacing, args.region)
             half = half_depth(shares)
             rows.append(shares)
             halves.append(half)
