@@ -16,6 +16,9 @@
 #                                   fallback (needs a C++ compiler; CUDA toolkit for GPU ops)
 #   MAX_JOBS                        parallel compile jobs for that build (default: all
 #                                   cores + 2; lower it if the compiler runs out of memory)
+#   BRAINSEG_D2_MIN_FREE_GB         free disk space the venv's folder needs before torch is
+#                                   installed (default 9: the CUDA pair takes about 5.5 GB
+#                                   installed, and pip unpacks its wheels beside that)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +26,19 @@ PYTHON="${PYTHON:-python3}"
 VENV="${BRAINSEG_D2_VENV:-.venv}"
 TORCH_SPEC="${BRAINSEG_D2_TORCH:-torch==2.14.1 torchvision==0.29.1}"
 D2_SOURCE="${BRAINSEG_D2_DETECTRON2_SOURCE:-}"
+
+MIN_FREE_GB="${BRAINSEG_D2_MIN_FREE_GB:-9}"
+
+# A full disk stops pip half-way with a bare OSError and leaves a broken venv:
+# check first, before anything is created, whenever torch still has to be installed.
+if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import torch' 2>/dev/null; }; then
+    parent=$(dirname "$VENV")
+    free_kb=$(df -Pk "$parent" 2>/dev/null | awk 'NR == 2 {print $4}')
+    if [ -n "$free_kb" ] && [ "$free_kb" -lt $((MIN_FREE_GB * 1024 * 1024)) ]; then
+        echo "error: $VENV needs about $MIN_FREE_GB GB free for torch and torchvision; $parent's disk has $((free_kb / 1024 / 1024)) GB (free some space, or set BRAINSEG_D2_MIN_FREE_GB)" >&2
+        exit 1
+    fi
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
