@@ -15,8 +15,11 @@ surrounding reference, 1 the lesion's plateau.
 - ``TC`` on T1ce: reference a 3-6 mm shell outside the core, plateau the
   enhancing tumour 1-3 mm inside it; inside only enhancing tumour counts.
 
-The summary gives each shell's median over the cases, and the depth (mm, negative
-inside) at which the profile falls through half the contrast.
+The summary gives each shell's median over the cases, the depth (mm, negative
+inside) at which the profile falls through half the contrast, and the "faint
+share": the fraction of the region's own tissue (edema for WT) whose signal,
+smoothed at 1 mm, keeps under a quarter of the contrast, labelled lesion the
+image barely shows.
 
     .venv/bin/python bench/border_profile.py --cases /path/to/brats_cases
     .venv/bin/python bench/border_profile.py --phantom 16 --spacing 1.0
@@ -56,12 +59,12 @@ def region_mask(tissue: np.ndarray, region: str) -> np.ndarray:
     return wt if region == "WT" else tc
 
 
-def profile(
-    image: np.ndarray, tissue: np.ndarray, mask: np.ndarray, spacing, region: str
-) -> np.ndarray:
-    """The share of the lesion's contrast in each shell of :data:`SHELLS` (NaN if few voxels).
+def _ramp(image: np.ndarray, tissue: np.ndarray, mask: np.ndarray, spacing, region: str):
+    """``(d, low, high, lesion, counted)`` of the region's edge, or None without a contrast.
 
-    ``mask`` is ``region_mask(tissue, region)``.
+    ``d`` signed distance (mm), ``low`` / ``high`` the reference's and the
+    plateau's median signal, ``lesion`` the region's own tissue (ED or ET),
+    ``counted`` the voxels the shells take.
     """
     from brainseg_d2.labels import TISSUE_ED, TISSUE_ET
 
@@ -77,17 +80,37 @@ def profile(
         reference = image[brain & (d > 3.0) & (d < 6.0)]
         plateau = image[lesion & (d < -1.0) & (d > -3.0)]
         counted = ~mask | lesion
-    shares = np.full(len(SHELLS), np.nan)
     if plateau.size < 20 or reference.size < 20:
-        return shares
+        return None
     low, high = float(np.median(reference)), float(np.median(plateau))
     if high <= low:
-        return shares
+        return None
+    return d, low, high, lesion, brain & counted
+
+
+def profile(
+    image: np.ndarray, tissue: np.ndarray, mask: np.ndarray, spacing, region: str
+) -> tuple[np.ndarray, float]:
+    """The share of the lesion's contrast in each shell of :data:`SHELLS`, and the faint share.
+
+    ``mask`` is ``region_mask(tissue, region)``. The first array is NaN where a
+    shell has few voxels. The faint share is the fraction of the region's own
+    tissue (edema for WT, enhancing tumour for TC) whose signal, smoothed at
+    1 mm, keeps less than a quarter of the contrast: labelled lesion that the
+    image barely shows (NaN without a contrast).
+    """
+    shares = np.full(len(SHELLS), np.nan)
+    ramp = _ramp(image, tissue, mask, spacing, region)
+    if ramp is None:
+        return shares, float("nan")
+    d, low, high, lesion, counted = ramp
     for k, lo in enumerate(SHELLS):
-        values = image[brain & counted & (d >= lo) & (d < lo + 1.0)]
+        values = image[counted & (d >= lo) & (d < lo + 1.0)]
         if values.size >= 20:
             shares[k] = (float(np.median(values)) - low) / (high - low)
-    return shares
+    smooth = ndimage.gaussian_filter(image, [1.0 / s for s in spacing])
+    faint = float(np.mean(smooth[lesion] - low < 0.25 * (high - low))) if lesion.any() else np.nan
+    return shares, faint
 
 
 def half_depth(shares: np.ndarray) -> float:
@@ -166,21 +189,22 @@ def main() -> None:
         cases = phantom_cases(args.phantom, args.seed, args.spacing, args.region)
     shells = " | ".join(f"{lo:+g}" for lo in SHELLS)
     print(f"{args.region} on {SEQUENCE[args.region]}, shells in mm from the outline")
-    print(f"| case | ml | {shells} | half at (mm) |")
-    print("|---" * (3 + len(SHELLS)) + "|")
-    rows, halves = [], []
+    print(f"| case | ml | {shells} | half at (mm) | faint |")
+    print("|---" * (4 + len(SHELLS)) + "|")
+    rows, halves, faints = [], [], []
     try:
         for case_id, image, tissue, spacing in cases:
             mask = region_mask(tissue, args.region)
             ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
             if ml < args.min_ml:
                 continue
-            shares = profile(image, tissue, mask, spacing, args.region)
+            shares, faint = profile(image, tissue, mask, spacing, args.region)
             half = half_depth(shares)
             rows.append(shares)
             halves.append(half)
+            faints.append(faint)
             cells = " | ".join(f"{v:+.2f}" for v in shares)
-            print(f"| {case_id} | {ml:.1f} | {cells} | {half:+.1f} |")
+            print(f"| {case_id} | {ml:.1f} | {cells} | {half:+.1f} | {faint:.2f} |")
     except ValueError as exc:
         p.error(str(exc))
     if not rows:
@@ -192,6 +216,13 @@ def main() -> None:
     print(f"\nmedian over {len(rows)} cases: " + " ".join(f"{v:+.2f}" for v in median))
     if h.size:
         print(f"half contrast at {np.median(h):+.1f} mm [{h.min():+.1f} - {h.max():+.1f}]")
+    f = np.array(faints)
+    f = f[np.isfinite(f)]
+    if f.size:
+        print(
+            f"faint share (lesion tissue under a quarter of the contrast): mean {f.mean():.3f} "
+            f"[{f.min():.2f} - {f.max():.2f}]"
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ Two tables per set of cases:
   it, apart from where it lies. ``--edema-depth MM`` takes only the edema more
   than that far inside the tumour's outline: the labelled edema includes a faint
   fringe (the phantom's ``edema_fade``), and the phantom draws the core's signal
-  against its edema at full opacity, which it reaches some 4-5 mm inside.
+  against its edema at full opacity, which it reaches some 4-5 mm inside. A last
+  column gives the share of core voxels that look like that edema in all four
+  sequences at once (Mahalanobis distance under 2 from the edema's joint
+  distribution, 1 mm smoothing): core that no sequence tells from edema.
 
 The same numbers for real BraTS scans and for phantom cases show whether the
 phantom's tissues look as real ones do.
@@ -29,6 +32,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from brainseg_d2.structures.dataset import BRATS_CHANNELS as SEQUENCES
 
@@ -68,6 +72,27 @@ def core_over_edema(
     return float(image[a].mean()) / float(image[b].mean())
 
 
+def edema_like_share(
+    images: dict[str, np.ndarray], tissue: np.ndarray, core: int, edema: np.ndarray, spacing
+) -> float | None:
+    """Share of the ``core`` code's voxels that look like ``edema`` in every sequence at once.
+
+    Each sequence is smoothed at 1 mm; a voxel looks like edema when its
+    Mahalanobis distance from the edema voxels' joint distribution (all
+    sequences together) is under 2. None if either set is small.
+    """
+    a = tissue == core
+    if a.sum() < MIN_VOXELS or edema.sum() < MIN_VOXELS:
+        return None
+    sigma = [1.0 / s for s in spacing]
+    stack = np.stack([ndimage.gaussian_filter(images[s], sigma) for s in SEQUENCES], -1)
+    ref = stack[edema]
+    inverse = np.linalg.inv(np.cov(ref.T) + 1e-6 * np.eye(len(SEQUENCES)))
+    delta = stack[a] - ref.mean(0)
+    distance = np.sqrt(np.einsum("ij,jk,ik->i", delta, inverse, delta))
+    return float(np.mean(distance < 2.0))
+
+
 def _spread(values: list[float]) -> str:
     if not values:
         return "-"
@@ -90,7 +115,6 @@ def main() -> None:
         p.error(f"--edema-depth must be >= 0, got {args.edema_depth}")
 
     import SimpleITK as sitk
-    from scipy import ndimage
 
     from brainseg_d2.data.sources import find_brats_cases
     from brainseg_d2.labels import TISSUE_ED, TISSUE_ET, TISSUE_NCR
@@ -99,6 +123,7 @@ def main() -> None:
     names = {TISSUE_NCR: "NCR/NET", TISSUE_ET: "ET", TISSUE_ED: "ED"}
     ratios: dict[int, list[float]] = {code: [] for code in names}
     core: dict[str, list[float]] = {seq: [] for seq in SEQUENCES}
+    edema_like: list[float] = []
     rows = []
     try:
         cases = find_brats_cases(args.cases)
@@ -108,12 +133,10 @@ def main() -> None:
         mask_image = sitk.ReadImage(str(case.mask))
         tissue = raw_to_tissue(sitk.GetArrayFromImage(mask_image),
                                get_convention(case.label_convention))  # fmt: skip
+        spacing = mask_image.GetSpacing()[::-1]
         deep = None
         if args.edema_depth > 0:
-            depth = ndimage.distance_transform_edt(
-                tissue > 0, sampling=mask_image.GetSpacing()[::-1]
-            )
-            deep = depth > args.edema_depth
+            deep = ndimage.distance_transform_edt(tissue > 0, sampling=spacing) > args.edema_depth
         images = {s: sitk.GetArrayFromImage(sitk.ReadImage(str(case.channels[s]))).astype(
             np.float32) for s in SEQUENCES}  # fmt: skip
         found = contrast_uptake(images["t1"], images["t1ce"], tissue)
@@ -129,6 +152,11 @@ def main() -> None:
             if r is not None:
                 core[seq].append(r)
             cells.append("-" if r is None else f"{r:.2f}")
+        ed = (tissue == TISSUE_ED) if deep is None else (tissue == TISSUE_ED) & deep
+        like = edema_like_share(images, tissue, TISSUE_NCR, ed, spacing)
+        if like is not None:
+            edema_like.append(like)
+        cells.append("-" if like is None else f"{like:.3f}")
         rows.append(f"| {case.case_id} | " + " | ".join(cells) + " |")
     ed_name = f"ED deeper than {args.edema_depth:g} mm" if args.edema_depth > 0 else "ED"
     if not args.summary:
@@ -137,9 +165,9 @@ def main() -> None:
             + " | ".join(f"{n}: T1, T1ce, ratio" for n in names.values())
             + " | "
             + " | ".join(f"NCR/NET over {ed_name}, {s}" for s in SEQUENCES)
-            + " |"
+            + f" | NCR/NET like {ed_name} |"
         )
-        print("|---" * (1 + len(names) + len(SEQUENCES)) + "|")
+        print("|---" * (2 + len(names) + len(SEQUENCES)) + "|")
         print("\n".join(rows))
     print("\nT1ce / T1 ratio over cases (min / median / max, n):")
     for code, values in ratios.items():
@@ -147,6 +175,9 @@ def main() -> None:
     print(f"NCR/NET over {ed_name}, per sequence (min / median / max, n):")
     for seq, values in core.items():
         print(f"  {seq}: {_spread(values)}")
+    print(
+        f"NCR/NET voxels like {ed_name} in all sequences (Mahalanobis < 2): {_spread(edema_like)}"
+    )
 
 
 if __name__ == "__main__":
