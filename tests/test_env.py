@@ -63,9 +63,8 @@ def test_env_expect_checks_the_install_kind_in_one_line():
 
 
 FALLBACK = Detectron2Install("0.6+pyonly3", "python-only fallback", False, fix_level=3)
-SOURCE = Detectron2Install(
-    "0.6", "source build", True, commit="02b5c4e2", pkg_resources=True, zoo_needs_pkg_resources=True
-)
+SOURCE = Detectron2Install("0.6", "source build", True, commit="02b5c4e2", pkg_resources=True,
+                           zoo_needs_pkg_resources=True)
 
 
 @pytest.mark.parametrize(
@@ -77,21 +76,11 @@ SOURCE = Detectron2Install(
         (SOURCE, "fallback", "expected a python-only fallback"),
         (Detectron2Install(None, "not installed", False), "source", "found not installed"),
         (Detectron2Install("0.6", "source build", False), "source", "no compiled ops"),
-        (
-            Detectron2Install("0.6", "source build", True, zoo_needs_pkg_resources=True),
-            "source",
-            "pkg_resources is missing",
-        ),
+        (Detectron2Install("0.6", "source build", True, zoo_needs_pkg_resources=True), "source",
+         "pkg_resources is missing"),
     ],
-    ids=[
-        "fallback",
-        "source",
-        "fallback-not-source",
-        "source-not-fallback",
-        "missing",
-        "source-without-ops",
-        "source-without-pkg-resources",
-    ],
+    ids=["fallback", "source", "fallback-not-source", "source-not-fallback", "missing",
+         "source-without-ops", "source-without-pkg-resources"],
 )
 def test_check_expected(d2, expect, problem):
     got = env.check_expected(d2, expect)
@@ -118,27 +107,13 @@ class _FakeDist:
     "record_matches, direct_url, commit, source",
     [
         (True, None, "a" * 40, "/src/detectron2-main.tar.gz"),
-        (
-            False,
-            {
-                "url": "https://github.com/x/detectron2.git",
-                "vcs_info": {"vcs": "git", "commit_id": "b" * 40},
-            },
-            "b" * 40,
-            "https://github.com/x/detectron2.git",
-        ),
-        (
-            False,
-            {"url": "file:///tmp/detectron2-main-02b5c4e2.tar.gz", "archive_info": {}},
-            "02b5c4e2",
-            "file:///tmp/detectron2-main-02b5c4e2.tar.gz",
-        ),
-        (
-            False,
-            {"url": "file:///home/me/detectron2", "dir_info": {}},
-            None,
-            "file:///home/me/detectron2",
-        ),
+        (False, {"url": "https://github.com/x/detectron2.git",
+                 "vcs_info": {"vcs": "git", "commit_id": "b" * 40}},
+         "b" * 40, "https://github.com/x/detectron2.git"),
+        (False, {"url": "file:///tmp/detectron2-main-02b5c4e2.tar.gz", "archive_info": {}},
+         "02b5c4e2", "file:///tmp/detectron2-main-02b5c4e2.tar.gz"),
+        (False, {"url": "file:///home/me/detectron2", "dir_info": {}},
+         None, "file:///home/me/detectron2"),
     ],
     ids=["build-record", "pip-git-url", "archive-name", "folder-unknown-commit"],
 )
@@ -148,15 +123,10 @@ def test_source_build_origin(tmp_path, monkeypatch, record_matches, direct_url, 
     digest = hashlib.sha256(dist.files["RECORD"].encode()).hexdigest()
     record = tmp_path / env.BUILD_RECORD
     record.parent.mkdir(parents=True)
-    record.write_text(
-        json.dumps(
-            {
-                "source": "/src/detectron2-main.tar.gz",
-                "commit": "a" * 40,
-                "record_sha256": digest if record_matches else "stale: reinstalled since",
-            }
-        )
-    )
+    record.write_text(json.dumps({
+        "source": "/src/detectron2-main.tar.gz", "commit": "a" * 40,
+        "record_sha256": digest if record_matches else "stale: reinstalled since",
+    }))
     assert env._source_build_origin(dist) == (commit, source)
 
 
@@ -276,20 +246,12 @@ def test_source_build_has_what_upstream_needs():
 def test_set_up_refuses_a_full_disk_before_creating_anything(tmp_path):
     """Too little space for torch: one line naming the venv, exit 1, no venv left behind."""
     venv = tmp_path / "venv"
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "setup.sh")],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "BRAINSEG_D2_VENV": str(venv),
-            "BRAINSEG_D2_MIN_FREE_GB": "100000000",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env_vars = {"PATH": "/usr/bin:/bin", "BRAINSEG_D2_VENV": str(venv),
+                "BRAINSEG_D2_MIN_FREE_GB": "100000000"}  # fmt: skip
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], env=env_vars,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 1
     message = result.stderr.strip()
-    assert (
-        message.startswith(f"error: {venv} needs about 100000000 GB free") and "\n" not in message
-    )
+    assert message.startswith(f"error: {venv} needs about 100000000 GB free"), message
+    assert "\n" not in message
     assert not venv.exists()
