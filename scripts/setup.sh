@@ -28,24 +28,6 @@ TORCH_SPEC="${BRAINSEG_D2_TORCH:-torch==2.14.1 torchvision==0.29.1}"
 D2_SOURCE="${BRAINSEG_D2_DETECTRON2_SOURCE:-}"
 
 MIN_FREE_GB="${BRAINSEG_D2_MIN_FREE_GB:-9}"
-
-# A full disk stops pip half-way with a bare OSError and leaves a broken venv:
-# check first, before anything is created, whenever torch still has to be installed.
-if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import torch' 2>/dev/null; }; then
-    parent=$(dirname "$VENV")
-    free_kb=$(df -Pk "$parent" 2>/dev/null | awk 'NR == 2 {print $4}')
-    if [ -n "$free_kb" ] && [ "$free_kb" -lt $((MIN_FREE_GB * 1024 * 1024)) ]; then
-        echo "error: $VENV needs about $MIN_FREE_GB GB free for torch and torchvision; $parent's disk has $((free_kb / 1024 / 1024)) GB (free some space, or set BRAINSEG_D2_MIN_FREE_GB)" >&2
-        exit 1
-    fi
-fi
-
-if [ ! -x "$VENV/bin/python" ]; then
-    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-        || { echo "error: $PYTHON is older than Python 3.10" >&2; exit 1; }
-    echo "[setup] creating $VENV"
-    "$PYTHON" -m venv "$VENV"
-fi
 PY="$VENV/bin/python"
 
 stamp_key=$(cat pyproject.toml scripts/setup.sh scripts/provision_detectron2.py \
@@ -54,6 +36,24 @@ STAMP="$VENV/.brainseg-setup-$stamp_key"
 if [ -f "$STAMP" ] && "$PY" -c 'import torch, torchvision, detectron2, brainseg_d2' 2>/dev/null; then
     echo "[setup] up to date ($VENV)"
     exit 0
+fi
+
+# A full disk stops pip half-way with a bare OSError and leaves a broken venv:
+# check first, before anything is created, whenever torch still has to be installed.
+if ! { [ -x "$PY" ] && "$PY" -c 'import torch' 2>/dev/null; }; then
+    parent=$(dirname "$VENV")
+    free_kb=$(df -Pk "$parent" 2>/dev/null | awk 'NR == 2 {print $4}')
+    if [ -n "$free_kb" ] && [ "$free_kb" -lt $((MIN_FREE_GB * 1024 * 1024)) ]; then
+        echo "error: $VENV needs about $MIN_FREE_GB GB free for torch and torchvision; $parent's disk has $((free_kb / 1024 / 1024)) GB (free some space, or set BRAINSEG_D2_MIN_FREE_GB)" >&2
+        exit 1
+    fi
+fi
+
+if [ ! -x "$PY" ]; then
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+        || { echo "error: $PYTHON is older than Python 3.10" >&2; exit 1; }
+    echo "[setup] creating $VENV"
+    "$PYTHON" -m venv "$VENV"
 fi
 rm -f "$VENV"/.brainseg-setup-*
 
