@@ -55,6 +55,9 @@ def test_defaults():
         ("fill_holes", 1),
         ("component_score_threshold", (0.5, 1.2)),
         ("component_score_threshold", "0.9"),
+        ("core_hull_margin", -2),
+        ("core_hull_margin", 1.5),
+        ("core_hull_margin", True),
     ],
 )
 def test_invalid_values_name_field_and_value(field, value):
@@ -75,6 +78,7 @@ def test_from_cfg_reads_uppercase_keys():
         KEEP_LARGEST_K=2,
         COMPONENT_SCORE_THRESH=[0.9, 0.7, 0.7],
         CATEGORY_SCORE_THRESH=[],
+        CORE_HULL_MARGIN=2,
     )
     assert PostprocessParams.from_cfg(node) == PostprocessParams(
         component_score_threshold=(0.9, 0.7, 0.7),
@@ -87,6 +91,7 @@ def test_from_cfg_reads_uppercase_keys():
         min_volume_3d=100,
         connectivity_3d=6,
         keep_largest_k=2,
+        core_hull_margin=2,
     )
 
 
@@ -494,3 +499,48 @@ def test_min_volume_3d_per_category():
     assert out[1].sum() == masks[1].sum()  # inner category untouched
     with pytest.raises(ValueError, match="min_volume_3d has 3 values"):
         postprocess_volume(masks, PostprocessParams(min_volume_3d=(1, 2, 3)))
+
+
+def _core_around_enhancement():
+    """regions masks (3, 20, 40, 40): a 6^3 enhancing cube inside a core that reaches
+    8 voxels past it along +x, inside a large lesion; plus a second core component
+    with no enhancement (a non-enhancing tumour)."""
+    masks = np.zeros((3, 20, 40, 40), bool)
+    masks[0, 2:18, 2:38, 2:38] = True
+    masks[2, 7:13, 7:13, 7:13] = True  # ET: x 7..12
+    masks[1, 7:13, 7:13, 7:21] = True  # TC: ET plus x 13..20
+    masks[1, 7:13, 25:32, 25:32] = True  # a core without ET
+    return masks
+
+
+def test_core_hull_cuts_the_core_to_its_enhancement_and_leaves_other_cores():
+    from brainseg_d2.postprocessing import core_within_enhancement
+
+    masks = _core_around_enhancement()
+    for margin, last_x in ((0, 12), (2, 14), (100, 20)):
+        core = core_within_enhancement(masks[1], masks[2], margin)
+        assert core[7:13, 7:13, 7 : last_x + 1].all(), margin
+        assert not core[:, :, last_x + 1 : 21][:, 7:13].any(), margin
+        assert core[7:13, 25:32, 25:32].all()  # no enhancement: kept whole
+        assert (core & masks[2]).sum() == masks[2].sum()  # enhancing voxels stay
+    # A flat enhancement (one slice) spans no volume: nothing to cut against.
+    flat = np.zeros_like(masks[2])
+    flat[10, 7:13, 7:13] = True
+    assert (core_within_enhancement(masks[1], flat, 0) == masks[1]).all()
+    # Empty input stays empty.
+    assert not core_within_enhancement(np.zeros_like(flat), flat, 0).any()
+
+
+def test_postprocess_volume_applies_the_core_hull_only_when_set_and_nested():
+    masks = _core_around_enhancement()
+    off = postprocess_volume(masks, PostprocessParams(), enforce_nesting=True)
+    assert (off == masks).all()
+    hull = PostprocessParams(core_hull_margin=0)
+    cut = postprocess_volume(masks, hull, enforce_nesting=True)
+    assert cut[1].sum() == masks[1].sum() - 6 * 6 * 8
+    assert (cut[0] == masks[0]).all() and (cut[2] == masks[2]).all()
+    # Not nested (e.g. labels), or every step disabled: the core is not touched.
+    assert (postprocess_volume(masks, hull)[1] == masks[1]).all()
+    raw = hull.thresholds_only()
+    assert raw.core_hull_margin == -1
+    assert (postprocess_volume(masks, raw, enforce_nesting=True) == masks).all()

@@ -29,13 +29,20 @@ Step order (every step can be switched off):
    the ``keep_largest_k`` largest components.
 3. Optional nesting (volumes only, ``enforce_nesting=True``): each category is
    intersected with the previous one, so WT ⊇ TC ⊇ ET holds after cleaning.
+4. With nesting and ``core_hull_margin`` >= 0: each TC component that holds ET
+   keeps only what lies within the convex hull of its ET voxels, grown by that
+   many voxels (:func:`core_within_enhancement`).
 
 Connectivity: ``connectivity_3d`` (6, 18 or 26) is used for 3D components; 2D
 components use its in-plane part (6 -> 4, 18 and 26 -> 8), so the two never
 disagree.
 """
 
-from brainseg_d2.postprocessing.cleaning import postprocess_slice, postprocess_volume
+from brainseg_d2.postprocessing.cleaning import (
+    core_within_enhancement,
+    postprocess_slice,
+    postprocess_volume,
+)
 from brainseg_d2.postprocessing.outputs import (
     MASK_SOURCES,
     instances_to_category_masks,
@@ -49,6 +56,7 @@ from brainseg_d2.postprocessing.params import PostprocessParams
 __all__ = [
     "MASK_SOURCES",
     "PostprocessParams",
+    "core_within_enhancement",
     "masks_and_seeds_from_output",
     "probabilities_to_masks_and_seeds",
     "score_maps_from_output",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from brainseg_d2.postprocessing.params import PostprocessParams
 from brainseg_d2.utils.connectivity import neighbourhood_structure
@@ -108,6 +109,69 @@ def _filter_components_3d(
     return out
 
 
+def _hull_excess(inside: np.ndarray, query: np.ndarray, chunk: int = 16384) -> np.ndarray | None:
+    """How far (voxels) each ``query`` point lies outside the convex hull of ``inside``.
+
+    The largest signed distance to the planes of the hull's faces: <= 0 inside the
+    hull, and for a point outside at least its distance to the hull (equal where
+    the nearest hull point lies on a face). ``inside`` and ``query`` are integer
+    ``(N, 3)`` voxel indices. None when the points span no volume (fewer than
+    four, or all in one plane), so no hull exists.
+    """
+    try:
+        hull = ConvexHull(inside.astype(np.float64))
+    except (QhullError, ValueError):
+        return None
+    normals = hull.equations[:, :3].T.astype(np.float32)  # unit normals, pointing out
+    offsets = hull.equations[:, 3].astype(np.float32)
+    out = np.empty(len(query), dtype=np.float32)
+    for start in range(0, len(query), chunk):
+        points = query[start : start + chunk].astype(np.float32)
+        out[start : start + chunk] = (points @ normals + offsets).max(axis=1)
+    return out
+
+
+def core_within_enhancement(
+    core: np.ndarray, enhancing: np.ndarray, margin: int, connectivity: int = 26
+) -> np.ndarray:
+    """Cut each core component that holds enhancing voxels to their grown convex hull.
+
+    Args:
+        core: bool ``(S, H, W)``, e.g. TC.
+        enhancing: bool ``(S, H, W)``, e.g. ET (normally inside ``core``).
+        margin: voxels the hull's faces are moved out by (>= 0).
+        connectivity: 6, 18 or 26, for the core's 3D components.
+
+    Returns:
+        bool ``(S, H, W)``, a new array: the core, less the voxels of an enhancing
+        component's hull that lie more than ``margin`` voxels outside it. Core
+        components without enhancement, and those whose enhancing voxels span no
+        volume (a hull needs four points off one plane), are kept whole;
+        enhancing voxels are always kept.
+    """
+    out = np.array(core, dtype=bool)
+    box = _bbox(out)
+    if box is None:
+        return out
+    structure = neighbourhood_structure(3, connectivity)
+    labels, _ = ndimage.label(out[box], structure=structure)
+    for index, part in enumerate(ndimage.find_objects(labels), start=1):
+        component = labels[part] == index
+        lit = component & enhancing[box][part]
+        if not lit.any():
+            continue
+        # The hull of the enhancement's outer voxels is the hull of all of them.
+        outline = np.argwhere(lit & ~ndimage.binary_erosion(lit))
+        query = np.argwhere(component & ~lit)
+        excess = _hull_excess(outline, query) if len(query) else None
+        if excess is None:
+            continue
+        drop = query[excess > margin + 1e-3]
+        region = out[box][part]  # a view into ``out``
+        region[drop[:, 0], drop[:, 1], drop[:, 2]] = False
+    return out
+
+
 def postprocess_volume(
     masks: np.ndarray,
     params: PostprocessParams,
@@ -128,7 +192,9 @@ def postprocess_volume(
             category order) intersect each category with the one before it,
             after all cleaning, so an inner region never leaks outside its outer
             one. This can leave fragments smaller than the size limits. Default
-            False (``labels`` and ``binary`` targets are not nested).
+            False (``labels`` and ``binary`` targets are not nested). Last, with
+            ``core_hull_margin`` >= 0, the category before the last (TC) is cut
+            to the last one's grown hull (:func:`core_within_enhancement`).
         seeds: bool ``(C, S, H, W)``, voxels of instances scoring ``>=``
             ``component_score_threshold`` (``instances_to_category_masks`` with
             ``params.component_thresholds(C)``); required when that is set.
@@ -162,4 +228,8 @@ def postprocess_volume(
     if enforce_nesting:
         for c in range(1, out.shape[0]):
             out[c] &= out[c - 1]
+        if params.core_hull_margin >= 0 and out.shape[0] >= 2:
+            out[-2] = core_within_enhancement(
+                out[-2], out[-1], params.core_hull_margin, params.connectivity_3d
+            )
     return out

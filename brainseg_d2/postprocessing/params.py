@@ -45,6 +45,14 @@ class PostprocessParams:
             of their own (false positives on tumour-free volumes are mostly
             such lone low-score detections). Needs the seed masks
             (:func:`postprocess_volume` ``seeds``).
+        core_hull_margin: for nested targets (``regions``: the last category,
+            ET, inside the one before it, TC), a core component that holds
+            enhancing voxels keeps only what lies within the convex hull of those
+            voxels grown by this many voxels (each hull face moved out); core
+            components without enhancement are left alone. -1 = off. A tumour
+            core is the enhancing tissue and what it encloses; a 2D model can call
+            the core well past the enhancement into edema that looks like it
+            (BENCHMARKS.md "The core within its enhancement's hull").
 
     Defaults: every cleaning step is off, so ``PostprocessParams()`` differs from
     :meth:`raw` only in being enabled. Sizes and kernels need tuning per dataset
@@ -67,6 +75,7 @@ class PostprocessParams:
     keep_largest_k: int = 0
     component_score_threshold: tuple[float, ...] = ()
     category_score_threshold: tuple[float, ...] = ()
+    core_hull_margin: int = -1
 
     #: field name -> config key under the post-processing node.
     CFG_KEYS: ClassVar[dict[str, str]] = {
@@ -81,6 +90,7 @@ class PostprocessParams:
         "keep_largest_k": "KEEP_LARGEST_K",
         "component_score_threshold": "COMPONENT_SCORE_THRESH",
         "category_score_threshold": "CATEGORY_SCORE_THRESH",
+        "core_hull_margin": "CORE_HULL_MARGIN",
     }
 
     def __post_init__(self) -> None:
@@ -123,6 +133,11 @@ class PostprocessParams:
                 raise ValueError(f"{name} must be odd (or 0 for off), got {value!r}")
         if self.connectivity_3d not in (6, 18, 26):
             raise ValueError(f"connectivity_3d must be 6, 18 or 26, got {self.connectivity_3d!r}")
+        margin = self.core_hull_margin
+        if not isinstance(margin, numbers.Integral) or isinstance(margin, bool) or margin < -1:
+            raise ValueError(
+                f"core_hull_margin must be an integer >= -1 (-1: off), got {margin!r}"
+            )
         values = self.component_score_threshold
         if isinstance(values, numbers.Real) and not isinstance(values, bool):
             values = (values,)
@@ -250,4 +265,5 @@ class PostprocessParams:
             min_volume_3d=(0,),
             keep_largest_k=0,
             component_score_threshold=(),
+            core_hull_margin=-1,
         )

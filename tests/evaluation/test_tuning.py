@@ -200,3 +200,31 @@ def test_inner_min_volume_drops_core_fragments_that_lesion_wise_dice_counts(tmp_
     assert results[2]["dice"]["TC"] == 0.0  # too large a minimum deletes the core
     # Non-nested targets are left alone.
     assert refine_inner_min_volume(paths, get_target("labels"), base, (0, 10)) == (base, [])
+
+
+def test_core_hull_margin_is_chosen_where_the_core_overreaches_and_left_off_elsewhere(tmp_path):
+    """A core called past its enhancement into edema: the tuner cuts it to the hull; where
+    the true core reaches past the enhancement (a nodule in a non-enhancing core), it does not."""
+    from brainseg_d2.evaluation.tuning import cache_volumes, refine_core_hull_margin
+
+    regions = get_target("regions")
+    scores = np.zeros((3, 20, 40, 40), np.float32)
+    scores[0, 2:18, 2:38, 2:38] = 0.9  # the lesion
+    scores[2, 6:14, 6:14, 6:14] = 0.9  # enhancing core, 8^3
+    scores[1, 6:14, 6:14, 6:22] = 0.9  # TC called 8 voxels past it
+    truth = scores >= 0.5
+    truth[1, :, :, 14:] = False  # the true core is the enhancing cube
+    base = PostprocessParams(score_threshold=0.5, min_volume_3d=(0, 0, 0))
+    (tmp_path / "over").mkdir()
+    (tmp_path / "nodule").mkdir()
+    paths = cache_volumes([("over", scores, truth)], tmp_path / "over")
+    params, results = refine_core_hull_margin(paths, regions, base, (0, -1, 2))
+    assert [r["params"].core_hull_margin for r in results] == [-1, 2, 0]
+    assert params.core_hull_margin == 0
+    assert results[2]["dice"]["TC"] == pytest.approx(1.0)
+    assert results[0]["dice"]["TC"] == pytest.approx(2 * 512 / (512 + 1024))
+    # The same core with a true reach past the enhancement: cutting loses, so it stays off.
+    paths = cache_volumes([("nodule", scores, scores >= 0.5)], tmp_path / "nodule")
+    params, _ = refine_core_hull_margin(paths, regions, base, (0, -1, 2))
+    assert params.core_hull_margin == -1
+    assert refine_core_hull_margin(paths, get_target("labels"), base, (0, 2)) == (base, [])

@@ -27,6 +27,11 @@ of their own (:func:`refine_inner_min_volume`): small core or enhancing
 fragments inside a lesion barely move volume Dice, but each one is a false
 positive to BraTS 2023's lesion-wise Dice. That step's objective is the mean
 over regions of volume Dice and lesion-wise Dice together.
+
+Then, for nested targets, ``CORE_HULL_MARGIN`` (off, or 0, 1, 2, 4 voxels): each
+tumour-core component that holds enhancing tumour keeps only what lies within the
+convex hull of that enhancement, grown by the margin. Same objective as the step
+before; ties keep it off, then the widest margin.
 Ties go to the setting that changes the least: the lowest minimum volume,
 hysteresis off, and the score threshold closest to 0.5. Volumes are processed one
 at a time, so memory does not grow with the validation set.
@@ -48,6 +53,7 @@ from brainseg_d2.evaluation.tuning.grid import (
 from brainseg_d2.evaluation.tuning.refine import (
     lesion_dice_by_region,
     refine_category_thresholds,
+    refine_core_hull_margin,
     refine_inner_min_volume,
 )
 from brainseg_d2.postprocessing import PostprocessParams
@@ -62,6 +68,7 @@ __all__ = [
     "lesion_dice_by_region",
     "read_cached",
     "refine_category_thresholds",
+    "refine_core_hull_margin",
     "refine_inner_min_volume",
     "region_dice",
     "sweep",
@@ -86,7 +93,8 @@ def tune_postprocess(
 
     Returns:
         the chosen :class:`PostprocessParams` and every result of :func:`sweep`
-        (the grid's, then the per-category thresholds', then the inner minimum volumes').
+        (the grid's, then the per-category thresholds', the inner minimum volumes',
+        then the core hull margins').
     """
     import tempfile
 
@@ -104,7 +112,8 @@ def tune_postprocess(
             paths, target, best["params"], grid.score_thresh
         )
         params, inner = refine_inner_min_volume(paths, target, params, grid.inner_min_volume_3d)
-    results += refined + inner
+        params, hull = refine_core_hull_margin(paths, target, params, grid.core_hull_margin)
+    results += refined + inner + hull
     chosen = next(r for r in reversed(results) if r["params"] == params)
     logger.info(
         "tuning on %s (%d volumes): best %s, objective %.4f, Dice %s",

@@ -32,13 +32,16 @@ class TuningGrid:
         min_volume_3d: ``MIN_VOLUME_3D`` values (voxels).
         component_score_thresh: ``COMPONENT_SCORE_THRESH`` values; ``()`` is off.
         inner_min_volume_3d: for nested targets, ``MIN_VOLUME_3D`` values of the
-            inner categories, tried last (:func:`refine_inner_min_volume`).
+            inner categories, tried after the thresholds (:func:`refine_inner_min_volume`).
+        core_hull_margin: for nested targets, ``CORE_HULL_MARGIN`` values, tried
+            last (:func:`refine_core_hull_margin`); -1 is off.
     """
 
     score_thresh: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     min_volume_3d: tuple[int, ...] = (0, 50, 200)
     component_score_thresh: tuple[tuple[float, ...], ...] = ((), (0.8,), (0.9,), (0.95,))
     inner_min_volume_3d: tuple[int, ...] = (0, 20, 50, 100, 200)
+    core_hull_margin: tuple[int, ...] = (-1, 0, 1, 2, 4)
 
     def settings(self, base: PostprocessParams, target: Target) -> list[PostprocessParams]:
         """Every combination, as ``base`` with the swept keys replaced (see module doc)."""
@@ -47,9 +50,11 @@ class TuningGrid:
         def outer(values: tuple, off) -> tuple:
             return tuple(values) + (off,) * inner if values else ()
 
+        # The core hull is chosen last (refine_core_hull_margin); the grid runs without it.
+        hull = -1 if inner and self.core_hull_margin else base.core_hull_margin
         return [
             replace(base, enabled=True, score_threshold=t, min_volume_3d=outer((v,), 0),
-                    component_score_threshold=outer(tuple(c), 0.0))
+                    component_score_threshold=outer(tuple(c), 0.0), core_hull_margin=hull)
             for t, v, c in itertools.product(
                 self.score_thresh, self.min_volume_3d, self.component_score_thresh
             )
@@ -88,10 +93,12 @@ def region_dice(masks: np.ndarray, gt: np.ndarray, target: Target) -> dict[str, 
     }
 
 
-def _needs_2d_steps(params: PostprocessParams) -> bool:
+def _needs_full_path(params: PostprocessParams) -> bool:
+    """Whether ``params`` has a step that :func:`_score_settings_fast` does not model."""
     return bool(
         params.opening_kernel > 1 or params.closing_kernel > 1 or params.fill_holes
         or params.min_area_2d > 0 or params.keep_largest_k > 0
+        or (params.enabled and params.core_hull_margin >= 0)
     )  # fmt: skip
 
 
@@ -180,7 +187,7 @@ def sweep(
         ``objective`` (mean over regions) and ``num_volumes``.
     """
     totals: list[dict[str, float]] = [defaultdict(float) for _ in settings]
-    fast = not any(_needs_2d_steps(p) for p in settings)
+    fast = not any(_needs_full_path(p) for p in settings)
     count = 0
     for volume_id, scores, gt in volumes:
         count += 1

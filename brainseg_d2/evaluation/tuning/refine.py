@@ -1,4 +1,5 @@
-"""Refinements after the grid: per-category thresholds, the inner categories' minimum volume."""
+"""Refinements after the grid: per-category thresholds, the inner categories' minimum
+volume, the core's hull margin."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from brainseg_d2.postprocessing import (
     probabilities_to_masks_and_seeds,
 )
 
-__all__ = ["lesion_dice_by_region", "refine_category_thresholds", "refine_inner_min_volume"]
+__all__ = [
+    "lesion_dice_by_region",
+    "refine_category_thresholds",
+    "refine_core_hull_margin",
+    "refine_inner_min_volume",
+]
 
 
 def refine_category_thresholds(
@@ -105,6 +111,40 @@ def refine_inner_min_volume(
         replace(params, min_volume_3d=(outer,) + (int(v),) * (num_categories - 1))
         for v in sorted(set(volumes))
     ]
+    return _first_best(_volume_and_lesion_results(paths, target, trials))
+
+
+def refine_core_hull_margin(
+    paths: Sequence[Path],
+    target: Target,
+    params: PostprocessParams,
+    margins: Sequence[int],
+) -> tuple[PostprocessParams, list[dict]]:
+    """Choose ``core_hull_margin`` for a nested target: off (-1) or a margin in voxels.
+
+    Each of ``margins`` is tried with everything else as in ``params``; the
+    objective is that of :func:`refine_inner_min_volume` (volume and lesion-wise
+    Dice). Ties keep the first in the order off, then the widest margin, so the
+    core is cut only where that scores better. Non-nested targets are returned
+    unchanged.
+
+    Returns:
+        the chosen settings and one result per tried margin.
+    """
+    if not target.nested or not margins:
+        return params, []
+    order = sorted(set(int(m) for m in margins), key=lambda m: (m >= 0, -m))
+    trials = [replace(params, core_hull_margin=m) for m in order]
+    return _first_best(_volume_and_lesion_results(paths, target, trials))
+
+
+def _volume_and_lesion_results(
+    paths: Sequence[Path], target: Target, trials: Sequence[PostprocessParams]
+) -> list[dict]:
+    """Each trial's mean volume and lesion-wise Dice per region over the cached volumes.
+
+    The objective is the mean over regions of (volume Dice + lesion-wise Dice) / 2.
+    """
     sums = [(defaultdict(float), defaultdict(float)) for _ in trials]
     count = 0
     for _volume_id, scores, gt in read_cached(paths):
@@ -125,6 +165,11 @@ def refine_inner_min_volume(
         objective = float(np.mean([(dice[k] + lesion[k]) / 2 for k in dice]))
         results.append({"params": p, "dice": dice, "lesion_dice": lesion,
                         "objective": objective, "num_volumes": count})  # fmt: skip
+    return results
+
+
+def _first_best(results: list[dict]) -> tuple[PostprocessParams, list[dict]]:
+    """The first result with the top objective (to 6 decimals), and all results."""
     top = max(round(r["objective"], 6) for r in results)
-    best = next(r for r in results if round(r["objective"], 6) == top)  # smallest volume first
+    best = next(r for r in results if round(r["objective"], 6) == top)
     return best["params"], results
