@@ -531,6 +531,25 @@ def test_core_hull_cuts_the_core_to_its_enhancement_and_leaves_other_cores():
     assert not core_within_enhancement(np.zeros_like(flat), flat, 0).any()
 
 
+def test_core_hull_drops_pieces_the_cut_separates_from_the_enhancement():
+    """Two enhancing cubes joined by a core arch outside their hull; a core blob between
+    them, inside the hull, hangs from the arch: once the arch is cut the blob is a lesion
+    of its own with no enhancement, so it goes too."""
+    from brainseg_d2.postprocessing import core_within_enhancement
+
+    et = np.zeros((20, 40, 40), bool)
+    et[7:13, 7:13, 7:13] = True
+    et[7:13, 7:13, 27:33] = True
+    core = et.copy()
+    core[8:10, 13:21, 9:11] = True  # up from the first cube (y past the hull's 12)
+    core[8:10, 19:21, 9:31] = True  # across
+    core[8:10, 13:21, 29:31] = True  # down into the second cube
+    core[8:10, 12:19, 19:21] = True  # a stalk from the arch into the hull ...
+    core[7:13, 8:12, 17:23] = True  # ... holding a blob between the cubes
+    assert ndimage.label(core, structure=np.ones((3, 3, 3)))[1] == 1
+    assert (core_within_enhancement(core, et, 0) == et).all()
+
+
 def test_postprocess_volume_applies_the_core_hull_only_when_set_and_nested():
     masks = _core_around_enhancement()
     off = postprocess_volume(masks, PostprocessParams(), enforce_nesting=True)

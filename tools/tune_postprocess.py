@@ -57,13 +57,14 @@ def main(argv=None) -> int:
         return 2
     regions = list(results[0]["dice"])
     print("SCORE_THRESH MIN_VOLUME_3D COMPONENT_SCORE_THRESH CATEGORY_SCORE_THRESH "
-          + " ".join(regions) + " objective")
+          "CORE_HULL_MARGIN " + " ".join(regions) + " objective")
     for r in sorted(results, key=lambda r: -r["objective"]):
         p = r["params"]
         dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)
         hysteresis = list(p.component_score_threshold) or "off"
         volumes, per_category = list(p.min_volume_3d), list(p.category_score_threshold) or "-"
-        print(f"{p.score_threshold} {volumes} {hysteresis} {per_category} {dice} "
+        hull = p.core_hull_margin if p.core_hull_margin >= 0 else "off"
+        print(f"{p.score_threshold} {volumes} {hysteresis} {per_category} {hull} {dice} "
               f"{r['objective']:.4f}")
     path = write_tuned_config(cfg, best, output)
     print(f"best on {dataset} ({results[0]['num_volumes']} volumes): "

@@ -144,7 +144,8 @@ def core_within_enhancement(
 
     Returns:
         bool ``(S, H, W)``, a new array: the core, less the voxels of an enhancing
-        component's hull that lie more than ``margin`` voxels outside it. Core
+        component that lie more than ``margin`` voxels outside its hull, and less
+        the pieces that cut leaves unconnected to the enhancement. Core
         components without enhancement, and those whose enhancing voxels span no
         volume (a hull needs four points off one plane), are kept whole;
         enhancing voxels are always kept.
@@ -167,8 +168,14 @@ def core_within_enhancement(
         if excess is None:
             continue
         drop = query[excess > margin + 1e-3]
+        kept = component.copy()
+        kept[drop[:, 0], drop[:, 1], drop[:, 2]] = False
+        # Pieces the cut separates from the enhancement go too (each would be a
+        # lesion of its own).
+        pieces, _ = ndimage.label(kept, structure=structure)
+        kept = np.isin(pieces, np.unique(pieces[lit]))
         region = out[box][part]  # a view into ``out``
-        region[drop[:, 0], drop[:, 1], drop[:, 2]] = False
+        region[component & ~kept] = False
     return out
 
 
