@@ -64,6 +64,11 @@ def main() -> int:
     if not cases:
         p.error(f"--cases {args.cases} holds no labelled case")
 
+    if args.predictions is not None:
+        missing = [c.case_id for c in cases
+                   if not (args.predictions / f"{c.case_id}_pred.nii.gz").is_file()]  # fmt: skip
+        if missing:
+            p.error(f"--predictions {args.predictions} has no <case>_pred.nii.gz for {missing}")
     head = "| case | TC ml | ET / TC | TC outside the ET hull |"
     if args.predictions is not None:
         head += " TC Dice as predicted | " + " | ".join(f"margin {m}" for m in MARGINS) + " |"
@@ -77,9 +82,6 @@ def main() -> int:
         cells = [f"{ml:.1f}", f"{et.sum() / max(int(tc.sum()), 1):.2f}", f"{outside:.3f}"]
         if args.predictions is not None:
             path = args.predictions / f"{case.case_id}_pred.nii.gz"
-            if not path.is_file():
-                print(f"error: no prediction {path} for case {case.case_id}", file=sys.stderr)
-                return 1
             (_, pred_tc, pred_et), _ = read_regions(path, case.label_convention)
             if pred_tc.shape != tc.shape:
                 print(f"error: {path} is {pred_tc.shape}, its label map {tc.shape}",
