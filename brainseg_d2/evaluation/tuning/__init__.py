@@ -32,7 +32,8 @@ Then, for nested targets, ``CORE_HULL_MARGIN`` (off, or 0, 1, 2, 4 voxels): each
 tumour-core component that holds enhancing tumour keeps only what lies within the
 convex hull of that enhancement, grown by the margin. Same objective as the step
 before; ties keep it off, then the widest margin.
-Ties go to the setting that changes the least: the lowest minimum volume,
+
+Elsewhere ties go to the setting that changes the least: the lowest minimum volume,
 hysteresis off, and the score threshold closest to 0.5. Volumes are processed one
 at a time, so memory does not grow with the validation set.
 """
