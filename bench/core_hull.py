@@ -41,9 +41,11 @@ def read_regions(path: Path | str, convention: str | None) -> tuple[np.ndarray, 
     return get_target("regions").masks_from_tissue(tissue), tuple(image.GetSpacing())[::-1]
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Volume Dice with the project's metrics (both empty = 1)."""
+    from brainseg_d2.evaluation.metrics import confusion_counts, scores_from_counts
+
+    return scores_from_counts(*confusion_counts(pred, ref), empty_score=1.0)["dice"]
 
 
 def main() -> int:
