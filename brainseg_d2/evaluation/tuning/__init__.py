@@ -1,6 +1,6 @@
 """Choosing the post-processing settings on validation volumes, instead of by hand.
 
-The sweep (``brainseg-tune``, ``tools/tune_postprocess.py``, and the demo) runs
+The sweep (``tools/tune_postprocess.py`` and the demo) runs
 the model once over every validation volume, keeps each category's per-voxel
 score (:func:`~brainseg_d2.postprocessing.score_maps_from_output`: the dense
 head's probability, or the best covering instance's score), and then scores
