@@ -113,8 +113,9 @@ def _hull_excess(inside: np.ndarray, query: np.ndarray, chunk: int = 16384) -> n
     """How far (voxels) each ``query`` point lies outside the convex hull of ``inside``.
 
     The largest signed distance to the planes of the hull's faces: <= 0 inside the
-    hull, and for a point outside at least its distance to the hull (equal where
-    the nearest hull point lies on a face). ``inside`` and ``query`` are integer
+    hull, and for a point outside at most its distance to the hull (equal where
+    the nearest hull point lies on a face), so a margin keeps the hull with each
+    face moved out by it. ``inside`` and ``query`` are integer
     ``(N, 3)`` voxel indices. None when the points span no volume (fewer than
     four, or all in one plane), so no hull exists.
     """
