@@ -120,6 +120,8 @@ def make_data(opts: DemoOptions) -> dict[str, Path]:
         paths of the case folders and converted datasets.
     """
     out, workers = opts.output, opts.workers
+    # A config that feeds neighbouring slices (2.5D) needs their images written too.
+    context = build_cfg(opts, test_dataset=None).BRAINSEG.INPUT.CONTEXT_SLICES
     generate_dataset(
         out / "cases/train", opts.train_cases, seed=opts.seed, spacing=opts.spacing,
         workers=workers,
@@ -131,13 +133,13 @@ def make_data(opts: DemoOptions) -> dict[str, Path]:
     convert_dataset(
         find_brats_cases(out / "cases/train"), out / "datasets/phantom",
         ConvertOptions(target=opts.target, split=(0.85, 0.15, 0.0), seed=opts.seed,
-                       normalization=opts.normalization),
+                       normalization=opts.normalization, context_slices=context),
         workers=workers, progress=False,
     )
     convert_dataset(
         find_brats_cases(out / "cases/heldout"), out / "datasets/heldout",
         ConvertOptions(target=opts.target, split=(0.0, 0.0, 1.0), seed=opts.seed,
-                       normalization=opts.normalization),
+                       normalization=opts.normalization, context_slices=context),
         workers=workers, progress=False,
     )
     register_brainseg_dataset(out / "datasets/phantom", name="phantom")

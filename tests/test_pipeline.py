@@ -151,3 +151,29 @@ def test_flair_baseline_thresholds_the_source_intensities_whatever_the_normalisa
         masks.append((source > inside.mean() + 2 * inside.std()) & prep.brain)
         np.testing.assert_array_equal(masks[-1], prep.geometry.reorient(expected))
     np.testing.assert_array_equal(masks[0], masks[1])
+
+
+def test_demo_data_holds_the_neighbouring_slices_a_2_5d_config_reads(tmp_path):
+    """With BRAINSEG.INPUT.CONTEXT_SLICES 1 the demo converts the kept slices' neighbours too."""
+    from brainseg_d2.pipeline import DEMO_CONFIG, DemoOptions, make_data
+
+    twelve = f"[{','.join(['40.0'] * 12)}]"
+    opts = DemoOptions(
+        config=ROOT / DEMO_CONFIG, output=tmp_path, train_cases=3, heldout_cases=1,
+        spacing=3.0, workers=1,
+        opts=["BRAINSEG.INPUT.CONTEXT_SLICES", "1",
+              "MODEL.PIXEL_MEAN", twelve, "MODEL.PIXEL_STD", twelve],
+    )  # fmt: skip
+    paths = make_data(opts)
+    for dataset, split in ((paths["dataset"], "train"), (paths["heldout_dataset"], "test")):
+        coco = json.loads((dataset / "annotations" / f"instances_{split}.json").read_text("utf-8"))
+        kept = {(im["volume_id"], im["slice_index"]) for im in coco["images"]}
+        pngs = (dataset / "images" / split).rglob("*.png")
+        written = {(p.parent.name, int(p.stem)) for p in pngs}
+        # Training keeps some slices without tumour; the others are written as context.
+        assert kept < written if split == "train" else kept <= written
+        first = {v: min(i for w, i in written if w == v) for v, _ in written}
+        last = {v: max(i for w, i in written if w == v) for v, _ in written}
+        for volume, index in kept:  # inside the brain's slices, both neighbours are there
+            for n in (index - 1, index + 1):
+                assert (volume, n) in written or not first[volume] <= n <= last[volume]
