@@ -34,6 +34,7 @@ from brainseg_d2.config import setup_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.datasets import register_brainseg_dataset
 from brainseg_d2.data.phantom import generate_dataset
+from brainseg_d2.data.phantom_contrast import SEQUENCES
 from brainseg_d2.data.preprocess import preprocess_volume, source_intensities
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import read_image
@@ -339,18 +340,21 @@ def _check_same_geometry(image: sitk.Image, reference: sitk.Image, path: Path) -
 
 
 def check_options(opts: DemoOptions) -> None:
-    """Config values that cannot work (``MODEL.DEVICE cuda`` with no GPU, ...), before
+    """Config values that cannot work (``MODEL.DEVICE cuda`` with no GPU, a
+    ``MODEL.PIXEL_MEAN`` whose length is not the phantom's channels, ...), before
     anything is generated or written.
 
     Raises:
         ValueError: one line naming the key, its value and where it was set.
     """
-    from brainseg_d2.engine.cfg_checks import check_cfg_values
+    from brainseg_d2.engine.cfg_checks import check_cfg_values, check_input_channels
 
     if opts.workers < 1:
         raise ValueError(f"workers must be >= 1, got {opts.workers}")
     args = SimpleNamespace(config_file=str(opts.config), opts=list(opts.opts), eval_only=False)
-    check_cfg_values(build_cfg(opts), args)
+    cfg = build_cfg(opts)
+    check_cfg_values(cfg, args)
+    check_input_channels(cfg, args, sources={"the phantom": SEQUENCES})
 
 
 def run(opts: DemoOptions) -> dict:

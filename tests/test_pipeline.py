@@ -128,6 +128,19 @@ def test_demo_with_the_gpu_config_and_no_gpu_stops_before_writing(tmp_path):
     assert not out.exists()
 
 
+def test_demo_with_context_slices_and_four_pixel_means_stops_before_writing(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "run_demo.py"), "--quick", "--output", str(out),
+         "BRAINSEG.INPUT.CONTEXT_SLICES", "1"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert "MODEL.PIXEL_MEAN has 4 values" in last and "the phantom feeds 12 channels" in last
+    assert not out.exists()
+
+
 def test_flair_baseline_thresholds_the_source_intensities_whatever_the_normalisation():
     from brainseg_d2.data.preprocess import preprocess_volume, source_intensities
     from brainseg_d2.structures import PreprocessOptions

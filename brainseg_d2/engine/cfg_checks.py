@@ -7,6 +7,8 @@ overrides.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from brainseg_d2.engine.solver import OPTIMIZERS
@@ -93,28 +95,37 @@ def check_num_classes(cfg, args) -> None:
             )
 
 
-def check_input_channels(cfg, args) -> None:
+def check_input_channels(cfg, args, sources: dict[str, Sequence[str]] | None = None) -> None:
     """``MODEL.PIXEL_MEAN``/``PIXEL_STD`` have one value per input channel of each dataset.
 
     A slice of a dataset with N channels (``dataset.json`` channels) and K context
     slices per side (``BRAINSEG.INPUT.CONTEXT_SLICES``) feeds N x (2K + 1) channels.
+
+    Args:
+        sources: what feeds the model, name -> channel names, for data not yet
+            registered (the demo's phantom); default: the registered datasets of
+            ``DATASETS.TRAIN`` and ``DATASETS.TEST``.
 
     Raises:
         ValueError: naming the key, its length, where it was set, and the dataset.
     """
     from detectron2.data import MetadataCatalog
 
+    if sources is None:
+        sources = {
+            f"dataset '{name}'": MetadataCatalog.get(name).get("channels")
+            for name in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
+        }
     slices = 2 * cfg.BRAINSEG.INPUT.CONTEXT_SLICES + 1
     for key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
         values = cfg.MODEL.PIXEL_MEAN if key.endswith("MEAN") else cfg.MODEL.PIXEL_STD
-        for name in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]:
-            channels = MetadataCatalog.get(name).get("channels")
+        for source, channels in sources.items():
             if channels is None:
                 continue
             need = len(channels) * slices
             if len(values) != need:
                 raise ValueError(
-                    f"{key} has {len(values)} values ({_origin(key, args)}) but dataset "
-                    f"'{name}' feeds {need} channels ({len(channels)} sequences "
+                    f"{key} has {len(values)} values ({_origin(key, args)}) but {source} "
+                    f"feeds {need} channels ({len(channels)} sequences "
                     f"{list(channels)} x {slices} slices)"
                 )
