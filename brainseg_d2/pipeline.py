@@ -33,8 +33,7 @@ import SimpleITK as sitk
 from brainseg_d2.config import setup_cfg
 from brainseg_d2.data.convert import ConvertOptions, convert_dataset
 from brainseg_d2.data.datasets import register_brainseg_dataset
-from brainseg_d2.data.phantom import generate_dataset
-from brainseg_d2.data.phantom_contrast import SEQUENCES
+from brainseg_d2.data.phantom import MODALITIES, generate_dataset
 from brainseg_d2.data.preprocess import preprocess_volume, source_intensities
 from brainseg_d2.data.sources import find_brats_cases
 from brainseg_d2.data.volume_io import read_image
@@ -121,8 +120,7 @@ def make_data(opts: DemoOptions) -> dict[str, Path]:
         paths of the case folders and converted datasets.
     """
     out, workers = opts.output, opts.workers
-    # A config that feeds neighbouring slices (2.5D) needs their images written too.
-    context = build_cfg(opts, test_dataset=None).BRAINSEG.INPUT.CONTEXT_SLICES
+    context = build_cfg(opts, test_dataset=None).BRAINSEG.INPUT.CONTEXT_SLICES  # 2.5D: K > 0
     generate_dataset(
         out / "cases/train", opts.train_cases, seed=opts.seed, spacing=opts.spacing,
         workers=workers,
@@ -222,15 +220,14 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
     """Score a non-learned baseline on every held-out case with the evaluator's code.
 
     The case's own FLAIR intensities (``source_intensities``: before the converter's
-    clipping and scaling, which would move the threshold with the model's
-    normalisation) are thresholded at mean + ``num_sd`` standard deviations of the
-    brain's FLAIR (tumour and edema are FLAIR-hyperintense); the result is called whole tumour
-    (edema-coded, so it only scores on WT) and cleaned with the same
-    post-processing; where that asks for score hysteresis
-    (``COMPONENT_SCORE_THRESH``), components must hold a voxel above mean +
-    ``num_sd + 1`` SD instead. A threshold relative to the brain's own FLAIR
-    statistics finds the hyperintense tumour, where a two-class split of the brain
-    (Otsu) would separate grey from white matter.
+    clipping and scaling, which would move the threshold with the model's normalisation)
+    are thresholded at mean + ``num_sd`` standard deviations of the brain's FLAIR (tumour
+    and edema are FLAIR-hyperintense); the result is called whole tumour (edema-coded, so
+    it only scores on WT) and cleaned with the same post-processing; where that asks for
+    score hysteresis (``COMPONENT_SCORE_THRESH``), components must hold a voxel above
+    mean + ``num_sd + 1`` SD instead. A threshold relative to the brain's own FLAIR
+    statistics finds the hyperintense tumour, where a two-class split of the brain (Otsu)
+    would separate grey from white matter.
 
     Ground truth is each case's original label map, read by the evaluator's reader
     (:func:`~brainseg_d2.data.ground_truth.label_map_masks`), and the scoring
@@ -284,7 +281,7 @@ def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
     """Predict every held-out volume to NIfTI, draw pictures, write the HTML report."""
     from brainseg_d2.data.ground_truth import label_map_masks
     from brainseg_d2.inference import VolumePredictor
-    from brainseg_d2.report import write_report
+    from brainseg_d2.report import find_thumbnails, write_report
     from brainseg_d2.visualization import render_prediction
 
     cfg = build_cfg(opts, test_dataset="heldout_test")
@@ -317,15 +314,12 @@ def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
     trained = {"Trained weights": opts.output / "train" / "model_final.pth",
                "Tuned config": opts.output / "train" / "config_tuned.yaml"}  # fmt: skip
     report = write_report(opts.output / "eval", opts.output / "report.html",
-                          thumbnails=_thumbnails(pic_dir), title="brainseg_d2 phantom demo",
+                          thumbnails=find_thumbnails(pic_dir, list(links)),
+                          title="brainseg_d2 phantom demo",
                           baseline=baseline if baseline.is_file() else None,
                           baseline_name=BASELINE_NAME, links=links,
                           run_info={k: v for k, v in trained.items() if v.is_file()})  # fmt: skip
     return {**first, "predictions": pred_dir, "pictures": pic_dir, "report": report}
-
-
-def _thumbnails(pic_dir: Path) -> dict[str, Path]:
-    return {p.parent.name: p for p in sorted(pic_dir.glob("*/montage.png"))}
 
 
 def _check_same_geometry(image: sitk.Image, reference: sitk.Image, path: Path) -> None:
@@ -340,9 +334,8 @@ def _check_same_geometry(image: sitk.Image, reference: sitk.Image, path: Path) -
 
 
 def check_options(opts: DemoOptions) -> None:
-    """Config values that cannot work (``MODEL.DEVICE cuda`` with no GPU, a
-    ``MODEL.PIXEL_MEAN`` whose length is not the phantom's channels, ...), before
-    anything is generated or written.
+    """Config values that cannot work (``MODEL.DEVICE cuda`` with no GPU, ``PIXEL_MEAN``
+    not one value per phantom channel, ...), before anything is generated or written.
 
     Raises:
         ValueError: one line naming the key, its value and where it was set.
@@ -354,7 +347,7 @@ def check_options(opts: DemoOptions) -> None:
     args = SimpleNamespace(config_file=str(opts.config), opts=list(opts.opts), eval_only=False)
     cfg = build_cfg(opts)
     check_cfg_values(cfg, args)
-    check_input_channels(cfg, args, sources={"the phantom": SEQUENCES})
+    check_input_channels(cfg, args, sources={"the phantom": MODALITIES})
 
 
 def run(opts: DemoOptions) -> dict:
