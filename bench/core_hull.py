@@ -31,13 +31,11 @@ MARGINS = (0, 1, 2, 4)
 
 def read_regions(path: Path | str, convention: str | None) -> tuple[np.ndarray, tuple]:
     """bool ``(3, z, y, x)`` WT, TC, ET masks of a label map, and its spacing (zyx, mm)."""
-    import SimpleITK as sitk
+    from brainseg_d2.data.ground_truth import raw_labels_to_tissue, read_label_image
+    from brainseg_d2.labels import get_target
 
-    from brainseg_d2.data.ground_truth import read_label_image
-    from brainseg_d2.labels import get_convention, get_target, raw_to_tissue
-
-    image, _ = read_label_image(path)
-    tissue = raw_to_tissue(sitk.GetArrayFromImage(image), get_convention(convention))
+    image, labels = read_label_image(path)
+    tissue = raw_labels_to_tissue(labels, convention, str(path))
     return get_target("regions").masks_from_tissue(tissue), tuple(image.GetSpacing())[::-1]
 
 
