@@ -58,6 +58,12 @@ def test_defaults():
         ("core_hull_margin", -2),
         ("core_hull_margin", 1.5),
         ("core_hull_margin", True),
+        ("core_hull_min_share", 1.5),
+        ("core_hull_min_share", True),
+        ("min_total_ml", (0.0, -0.5)),
+        ("min_total_ml", float("inf")),
+        ("min_total_ml", ()),
+        ("min_total_ml", "1"),
     ],
 )
 def test_invalid_values_name_field_and_value(field, value):
@@ -79,8 +85,12 @@ def test_from_cfg_reads_uppercase_keys():
         COMPONENT_SCORE_THRESH=[0.9, 0.7, 0.7],
         CATEGORY_SCORE_THRESH=[],
         CORE_HULL_MARGIN=2,
+        CORE_HULL_MIN_SHARE=0.25,
+        MIN_TOTAL_ML=[0, 0, 0.5],
     )
     assert PostprocessParams.from_cfg(node) == PostprocessParams(
+        core_hull_min_share=0.25,
+        min_total_ml=(0.0, 0.0, 0.5),
         component_score_threshold=(0.9, 0.7, 0.7),
         enabled=True,
         score_threshold=0.3,
@@ -563,3 +573,52 @@ def test_postprocess_volume_applies_the_core_hull_only_when_set_and_nested():
     raw = hull.thresholds_only()
     assert raw.core_hull_margin == -1
     assert (postprocess_volume(masks, raw, enforce_nesting=True) == masks).all()
+
+
+def test_min_total_ml_empties_a_small_region_in_millilitres_and_its_inner_ones():
+    masks = np.zeros((3, 4, 10, 10), bool)
+    masks[0, :, 1:9, 1:9] = True  # WT, 256 voxels
+    masks[1, 1:3, 2:6, 2:6] = True  # TC, 32 voxels
+    masks[2, 1:3, 3:5, 3:5] = True  # ET, 8 voxels
+    et_small = PostprocessParams(min_total_ml=(0.0, 0.0, 0.1))
+    # 1.5 mm voxels (3.375 mm3): ET 0.027 ml, under 0.1 -> emptied; TC and WT stay.
+    out = postprocess_volume(masks, et_small, enforce_nesting=True, voxel_ml=0.003375)
+    np.testing.assert_array_equal(out[:2], masks[:2])
+    assert not out[2].any()
+    # 4 mm voxels (64 mm3): the same 8 voxels are 0.512 ml and stay.
+    out = postprocess_volume(masks, et_small, enforce_nesting=True, voxel_ml=0.064)
+    np.testing.assert_array_equal(out, masks)
+    # Nested: an emptied TC takes the ET inside it along; not nested, only TC goes.
+    tc_small = PostprocessParams(min_total_ml=(0.0, 1.0, 0.0))
+    out = postprocess_volume(masks, tc_small, enforce_nesting=True, voxel_ml=0.001)
+    np.testing.assert_array_equal(out[0], masks[0])
+    assert not out[1:].any()
+    out = postprocess_volume(masks, tc_small, voxel_ml=0.001)
+    assert not out[1].any()
+    np.testing.assert_array_equal(out[2], masks[2])
+    # One value for every category: each is judged on its own total.
+    out = postprocess_volume(masks, PostprocessParams(min_total_ml=0.01), voxel_ml=0.001)
+    assert out[0].any() and out[1].any() and not out[2].any()
+    with pytest.raises(ValueError, match="needs voxel_ml"):
+        postprocess_volume(masks, et_small, enforce_nesting=True)
+    raw = postprocess_volume(masks, PostprocessParams.raw(), enforce_nesting=True)
+    np.testing.assert_array_equal(raw, masks)  # off in the raw variant
+
+
+def test_core_hull_leaves_a_mostly_non_enhancing_core_whole():
+    """A low-grade tumour's core (10 x 20 x 20) with a 3 x 3 x 3 enhancing patch (0.7 %):
+    cutting it to the patch's hull would keep 27 of its 4000 voxels."""
+    from brainseg_d2.postprocessing import core_within_enhancement
+
+    masks = np.zeros((3, 14, 30, 30), bool)
+    masks[0, 1:13, 3:27, 3:27] = True
+    masks[1, 2:12, 5:25, 5:25] = True
+    masks[2, 5:8, 10:13, 10:13] = True
+    assert core_within_enhancement(masks[1], masks[2], 0).sum() == 27
+    whole = core_within_enhancement(masks[1], masks[2], 0, min_share=0.15)
+    np.testing.assert_array_equal(whole, masks[1])
+    # The default share of PostprocessParams keeps it whole; 0.005 lets the cut through.
+    out = postprocess_volume(masks, PostprocessParams(core_hull_margin=0), enforce_nesting=True)
+    np.testing.assert_array_equal(out, masks)
+    cut = PostprocessParams(core_hull_margin=0, core_hull_min_share=0.005)
+    assert postprocess_volume(masks, cut, enforce_nesting=True)[1].sum() == 27

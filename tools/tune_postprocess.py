@@ -8,7 +8,8 @@
 Runs the model once over every volume of the dataset, scores a grid of
 SCORE_THRESH x MIN_VOLUME_3D x COMPONENT_SCORE_THRESH on volume Dice, then
 per-category thresholds, then (nested targets) the inner categories' minimum
-volume on volume and lesion-wise Dice (see brainseg_d2/evaluation/tuning/),
+volume, the least total enhancing volume and the core's hull margin on volume
+and lesion-wise Dice (see brainseg_d2/evaluation/tuning/),
 prints the table and writes the config with the best setting, usable as
 --config-file by every tool.
 """
@@ -57,15 +58,16 @@ def main(argv=None) -> int:
         return 2
     regions = list(results[0]["dice"])
     print("SCORE_THRESH MIN_VOLUME_3D COMPONENT_SCORE_THRESH CATEGORY_SCORE_THRESH "
-          "CORE_HULL_MARGIN " + " ".join(regions) + " objective")
+          "MIN_TOTAL_ML CORE_HULL_MARGIN " + " ".join(regions) + " objective")
     for r in sorted(results, key=lambda r: -r["objective"]):
         p = r["params"]
         dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)
         hysteresis = list(p.component_score_threshold) or "off"
         volumes, per_category = list(p.min_volume_3d), list(p.category_score_threshold) or "-"
         hull = p.core_hull_margin if p.core_hull_margin >= 0 else "off"
-        print(f"{p.score_threshold} {volumes} {hysteresis} {per_category} {hull} {dice} "
-              f"{r['objective']:.4f}")
+        totals = list(p.min_total_ml)
+        print(f"{p.score_threshold} {volumes} {hysteresis} {per_category} {totals} {hull} "
+              f"{dice} {r['objective']:.4f}")
     path = write_tuned_config(cfg, best, output)
     print(f"best on {dataset} ({results[0]['num_volumes']} volumes): "
           f"{ {k: v for k, v in best.to_cfg_dict().items()} }")

@@ -3,6 +3,7 @@
 ::
 
     brainseg-phantom --output DIR --num-cases N [--spacing MM] [--seed S] [--overwrite]
+    brainseg-phantom --output DIR --num-cases N --p-empty 0 --p-low-grade 1   # low-grade only
 
 The cases are :func:`brainseg_d2.data.phantom.generate_dataset`'s; this module
 turns the command line into its arguments and marks each case folder it writes
@@ -15,13 +16,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from brainseg_d2.data import phantom
-from brainseg_d2.data.phantom import PhantomCase, generate_dataset
+from brainseg_d2.data.phantom import PhantomCase, PhantomParams, generate_dataset
 from brainseg_d2.utils.cli import ArgumentParser, deprecated_alias
 
 __all__ = ["CLI_MARKER", "build_parser", "main"]
@@ -50,6 +52,12 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--p-empty", type=float, default=0.1, help="probability of a tumour-free case (default 0.1)"
+    )
+    parser.add_argument(
+        "--p-low-grade",
+        type=float,
+        help=f"share of tumour cases that are low-grade, most without enhancement (default "
+        f"{phantom.P_LOW_GRADE}); 1 with --p-empty 0 writes a test set for false enhancing calls",
     )
     parser.add_argument("--prefix", default="Phantom", help="case id prefix (default Phantom)")
     parser.add_argument(
@@ -90,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{folder} exists and was not written by brainseg-phantom (no {CLI_MARKER}); "
                     "nothing was replaced: choose another --output or --prefix"
                 )
+        params = None
+        if args.p_low_grade is not None:
+            default = PhantomParams()
+            params = replace(default, tumour=replace(default.tumour, p_low_grade=args.p_low_grade))
         paths = generate_dataset(
             args.output,
             args.num_cases,
@@ -99,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix=args.prefix,
             overwrite=args.overwrite,
             on_case=report,
+            params=params,
             workers=args.workers,
         )
     except (ValueError, FileExistsError, ImportError, OSError) as exc:

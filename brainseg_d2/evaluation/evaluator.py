@@ -285,7 +285,8 @@ class BrainSegEvaluator(DatasetEvaluator):
             per_variant = []
             for variant, params in zip(VARIANTS, (self._raw, self._post)):
                 masks = postprocess_volume(
-                    pred, params, enforce_nesting=self._target.nested, seeds=seeds
+                    pred, params, enforce_nesting=self._target.nested, seeds=seeds,
+                    voxel_ml=vol.voxel_ml,
                 )
                 scored = evaluate_volume(
                     masks,

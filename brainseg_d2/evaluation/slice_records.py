@@ -18,6 +18,7 @@ slice dicts but no scoring:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -54,6 +55,11 @@ class DatasetVolume:
         row, col = first.get("pixel_spacing", (1.0, 1.0))
         self.spacing = (float(first.get("slice_thickness", 1.0)), float(row), float(col))
         self.slices: dict[int, Mapping] = {}
+
+    @property
+    def voxel_ml(self) -> float:
+        """One voxel's volume in millilitres."""
+        return math.prod(self.spacing) / 1000.0
 
 
 def dataset_volumes(dataset_name: str) -> dict[str, DatasetVolume]:

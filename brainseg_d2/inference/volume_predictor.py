@@ -266,7 +266,8 @@ class VolumePredictor:
         del volumes
         masks_raw, seeds = self._predict(pre)
         masks_post = postprocess_volume(
-            masks_raw, self.postprocess, enforce_nesting=self.target.nested, seeds=seeds
+            masks_raw, self.postprocess, enforce_nesting=self.target.nested, seeds=seeds,
+            voxel_ml=pre.geometry.voxel_ml,
         )
         label_image = self.masks_to_image(masks_post, pre.geometry, convention)
         return VolumePrediction(

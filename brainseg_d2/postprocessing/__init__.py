@@ -29,7 +29,10 @@ Step order (every step can be switched off):
    the ``keep_largest_k`` largest components.
 3. Optional nesting (volumes only, ``enforce_nesting=True``): each category is
    intersected with the previous one, so WT ⊇ TC ⊇ ET holds after cleaning.
-4. With nesting and ``core_hull_margin`` >= 0: each TC component that holds ET
+4. A category whose voxels add up to less than ``min_total_ml`` millilitres in
+   the volume is emptied (with nesting, the categories inside it as well): a
+   whole-volume decision on whether the region exists, in physical units.
+5. With nesting and ``core_hull_margin`` >= 0: each TC component that holds ET
    keeps only what lies within the convex hull of its ET voxels, grown by that
    many voxels (:func:`core_within_enhancement`).
 

@@ -133,7 +133,11 @@ def _hull_excess(inside: np.ndarray, query: np.ndarray, chunk: int = 16384) -> n
 
 
 def core_within_enhancement(
-    core: np.ndarray, enhancing: np.ndarray, margin: int, connectivity: int = 26
+    core: np.ndarray,
+    enhancing: np.ndarray,
+    margin: int,
+    connectivity: int = 26,
+    min_share: float = 0.0,
 ) -> np.ndarray:
     """Cut each core component that holds enhancing voxels to their grown convex hull.
 
@@ -142,6 +146,9 @@ def core_within_enhancement(
         enhancing: bool ``(S, H, W)``, e.g. ET (normally inside ``core``).
         margin: voxels the hull's faces are moved out by (>= 0).
         connectivity: 6, 18 or 26, for the core's 3D components.
+        min_share: a component whose enhancing voxels are less than this share of
+            its voxels is kept whole (a mostly non-enhancing core with a patch or
+            a speck of enhancement is not a core inside its enhancement).
 
     Returns:
         bool ``(S, H, W)``, a new array: the core, less the voxels of an enhancing
@@ -160,7 +167,7 @@ def core_within_enhancement(
     for index, part in enumerate(ndimage.find_objects(labels), start=1):
         component = labels[part] == index
         lit = component & enhancing[box][part]
-        if not lit.any():
+        if not lit.any() or np.count_nonzero(lit) < min_share * np.count_nonzero(component):
             continue
         # The hull of the enhancement's outer voxels is the hull of all of them.
         outline = np.argwhere(lit & ~ndimage.binary_erosion(lit))
@@ -186,6 +193,7 @@ def postprocess_volume(
     *,
     enforce_nesting: bool = False,
     seeds: np.ndarray | None = None,
+    voxel_ml: float | None = None,
 ) -> np.ndarray:
     """2D then 3D post-processing of a stack of category masks.
 
@@ -200,12 +208,17 @@ def postprocess_volume(
             category order) intersect each category with the one before it,
             after all cleaning, so an inner region never leaks outside its outer
             one. This can leave fragments smaller than the size limits. Default
-            False (``labels`` and ``binary`` targets are not nested). Last, with
-            ``core_hull_margin`` >= 0, the category before the last (TC) is cut
-            to the last one's grown hull (:func:`core_within_enhancement`).
+            False (``labels`` and ``binary`` targets are not nested). Then a
+            category under ``min_total_ml`` in all is emptied (with nesting, the
+            categories inside it too). Last, with ``core_hull_margin`` >= 0, the
+            category before the last (TC) is cut to the last one's grown hull
+            (:func:`core_within_enhancement`), except a component less than
+            ``core_hull_min_share`` enhancing.
         seeds: bool ``(C, S, H, W)``, voxels of instances scoring ``>=``
             ``component_score_threshold`` (``instances_to_category_masks`` with
             ``params.component_thresholds(C)``); required when that is set.
+        voxel_ml: one voxel's volume in millilitres (the product of the spacing
+            in mm, over 1000); required when ``min_total_ml`` is set.
 
     Returns:
         bool ``(C, S, H, W)``, a new array; a copy of the input when
@@ -226,6 +239,11 @@ def postprocess_volume(
         if seeds.shape != masks.shape:
             raise ValueError(f"seeds must have the masks' shape {masks.shape}, got {seeds.shape}")
     min_volumes = params.min_volumes(masks.shape[0])
+    min_totals = params.min_totals_ml(masks.shape[0])
+    if min_totals.any() and not (voxel_ml is not None and voxel_ml > 0):
+        raise ValueError(
+            f"min_total_ml is set: postprocess_volume needs voxel_ml > 0, got {voxel_ml!r}"
+        )
     out = np.empty_like(masks)
     for c in range(masks.shape[0]):
         for s in range(masks.shape[1]):
@@ -236,8 +254,14 @@ def postprocess_volume(
     if enforce_nesting:
         for c in range(1, out.shape[0]):
             out[c] &= out[c - 1]
-        if params.core_hull_margin >= 0 and out.shape[0] >= 2:
-            out[-2] = core_within_enhancement(
-                out[-2], out[-1], params.core_hull_margin, params.connectivity_3d
-            )
+    for c in np.flatnonzero(min_totals):
+        if np.count_nonzero(out[c]) * voxel_ml < min_totals[c]:
+            # Nested: the categories inside this one lie within it, so they go too.
+            last = out.shape[0] if enforce_nesting else c + 1
+            out[c:last] = False
+    if enforce_nesting and params.core_hull_margin >= 0 and out.shape[0] >= 2:
+        out[-2] = core_within_enhancement(
+            out[-2], out[-1], params.core_hull_margin, params.connectivity_3d,
+            params.core_hull_min_share,
+        )
     return out

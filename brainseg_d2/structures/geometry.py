@@ -178,6 +178,11 @@ class SliceGeometry:
         """(slice, row, column) spacing in mm: the spacing of a ``(S, H, W)`` stack."""
         return (self.slice_thickness, *self.pixel_spacing)
 
+    @property
+    def voxel_ml(self) -> float:
+        """One voxel's volume in millilitres."""
+        return float(np.prod(self.voxel_spacing)) / 1000.0
+
     def with_kept_slices(self, kept: Iterable[int]) -> SliceGeometry:
         return replace(self, kept_slices=_ints(kept))
 

@@ -642,6 +642,18 @@ def test_cli_writes_cases_and_refuses_non_empty_output(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["Phantom_00000"]
 
 
+def test_cli_p_low_grade_writes_low_grade_tumours_only(tmp_path, capsys):
+    out = tmp_path / "low"
+    args = ["--output", str(out), "--num-cases", "3", "--spacing", "4", "--p-empty", "0"]
+    assert phantom_cli.main([*args, "--p-low-grade", "1"]) == 0
+    kinds = [line.split()[1] for line in capsys.readouterr().out.splitlines()[:3]]
+    assert kinds == ["low_grade"] * 3
+    # The same seeds at the default share draw a high-grade tumour among them.
+    assert phantom_cli.main(["--output", str(tmp_path / "any"), *args[2:]]) == 0
+    kinds = [line.split()[1] for line in capsys.readouterr().out.splitlines()[:3]]
+    assert "high_grade" in kinds
+
+
 def test_cli_workers_report_every_case_in_order(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["--output", str(out), "--num-cases", "3", "--spacing", "4", "--workers", "2"]
@@ -661,6 +673,7 @@ def test_cli_workers_report_every_case_in_order(tmp_path, capsys):
         ["--output", "x", "--num-cases", "0"],
         ["--output", "x", "--spacing", "0"],
         ["--output", "x", "--p-empty", "2"],
+        ["--output", "x", "--p-low-grade", "1.5"],
         ["--output", "x", "--workers", "0"],
     ],
 )

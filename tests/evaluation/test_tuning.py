@@ -36,7 +36,7 @@ def _volumes():
     scores[0, 7, 14, 12:15] = 0.9
     healthy = np.zeros_like(scores)
     healthy[0, 4, 10, 10:12] = 0.95
-    return [("tumour", scores, gt), ("healthy", healthy, np.zeros_like(gt))]
+    return [("tumour", scores, gt, 1.0), ("healthy", healthy, np.zeros_like(gt), 1.0)]
 
 
 def test_sweep_picks_the_minimum_volume_that_removes_confident_specks():
@@ -76,7 +76,7 @@ def test_nested_targets_filter_lesions_by_their_outer_region():
     grid = TuningGrid(score_thresh=(0.5,), min_volume_3d=(0, 50), component_score_thresh=((),))
     settings = grid.settings(PostprocessParams(), regions)
     assert [p.min_volume_3d for p in settings] == [(0, 0, 0), (50, 0, 0)]
-    results = sweep([("v", scores, gt)], regions, settings)
+    results = sweep([("v", scores, gt, 1.0)], regions, settings)
     best = best_setting(results)
     assert best["params"].min_volume_3d == (50, 0, 0)
     assert best["dice"] == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
@@ -158,7 +158,8 @@ def test_per_category_thresholds_keep_a_faint_core_and_drop_a_bright_speck(tmp_p
     tumour[1, 2:4, 3:6, 3:6] = 0.4  # TC, faint: needs a low threshold
     healthy = np.zeros_like(tumour)
     healthy[0, 3, 10, 10:12] = 0.55  # a WT speck: needs a high threshold
-    volumes = [("t", tumour, tumour >= 0.35), ("h", healthy, np.zeros(tumour.shape, bool))]
+    volumes = [("t", tumour, tumour >= 0.35, 1.0),
+               ("h", healthy, np.zeros(tumour.shape, bool), 1.0)]  # fmt: skip
     paths = cache_volumes(volumes, tmp_path)
     grid = TuningGrid(score_thresh=(0.3, 0.5, 0.7), min_volume_3d=(0,),
                       component_score_thresh=((),))  # fmt: skip
@@ -186,7 +187,7 @@ def test_inner_min_volume_drops_core_fragments_that_lesion_wise_dice_counts(tmp_
     gt = scores >= 0.5
     for z, y in ((2, 28), (6, 28), (7, 6)):  # three 2-voxel core fragments, not in the truth
         scores[1:, z, y, 28:30] = 0.9
-    paths = cache_volumes([("v", scores, gt)], tmp_path)
+    paths = cache_volumes([("v", scores, gt, 1.0)], tmp_path)
     base = PostprocessParams(score_threshold=0.5, min_volume_3d=(0, 0, 0))
     masks = scores >= 0.5
     assert region_dice(masks, gt, regions)["TC"] > 0.98  # fragments: 12 of 412 voxels
@@ -217,14 +218,45 @@ def test_core_hull_margin_is_chosen_where_the_core_overreaches_and_left_off_else
     base = PostprocessParams(score_threshold=0.5, min_volume_3d=(0, 0, 0))
     (tmp_path / "over").mkdir()
     (tmp_path / "nodule").mkdir()
-    paths = cache_volumes([("over", scores, truth)], tmp_path / "over")
+    paths = cache_volumes([("over", scores, truth, 1.0)], tmp_path / "over")
     params, results = refine_core_hull_margin(paths, regions, base, (0, -1, 2))
     assert [r["params"].core_hull_margin for r in results] == [-1, 2, 0]
     assert params.core_hull_margin == 0
     assert results[2]["dice"]["TC"] == pytest.approx(1.0)
     assert results[0]["dice"]["TC"] == pytest.approx(2 * 512 / (512 + 1024))
     # The same core with a true reach past the enhancement: cutting loses, so it stays off.
-    paths = cache_volumes([("nodule", scores, scores >= 0.5)], tmp_path / "nodule")
+    paths = cache_volumes([("nodule", scores, scores >= 0.5, 1.0)], tmp_path / "nodule")
     params, _ = refine_core_hull_margin(paths, regions, base, (0, -1, 2))
     assert params.core_hull_margin == -1
     assert refine_core_hull_margin(paths, get_target("labels"), base, (0, 2)) == (base, [])
+
+
+def test_min_total_ml_turns_a_false_enhancing_speck_into_core_and_keeps_true_enhancement(
+    tmp_path,
+):
+    """A tumour without enhancement and a false 0.3 ml enhancing call: ET Dice 0 until the
+    call moves to the core; a true 1.2 ml enhancement elsewhere must survive the choice."""
+    from brainseg_d2.evaluation.tuning import cache_volumes, refine_min_total_ml
+
+    regions = get_target("regions")
+    voxel_ml = 1.5**3 / 1000  # 1.5 mm voxels
+    low = np.zeros((3, 12, 30, 30), np.float32)
+    low[0, 2:10, 5:25, 5:25] = 0.9  # the lesion
+    low[1, 4:8, 10:20, 10:20] = 0.9  # its non-enhancing core
+    truth_low = low >= 0.5
+    low[2, 5:7, 12:19, 12:19] = 0.9  # a false enhancing call: 98 voxels, 0.33 ml
+    high = np.zeros_like(low)
+    high[0, 2:10, 5:25, 5:25] = 0.9
+    high[1:, 4:8, 10:20, 10:20] = 0.9  # a core that enhances: 400 voxels, 1.35 ml
+    paths = cache_volumes([("low", low, truth_low, voxel_ml), ("high", high, high >= 0.5,
+                           voxel_ml)], tmp_path)  # fmt: skip
+    base = PostprocessParams(score_threshold=0.5, min_volume_3d=(0, 0, 0))
+    params, results = refine_min_total_ml(paths, regions, base, (2.0, 0.0, 0.5))
+    assert [r["params"].min_total_ml for r in results] == [(0, 0, 0), (0, 0, 0.5), (0, 0, 2.0)]
+    assert results[0]["dice"]["ET"] == pytest.approx(0.5)  # the speck costs the low case
+    assert results[1]["dice"]["ET"] == pytest.approx(1.0)
+    assert results[2]["dice"]["ET"] == pytest.approx(0.5)  # too large: the true one goes
+    assert params.min_total_ml == (0.0, 0.0, 0.5)
+    assert results[1]["dice"]["TC"] == pytest.approx(1.0)  # the speck stays core
+    # Non-nested targets are left alone.
+    assert refine_min_total_ml(paths, get_target("labels"), base, (0.5,)) == (base, [])

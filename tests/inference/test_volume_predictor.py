@@ -588,3 +588,37 @@ def test_dense_head_masks_skip_the_instance_branch(phantom, tiny_model, monkeypa
     assert not calls and model.infer_instances
     np.testing.assert_array_equal(got.masks_raw, expected.masks_raw)
     np.testing.assert_array_equal(got.masks_post, expected.masks_post)
+
+
+def test_least_total_enhancing_volume_is_measured_in_the_input_millilitres(phantom):
+    """MIN_TOTAL_ML uses the case's own voxel size: just over the call's volume
+    moves the enhancing tumour into the core, just under keeps it."""
+
+    def model(inputs):
+        outputs = []
+        for x in inputs:
+            h, w = x["height"], x["width"]
+            probs = torch.zeros((3, h, w))
+            probs[0, 2:8, 2:8] = 0.95  # WT
+            probs[1, 2:6, 2:6] = 0.95  # TC
+            probs[2, 3:5, 3:5] = 0.95  # ET, 4 pixels a slice
+            outputs.append({"sem_seg": probs, "instances": Instances((h, w))})
+        return outputs
+
+    flair = sitk.ReadImage(str(next(Path(phantom.tiny_dir).glob("*_flair.nii.gz"))))
+    voxel_ml = float(np.prod(flair.GetSpacing())) / 1000.0
+
+    def predict(total_ml):
+        opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.5,
+                "BRAINSEG.POSTPROCESS.MIN_TOTAL_ML", (0.0, 0.0, total_ml)]  # fmt: skip
+        predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
+        return predictor.predict(phantom.tiny_dir)
+
+    et_ml = int(predict(0.0).masks_raw[2].sum()) * voxel_ml
+    assert et_ml > 0
+    kept, moved = predict(et_ml * 0.99), predict(et_ml * 1.01)
+    assert kept.masks_post[2].sum() * voxel_ml == pytest.approx(et_ml)
+    assert not moved.masks_post[2].any()
+    np.testing.assert_array_equal(moved.masks_post[1], kept.masks_post[1])  # the core stays
+    labels = sitk.GetArrayFromImage(moved.label_image)
+    assert 4 not in np.unique(labels) and 1 in np.unique(labels)  # enhancing -> core label

@@ -28,6 +28,12 @@ fragments inside a lesion barely move volume Dice, but each one is a false
 positive to BraTS 2023's lesion-wise Dice. That step's objective is the mean
 over regions of volume Dice and lesion-wise Dice together.
 
+Then, for nested targets, the innermost category's ``MIN_TOTAL_ML`` (0, 0.25, 0.5,
+1 or 2 ml): below that total, a volume's enhancing call becomes core, as BraTS
+submissions relabel a small enhancing volume as necrosis. A tumour without
+enhancement scores ET Dice 1 with no enhancing voxel and 0 with any, so one
+speck costs a whole case. Same objective; ties keep the smallest.
+
 Then, for nested targets, ``CORE_HULL_MARGIN`` (off, or 0, 1, 2, 4 voxels): each
 tumour-core component that holds enhancing tumour keeps only what lies within the
 convex hull of that enhancement, grown by the margin. Same objective as the step
@@ -56,6 +62,7 @@ from brainseg_d2.evaluation.tuning.refine import (
     refine_category_thresholds,
     refine_core_hull_margin,
     refine_inner_min_volume,
+    refine_min_total_ml,
 )
 from brainseg_d2.postprocessing import PostprocessParams
 
@@ -71,6 +78,7 @@ __all__ = [
     "refine_category_thresholds",
     "refine_core_hull_margin",
     "refine_inner_min_volume",
+    "refine_min_total_ml",
     "region_dice",
     "sweep",
     "tune_postprocess",
@@ -95,7 +103,7 @@ def tune_postprocess(
     Returns:
         the chosen :class:`PostprocessParams` and every result of :func:`sweep`
         (the grid's, then the per-category thresholds', the inner minimum volumes',
-        then the core hull margins').
+        the least enhancing totals', then the core hull margins').
     """
     import tempfile
 
@@ -113,8 +121,9 @@ def tune_postprocess(
             paths, target, best["params"], grid.score_thresh
         )
         params, inner = refine_inner_min_volume(paths, target, params, grid.inner_min_volume_3d)
+        params, total = refine_min_total_ml(paths, target, params, grid.min_total_ml)
         params, hull = refine_core_hull_margin(paths, target, params, grid.core_hull_margin)
-    results += refined + inner + hull
+    results += refined + inner + total + hull
     chosen = next(r for r in reversed(results) if r["params"] == params)
     logger.info(
         "tuning on %s (%d volumes): best %s, objective %.4f, Dice %s",

@@ -14,7 +14,7 @@ __all__ = ["cache_volumes", "iter_volume_scores", "read_cached"]
 
 def iter_volume_scores(
     model, cfg, dataset_name: str, *, source: str | None = None
-) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, float]]:
     """Run ``model`` over a registered dataset, one volume at a time.
 
     Args:
@@ -24,14 +24,16 @@ def iter_volume_scores(
         source: mask source (default ``cfg.BRAINSEG.MASK_SOURCE``).
 
     Yields:
-        ``(volume_id, scores, gt)``: float16 ``(C, S, H, W)`` scores (slices the
-        dataset lacks score 0) and bool ground truth from the label PNGs.
+        ``(volume_id, scores, gt, voxel_ml)``: float32 ``(C, S, H, W)`` scores
+        (slices the dataset lacks score 0), bool ground truth from the label
+        PNGs, and one voxel's volume in millilitres.
     """
     import torch
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from brainseg_d2.data.dataset_mapper import BrainSegDatasetMapper, read_label_png
     from brainseg_d2.engine.test_inference import inference_batching
+    from brainseg_d2.evaluation.slice_records import DatasetVolume
     from brainseg_d2.inference.batching import run_in_order
     from brainseg_d2.labels import get_target
     from brainseg_d2.modeling.meta_arch import dense_head_only
@@ -68,13 +70,14 @@ def iter_volume_scores(
                         gt[:, s] = target.masks_from_tissue(
                             read_label_png(d["sem_seg_file_name"])
                         )
-        yield volume_id, scores.astype(np.float32), gt
+        yield volume_id, scores.astype(np.float32), gt, DatasetVolume(first).voxel_ml
 
 
 def cache_volumes(
-    volumes: Iterable[tuple[str, np.ndarray, np.ndarray]], folder: str | Path
+    volumes: Iterable[tuple[str, np.ndarray, np.ndarray, float]], folder: str | Path
 ) -> list[Path]:
-    """Write each ``(volume_id, scores, gt)`` to ``folder`` (compressed, float16 scores).
+    """Write each ``(volume_id, scores, gt, voxel_ml)`` to ``folder`` (compressed,
+    float16 scores).
 
     The sweeps read the validation volumes several times; computing the model
     once and reading the maps back keeps memory at one volume. Scores are stored
@@ -82,15 +85,20 @@ def cache_volumes(
     it, which changes the choice only where two settings are that close.
     """
     paths = []
-    for i, (volume_id, scores, gt) in enumerate(volumes):
+    for i, (volume_id, scores, gt, voxel_ml) in enumerate(volumes):
         path = Path(folder) / f"{i:05d}.npz"
-        np.savez_compressed(path, volume_id=volume_id, scores=scores.astype(np.float16), gt=gt)
+        np.savez_compressed(
+            path, volume_id=volume_id, scores=scores.astype(np.float16), gt=gt, voxel_ml=voxel_ml
+        )
         paths.append(path)
     return paths
 
 
-def read_cached(paths: Sequence[Path]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def read_cached(
+    paths: Sequence[Path],
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, float]]:
     """The volumes :func:`cache_volumes` wrote, one at a time."""
     for path in paths:
         with np.load(path) as data:
-            yield str(data["volume_id"]), data["scores"].astype(np.float32), data["gt"]
+            yield (str(data["volume_id"]), data["scores"].astype(np.float32), data["gt"],
+                   float(data["voxel_ml"]))  # fmt: skip

@@ -33,6 +33,9 @@ class TuningGrid:
         component_score_thresh: ``COMPONENT_SCORE_THRESH`` values; ``()`` is off.
         inner_min_volume_3d: for nested targets, ``MIN_VOLUME_3D`` values of the
             inner categories, tried after the thresholds (:func:`refine_inner_min_volume`).
+        min_total_ml: for nested targets, ``MIN_TOTAL_ML`` values (millilitres) of
+            the innermost category, tried after the inner minimum volume
+            (:func:`refine_min_total_ml`); 0 is off.
         core_hull_margin: for nested targets, ``CORE_HULL_MARGIN`` values, tried
             last (:func:`refine_core_hull_margin`); -1 is off.
     """
@@ -41,6 +44,7 @@ class TuningGrid:
     min_volume_3d: tuple[int, ...] = (0, 50, 200)
     component_score_thresh: tuple[tuple[float, ...], ...] = ((), (0.8,), (0.9,), (0.95,))
     inner_min_volume_3d: tuple[int, ...] = (0, 20, 50, 100, 200)
+    min_total_ml: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     core_hull_margin: tuple[int, ...] = (-1, 0, 1, 2, 4)
 
     def settings(self, base: PostprocessParams, target: Target) -> list[PostprocessParams]:
@@ -98,7 +102,7 @@ def _needs_full_path(params: PostprocessParams) -> bool:
     return bool(
         params.opening_kernel > 1 or params.closing_kernel > 1 or params.fill_holes
         or params.min_area_2d > 0 or params.keep_largest_k > 0
-        or (params.enabled and params.core_hull_margin >= 0)
+        or (params.enabled and (params.core_hull_margin >= 0 or any(params.min_total_ml)))
     )  # fmt: skip
 
 
@@ -170,15 +174,16 @@ def _score_settings_fast(
 
 
 def sweep(
-    volumes: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    volumes: Iterable[tuple[str, np.ndarray, np.ndarray, float]],
     target: Target,
     settings: Sequence[PostprocessParams],
 ) -> list[dict]:
     """Score every setting on every volume.
 
     Args:
-        volumes: ``(volume_id, scores, gt)`` with float ``(C, S, H, W)`` per-voxel
-            scores in [0, 1] and bool ``(C, S, H, W)`` ground truth.
+        volumes: ``(volume_id, scores, gt, voxel_ml)`` with float ``(C, S, H, W)``
+            per-voxel scores in [0, 1], bool ``(C, S, H, W)`` ground truth and one
+            voxel's volume in millilitres.
         target: the dataset's target.
         settings: post-processing settings to try.
 
@@ -189,7 +194,7 @@ def sweep(
     totals: list[dict[str, float]] = [defaultdict(float) for _ in settings]
     fast = not any(_needs_full_path(p) for p in settings)
     count = 0
-    for volume_id, scores, gt in volumes:
+    for volume_id, scores, gt, voxel_ml in volumes:
         count += 1
         if fast:
             per_setting = _score_settings_fast(scores, gt, target, settings)
@@ -198,7 +203,7 @@ def sweep(
             for params in settings:
                 masks, seeds = probabilities_to_masks_and_seeds(scores, params)
                 masks = postprocess_volume(
-                    masks, params, enforce_nesting=target.nested, seeds=seeds
+                    masks, params, enforce_nesting=target.nested, seeds=seeds, voxel_ml=voxel_ml
                 )
                 per_setting.append(region_dice(masks, gt, target))
         for total, dice in zip(totals, per_setting):

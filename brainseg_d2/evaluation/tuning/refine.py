@@ -1,5 +1,5 @@
 """Refinements after the grid: per-category thresholds, the inner categories' minimum
-volume, the core's hull margin."""
+volume, the least total enhancing volume, the core's hull margin."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ __all__ = [
     "refine_category_thresholds",
     "refine_core_hull_margin",
     "refine_inner_min_volume",
+    "refine_min_total_ml",
 ]
 
 
@@ -114,6 +115,31 @@ def refine_inner_min_volume(
     return _first_best(_volume_and_lesion_results(paths, target, trials))
 
 
+def refine_min_total_ml(
+    paths: Sequence[Path],
+    target: Target,
+    params: PostprocessParams,
+    volumes_ml: Sequence[float],
+) -> tuple[PostprocessParams, list[dict]]:
+    """Choose the innermost category's ``min_total_ml`` for a nested target (ET for ``regions``).
+
+    Below that total an enhancing call is moved to the core, the case-level rule
+    BraTS submissions use: in a tumour without enhancement (low-grade gliomas
+    often have none), any enhancing voxel makes the case's ET Dice 0 instead of 1.
+    Each of ``volumes_ml`` is tried with everything else as in ``params``; the
+    objective is that of :func:`refine_inner_min_volume` (volume and lesion-wise
+    Dice). Ties keep the smallest. Non-nested targets are returned unchanged.
+
+    Returns:
+        the chosen settings and one result per tried volume.
+    """
+    if not target.nested or not volumes_ml:
+        return params, []
+    outer = (0.0,) * (len(target.categories) - 1)
+    trials = [replace(params, min_total_ml=outer + (float(v),)) for v in sorted(set(volumes_ml))]
+    return _first_best(_volume_and_lesion_results(paths, target, trials))
+
+
 def refine_core_hull_margin(
     paths: Sequence[Path],
     target: Target,
@@ -147,11 +173,13 @@ def _volume_and_lesion_results(
     """
     sums = [(defaultdict(float), defaultdict(float)) for _ in trials]
     count = 0
-    for _volume_id, scores, gt in read_cached(paths):
+    for _volume_id, scores, gt, voxel_ml in read_cached(paths):
         count += 1
         for p, (dice_sum, lesion_sum) in zip(trials, sums):
             masks, seeds = probabilities_to_masks_and_seeds(scores, p)
-            masks = postprocess_volume(masks, p, enforce_nesting=True, seeds=seeds)
+            masks = postprocess_volume(
+                masks, p, enforce_nesting=True, seeds=seeds, voxel_ml=voxel_ml
+            )
             for region, value in region_dice(masks, gt, target).items():
                 dice_sum[region] += value
             for region, value in lesion_dice_by_region(masks, gt, target).items():
