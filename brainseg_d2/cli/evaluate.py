@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and missing predictions (default: %(default)s, BraTS 2023)",
     )
     p.add_argument("--workers", type=int, default=1, help="cases scored at once (processes)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress", "--quiet", dest="quiet", action="store_true",
+        help="no progress bar (--quiet: the same; --no-progress as in the other commands)",
+    )  # fmt: skip
     p.add_argument("--no-report", action="store_true", help=f"do not write {REPORT_FILE}")
     return p
 

@@ -362,3 +362,12 @@ def test_missing_prediction_folder_is_named_before_the_references_are_walked(tmp
         (tmp_path / "ref" / sub / "BraTS-GLI-00000-000-seg.nii.gz").write_bytes(b"")
     with pytest.raises(ValueError, match=r"^--pred .*missing is not a folder$"):
         match_cases(tmp_path / "missing", tmp_path / "ref")
+
+
+def test_no_progress_is_spelled_as_in_the_other_commands():
+    from brainseg_d2.cli.evaluate import build_parser
+
+    base = ["--pred", "p", "--ref", "r", "--output", "o"]
+    assert build_parser().parse_args([*base, "--no-progress"]).quiet
+    assert build_parser().parse_args([*base, "--quiet"]).quiet
+    assert not build_parser().parse_args(base).quiet
