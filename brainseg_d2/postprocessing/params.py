@@ -241,12 +241,7 @@ class PostprocessParams:
             ValueError: if ``min_volume_3d`` has neither 1 nor ``C`` values.
         """
         values = self.min_volume_3d if self.enabled else (0,)
-        if len(values) not in (1, num_categories):
-            raise ValueError(
-                f"min_volume_3d has {len(values)} values; give 1 or one per category "
-                f"({num_categories})"
-            )
-        return np.broadcast_to(np.asarray(values, dtype=np.int64), (num_categories,)).copy()
+        return _per_category("min_volume_3d", values, num_categories, np.int64)
 
     def min_totals_ml(self, num_categories: int) -> np.ndarray:
         """Per-category least total volume in millilitres ``(C,)`` (all 0 when disabled).
@@ -255,12 +250,7 @@ class PostprocessParams:
             ValueError: if ``min_total_ml`` has neither 1 nor ``C`` values.
         """
         values = self.min_total_ml if self.enabled else (0.0,)
-        if len(values) not in (1, num_categories):
-            raise ValueError(
-                f"min_total_ml has {len(values)} values; give 1 or one per category "
-                f"({num_categories})"
-            )
-        return np.broadcast_to(np.asarray(values, dtype=float), (num_categories,)).copy()
+        return _per_category("min_total_ml", values, num_categories, float)
 
     def component_thresholds(self, num_categories: int) -> np.ndarray | None:
         """Per-category seed score thresholds ``(C,)``, or None when hysteresis is off.
@@ -271,12 +261,7 @@ class PostprocessParams:
         values = self.component_score_threshold
         if not self.enabled or not values:
             return None
-        if len(values) not in (1, num_categories):
-            raise ValueError(
-                f"component_score_threshold has {len(values)} values; give 1 or one per "
-                f"category ({num_categories})"
-            )
-        return np.broadcast_to(np.asarray(values, dtype=float), (num_categories,)).copy()
+        return _per_category("component_score_threshold", values, num_categories, float)
 
     @classmethod
     def from_cfg(cls, node: Any) -> PostprocessParams:
@@ -326,3 +311,16 @@ class PostprocessParams:
             core_hull_margin=-1,
             min_total_ml=(0.0,),
         )
+
+
+def _per_category(name: str, values: tuple, num_categories: int, dtype) -> np.ndarray:
+    """``values`` (one, or one per category) as a ``(C,)`` array.
+
+    Raises:
+        ValueError: neither 1 nor ``C`` values (the message names the field).
+    """
+    if len(values) not in (1, num_categories):
+        raise ValueError(
+            f"{name} has {len(values)} values; give 1 or one per category ({num_categories})"
+        )
+    return np.broadcast_to(np.asarray(values, dtype=dtype), (num_categories,)).copy()
