@@ -125,21 +125,7 @@ class PostprocessParams:
         thr = self.score_threshold
         if not isinstance(thr, numbers.Real) or isinstance(thr, bool) or not 0.0 <= thr <= 1.0:
             raise ValueError(f"score_threshold must be a number in [0, 1], got {thr!r}")
-        volumes = self.min_volume_3d
-        if isinstance(volumes, numbers.Integral) and not isinstance(volumes, bool):
-            volumes = (volumes,)
-        if (
-            not isinstance(volumes, (tuple, list))
-            or not volumes
-            or not all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
-                for v in volumes
-            )
-        ):
-            raise ValueError(
-                "min_volume_3d must be integers >= 0 (one, or one per category), got "
-                f"{self.min_volume_3d!r}"
-            )
+        volumes = _values_at_least_zero("min_volume_3d", self.min_volume_3d, integral=True)
         object.__setattr__(self, "min_volume_3d", tuple(int(v) for v in volumes))
         for name in (
             "opening_kernel",
@@ -166,21 +152,7 @@ class PostprocessParams:
         if not isinstance(share, numbers.Real) or isinstance(share, bool) or not 0 <= share <= 1:
             raise ValueError(f"core_hull_min_share must be a number in [0, 1], got {share!r}")
         object.__setattr__(self, "core_hull_min_share", float(share))
-        values = self.min_total_ml
-        if isinstance(values, numbers.Real) and not isinstance(values, bool):
-            values = (values,)
-        if (
-            not isinstance(values, (tuple, list))
-            or not values
-            or not all(
-                isinstance(v, numbers.Real) and not isinstance(v, bool) and 0.0 <= v < float("inf")
-                for v in values
-            )
-        ):
-            raise ValueError(
-                "min_total_ml must be numbers >= 0 (one, or one per category), got "
-                f"{self.min_total_ml!r}"
-            )
+        values = _values_at_least_zero("min_total_ml", self.min_total_ml, integral=False)
         object.__setattr__(self, "min_total_ml", tuple(float(v) for v in values))
         values = self.component_score_threshold
         if isinstance(values, numbers.Real) and not isinstance(values, bool):
@@ -324,3 +296,26 @@ def _per_category(name: str, values: tuple, num_categories: int, dtype) -> np.nd
             f"{name} has {len(values)} values; give 1 or one per category ({num_categories})"
         )
     return np.broadcast_to(np.asarray(values, dtype=dtype), (num_categories,)).copy()
+
+
+def _values_at_least_zero(name: str, value, *, integral: bool) -> tuple:
+    """``value`` (a number, or a non-empty tuple or list of them), each finite and >= 0.
+
+    Raises:
+        ValueError: anything else (the message names the field and the value).
+    """
+    kind = numbers.Integral if integral else numbers.Real
+    values = (value,) if isinstance(value, kind) and not isinstance(value, bool) else value
+    if (
+        not isinstance(values, (tuple, list))
+        or not values
+        or not all(
+            isinstance(v, kind) and not isinstance(v, bool) and 0 <= v < float("inf")
+            for v in values
+        )
+    ):
+        raise ValueError(
+            f"{name} must be {'integers' if integral else 'numbers'} >= 0 (one, or one per "
+            f"category), got {value!r}"
+        )
+    return tuple(values)
