@@ -64,6 +64,8 @@ def test_defaults():
         ("min_total_ml", float("inf")),
         ("min_total_ml", ()),
         ("min_total_ml", "1"),
+        ("min_volume_ml", -0.1),
+        ("min_volume_ml", ()),
     ],
 )
 def test_invalid_values_name_field_and_value(field, value):
@@ -87,10 +89,12 @@ def test_from_cfg_reads_uppercase_keys():
         CORE_HULL_MARGIN=2,
         CORE_HULL_MIN_SHARE=0.25,
         MIN_TOTAL_ML=[0, 0, 0.5],
+        MIN_VOLUME_ML=[0.5, 0.1, 0.1],
     )
     assert PostprocessParams.from_cfg(node) == PostprocessParams(
         core_hull_min_share=0.25,
         min_total_ml=(0.0, 0.0, 0.5),
+        min_volume_ml=(0.5, 0.1, 0.1),
         component_score_threshold=(0.9, 0.7, 0.7),
         enabled=True,
         score_threshold=0.3,
@@ -509,6 +513,34 @@ def test_min_volume_3d_per_category():
     assert out[1].sum() == masks[1].sum()  # inner category untouched
     with pytest.raises(ValueError, match="min_volume_3d has 3 values"):
         postprocess_volume(masks, PostprocessParams(min_volume_3d=(1, 2, 3)))
+
+
+def test_min_volume_ml_is_one_physical_size_at_every_voxel_size():
+    """A 0.2 ml minimum is 60 voxels at 1.5 mm and 200 at 1 mm."""
+    small = np.zeros((1, 6, 12, 12), bool)
+    small[0, 1:4, 2:6, 2:6] = True  # 48 voxels of 1.5 mm: 0.16 ml
+    params = PostprocessParams(min_volume_ml=0.2)
+    assert not postprocess_volume(small, params, voxel_ml=0.003375).any()
+    fine = np.zeros((1, 10, 20, 20), bool)
+    fine[0, 1:3, 2:12, 2:12] = True  # 200 voxels of 1 mm3: 0.2 ml, just at the minimum
+    np.testing.assert_array_equal(postprocess_volume(fine, params, voxel_ml=0.001), fine)
+    fine[0, 1, 2, 2] = False  # 199 voxels: under it
+    assert not postprocess_volume(fine, params, voxel_ml=0.001).any()
+    # A component must reach both minima; per category, like MIN_VOLUME_3D.
+    assert postprocess_volume(small, PostprocessParams(min_volume_ml=0.05), voxel_ml=0.003375).any()
+    both = PostprocessParams(min_volume_3d=50, min_volume_ml=0.05)
+    assert not postprocess_volume(small, both, voxel_ml=0.003375).any()  # 48 < 50 voxels
+    per_category = PostprocessParams(min_volume_ml=(0.0, 0.5))
+    two = np.concatenate([small, small])
+    out = postprocess_volume(two, per_category, voxel_ml=0.003375)
+    np.testing.assert_array_equal(out[0], small[0])
+    assert not out[1].any()
+    with pytest.raises(ValueError, match="min_volume_ml is set"):
+        postprocess_volume(small, params)
+    # A size chosen as N voxels stays N voxels (no floating-point round-up to N + 1).
+    assert PostprocessParams(min_volume_ml=0.675).min_component_voxels(1, 0.003375)[0] == 200
+    raw = postprocess_volume(small, PostprocessParams.raw())
+    np.testing.assert_array_equal(raw, small)  # off in the raw variant
 
 
 def _core_around_enhancement():

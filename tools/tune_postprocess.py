@@ -6,7 +6,7 @@
         --output output/config_tuned.yaml MODEL.WEIGHTS output/model_final.pth
 
 Runs the model once over every volume of the dataset, scores a grid of
-SCORE_THRESH x MIN_VOLUME_3D x COMPONENT_SCORE_THRESH on volume Dice, then
+SCORE_THRESH x MIN_VOLUME_ML x COMPONENT_SCORE_THRESH on volume Dice, then
 per-category thresholds, then (nested targets) the inner categories' minimum
 volume, the least total enhancing volume and the core's hull margin on volume
 and lesion-wise Dice (see brainseg_d2/evaluation/tuning/),
@@ -57,13 +57,13 @@ def main(argv=None) -> int:
         print_error(exc)
         return 2
     regions = list(results[0]["dice"])
-    print("SCORE_THRESH MIN_VOLUME_3D COMPONENT_SCORE_THRESH CATEGORY_SCORE_THRESH "
+    print("SCORE_THRESH MIN_VOLUME_ML COMPONENT_SCORE_THRESH CATEGORY_SCORE_THRESH "
           "MIN_TOTAL_ML CORE_HULL_MARGIN " + " ".join(regions) + " objective")
     for r in sorted(results, key=lambda r: -r["objective"]):
         p = r["params"]
         dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)
         hysteresis = list(p.component_score_threshold) or "off"
-        volumes, per_category = list(p.min_volume_3d), list(p.category_score_threshold) or "-"
+        volumes, per_category = list(p.min_volume_ml), list(p.category_score_threshold) or "-"
         hull = p.core_hull_margin if p.core_hull_margin >= 0 else "off"
         totals = list(p.min_total_ml)
         print(f"{p.score_threshold} {volumes} {hysteresis} {per_category} {totals} {hull} "

@@ -25,7 +25,8 @@ Step order (every step can be switched off):
    components holding a voxel of a confident instance survive (hysteresis on
    instance scores: voxels enter at ``score_threshold``, a component needs a
    *seed*, a voxel of an instance scoring ``>= component_score_threshold``);
-   then removal of components smaller than ``min_volume_3d`` voxels, then keep
+   then removal of components smaller than ``min_volume_3d`` voxels or
+   ``min_volume_ml`` millilitres, then keep
    the ``keep_largest_k`` largest components.
 3. Optional nesting (volumes only, ``enforce_nesting=True``): each category is
    intersected with the previous one, so WT ⊇ TC ⊇ ET holds after cleaning.

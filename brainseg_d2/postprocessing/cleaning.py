@@ -202,7 +202,8 @@ def postprocess_volume(
         params: settings. The 2D steps of :func:`postprocess_slice` run on every
             slice, then per category: 3D components without a seed voxel are
             removed (if ``component_score_threshold`` is set), then those smaller
-            than ``min_volume_3d`` voxels (``connectivity_3d``), then only the
+            than ``min_volume_3d`` voxels or ``min_volume_ml`` millilitres
+            (``connectivity_3d``), then only the
             ``keep_largest_k`` largest remain.
         enforce_nesting: for nested targets (``regions``: WT ⊇ TC ⊇ ET, in that
             category order) intersect each category with the one before it,
@@ -218,7 +219,8 @@ def postprocess_volume(
             ``component_score_threshold`` (``instances_to_category_masks`` with
             ``params.component_thresholds(C)``); required when that is set.
         voxel_ml: one voxel's volume in millilitres (the product of the spacing
-            in mm, over 1000); required when ``min_total_ml`` is set.
+            in mm, over 1000); required when ``min_total_ml`` or ``min_volume_ml``
+            is set.
 
     Returns:
         bool ``(C, S, H, W)``, a new array; a copy of the input when
@@ -238,12 +240,12 @@ def postprocess_volume(
         seeds = np.asarray(seeds).astype(bool, copy=False)
         if seeds.shape != masks.shape:
             raise ValueError(f"seeds must have the masks' shape {masks.shape}, got {seeds.shape}")
-    min_volumes = params.min_volumes(masks.shape[0])
     min_totals = params.min_totals_ml(masks.shape[0])
     if min_totals.any() and not (voxel_ml is not None and voxel_ml > 0):
         raise ValueError(
             f"min_total_ml is set: postprocess_volume needs voxel_ml > 0, got {voxel_ml!r}"
         )
+    min_volumes = params.min_component_voxels(masks.shape[0], voxel_ml)
     out = np.empty_like(masks)
     for c in range(masks.shape[0]):
         for s in range(masks.shape[1]):

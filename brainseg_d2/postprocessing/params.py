@@ -32,6 +32,11 @@ class PostprocessParams:
             One value for every category, or one per category (for nested
             targets, e.g. ``(200, 0, 0)`` filters lesions by their WT extent and
             keeps whatever core lies inside a surviving lesion). Stored as a tuple.
+        min_volume_ml: the same in millilitres, so that a size chosen on one
+            voxel size holds on another (the tuner chooses this one; a value
+            chosen at 1.5 mm is 3.4 times as many voxels at 1 mm). A component
+            must reach both minima. :func:`postprocess_volume` needs ``voxel_ml``
+            when it is set.
         connectivity_3d: 3D neighbourhood, 6, 18 or 26 (26 as in BraTS lesion
             analysis); its in-plane part (4 or 8) is the 2D connectivity.
         keep_largest_k: keep only the K largest 3D components per category;
@@ -91,6 +96,7 @@ class PostprocessParams:
     fill_holes: bool = False
     min_area_2d: int = 0
     min_volume_3d: tuple[int, ...] = (0,)
+    min_volume_ml: tuple[float, ...] = (0.0,)
     connectivity_3d: int = 26
     keep_largest_k: int = 0
     component_score_threshold: tuple[float, ...] = ()
@@ -108,6 +114,7 @@ class PostprocessParams:
         "fill_holes": "FILL_HOLES",
         "min_area_2d": "MIN_AREA_2D",
         "min_volume_3d": "MIN_VOLUME_3D",
+        "min_volume_ml": "MIN_VOLUME_ML",
         "connectivity_3d": "CONNECTIVITY_3D",
         "keep_largest_k": "KEEP_LARGEST_K",
         "component_score_threshold": "COMPONENT_SCORE_THRESH",
@@ -127,6 +134,8 @@ class PostprocessParams:
             raise ValueError(f"score_threshold must be a number in [0, 1], got {thr!r}")
         volumes = _values_at_least_zero("min_volume_3d", self.min_volume_3d, integral=True)
         object.__setattr__(self, "min_volume_3d", tuple(int(v) for v in volumes))
+        values = _values_at_least_zero("min_volume_ml", self.min_volume_ml, integral=False)
+        object.__setattr__(self, "min_volume_ml", tuple(float(v) for v in values))
         for name in (
             "opening_kernel",
             "closing_kernel",
@@ -215,6 +224,25 @@ class PostprocessParams:
         values = self.min_volume_3d if self.enabled else (0,)
         return _per_category("min_volume_3d", values, num_categories, np.int64)
 
+    def min_component_voxels(self, num_categories: int, voxel_ml: float | None) -> np.ndarray:
+        """Per-category least 3D component size in voxels ``(C,)``: the larger of
+        ``min_volume_3d`` and ``min_volume_ml`` at a voxel of ``voxel_ml`` millilitres.
+
+        Raises:
+            ValueError: a value count that is neither 1 nor ``C``, or
+                ``min_volume_ml`` set without a positive ``voxel_ml``.
+        """
+        voxels = self.min_volumes(num_categories)
+        values = self.min_volume_ml if self.enabled else (0.0,)
+        ml = _per_category("min_volume_ml", values, num_categories, float)
+        if not ml.any():
+            return voxels
+        if voxel_ml is None or not voxel_ml > 0:
+            raise ValueError(f"min_volume_ml is set: the voxel volume is needed, got {voxel_ml!r}")
+        # The tolerance keeps a volume chosen as N voxels at N voxels (0.675 / 0.003375
+        # is 200.00000000000003 in floating point).
+        return np.maximum(voxels, np.ceil(ml / voxel_ml - 1e-6).astype(np.int64))
+
     def min_totals_ml(self, num_categories: int) -> np.ndarray:
         """Per-category least total volume in millilitres ``(C,)`` (all 0 when disabled).
 
@@ -278,6 +306,7 @@ class PostprocessParams:
             fill_holes=False,
             min_area_2d=0,
             min_volume_3d=(0,),
+            min_volume_ml=(0.0,),
             keep_largest_k=0,
             component_score_threshold=(),
             core_hull_margin=-1,

@@ -18,7 +18,7 @@ from brainseg_d2.postprocessing import PostprocessParams
 
 BINARY = get_target("binary")
 GRID = TuningGrid(
-    score_thresh=(0.5, 0.7), min_volume_3d=(0, 50), component_score_thresh=((), (0.75,))
+    score_thresh=(0.5, 0.7), min_volume_ml=(0, 50), component_score_thresh=((), (0.75,))
 )
 
 
@@ -36,6 +36,7 @@ def _volumes():
     scores[0, 7, 14, 12:15] = 0.9
     healthy = np.zeros_like(scores)
     healthy[0, 4, 10, 10:12] = 0.95
+    # 1 ml voxels: a volume in ml is a count of voxels.
     return [("tumour", scores, gt, 1.0), ("healthy", healthy, np.zeros_like(gt), 1.0)]
 
 
@@ -44,10 +45,10 @@ def test_sweep_picks_the_minimum_volume_that_removes_confident_specks():
     assert len(results) == 8 and all(r["num_volumes"] == 2 for r in results)
     best = best_setting(results)
     assert best["params"].score_threshold == 0.5
-    assert best["params"].min_volume_3d == (50,)
+    assert best["params"].min_volume_ml == (50,)
     assert best["params"].component_score_threshold == ()
     assert best["objective"] == pytest.approx(1.0)
-    default = next(r for r in results if r["params"].min_volume_3d == (0,)
+    default = next(r for r in results if r["params"].min_volume_ml == (0,)
                    and r["params"].score_threshold == 0.5
                    and not r["params"].component_score_threshold)  # fmt: skip
     # 144 lesion voxels + 3 speck voxels: Dice 288/291; the healthy volume scores 0.
@@ -73,12 +74,13 @@ def test_nested_targets_filter_lesions_by_their_outer_region():
     scores[0, 2, 20:23, 20:23] = 0.9  # a 9-voxel lone lesion
     gt = scores >= 0.5
     gt[0, 2, 20:23, 20:23] = False
-    grid = TuningGrid(score_thresh=(0.5,), min_volume_3d=(0, 50), component_score_thresh=((),))
-    settings = grid.settings(PostprocessParams(), regions)
-    assert [p.min_volume_3d for p in settings] == [(0, 0, 0), (50, 0, 0)]
+    grid = TuningGrid(score_thresh=(0.5,), min_volume_ml=(0, 50), component_score_thresh=((),))
+    settings = grid.settings(PostprocessParams(min_volume_3d=7), regions)
+    assert [p.min_volume_ml for p in settings] == [(0, 0, 0), (50, 0, 0)]
+    assert {p.min_volume_3d for p in settings} == {(0,)}  # the sweep sets the voxel key aside
     results = sweep([("v", scores, gt, 1.0)], regions, settings)
     best = best_setting(results)
-    assert best["params"].min_volume_3d == (50, 0, 0)
+    assert best["params"].min_volume_ml == (50, 0, 0)
     assert best["dice"] == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
 
 
@@ -96,7 +98,7 @@ def test_region_dice_of_nested_regions_from_tissue_classes():
 
 def test_tuned_config_loads_back(tmp_path):
     cfg = get_brainseg_cfg()
-    params = PostprocessParams(score_threshold=0.6, min_volume_3d=50,
+    params = PostprocessParams(score_threshold=0.6, min_volume_3d=50, min_volume_ml=(0.5, 0.1, 0),
                                component_score_threshold=(0.9,))  # fmt: skip
     path = write_tuned_config(cfg, params, tmp_path / "config_tuned.yaml")
     back = get_brainseg_cfg()
@@ -124,11 +126,13 @@ def test_fast_sweep_equals_postprocess_volume_on_random_volumes():
 
     rng = np.random.default_rng(0)
     regions = get_target("regions")
-    grid = TuningGrid(score_thresh=(0.3, 0.6), min_volume_3d=(0, 5, 40),
+    voxel_ml = 0.5
+    grid = TuningGrid(score_thresh=(0.3, 0.6), min_volume_ml=(0, 2.5, 20),
                       component_score_thresh=((), (0.8,)))  # fmt: skip
     settings = grid.settings(PostprocessParams(connectivity_3d=18), regions)
     settings += [
         PostprocessParams(min_volume_3d=(5, 40, 0), component_score_threshold=(0.9,)),
+        PostprocessParams(min_volume_3d=(5, 0, 0), min_volume_ml=(1.0, 10.0, 0.0)),
         PostprocessParams(score_threshold=0.4, component_score_threshold=(0.5, 0.9, 0.95)),
     ]
     for pad in (0, 0, 0, 3):
@@ -140,12 +144,13 @@ def test_fast_sweep_equals_postprocess_volume_on_random_volumes():
         scores = np.pad(scores, ((0, 0), (pad, 1), (2 * pad, 0), (0, pad)))
         gt = scores > 0.5
         gt[2, -1, 0, 0] = bool(pad)  # a reference voxel far from any score
-        fast = _score_settings_fast(scores, gt, regions, settings)
+        fast = _score_settings_fast(scores, gt, regions, settings, voxel_ml)
         for p, got in zip(settings, fast):
             masks, seeds = probabilities_to_masks_and_seeds(scores, p)
-            expected = region_dice(
-                postprocess_volume(masks, p, enforce_nesting=True, seeds=seeds), gt, regions
+            masks = postprocess_volume(
+                masks, p, enforce_nesting=True, seeds=seeds, voxel_ml=voxel_ml
             )
+            expected = region_dice(masks, gt, regions)
             assert got == expected, p
 
 
@@ -161,7 +166,7 @@ def test_per_category_thresholds_keep_a_faint_core_and_drop_a_bright_speck(tmp_p
     volumes = [("t", tumour, tumour >= 0.35, 1.0),
                ("h", healthy, np.zeros(tumour.shape, bool), 1.0)]  # fmt: skip
     paths = cache_volumes(volumes, tmp_path)
-    grid = TuningGrid(score_thresh=(0.3, 0.5, 0.7), min_volume_3d=(0,),
+    grid = TuningGrid(score_thresh=(0.3, 0.5, 0.7), min_volume_ml=(0,),
                       component_score_thresh=((),))  # fmt: skip
     results = sweep(volumes, regions, grid.settings(PostprocessParams(), regions))
     single = best_setting(results)
@@ -187,15 +192,15 @@ def test_inner_min_volume_drops_core_fragments_that_lesion_wise_dice_counts(tmp_
     gt = scores >= 0.5
     for z, y in ((2, 28), (6, 28), (7, 6)):  # three 2-voxel core fragments, not in the truth
         scores[1:, z, y, 28:30] = 0.9
-    paths = cache_volumes([("v", scores, gt, 1.0)], tmp_path)
+    paths = cache_volumes([("v", scores, gt, 1.0)], tmp_path)  # 1 ml voxels: ml = voxels
     base = PostprocessParams(score_threshold=0.5, min_volume_3d=(0, 0, 0))
     masks = scores >= 0.5
     assert region_dice(masks, gt, regions)["TC"] > 0.98  # fragments: 12 of 412 voxels
     # the core matched exactly (Dice 1), each fragment a false positive adding 0
     assert lesion_dice_by_region(masks, gt, regions)["TC"] == pytest.approx(1 / 4)
     params, results = refine_inner_min_volume(paths, regions, base, (0, 10, 1000))
-    assert [r["params"].min_volume_3d for r in results] == [(0, 0, 0), (0, 10, 10), (0, 1000, 1000)]
-    assert params.min_volume_3d == (0, 10, 10)  # removes the fragments, keeps the core
+    assert [r["params"].min_volume_ml for r in results] == [(0, 0, 0), (0, 10, 10), (0, 1000, 1000)]
+    assert params.min_volume_ml == (0, 10, 10)  # removes the fragments, keeps the core
     chosen = results[1]
     assert chosen["dice"]["TC"] == pytest.approx(1.0) and chosen["lesion_dice"]["ET"] == 1.0
     assert results[2]["dice"]["TC"] == 0.0  # too large a minimum deletes the core

@@ -622,3 +622,32 @@ def test_least_total_enhancing_volume_is_measured_in_the_input_millilitres(phant
     np.testing.assert_array_equal(moved.masks_post[1], kept.masks_post[1])  # the core stays
     labels = sitk.GetArrayFromImage(moved.label_image)
     assert 4 not in np.unique(labels) and 1 in np.unique(labels)  # enhancing -> core label
+
+
+def test_least_component_volume_is_measured_in_the_input_millilitres(phantom):
+    """MIN_VOLUME_ML uses the case's own voxel size: a minimum just over the lesion's
+    volume removes it, just under keeps it."""
+
+    def model(inputs):
+        outputs = []
+        for x in inputs:
+            h, w = x["height"], x["width"]
+            probs = torch.zeros((3, h, w))
+            probs[0, 2:8, 2:8] = 0.95  # WT on every brain slice: one component
+            outputs.append({"sem_seg": probs, "instances": Instances((h, w))})
+        return outputs
+
+    flair = sitk.ReadImage(str(next(Path(phantom.tiny_dir).glob("*_flair.nii.gz"))))
+    voxel_ml = float(np.prod(flair.GetSpacing())) / 1000.0
+
+    def predict(min_ml):
+        opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.5,
+                "BRAINSEG.POSTPROCESS.MIN_VOLUME_ML", (min_ml, 0.0, 0.0)]  # fmt: skip
+        predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
+        return predictor.predict(phantom.tiny_dir)
+
+    wt_ml = int(predict(0.0).masks_raw[0].sum()) * voxel_ml
+    assert wt_ml > 0
+    kept, removed = predict(wt_ml * 0.99), predict(wt_ml * 1.01)
+    assert kept.masks_post[0].sum() * voxel_ml == pytest.approx(wt_ml)
+    assert not removed.masks_post.any()

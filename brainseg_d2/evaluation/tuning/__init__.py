@@ -7,7 +7,9 @@ head's probability, or the best covering instance's score), and then scores
 every setting of a grid of ``BRAINSEG.POSTPROCESS`` keys on those maps:
 
 * ``SCORE_THRESH``: where voxels enter the masks;
-* ``MIN_VOLUME_3D``: 3D components smaller than this many voxels go;
+* ``MIN_VOLUME_ML``: 3D components smaller than this many millilitres go
+  (``MIN_VOLUME_3D``, the same in voxels, is set to 0), in physical units so that
+  the choice holds on scans of another voxel size;
 * ``COMPONENT_SCORE_THRESH``: hysteresis, a 3D component needs a voxel scoring
   at least this (``()`` is off).
 
@@ -120,7 +122,7 @@ def tune_postprocess(
         params, refined = refine_category_thresholds(
             paths, target, best["params"], grid.score_thresh
         )
-        params, inner = refine_inner_min_volume(paths, target, params, grid.inner_min_volume_3d)
+        params, inner = refine_inner_min_volume(paths, target, params, grid.inner_min_volume_ml)
         params, total = refine_min_total_ml(paths, target, params, grid.min_total_ml)
         params, hull = refine_core_hull_margin(paths, target, params, grid.core_hull_margin)
     results += refined + inner + total + hull

@@ -29,9 +29,10 @@ class TuningGrid:
 
     Attributes:
         score_thresh: ``SCORE_THRESH`` values.
-        min_volume_3d: ``MIN_VOLUME_3D`` values (voxels).
+        min_volume_ml: ``MIN_VOLUME_ML`` values (millilitres, so the choice holds
+            at another voxel size); the swept settings set ``MIN_VOLUME_3D`` to 0.
         component_score_thresh: ``COMPONENT_SCORE_THRESH`` values; ``()`` is off.
-        inner_min_volume_3d: for nested targets, ``MIN_VOLUME_3D`` values of the
+        inner_min_volume_ml: for nested targets, ``MIN_VOLUME_ML`` values of the
             inner categories, tried after the thresholds (:func:`refine_inner_min_volume`).
         min_total_ml: for nested targets, ``MIN_TOTAL_ML`` values (millilitres) of
             the innermost category, tried after the inner minimum volume
@@ -41,9 +42,9 @@ class TuningGrid:
     """
 
     score_thresh: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-    min_volume_3d: tuple[int, ...] = (0, 50, 200)
+    min_volume_ml: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
     component_score_thresh: tuple[tuple[float, ...], ...] = ((), (0.8,), (0.9,), (0.95,))
-    inner_min_volume_3d: tuple[int, ...] = (0, 20, 50, 100, 200)
+    inner_min_volume_ml: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5)
     min_total_ml: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     core_hull_margin: tuple[int, ...] = (-1, 0, 1, 2, 4)
 
@@ -57,10 +58,11 @@ class TuningGrid:
         # The core hull is chosen last (refine_core_hull_margin); the grid runs without it.
         hull = -1 if inner and self.core_hull_margin else base.core_hull_margin
         return [
-            replace(base, enabled=True, score_threshold=t, min_volume_3d=outer((v,), 0),
-                    component_score_threshold=outer(tuple(c), 0.0), core_hull_margin=hull)
+            replace(base, enabled=True, score_threshold=t, min_volume_3d=(0,),
+                    min_volume_ml=outer((v,), 0.0), component_score_threshold=outer(tuple(c), 0.0),
+                    core_hull_margin=hull)
             for t, v, c in itertools.product(
-                self.score_thresh, self.min_volume_3d, self.component_score_thresh
+                self.score_thresh, self.min_volume_ml, self.component_score_thresh
             )
         ]  # fmt: skip
 
@@ -124,7 +126,11 @@ def _crop_to_content(
 
 
 def _score_settings_fast(
-    scores: np.ndarray, gt: np.ndarray, target: Target, settings: Sequence[PostprocessParams]
+    scores: np.ndarray,
+    gt: np.ndarray,
+    target: Target,
+    settings: Sequence[PostprocessParams],
+    voxel_ml: float | None,
 ) -> list[dict[str, float]]:
     """Region Dice of every setting, labelling each category once per score threshold.
 
@@ -155,7 +161,7 @@ def _score_settings_fast(
     for p in settings:
         thresholds = p.score_thresholds(num_categories)
         seeds = p.component_thresholds(num_categories) if p.enabled else None
-        min_volumes = p.min_volumes(num_categories)
+        min_volumes = p.min_component_voxels(num_categories, voxel_ml)
         kept = np.zeros(scores.shape, dtype=bool)
         for c in range(num_categories):
             lab, n, size = components(c, thresholds[c], p.connectivity_3d)
@@ -197,7 +203,7 @@ def sweep(
     for volume_id, scores, gt, voxel_ml in volumes:
         count += 1
         if fast:
-            per_setting = _score_settings_fast(scores, gt, target, settings)
+            per_setting = _score_settings_fast(scores, gt, target, settings, voxel_ml)
         else:
             per_setting = []
             for params in settings:
@@ -225,6 +231,7 @@ def sweep(
 def _simplicity(params: PostprocessParams) -> tuple:
     """Sort key among equal objectives: the setting that changes the least first."""
     return (
+        max(params.min_volume_ml),
         max(params.min_volume_3d),
         max(params.component_score_threshold, default=0.0),
         abs(params.score_threshold - 0.5),

@@ -91,11 +91,11 @@ def refine_inner_min_volume(
     paths: Sequence[Path],
     target: Target,
     params: PostprocessParams,
-    volumes: Sequence[int],
+    volumes_ml: Sequence[float],
 ) -> tuple[PostprocessParams, list[dict]]:
-    """Choose one minimum component volume for the inner categories of a nested target.
+    """Choose one minimum component volume (ml) for the inner categories of a nested target.
 
-    Each of ``volumes`` is tried for every inner category (the outer one keeps
+    Each of ``volumes_ml`` is tried for every inner category (the outer one keeps
     its value); the objective is the mean over regions of volume Dice and
     lesion-wise Dice (:func:`lesion_dice_by_region`), averaged over volumes.
     Ties keep the smallest volume. Non-nested targets are returned unchanged.
@@ -104,13 +104,13 @@ def refine_inner_min_volume(
         the chosen settings and one result per tried volume (``dice``,
         ``lesion_dice``, ``objective``, ``num_volumes``).
     """
-    if not target.nested or not volumes:
+    if not target.nested or not volumes_ml:
         return params, []
     num_categories = len(target.categories)
-    outer = params.min_volumes(num_categories)[0]
+    outer = params.min_volume_ml[0]
     trials = [
-        replace(params, min_volume_3d=(outer,) + (int(v),) * (num_categories - 1))
-        for v in sorted(set(volumes))
+        replace(params, min_volume_ml=(outer,) + (float(v),) * (num_categories - 1))
+        for v in sorted(set(volumes_ml))
     ]
     return _first_best(_volume_and_lesion_results(paths, target, trials))
 
