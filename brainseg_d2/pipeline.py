@@ -264,7 +264,9 @@ def flair_baseline(opts: DemoOptions, num_sd: float = 2.0) -> list[dict]:
         gt = label_map_masks(case.mask, prep.geometry, target, case.label_convention)
         spacing = prep.geometry.voxel_spacing
         for variant, params in variants:
-            masks = postprocess_volume(pred, params, seeds=seeds)  # raw params: a copy
+            masks = postprocess_volume(  # raw params: a copy
+                pred, params, seeds=seeds, voxel_ml=prep.geometry.voxel_ml
+            )
             for row in evaluate_volume(masks, gt, spacing, target, settings=settings):
                 rows.append({**row, "variant": variant, "volume_id": case.case_id,
                              "patient_id": case.patient_id, "gt_source": "original"})

@@ -166,6 +166,27 @@ def test_flair_baseline_thresholds_the_source_intensities_whatever_the_normalisa
     np.testing.assert_array_equal(masks[0], masks[1])
 
 
+def test_flair_baseline_cleans_with_the_tuned_sizes_in_the_cases_millilitres(tmp_path):
+    """The baseline's post-processed row uses the tuned settings, MIN_VOLUME_ML included,
+    measured at the held-out cases' own voxel size."""
+    from brainseg_d2.pipeline import DEMO_CONFIG, DemoOptions, flair_baseline, make_data
+    from brainseg_d2.postprocessing import PostprocessParams
+
+    opts = DemoOptions(config=ROOT / DEMO_CONFIG, output=tmp_path, train_cases=3,
+                       heldout_cases=1, spacing=3.0, workers=1)  # fmt: skip
+    make_data(opts)
+
+    def wt_dice(min_volume_ml):
+        opts.postprocess = PostprocessParams(min_volume_ml=min_volume_ml)
+        rows = flair_baseline(opts)
+        return {r["variant"]: r["dice"] for r in rows if r["name"] == "WT"}
+
+    kept = wt_dice(0.0)
+    assert kept["post"] == kept["raw"] > 0
+    removed = wt_dice(1e6)  # larger than any brain: every component goes
+    assert removed["raw"] == kept["raw"] and removed["post"] == 0.0
+
+
 def test_demo_data_holds_the_neighbouring_slices_a_2_5d_config_reads(tmp_path):
     """With BRAINSEG.INPUT.CONTEXT_SLICES 1 the demo converts the kept slices' neighbours too."""
     from brainseg_d2.pipeline import DEMO_CONFIG, DemoOptions, make_data
