@@ -590,33 +590,46 @@ def test_dense_head_masks_skip_the_instance_branch(phantom, tiny_model, monkeypa
     np.testing.assert_array_equal(got.masks_post, expected.masks_post)
 
 
-def test_least_total_enhancing_volume_is_measured_in_the_input_millilitres(phantom):
-    """MIN_TOTAL_ML uses the case's own voxel size: just over the call's volume
-    moves the enhancing tumour into the core, just under keeps it."""
+def _boxes_model(boxes):
+    """A dense-head stand-in: every slice gets probability 0.95 in each category's box
+    (``category -> (rows, cols)`` slices), 0 elsewhere."""
 
     def model(inputs):
         outputs = []
         for x in inputs:
             h, w = x["height"], x["width"]
             probs = torch.zeros((3, h, w))
-            probs[0, 2:8, 2:8] = 0.95  # WT
-            probs[1, 2:6, 2:6] = 0.95  # TC
-            probs[2, 3:5, 3:5] = 0.95  # ET, 4 pixels a slice
+            for category, box in boxes.items():
+                probs[(category, *box)] = 0.95
             outputs.append({"sem_seg": probs, "instances": Instances((h, w))})
         return outputs
 
+    return model
+
+
+def _predict_in_millilitres(phantom, model, key, values):
+    """The tiny phantom case predicted with ``BRAINSEG.POSTPROCESS.<key>`` set to
+    ``values``, and the case's voxel volume in ml."""
     flair = sitk.ReadImage(str(next(Path(phantom.tiny_dir).glob("*_flair.nii.gz"))))
-    voxel_ml = float(np.prod(flair.GetSpacing())) / 1000.0
+    opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.5, f"BRAINSEG.POSTPROCESS.{key}", values]
+    predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
+    return predictor.predict(phantom.tiny_dir), float(np.prod(flair.GetSpacing())) / 1000.0
+
+
+def test_least_total_enhancing_volume_is_measured_in_the_input_millilitres(phantom):
+    """MIN_TOTAL_ML uses the case's own voxel size: just over the call's volume
+    moves the enhancing tumour into the core, just under keeps it."""
+    # WT, TC, and ET of 4 pixels a slice.
+    model = _boxes_model({0: (slice(2, 8), slice(2, 8)), 1: (slice(2, 6), slice(2, 6)),
+                          2: (slice(3, 5), slice(3, 5))})  # fmt: skip
 
     def predict(total_ml):
-        opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.5,
-                "BRAINSEG.POSTPROCESS.MIN_TOTAL_ML", (0.0, 0.0, total_ml)]  # fmt: skip
-        predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
-        return predictor.predict(phantom.tiny_dir)
+        return _predict_in_millilitres(phantom, model, "MIN_TOTAL_ML", (0.0, 0.0, total_ml))
 
-    et_ml = int(predict(0.0).masks_raw[2].sum()) * voxel_ml
+    first, voxel_ml = predict(0.0)
+    et_ml = int(first.masks_raw[2].sum()) * voxel_ml
     assert et_ml > 0
-    kept, moved = predict(et_ml * 0.99), predict(et_ml * 1.01)
+    (kept, _), (moved, _) = predict(et_ml * 0.99), predict(et_ml * 1.01)
     assert kept.masks_post[2].sum() * voxel_ml == pytest.approx(et_ml)
     assert not moved.masks_post[2].any()
     np.testing.assert_array_equal(moved.masks_post[1], kept.masks_post[1])  # the core stays
@@ -627,27 +640,14 @@ def test_least_total_enhancing_volume_is_measured_in_the_input_millilitres(phant
 def test_least_component_volume_is_measured_in_the_input_millilitres(phantom):
     """MIN_VOLUME_ML uses the case's own voxel size: a minimum just over the lesion's
     volume removes it, just under keeps it."""
-
-    def model(inputs):
-        outputs = []
-        for x in inputs:
-            h, w = x["height"], x["width"]
-            probs = torch.zeros((3, h, w))
-            probs[0, 2:8, 2:8] = 0.95  # WT on every brain slice: one component
-            outputs.append({"sem_seg": probs, "instances": Instances((h, w))})
-        return outputs
-
-    flair = sitk.ReadImage(str(next(Path(phantom.tiny_dir).glob("*_flair.nii.gz"))))
-    voxel_ml = float(np.prod(flair.GetSpacing())) / 1000.0
+    model = _boxes_model({0: (slice(2, 8), slice(2, 8))})  # WT on every brain slice: one lesion
 
     def predict(min_ml):
-        opts = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", 0.5,
-                "BRAINSEG.POSTPROCESS.MIN_VOLUME_ML", (min_ml, 0.0, 0.0)]  # fmt: skip
-        predictor = VolumePredictor(make_cfg(*opts), dataset_info=phantom.tiny_info, model=model)
-        return predictor.predict(phantom.tiny_dir)
+        return _predict_in_millilitres(phantom, model, "MIN_VOLUME_ML", (min_ml, 0.0, 0.0))
 
-    wt_ml = int(predict(0.0).masks_raw[0].sum()) * voxel_ml
+    first, voxel_ml = predict(0.0)
+    wt_ml = int(first.masks_raw[0].sum()) * voxel_ml
     assert wt_ml > 0
-    kept, removed = predict(wt_ml * 0.99), predict(wt_ml * 1.01)
+    (kept, _), (removed, _) = predict(wt_ml * 0.99), predict(wt_ml * 1.01)
     assert kept.masks_post[0].sum() * voxel_ml == pytest.approx(wt_ml)
     assert not removed.masks_post.any()
