@@ -176,6 +176,7 @@ class VolumePredictor:
             raise ValueError(f"concurrent_batches must be >= 0, got {concurrent_batches}")
         self.concurrent_batches = int(concurrent_batches)
         self.postprocess = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
+        self.postprocess.check_categories(len(self.category_names))  # before any case
         self.mask_source: str = cfg.BRAINSEG.MASK_SOURCE
         self.context_slices: int = cfg.BRAINSEG.INPUT.CONTEXT_SLICES
         if slice_channels(cfg) != len(self.options.channels):

@@ -215,6 +215,16 @@ class PostprocessParams:
             category_score_threshold=self.category_score_threshold,
         )
 
+    def check_categories(self, num_categories: int) -> None:
+        """Raise now what a volume of ``num_categories`` categories would raise later:
+        every per-category key must have 1 or ``C`` values (``category_score_threshold``
+        0 or ``C``). One-line ``ValueError`` naming the key."""
+        self.score_thresholds(num_categories)
+        self.min_volumes(num_categories)
+        _per_category("min_volume_ml", self.min_volume_ml, num_categories, float)
+        self.min_totals_ml(num_categories)
+        self.component_thresholds(num_categories)
+
     def min_volumes(self, num_categories: int) -> np.ndarray:
         """Per-category minimum 3D component size ``(C,)`` (all 0 when disabled).
 

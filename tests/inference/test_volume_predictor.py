@@ -651,3 +651,23 @@ def test_least_component_volume_is_measured_in_the_input_millilitres(phantom):
     (kept, _), (removed, _) = predict(wt_ml * 0.99), predict(wt_ml * 1.01)
     assert kept.masks_post[0].sum() * voxel_ml == pytest.approx(wt_ml)
     assert not removed.masks_post.any()
+
+
+@pytest.mark.parametrize(
+    ("key", "values", "message"),
+    [
+        ("MIN_VOLUME_ML", (0.1, 0.2), "min_volume_ml has 2 values"),
+        ("MIN_TOTAL_ML", (0.0, 1.0), "min_total_ml has 2 values"),
+        ("MIN_VOLUME_3D", (1, 2), "min_volume_3d has 2 values"),
+        ("COMPONENT_SCORE_THRESH", (0.9, 0.8), "component_score_threshold has 2 values"),
+        ("CATEGORY_SCORE_THRESH", (0.5,), "category_score_threshold has 1 values"),
+    ],
+)
+def test_a_per_category_key_of_the_wrong_length_fails_before_any_case(phantom, key, values,
+                                                                      message):
+    def model(inputs):
+        raise AssertionError("the model must not run")
+
+    cfg = make_cfg(f"BRAINSEG.POSTPROCESS.{key}", values)
+    with pytest.raises(ValueError, match=rf"^{message}; give .*\(3\)$"):
+        VolumePredictor(cfg, dataset_info=phantom.tiny_info, model=model)
