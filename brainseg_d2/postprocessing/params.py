@@ -221,7 +221,7 @@ class PostprocessParams:
         0 or ``C``). One-line ``ValueError`` naming the key."""
         self.score_thresholds(num_categories)
         self.min_volumes(num_categories)
-        _per_category("min_volume_ml", self.min_volume_ml, num_categories, float)
+        self.min_volumes_ml(num_categories)
         self.min_totals_ml(num_categories)
         self.component_thresholds(num_categories)
 
@@ -234,6 +234,16 @@ class PostprocessParams:
         values = self.min_volume_3d if self.enabled else (0,)
         return _per_category("min_volume_3d", values, num_categories, np.int64)
 
+    def min_volumes_ml(self, num_categories: int) -> np.ndarray:
+        """Per-category minimum 3D component volume in millilitres ``(C,)`` (all 0 when
+        disabled).
+
+        Raises:
+            ValueError: if ``min_volume_ml`` has neither 1 nor ``C`` values.
+        """
+        values = self.min_volume_ml if self.enabled else (0.0,)
+        return _per_category("min_volume_ml", values, num_categories, float)
+
     def min_component_voxels(self, num_categories: int, voxel_ml: float | None) -> np.ndarray:
         """Per-category least 3D component size in voxels ``(C,)``: the larger of
         ``min_volume_3d`` and ``min_volume_ml`` at a voxel of ``voxel_ml`` millilitres.
@@ -243,8 +253,7 @@ class PostprocessParams:
                 ``min_volume_ml`` set without a positive ``voxel_ml``.
         """
         voxels = self.min_volumes(num_categories)
-        values = self.min_volume_ml if self.enabled else (0.0,)
-        ml = _per_category("min_volume_ml", values, num_categories, float)
+        ml = self.min_volumes_ml(num_categories)
         if not ml.any():
             return voxels
         if voxel_ml is None or not voxel_ml > 0:

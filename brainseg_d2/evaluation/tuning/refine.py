@@ -107,7 +107,7 @@ def refine_inner_min_volume(
     if not target.nested or not volumes_ml:
         return params, []
     num_categories = len(target.categories)
-    outer = params.min_volume_ml[0]
+    outer = params.min_volumes_ml(num_categories)[0]
     trials = [
         replace(params, min_volume_ml=(outer,) + (float(v),) * (num_categories - 1))
         for v in sorted(set(volumes_ml))
