@@ -77,7 +77,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per round")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                   metavar="NAME", help=f"variants to time (default all: {', '.join(VARIANTS)})")
     args = p.parse_args()
+    variants = {v: VARIANTS[v] for v in dict.fromkeys(["fp32", *args.variants])}
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -87,6 +90,7 @@ def main() -> None:
 
     from brainseg_d2.config import get_brainseg_cfg
     from brainseg_d2.data.datasets import register_brainseg_dataset
+    from brainseg_d2.engine.precision import native_bf16
 
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset
@@ -102,7 +106,7 @@ def main() -> None:
                             progress=False)  # fmt: skip
         (name,) = [n for n in register_brainseg_dataset(dataset, name="speed") if "train" in n]
         runs = {}
-        for variant, (opts, _, _) in VARIANTS.items():
+        for variant, (opts, _, _) in variants.items():
             cfg = get_brainseg_cfg()
             cfg.merge_from_file(str(CONFIG))
             cfg.merge_from_list(["DATASETS.TRAIN", f"('{name}',)", *opts])
@@ -112,10 +116,10 @@ def main() -> None:
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             data = batches(cfg, name, args.iters + 2)
             runs[variant] = (model, optimizer, data)
-        times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        times: dict[str, list[float]] = {v: [] for v in variants}
         with EventStorage():
             for _ in range(args.rounds):
-                for variant, (_, bf16, channels_last) in VARIANTS.items():
+                for variant, (_, bf16, channels_last) in variants.items():
                     model, optimizer, data = runs[variant]
                     if channels_last:
                         model.to(memory_format=torch.channels_last)
@@ -132,6 +136,8 @@ def main() -> None:
                         optimizer.step()
                     times[variant].append((time.perf_counter() - t0) / args.iters)
     base = statistics.median(times["fp32"])
+    print(f"CPU capability: {torch.backends.cpu.get_cpu_capability()}, native bf16: "
+          f"{native_bf16()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| variant | s/iter by round | median | vs fp32 (speed-up) |\n|---|---|---|---|")
     for variant, values in times.items():
         med = statistics.median(values)

@@ -16,7 +16,25 @@ import time
 import torch
 from detectron2.engine import SimpleTrainer
 
-__all__ = ["BF16Trainer", "model_device_type"]
+__all__ = ["BF16Trainer", "model_device_type", "native_bf16"]
+
+
+def native_bf16(device_type: str = "cpu") -> bool:
+    """Whether ``device_type`` runs bfloat16 matrix products in hardware.
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: AVX-512 BF16 or AMX, as torch
+    detects them. Without either, a CPU emulates bfloat16 and autocast makes a
+    training step several times slower than float32 (BENCHMARKS.md, "Training
+    speed").
+    """
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(
+            including_emulation=False
+        )
+    if device_type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def model_device_type(model: torch.nn.Module) -> str:

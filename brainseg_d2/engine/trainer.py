@@ -39,7 +39,7 @@ from brainseg_d2.engine.cfg_checks import (
 )
 from brainseg_d2.engine.distributed import create_ddp_model
 from brainseg_d2.engine.hooks import EarlyStop, build_eval_hooks
-from brainseg_d2.engine.precision import BF16Trainer
+from brainseg_d2.engine.precision import BF16Trainer, model_device_type, native_bf16
 from brainseg_d2.engine.solver import build_optimizer
 from brainseg_d2.engine.test_inference import (
     ConcurrentBatches,
@@ -237,7 +237,9 @@ def ensure_weights_available(cfg) -> None:
 def build_step_trainer(cfg, model, data_loader, optimizer):
     """The object that runs one training step, by precision.
 
-    ``BRAINSEG.SOLVER.BF16``: bfloat16 autocast on any device (:class:`BF16Trainer`);
+    ``BRAINSEG.SOLVER.BF16``: bfloat16 autocast (:class:`BF16Trainer`) on a device
+    that runs bfloat16 natively (:func:`native_bf16`), else float32 with a warning:
+    emulated, it made a step 13x slower (BENCHMARKS.md, "Training speed");
     else ``SOLVER.AMP.ENABLED``: Detectron2's float16 ``AMPTrainer`` (CUDA only);
     else float32 (``SimpleTrainer``).
 
@@ -249,7 +251,15 @@ def build_step_trainer(cfg, model, data_loader, optimizer):
             raise ValueError(
                 "BRAINSEG.SOLVER.BF16 and SOLVER.AMP.ENABLED are both on: choose one precision"
             )
-        return BF16Trainer(model, data_loader, optimizer)
+        device = model_device_type(model)
+        if native_bf16(device):
+            return BF16Trainer(model, data_loader, optimizer)
+        logger.warning(
+            "BRAINSEG.SOLVER.BF16 is on, but this %s has no native bfloat16 (%s): training "
+            "in float32, which is faster here than emulated bfloat16",
+            device.upper(),
+            "AVX-512 BF16 or AMX" if device == "cpu" else "bf16 tensor cores",
+        )
     return (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
 
 

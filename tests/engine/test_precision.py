@@ -23,12 +23,25 @@ def _cfg(phantom_dataset, tmp_path, *opts):
     return cfg
 
 
-def test_bf16_step_computes_in_bfloat16_and_keeps_float32_weights(phantom_dataset, tmp_path):
+@pytest.fixture
+def native(monkeypatch):
+    """Make the Trainer see a device with (True) or without (False) native bfloat16."""
+
+    def set_native(value: bool) -> None:
+        monkeypatch.setattr("brainseg_d2.engine.trainer.native_bf16", lambda device: value)
+
+    return set_native
+
+
+def test_bf16_step_computes_in_bfloat16_and_keeps_float32_weights(
+    phantom_dataset, tmp_path, native
+):
     from detectron2.utils.events import EventStorage
 
     from brainseg_d2.engine import Trainer
     from brainseg_d2.engine.precision import BF16Trainer
 
+    native(True)  # autocast runs (emulated) on any CPU; the Trainer asks the hardware first
     trainer = Trainer(_cfg(phantom_dataset, tmp_path, "BRAINSEG.SOLVER.BF16", "True"))
     assert isinstance(trainer._trainer, BF16Trainer)
     dtypes = []
@@ -66,3 +79,31 @@ def test_bf16_and_fp16_amp_together_is_an_error(phantom_dataset, tmp_path):
     )
     with pytest.raises(ValueError, match="choose one precision"):
         Trainer(cfg)
+
+
+def test_bf16_falls_back_to_float32_where_the_device_only_emulates_it(
+    phantom_dataset, tmp_path, native, caplog
+):
+    from detectron2.engine import SimpleTrainer
+
+    from brainseg_d2.engine import Trainer
+
+    native(False)
+    with caplog.at_level("WARNING", logger="brainseg_d2.engine.trainer"):
+        trainer = Trainer(_cfg(phantom_dataset, tmp_path, "BRAINSEG.SOLVER.BF16", "True"))
+    assert type(trainer._trainer) is SimpleTrainer
+    (message,) = [r.getMessage() for r in caplog.records if "BF16" in r.getMessage()]
+    assert "CPU has no native bfloat16" in message and "float32" in message
+
+
+def test_native_bf16_follows_the_cpu_flags(monkeypatch):
+    from brainseg_d2.engine.precision import native_bf16
+
+    for avx512_bf16, amx, expected in [(False, False, False), (True, False, True),
+                                       (False, True, True)]:  # fmt: skip
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert native_bf16("cpu") is expected
+    assert native_bf16("mps") is False
+    if not torch.cuda.is_available():
+        assert native_bf16("cuda") is False
