@@ -102,8 +102,9 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.POSTPROCESS = _D2CfgNode(PostprocessParams().to_cfg_dict())
 
     _C.BRAINSEG.SOLVER = _D2CfgNode()
-    # Train with the forward pass under bfloat16 autocast (brainseg_d2/engine/precision.py):
-    # on any device, no loss scaling; faster on CPUs with AVX-512 BF16/AMX (BENCHMARKS.md).
+    # Train with the forward pass under bfloat16 autocast (brainseg_d2/engine/precision.py),
+    # no loss scaling, where the device runs bfloat16 natively (CPUs with AVX-512 BF16 or
+    # AMX, GPUs with bf16 tensor cores); elsewhere float32, with a warning (BENCHMARKS.md).
     _C.BRAINSEG.SOLVER.BF16 = False
     # "SGD" (Detectron2's: SOLVER.MOMENTUM, NESTEROV) or "AdamW" (decoupled
     # SOLVER.WEIGHT_DECAY). Both take SOLVER.BASE_LR, its schedule, parameter groups

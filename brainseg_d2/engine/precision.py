@@ -1,4 +1,4 @@
-"""bfloat16 autocast for training on any device (CPU included).
+"""bfloat16 autocast for training on CPU or GPU, where the device runs it natively.
 
 Detectron2's ``AMPTrainer`` autocasts through ``torch.cuda.amp`` (float16 with
 a gradient scaler) and asserts CUDA. bfloat16 has float32's exponent range, so
@@ -7,6 +7,9 @@ products natively. :class:`BF16Trainer` runs the forward pass (and the losses)
 under ``torch.autocast(device_type, dtype=torch.bfloat16)``; weights, gradients
 and the optimizer stay float32. Enabled by ``BRAINSEG.SOLVER.BF16``; its speed
 and accuracy against float32 are in BENCHMARKS.md (``bench/train_speed.py``).
+A CPU without AVX-512 BF16 or AMX emulates bfloat16 at a fraction of float32's
+speed, so the Trainer asks :func:`native_bf16` first and trains such machines in
+float32.
 """
 
 from __future__ import annotations
