@@ -25,15 +25,18 @@ __all__ = ["BF16Trainer", "model_device_type", "native_bf16"]
 def native_bf16(device_type: str = "cpu") -> bool:
     """Whether ``device_type`` runs bfloat16 matrix products in hardware.
 
-    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: AVX-512 BF16 or AMX, as torch
-    detects them. Without either, a CPU emulates bfloat16 and autocast makes a
-    training step several times slower than float32 (BENCHMARKS.md, "Training
-    speed").
+    CUDA: ``torch.cuda.is_bf16_supported`` without emulation. CPU: AVX-512 BF16
+    or AMX, as torch detects them. Without either, a CPU emulates bfloat16 and
+    autocast made a training step 13x slower than float32 (BENCHMARKS.md,
+    "Training speed").
     """
     if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(
-            including_emulation=False
-        )
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # an older torch without the keyword
+            return torch.cuda.is_bf16_supported()
     if device_type != "cpu":
         return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
