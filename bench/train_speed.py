@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Training-step speed of the CPU phantom config: fp32 vs bf16 autocast, channels_last, input
-size, and slimmer proposal sampling.
+size, slimmer proposal sampling, and torch's own convolutions instead of oneDNN's.
 
 One process, one model per variant, the same batches (the training mapper on a
 converted phantom dataset, fixed seed) for every variant; rounds are
@@ -41,16 +41,18 @@ def slim_sampling() -> list[str]:
     ]
 
 
-#: variant -> (config overrides, autocast to bf16, channels_last)
+#: variant -> (config overrides, autocast to bf16, channels_last, oneDNN kernels on)
 VARIANTS = {
-    "fp32": ([], False, False),
-    "bf16 autocast": ([], True, False),
-    "fp32 channels_last": ([], False, True),
-    "bf16 + channels_last": ([], True, True),
+    "fp32": ([], False, False, True),
+    "bf16 autocast": ([], True, False, True),
+    "fp32 channels_last": ([], False, True, True),
+    "bf16 + channels_last": ([], True, True, True),
     "fp32, 160 px": (
-        ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "320"], False, False
+        ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "320"], False, False, True
     ),
-    "bf16, slim sampling": (slim_sampling(), True, False),
+    "bf16, slim sampling": (slim_sampling(), True, False, True),
+    # torch's own convolution kernels instead of oneDNN's (torch.backends.mkldnn off)
+    "fp32 without oneDNN": ([], False, False, False),
 }
 
 
@@ -69,6 +71,22 @@ def batches(cfg, name: str, count: int, seed: int = 0) -> list[list[dict]]:
 
     np.random.seed(seed)
     return [[mapper(dicts[i]) for i in order[k * size : (k + 1) * size]] for k in range(count)]
+
+
+def timed_steps(model, optimizer, data: list[list[dict]], bf16: bool) -> float:
+    """Seconds for the training steps on ``data`` after its first two (warm-up) batches."""
+    t0 = None
+    for i, batch in enumerate(data):
+        if i == 2:
+            t0 = time.perf_counter()
+        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                    else contextlib.nullcontext())  # fmt: skip
+        with autocast:
+            losses = model(batch)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -106,7 +124,7 @@ def main() -> None:
                             progress=False)  # fmt: skip
         (name,) = [n for n in register_brainseg_dataset(dataset, name="speed") if "train" in n]
         runs = {}
-        for variant, (opts, _, _) in variants.items():
+        for variant, (opts, *_) in variants.items():
             cfg = get_brainseg_cfg()
             cfg.merge_from_file(str(CONFIG))
             cfg.merge_from_list(["DATASETS.TRAIN", f"('{name}',)", *opts])
@@ -119,22 +137,13 @@ def main() -> None:
         times: dict[str, list[float]] = {v: [] for v in variants}
         with EventStorage():
             for _ in range(args.rounds):
-                for variant, (_, bf16, channels_last) in variants.items():
+                for variant, (_, bf16, channels_last, onednn) in variants.items():
                     model, optimizer, data = runs[variant]
                     if channels_last:
                         model.to(memory_format=torch.channels_last)
-                    t0 = None
-                    for i, batch in enumerate(data):
-                        if i == 2:  # two warm-up steps
-                            t0 = time.perf_counter()
-                        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
-                                    else contextlib.nullcontext())  # fmt: skip
-                        with autocast:
-                            losses = model(batch)
-                        optimizer.zero_grad()
-                        sum(losses.values()).backward()
-                        optimizer.step()
-                    times[variant].append((time.perf_counter() - t0) / args.iters)
+                    with torch.backends.mkldnn.flags(enabled=onednn):
+                        seconds = timed_steps(model, optimizer, data, bf16)
+                    times[variant].append(seconds / args.iters)
     base = statistics.median(times["fp32"])
     print(f"CPU capability: {torch.backends.cpu.get_cpu_capability()}, native bf16: "
           f"{native_bf16()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
