@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -41,18 +42,23 @@ def slim_sampling() -> list[str]:
     ]
 
 
-#: variant -> (config overrides, autocast to bf16, channels_last, oneDNN kernels on)
+class Variant(NamedTuple):
+    """One timed setting: config overrides and how the step runs."""
+
+    opts: tuple[str, ...] = ()
+    bf16: bool = False  # forward and losses under bf16 autocast
+    channels_last: bool = False
+    onednn: bool = True  # False: torch's own convolution kernels (torch.backends.mkldnn off)
+
+
 VARIANTS = {
-    "fp32": ([], False, False, True),
-    "bf16 autocast": ([], True, False, True),
-    "fp32 channels_last": ([], False, True, True),
-    "bf16 + channels_last": ([], True, True, True),
-    "fp32, 160 px": (
-        ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "320"], False, False, True
-    ),
-    "bf16, slim sampling": (slim_sampling(), True, False, True),
-    # torch's own convolution kernels instead of oneDNN's (torch.backends.mkldnn off)
-    "fp32 without oneDNN": ([], False, False, False),
+    "fp32": Variant(),
+    "bf16 autocast": Variant(bf16=True),
+    "fp32 channels_last": Variant(channels_last=True),
+    "bf16 + channels_last": Variant(bf16=True, channels_last=True),
+    "fp32, 160 px": Variant(("INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "320")),
+    "bf16, slim sampling": Variant(tuple(slim_sampling()), bf16=True),
+    "fp32 without oneDNN": Variant(onednn=False),
 }
 
 
@@ -124,10 +130,10 @@ def main() -> None:
                             progress=False)  # fmt: skip
         (name,) = [n for n in register_brainseg_dataset(dataset, name="speed") if "train" in n]
         runs = {}
-        for variant, (opts, *_) in variants.items():
+        for variant, setting in variants.items():
             cfg = get_brainseg_cfg()
             cfg.merge_from_file(str(CONFIG))
-            cfg.merge_from_list(["DATASETS.TRAIN", f"('{name}',)", *opts])
+            cfg.merge_from_list(["DATASETS.TRAIN", f"('{name}',)", *setting.opts])
             cfg.freeze()
             torch.manual_seed(0)
             model = build_model(cfg).train()
@@ -137,12 +143,12 @@ def main() -> None:
         times: dict[str, list[float]] = {v: [] for v in variants}
         with EventStorage():
             for _ in range(args.rounds):
-                for variant, (_, bf16, channels_last, onednn) in variants.items():
+                for variant, setting in variants.items():
                     model, optimizer, data = runs[variant]
-                    if channels_last:
+                    if setting.channels_last:
                         model.to(memory_format=torch.channels_last)
-                    with torch.backends.mkldnn.flags(enabled=onednn):
-                        seconds = timed_steps(model, optimizer, data, bf16)
+                    with torch.backends.mkldnn.flags(enabled=setting.onednn):
+                        seconds = timed_steps(model, optimizer, data, setting.bf16)
                     times[variant].append(seconds / args.iters)
     base = statistics.median(times["fp32"])
     print(f"CPU capability: {torch.backends.cpu.get_cpu_capability()}, native bf16: "
