@@ -40,6 +40,7 @@ from brainseg_d2.data.volume_io import read_image
 from brainseg_d2.labels import TISSUE_ED, get_target
 from brainseg_d2.postprocessing import PostprocessParams, postprocess_volume
 from brainseg_d2.structures import DatasetInfo
+from brainseg_d2.utils.paths import check_replaceable, write_marker
 
 logger = logging.getLogger(__name__)
 
@@ -98,19 +99,18 @@ def prepare_output(folder: Path) -> None:
     """Create ``folder``; replace it only if it is a previous demo's output.
 
     Raises:
-        ValueError: ``folder`` is a file or a link, or a non-empty folder
-            without the demo's :data:`MARKER`; nothing is touched.
+        ValueError: ``folder`` is a file or a link, a non-empty folder
+            without the demo's :data:`MARKER`, or a finished demo's folder
+            holding a file the demo did not write; nothing is touched.
     """
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise ValueError(f"{folder} exists and is not a folder; choose another --output")
     if folder.exists() and any(folder.iterdir()):
-        if not (folder / MARKER).is_file():
-            raise ValueError(
-                f"{folder} exists and was not written by the demo; choose another --output"
-            )
+        # A finished demo's marker lists its files: one of the user's stops the replacement.
+        check_replaceable(folder, MARKER, "the demo", "--output")
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER).write_text("written by brainseg_d2 tools/run_demo.py\n")
+    write_marker(folder, MARKER, "the demo", finished=False)
 
 
 def make_data(opts: DemoOptions) -> dict[str, Path]:
@@ -396,4 +396,5 @@ def run(opts: DemoOptions) -> dict:
         "options": {k: str(v) for k, v in vars(opts).items() if k != "postprocess"},
     }
     (opts.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_marker(opts.output, MARKER, "the demo")  # now list what it wrote
     return summary

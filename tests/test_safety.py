@@ -44,6 +44,36 @@ def test_phantom_overwrite_replaces_only_its_own_cases(tmp_path, capsys):
     assert phantom.main(["--output", str(ours), "--num-cases", "1", "--spacing", "4", "--seed",
                          "1", "--overwrite"]) == 0  # fmt: skip
     assert (ours / "Phantom_00000" / phantom.CLI_MARKER).is_file()
+    # A case folder it wrote, where the user then put a file: that file stops --overwrite.
+    (ours / "Phantom_00000" / "notes.txt").write_text("mine")
+    flair = (ours / "Phantom_00000" / "Phantom_00000_flair.nii.gz").read_bytes()
+    assert phantom.main(["--output", str(ours), "--num-cases", "1", "--spacing", "4", "--seed",
+                         "2", "--overwrite"]) == 2  # fmt: skip
+    assert "holds notes.txt, which brainseg-phantom did not write" in _one_error_line(capsys)
+    assert (ours / "Phantom_00000" / "notes.txt").read_text() == "mine"
+    assert (ours / "Phantom_00000" / "Phantom_00000_flair.nii.gz").read_bytes() == flair
+
+
+def test_demo_replaces_a_finished_output_only_while_it_holds_nothing_of_the_users(tmp_path):
+    from brainseg_d2.pipeline import MARKER, prepare_output
+    from brainseg_d2.utils.paths import write_marker
+
+    folder = tmp_path / "demo"
+    prepare_output(folder)  # a run starts: the whole folder is the demo's until it finishes
+    (folder / "train").mkdir()
+    (folder / "train" / "model_final.pth").write_bytes(b"w")
+    prepare_output(folder)  # an interrupted run's folder is replaced
+    assert sorted(p.name for p in folder.iterdir()) == [MARKER]
+
+    (folder / "summary.json").write_text("{}")
+    write_marker(folder, MARKER, "the demo")  # as a finished run does
+    (folder / "my_analysis.ipynb").write_text("mine")
+    with pytest.raises(ValueError, match="holds my_analysis.ipynb, which the demo did not"):
+        prepare_output(folder)
+    assert (folder / "my_analysis.ipynb").read_text() == "mine"
+    (folder / "my_analysis.ipynb").unlink()
+    prepare_output(folder)
+    assert sorted(p.name for p in folder.iterdir()) == [MARKER]
 
 
 def test_report_never_replaces_an_input_or_a_file_it_did_not_write(tmp_path, capsys):

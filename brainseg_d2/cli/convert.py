@@ -159,7 +159,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help=f"replace an existing --output, only if brainseg-convert wrote it ({MARKER})",
+        help=f"replace an existing --output, only if brainseg-convert wrote it ({MARKER}) and "
+        "it holds no file of yours",
     )
     p.add_argument(
         "--skip-bad",

@@ -13,7 +13,6 @@ the old spelling of ``--output``.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,6 +24,7 @@ import SimpleITK as sitk
 from brainseg_d2.data import phantom
 from brainseg_d2.data.phantom import PhantomCase, PhantomParams, generate_dataset
 from brainseg_d2.utils.cli import ArgumentParser, deprecated_alias
+from brainseg_d2.utils.paths import check_replaceable, write_marker
 
 __all__ = ["CLI_MARKER", "build_parser", "main"]
 
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
 
     def report(path: Path, case: PhantomCase) -> None:
-        (path / CLI_MARKER).write_text("written by brainseg-phantom\n", encoding="utf-8")
+        write_marker(path, CLI_MARKER, "brainseg-phantom")
         seg = sitk.GetArrayViewFromImage(case.seg)
         ml = np.count_nonzero(seg) * float(np.prod(case.seg.GetSpacing())) / 1000.0
         print(f"{path}  {case.kind}  tumour {ml:.1f} ml", flush=True)
@@ -93,11 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for i in range(args.num_cases) if args.overwrite else ():
             folder = Path(args.output) / f"{args.prefix}_{i:05d}"
-            if os.path.lexists(folder) and not (folder / CLI_MARKER).is_file():
-                raise ValueError(
-                    f"{folder} exists and was not written by brainseg-phantom (no {CLI_MARKER}); "
-                    "nothing was replaced: choose another --output or --prefix"
-                )
+            check_replaceable(folder, CLI_MARKER, "brainseg-phantom", "case folder")
         params = None
         if args.p_low_grade is not None:
             default = PhantomParams()

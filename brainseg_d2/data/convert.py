@@ -31,7 +31,9 @@ The user's data is never replaced or deleted (``utils/paths.py``): the output
 must not be, contain or lie inside the input folder, manifest or any case
 file; and ``overwrite`` replaces only a folder holding the :data:`MARKER` file
 that the converter writes into every dataset (and into its work folder, which
-it likewise reuses only when the marker is there).
+it likewise reuses only when the marker is there). A dataset's marker lists
+its files: a file the user added to it stops ``overwrite`` with an error
+naming it, rather than being deleted with the old dataset.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ def convert_dataset(
     todo = _drop_failed(list(cases), run, skip_bad)
     split_of = _split(todo, options, skip_bad, warn)
     work.mkdir(parents=True, exist_ok=True)
-    write_marker(work, MARKER, TOOL)
+    write_marker(work, MARKER, TOOL, finished=False)
     try:
         batch = todo
         while batch:
@@ -223,7 +225,10 @@ def convert_dataset(
     name = out.name if name is None else name
     info = assemble_dataset(work, name, options, run.records, run.skipped, source_options)
     shutil.rmtree(work / "cases")
+    write_marker(work, MARKER, TOOL)  # the dataset's own files, listed
     if os.path.lexists(out):
+        # Checked again: a file the user put there while this ran stops the swap.
+        check_replaceable(out, MARKER, TOOL, "--output")
         # A fresh hidden name: never a folder of the user's.
         old = out.with_name(f".{out.name}.tmp-old-{uuid.uuid4().hex[:8]}")
         os.rename(out, old)

@@ -8,6 +8,10 @@ demo and the report:
   with symbolic links resolved;
 * a folder is replaced or deleted only if the tool wrote it, which it records
   with a marker file inside (:func:`check_replaceable`, :func:`write_marker`).
+  A finished folder's marker lists every file and folder the tool wrote, so a
+  file the user added later (notes, a result of another tool) stops the
+  replacement instead of being deleted with it. An unfinished one (a work
+  folder, an interrupted run) is the tool's as a whole.
 """
 
 from __future__ import annotations
@@ -78,12 +82,46 @@ def check_not_input(
         )
 
 
-def write_marker(folder: str | os.PathLike, marker: str, tool: str) -> None:
-    """Write the marker file that lets ``tool`` replace ``folder`` later."""
-    (Path(folder) / marker).write_text(
-        f"written by {tool}; it replaces this folder only while this file is here\n",
-        encoding="utf-8",
-    )
+_UNFINISHED = "unfinished"
+
+
+def _entries(folder: Path) -> list[str]:
+    """Every file and folder under ``folder`` (folders end in ``/``), links not followed."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        for name in dirs:
+            path = (rel / name).as_posix()
+            # A link to a folder is an entry of its own; os.walk does not enter it.
+            found.append(path if (Path(root) / name).is_symlink() else path + "/")
+        found.extend((rel / name).as_posix() for name in files)
+    return sorted(found)
+
+
+def write_marker(
+    folder: str | os.PathLike, marker: str, tool: str, *, finished: bool = True
+) -> None:
+    """Write the marker file that lets ``tool`` replace ``folder`` later.
+
+    Args:
+        folder: a folder ``tool`` wrote.
+        marker: the marker's file name.
+        tool: the command, named in the marker and in later errors.
+        finished: list everything now in ``folder`` as the tool's (call it once
+            the folder is complete); False marks a folder still being written,
+            which the tool may replace as a whole.
+    """
+    folder = Path(folder)
+    if not finished:
+        text = (f"written by {tool} ({_UNFINISHED}); it replaces this folder only while this "
+                "file is here\n")
+    else:
+        listed = [e for e in _entries(folder) if e != marker]
+        text = (
+            f"written by {tool}; it replaces this folder only while this file is here and the "
+            "folder holds nothing but the entries below\n" + "".join(f"{e}\n" for e in listed)
+        )
+    (folder / marker).write_text(text, encoding="utf-8")
 
 
 def has_marker(folder: str | os.PathLike, marker: str) -> bool:
@@ -92,11 +130,26 @@ def has_marker(folder: str | os.PathLike, marker: str) -> bool:
     return Path(folder).is_dir() and path.is_file() and not path.is_symlink()
 
 
+def foreign_entry(folder: str | os.PathLike, marker: str) -> str | None:
+    """The first entry of ``folder`` that its marker does not list, or None.
+
+    A marker of an unfinished folder lists nothing and claims the whole folder
+    (None); a finished one claims only the entries it lists.
+    """
+    folder = Path(folder)
+    lines = (folder / marker).read_text(encoding="utf-8", errors="replace").splitlines()
+    if lines and f"({_UNFINISHED})" in lines[0]:
+        return None
+    ours = set(lines[1:]) | {marker}
+    return next((e for e in _entries(folder) if e not in ours), None)
+
+
 def check_replaceable(folder: str | os.PathLike, marker: str, tool: str, what: str) -> None:
-    """Raise unless ``folder`` is missing or holds ``marker`` (``tool`` wrote it).
+    """Raise unless ``folder`` is missing, or holds ``marker`` and nothing ``tool`` did not write.
 
     Raises:
-        OutputError: naming the folder and the marker.
+        OutputError: naming the folder, and the marker or the first entry that
+            is not the tool's.
     """
     folder = Path(folder)
     if not os.path.lexists(folder):
@@ -108,4 +161,10 @@ def check_replaceable(folder: str | os.PathLike, marker: str, tool: str, what: s
         raise OutputError(
             f"{what} {os.path.abspath(folder)} exists and was not written by {tool} (no {marker} "
             "file in it); nothing was replaced: choose another path or remove it yourself"
+        )
+    extra = foreign_entry(folder, marker)
+    if extra is not None:
+        raise OutputError(
+            f"{what} {os.path.abspath(folder)} holds {extra}, which {tool} did not write; "
+            "nothing was replaced: move it out, or choose another path"
         )

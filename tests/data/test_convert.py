@@ -25,6 +25,7 @@ from brainseg_d2.data.preprocess import PreprocessOptions, preprocess_volume
 from brainseg_d2.data.sources import SourceError, find_brats_cases, find_cases, read_manifest
 from brainseg_d2.labels import get_convention, get_target, raw_to_tissue, tissue_to_raw
 from brainseg_d2.structures import SliceGeometry
+from brainseg_d2.utils.paths import write_marker
 
 SHAPE = (12, 20, 24)  # (z, y, x): 24 x 20 x 12 voxels
 SPACING = (0.9, 1.3, 2.5)
@@ -351,7 +352,7 @@ def test_changed_options_redo_cached_cases(tmp_path, monkeypatch):
     cases = find_brats_cases(src)
     work = tmp_path / "ds.tmp-convert"
     work.mkdir()
-    (work / convert.MARKER).write_text("an interrupted run's work folder")
+    write_marker(work, convert.MARKER, convert.TOOL, finished=False)  # an interrupted run's
     convert.process_case(
         cases[0], "train", convert.resolve_options(cases, ConvertOptions()), str(work), "stale-key"
     )

@@ -106,6 +106,31 @@ def test_overwrite_replaces_only_a_dataset_the_converter_wrote(tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in", "results"]
 
 
+@pytest.mark.parametrize(
+    "add",
+    [
+        pytest.param(lambda ds: (ds / "my_notes.txt").write_text("mine"), id="file-at-top"),
+        pytest.param(lambda ds: (ds / "images" / "train" / "x.png").write_bytes(b"m"),
+                     id="file-among-images"),
+        pytest.param(lambda ds: (ds / "checkpoints").mkdir(), id="empty-folder"),
+    ],
+)
+def test_overwrite_stops_at_a_file_the_user_added_to_a_dataset(tmp_path, capsys, add):
+    src = make_cases(tmp_path / "in")
+    out = tmp_path / "ds"
+    assert run(capsys, "--input", str(src), "--output", str(out))[0] == 0
+    listed = (out / MARKER).read_text().splitlines()[1:]
+    assert "dataset.json" in listed and "annotations/" in listed
+    add(out)
+    before = snapshot(out)
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(out), "--overwrite")
+    assert rc == 2 and len(err) == 1
+    extra = sorted(set(before) - {str(Path(e.rstrip("/"))) for e in listed} - {MARKER})
+    assert len(extra) == 1 and f"holds {Path(extra[0]).as_posix()}" in err[0]
+    assert snapshot(out) == before  # the old dataset and the user's file, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in"]  # no work folder left
+
+
 def test_work_and_old_folder_names_never_clobber_user_folders(tmp_path, capsys):
     src = make_cases(tmp_path / "in")
     out = tmp_path / "ds"
