@@ -456,6 +456,33 @@ def test_duplicate_case_ids_and_empty_input(tmp_path, capsys):
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
+def test_brats_patient_pattern_and_2024_conventions(tmp_path, capsys):
+    # Two time points of patient 00000: --patient-pattern keeps them in one split.
+    for i, case_id in enumerate(["BraTS-GLI-00000-000", "BraTS-GLI-00000-001",
+                                 "BraTS-GLI-00001-000", "BraTS-GLI-00002-000"]):  # fmt: skip
+        make_brats_case(tmp_path / "in", case_id, seed=i, style="2023")
+    args = ["--input", str(tmp_path / "in"), "--no-progress", "--split", "0.34", "0.33", "0.33"]
+    for seed in ("0", "1", "2"):
+        out = tmp_path / f"ds{seed}"
+        rc = main([*args, "--output", str(out), "--seed", seed,
+                   "--patient-pattern", r"BraTS-GLI-(\d+)-\d+"])  # fmt: skip
+        assert rc == 0
+        splits = json.loads((out / "dataset.json").read_text())["splits"]  # patients
+        assert sorted(sum(splits.values(), [])) == ["00000", "00001", "00002"]
+        volumes = json.loads((out / "volumes.json").read_text())["volumes"]
+        home = {v["split"] for k, v in volumes.items() if k.startswith("BraTS-GLI-00000")}
+        assert len(home) == 1 and splits[home.pop()] == ["00000"]
+    # 2023-style names also carry BraTS 2024's label maps; 2021 ones do not fit them.
+    assert main([*args, "--output", str(tmp_path / "c24"), "--label-convention", "brats2024"]) == 0
+    info = json.loads((tmp_path / "c24" / "dataset.json").read_text())
+    assert info["label_convention"] == "brats2024"
+    assert main([*args, "--output", str(tmp_path / "c21"), "--label-convention", "brats2021"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "brats2021 does not go with" in err[0]
+    assert "BraTS-GLI-00000-000 (brats2023 style" in err[0]
+    assert not (tmp_path / "c21").exists()
+
+
 def test_brats_layouts_and_unlabelled_cases(tmp_path):
     make_brats_case(tmp_path / "in" / "HGG", "Brats18_A_1", seed=1)
     make_brats_case(tmp_path / "in" / "LGG", "Brats18_B_2", seed=2)

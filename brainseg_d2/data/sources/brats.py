@@ -1,4 +1,4 @@
-"""``brats``: one folder per case, BraTS 2018-2021 or 2023+ file names.
+r"""``brats``: one folder per case, BraTS 2018-2021 or 2023+ file names.
 
 Case folders are found at any depth (so the HGG/LGG subfolders of BraTS
 2018/2019 work), following symbolic links to folders (each real folder is
@@ -9,7 +9,12 @@ files ``<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz`` (convention
 t1, t1ce, t2`` so that default channels work for both. A case without ``seg``
 is unlabelled. The patient id is the case id: BraTS publishes no patient key,
 and in 2023+ the ``-NNN`` suffix (time point) is kept so that ids stay
-one-to-one with folders; use a CSV manifest to group time points.
+one-to-one with folders. ``patient_pattern`` (``--patient-pattern``) groups
+time points into patients, e.g. ``BraTS-GLI-(\d+)-\d+``; so does a CSV manifest.
+
+``label_convention`` may name any built-in convention whose label maps go with
+the files' names (:data:`STYLE_CONVENTIONS`: 2023-style names also carry BraTS
+2024's ``brats2024`` and ``brats2024-ped`` maps), or a user's registered one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,13 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from brainseg_d2.data.sources.common import SourceError, check_input_dir, sorted_unique, walk
+from brainseg_d2.data.sources.common import (
+    SourceError,
+    check_input_dir,
+    patient_of,
+    sorted_unique,
+    walk,
+)
 from brainseg_d2.data.sources.registry import Layout, SourceQuery
 from brainseg_d2.data.sources.volume import Case
 from brainseg_d2.labels import CONVENTIONS, get_convention
@@ -29,6 +40,11 @@ BRATS_STYLES: dict[str, tuple[str, dict[str, str]]] = {
     "brats2023": ("-", {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2", "seg": "seg"}),
 }
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Built-in label conventions whose maps come with each naming style's files.
+STYLE_CONVENTIONS: dict[str, tuple[str, ...]] = {
+    "brats2021": ("brats2021",),
+    "brats2023": ("brats2023", "brats2024", "brats2024-ped"),
+}
 
 
 def brats_case(folder: Path, names: set[str]) -> Case | None:
@@ -81,19 +97,29 @@ def find_brats_cases(root: str | os.PathLike) -> list[Case]:
 
 
 def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
-    """BraTS cases; a built-in ``label_convention`` must match the files, a user's
-    registered one (:func:`~brainseg_d2.labels.register_convention`) applies to every case."""
+    """BraTS cases, grouped into patients by ``patient_pattern`` if given.
+
+    A built-in ``label_convention`` must go with the files' naming style
+    (:data:`STYLE_CONVENTIONS`); a user's registered one
+    (:func:`~brainseg_d2.labels.register_convention`) applies to every case.
+    """
     cases = find_brats_cases(input_path)
+    if query.patient_pattern:
+        cases = [replace(c, patient_id=patient_of(c.case_id, query.patient_pattern)) for c in cases]
     convention = query.label_convention
-    if convention and convention not in CONVENTIONS:
-        # A user's own convention: BraTS-style folders holding other labels.
-        get_convention(convention)
-        return [replace(c, label_convention=convention) for c in cases]
-    if convention:
-        other = sorted({c.label_convention for c in cases} - {convention})
-        if other:
-            raise SourceError(f"--label-convention {convention} but BraTS files look like {other}")
-    return cases
+    if not convention:
+        return cases
+    if convention not in CONVENTIONS:
+        get_convention(convention)  # a user's own: BraTS-style folders holding other labels
+    else:
+        for case in cases:
+            if convention not in STYLE_CONVENTIONS[case.label_convention]:
+                fits = " or ".join(STYLE_CONVENTIONS[case.label_convention])
+                raise SourceError(
+                    f"--label-convention {convention} does not go with the BraTS file names of "
+                    f"case {case.case_id} ({case.label_convention} style: {fits})"
+                )
+    return [replace(c, label_convention=convention) for c in cases]
 
 
 #: This layout, registered by the package.
