@@ -127,9 +127,42 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     if len(series) > 1:
         raise VolumeError(f"{folder}: folder holds {len(series)} DICOM series, expected one")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    _check_even_slices(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
-    return reader.Execute()
+    warnings = reader.GetGlobalWarningDisplay()
+    reader.SetGlobalWarningDisplay(False)  # uneven slices are checked above, in one line
+    try:
+        return reader.Execute()
+    finally:
+        reader.SetGlobalWarningDisplay(warnings)
+
+
+def _check_even_slices(folder: Path, files: Sequence[str]) -> None:
+    """Raise if a series' slices are unevenly spaced: a missing slice would stretch the volume.
+
+    ``ImageSeriesReader`` averages the spacing over the series, so a gap would
+    otherwise give the volume a wrong slice spacing, and a prediction written
+    in that geometry would be misplaced.
+    """
+    if len(files) < 3:
+        return
+    positions = []
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        direction = np.asarray(reader.GetDirection()).reshape(3, 3)
+        positions.append(float(np.dot(reader.GetOrigin(), direction[:, 2])))
+    gaps = np.abs(np.diff(positions))
+    typical = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - typical)))
+    if abs(gaps[worst] - typical) > max(1e-3, 0.01 * typical):
+        raise VolumeError(
+            f"{folder}: DICOM slices are not evenly spaced ({gaps[worst]:.3g} mm between "
+            f"{Path(files[worst]).name} and {Path(files[worst + 1]).name}, {typical:.3g} mm "
+            "elsewhere): a missing slice?"
+        )
 
 
 def check_same_geometry(

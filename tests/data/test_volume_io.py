@@ -107,6 +107,11 @@ def test_read_image_dicom_series(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), array)
     np.testing.assert_allclose(out.GetSpacing(), (0.8, 0.8, 3.0), atol=1e-4)
 
+    # A lost slice would stretch the volume (spacing averaged to 4 mm): refused, named.
+    (folder / "002.dcm").unlink()
+    with pytest.raises(VolumeError, match=r"not evenly spaced \(6 mm between 001.dcm and 003.dcm"):
+        read_image(folder)
+
 
 def test_read_image_empty_folder_is_not_a_series(tmp_path):
     with pytest.raises(VolumeError, match="no DICOM series"):
