@@ -178,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.input and not args.manifest:
         print("error: give --input (or --manifest)", file=sys.stderr)
         return 2
+
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
     try:
         convention = None
         if args.label_convention:
@@ -192,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             manifest=args.manifest,
             label_convention=convention,
             patient_pattern=args.patient_pattern,
+            on_warning=warn,
         )
         options = ConvertOptions(
             channels=tuple(args.channels) if args.channels else None,
@@ -229,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=args.name,
             source_options=source,
             progress=not args.no_progress,
-            on_warning=lambda msg: print(f"warning: {msg}", file=sys.stderr),
+            on_warning=warn,
         )
     except ValueError as exc:
         print_error(exc)

@@ -286,6 +286,15 @@ def test_no_patient_in_two_splits(tmp_path):
     assert set(info["splits"]) == {"train", "val", "test"}
 
 
+def test_manifest_saved_with_a_byte_order_mark(tmp_path):
+    # Spreadsheet programs often save CSV as UTF-8 with a BOM before the first header.
+    path = _manifest(tmp_path, {"P0": 2, "P1": 1})
+    path.write_text(path.read_text(), encoding="utf-8-sig")
+    cases = read_manifest(path)
+    assert [c.patient_id for c in cases] == ["P0", "P0", "P1"]
+    assert all(not c.case_id.endswith("_flair") for c in cases)  # the case_id column was read
+
+
 def test_folds_partition_patients(tmp_path):
     cases = read_manifest(_manifest(tmp_path, PATIENTS))
     vals = []
@@ -481,6 +490,19 @@ def test_brats_patient_pattern_and_2024_conventions(tmp_path, capsys):
     assert len(err) == 1 and "brats2021 does not go with" in err[0]
     assert "BraTS-GLI-00000-000 (brats2023 style" in err[0]
     assert not (tmp_path / "c21").exists()
+
+
+def test_brats_files_in_no_case_are_named_in_one_warning(tmp_path):
+    make_brats(tmp_path / "in", n=3)
+    (tmp_path / "in" / "BraTS2021_00002").rename(tmp_path / "in" / "case2")  # not its files' name
+    odd = tmp_path / "in" / "BraTS2021_00001" / "W39_1998.09.19_Segm.nii"  # an odd seg name
+    odd.write_bytes(b"")
+    warnings = []
+    cases = find_cases(tmp_path / "in", on_warning=warnings.append)
+    assert [c.case_id for c in cases] == ["BraTS2021_00000", "BraTS2021_00001"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("6 NIfTI file(s) under") and "BraTS2021_00001/W39" in warnings[0]
+    assert "case2/BraTS2021_00002_flair.nii.gz" in warnings[0] and "and 3 more" in warnings[0]
 
 
 def test_brats_layouts_and_unlabelled_cases(tmp_path):

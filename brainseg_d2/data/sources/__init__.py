@@ -13,7 +13,7 @@ no type dispatch.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from brainseg_d2.data.sources import brats, manifest, pairs, tcga_lgg, via
@@ -103,6 +103,7 @@ def find_cases(
     manifest: str | os.PathLike | None = None,
     label_convention: str | None = None,
     patient_pattern: str | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> list[CaseSource]:
     """Discover cases with the given layout.
 
@@ -115,10 +116,13 @@ def find_cases(
         manifest: CSV path for ``csv`` (default: ``input_path``).
         label_convention: for ``pairs``/``csv``/``tcga_lgg`` (default
             ``binary``); for ``brats`` it is detected per case and a built-in
-            name must be None or match, while a user's registered convention
-            (:func:`~brainseg_d2.labels.register_convention`) applies to every
-            case; for ``via`` see :func:`find_via_cases`.
+            name must go with the files' names (2023-style names also take
+            ``brats2024`` and ``brats2024-ped``), while a user's registered
+            convention (:func:`~brainseg_d2.labels.register_convention`) applies
+            to every case; for ``via`` see :func:`find_via_cases`.
         patient_pattern: regex giving the patient id from the case id.
+        on_warning: called with one-line warnings about input passed over
+            (default: logged).
 
     Returns:
         cases sorted by case id.
@@ -139,5 +143,6 @@ def find_cases(
         manifest=manifest,
         label_convention=label_convention,
         patient_pattern=patient_pattern,
+        on_warning=on_warning,
     )
     return get_layout(layout).find(input_path, query)

@@ -81,11 +81,19 @@ def find_brats_cases(root: str | os.PathLike) -> list[Case]:
     Raises:
         SourceError: missing or empty folder, no case found, duplicate case ids.
     """
+    return _scan(root)[0]
+
+
+def _scan(root: str | os.PathLike) -> tuple[list[Case], list[Path]]:
+    """:func:`find_brats_cases`, and the NIfTI files under ``root`` that no case reads."""
     root = Path(root).resolve()
     check_input_dir(root)
-    cases = []
+    cases, passed_over = [], []
     for dirpath, _, filenames in walk(root):
         case = brats_case(Path(dirpath), set(filenames))
+        used = {Path(f).name for f in case.files()} if case is not None else set()
+        passed_over += [Path(dirpath) / n for n in filenames
+                        if n.lower().endswith(NIFTI_SUFFIXES) and n not in used]  # fmt: skip
         if case is not None:
             cases.append(case)
     if not cases:
@@ -93,7 +101,7 @@ def find_brats_cases(root: str | os.PathLike) -> list[Case]:
             f"no BraTS cases found under {root} (expected <case>/<case>_flair.nii.gz or "
             f"<case>/<case>-t2f.nii.gz); for other data use --layout pairs or csv"
         )
-    return sorted_unique(cases)
+    return sorted_unique(cases), passed_over
 
 
 def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
@@ -103,7 +111,16 @@ def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
     (:data:`STYLE_CONVENTIONS`); a user's registered one
     (:func:`~brainseg_d2.labels.register_convention`) applies to every case.
     """
-    cases = find_brats_cases(input_path)
+    cases, passed_over = _scan(input_path)
+    if passed_over:
+        root = Path(input_path).resolve()
+        shown = ", ".join(str(p.relative_to(root)) for p in passed_over[:3])
+        more = f" and {len(passed_over) - 3} more" if len(passed_over) > 3 else ""
+        query.warn(
+            f"{len(passed_over)} NIfTI file(s) under {root} belong to no BraTS case and were not "
+            f"read: {shown}{more} (a case folder <case>/ holds <case>_flair.nii.gz ... "
+            "<case>_seg.nii.gz, or <case>-t2f.nii.gz ... <case>-seg.nii.gz)"
+        )
     if query.patient_pattern:
         cases = [replace(c, patient_id=patient_of(c.case_id, query.patient_pattern)) for c in cases]
     convention = query.label_convention

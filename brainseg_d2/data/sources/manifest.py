@@ -38,7 +38,7 @@ def read_manifest(
     path = Path(path).resolve()
     if not path.is_file():
         raise SourceError(f"manifest {path} not found")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     columns = list(rows[0]) if rows else []
     image_cols = {

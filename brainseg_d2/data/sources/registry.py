@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ class SourceQuery:
         label_convention: raw label convention; None: the layout's default
             (detected for ``brats`` and ``via``, else ``binary``).
         patient_pattern: regex on the case id giving the patient id.
+        on_warning: called with a one-line warning about input the layout
+            passed over (e.g. image files in no case); None: logged.
     """
 
     image_globs: Sequence[str] = ()
@@ -29,6 +32,14 @@ class SourceQuery:
     manifest: str | os.PathLike | None = None
     label_convention: str | None = None
     patient_pattern: str | None = None
+    on_warning: Callable[[str], None] | None = None
+
+    def warn(self, message: str) -> None:
+        """Pass ``message`` to :attr:`on_warning`, or log it."""
+        if self.on_warning is not None:
+            self.on_warning(message)
+        else:
+            logging.getLogger(__name__).warning(message)
 
 
 @dataclass(frozen=True)
