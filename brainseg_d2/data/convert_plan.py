@@ -154,7 +154,9 @@ def resolve_options(cases: Sequence[CaseSource], options: ConvertOptions) -> Con
     channels = options.channels
     any_2d = any(c.dimensions == 2 for c in cases)
     if channels is None:
-        if all(c.startswith("brats") for c in conventions) and not any_2d:
+        # The four BraTS sequences in their fixed order where every case names them
+        # (found or expected); else the channels the first case was given.
+        if not any_2d and all(set(BRATS_CHANNELS) <= set(c.channel_names()) for c in cases):
             channels = BRATS_CHANNELS
         else:
             channels = tuple(cases[0].channel_names())

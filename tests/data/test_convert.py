@@ -267,6 +267,7 @@ def _manifest(tmp_path: Path, patients: dict[str, int]) -> Path:
     return path
 
 
+BRATS_ORDER = ("flair", "t1", "t1ce", "t2")
 PATIENTS = {"P0": 3, "P1": 2, "P2": 2, "P3": 1, "P4": 1, "P5": 2, "P6": 1}
 
 
@@ -490,6 +491,21 @@ def test_brats_patient_pattern_and_2024_conventions(tmp_path, capsys):
     assert len(err) == 1 and "brats2021 does not go with" in err[0]
     assert "BraTS-GLI-00000-000 (brats2023 style" in err[0]
     assert not (tmp_path / "c21").exists()
+
+
+def test_default_channels_are_the_brats_four_only_where_every_case_names_them(tmp_path):
+    from brainseg_d2.data.sources import Case
+
+    src = make_brats(tmp_path / "in", n=2)
+    (src / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz").unlink()  # expected, still named
+    brats = find_brats_cases(src)
+    assert convert.resolve_options(brats, ConvertOptions()).channels == BRATS_ORDER
+    # Pairs or a CSV with BraTS labels but other sequences: the channels given, not the four.
+    flair = brats[0].channels["flair"]
+    pairs = [Case("a", "a", {"flair": flair, "t1": flair}, None, "brats2021")]
+    assert convert.resolve_options(pairs, ConvertOptions()).channels == ("flair", "t1")
+    with pytest.raises(ValueError, match=r"missing channel 'FLAIR' \(the case has flair, t1\)"):
+        pairs[0].check(["FLAIR"], None)
 
 
 def test_brats_files_in_no_case_are_named_in_one_warning(tmp_path):

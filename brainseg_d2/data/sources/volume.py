@@ -75,7 +75,7 @@ class Case:
         """
         for name in channels:
             if name not in self.channels:
-                where = self.expected.get(name, "not provided")
+                where = self.expected.get(name) or f"the case has {', '.join(self.channels)}"
                 raise VolumeError(f"case {self.case_id}: missing channel '{name}' ({where})")
         items = (
             list(self.channels.items()) if all_files else [(n, self.channels[n]) for n in channels]
