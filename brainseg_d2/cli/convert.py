@@ -167,7 +167,11 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="convert the good cases, list the bad ones (default: any bad case is an error)",
     )
-    p.add_argument("--name", help="dataset name (default: the --output folder name)")
+    p.add_argument(
+        "--name",
+        help="name recorded in dataset.json and the COCO files (default: the --output folder "
+        "name); Detectron2 registers a dataset under its folder name either way",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

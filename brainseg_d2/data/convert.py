@@ -31,9 +31,8 @@ The user's data is never replaced or deleted (``utils/paths.py``): the output
 must not be, contain or lie inside the input folder, manifest or any case
 file; and ``overwrite`` replaces only a folder holding the :data:`MARKER` file
 that the converter writes into every dataset (and into its work folder, which
-it likewise reuses only when the marker is there). A dataset's marker lists
-its files: a file the user added to it stops ``overwrite`` with an error
-naming it, rather than being deleted with the old dataset.
+it likewise reuses only when the marker is there). The marker lists the dataset's
+files: one the user added stops ``overwrite`` with an error naming it.
 """
 
 from __future__ import annotations
@@ -184,8 +183,18 @@ def convert_dataset(
             (without ``skip_bad``), one line each. Nothing is left at
             ``out_dir`` or its work folder, and an existing ``out_dir`` is untouched.
     """
-    warn = on_warning or logger.warning
+    said: set[str] = set()
+
+    def warn(message: str) -> None:  # each warning once, though splits are redone
+        if message not in said:
+            said.add(message)
+            (on_warning or logger.warning)(message)
+
+    if workers < 1:
+        raise ConversionError(f"workers must be at least 1, got {workers}")
     out = Path(os.path.abspath(out_dir))
+    if not out.name:
+        raise ConversionError(f"output {out} is a file system root; name a dataset folder")
     work = out.with_name(out.name + WORK_SUFFIX)
     if not cases:
         raise ConversionError("no cases to convert")
@@ -204,7 +213,7 @@ def convert_dataset(
         except (ValueError, OSError) as exc:
             run.failed[case.case_id] = case_error(case, exc)
     todo = _drop_failed(list(cases), run, skip_bad)
-    split_of = _split(todo, options, skip_bad, warn)
+    split_of = _split(todo, options, bool(run.skipped), warn)
     work.mkdir(parents=True, exist_ok=True)
     write_marker(work, MARKER, TOOL, finished=False)
     try:
@@ -216,7 +225,7 @@ def convert_dataset(
                 break
             # Bad cases found in the voxels leave their patients' places empty:
             # split the good ones again and redo those whose split changed.
-            new_split = _split(todo, options, skip_bad, warn)
+            new_split = _split(todo, options, bool(run.skipped), warn)
             batch = [c for c in todo if new_split[c.case_id] != split_of[c.case_id]]
             split_of = new_split
     except (ConversionError, PngWriteError):
@@ -301,9 +310,11 @@ def empty_splits(split_of: Mapping[str, str], options: ConvertOptions) -> list[s
 def _split(
     cases: Sequence[CaseSource],
     options: ConvertOptions,
-    skip_bad: bool,
+    after_skipping: bool,
     warn: Callable[[str], None],
 ) -> dict[str, str]:
+    """Assign splits; a requested split left empty is an error, or a warning once
+    bad cases were skipped (the user asked for the good ones whatever they leave)."""
     split_of = assign_splits(cases, options)
     empty = empty_splits(split_of, options)
     if empty:
@@ -317,8 +328,9 @@ def _split(
             f"split{'s' if len(empty) > 1 else ''} {', '.join(empty)} would be empty: "
             f"{patients} labelled patient{'s' if patients != 1 else ''} for {asked}"
         )
-        if not skip_bad:
-            raise ConversionError(f"{msg}; ask for fewer splits (e.g. --split 1 0 0) or add cases")
+        if not after_skipping:
+            fewer = "fewer folds" if options.folds else "fewer splits (e.g. --split 1 0 0)"
+            raise ConversionError(f"{msg}; ask for {fewer} or add cases")
         warn(f"{msg} (after skipping bad cases)")
     return split_of
 

@@ -98,12 +98,15 @@ class ConvertOptions:
             )
         if not 0.0 <= self.empty_ratio <= 1.0:
             raise ValueError(f"empty_ratio must be in [0, 1], got {self.empty_ratio}")
-        if self.min_area < 0 or self.connectivity not in (4, 8):
-            raise ValueError(f"bad min_area {self.min_area} or connectivity {self.connectivity}")
+        if self.min_area < 0:
+            raise ValueError(f"min_area must be >= 0, got {self.min_area}")
+        if self.connectivity not in (4, 8):
+            raise ValueError(f"connectivity must be 4 or 8, got {self.connectivity}")
         if self.context_slices < 0:
             raise ValueError(f"context_slices must be >= 0, got {self.context_slices}")
         if not 0 <= self.png_compression <= 9:
             raise ValueError(f"png_compression must be 0-9, got {self.png_compression}")
+        self.preprocess()  # channels, percentiles, normalisation: checked once, before any case
 
     def preprocess(self) -> PreprocessOptions:
         return PreprocessOptions(

@@ -223,6 +223,17 @@ def test_zscore_normalization_is_recorded_and_applied(tmp_path):
             np.testing.assert_array_equal(read_channel_png(png, 4), pre.slices[int(png.stem)])
 
 
+def test_pairs_key_is_the_distinct_wildcard_texts(tmp_path):
+    for case in ("P1", "P2"):
+        for name in ("flair", "seg"):
+            _write(_channel(1), tmp_path / "in" / case / f"{case}_{name}.nii.gz")
+    _write(_channel(1), tmp_path / "in" / "P3" / "visit2_flair.nii.gz")
+    cases = find_cases(tmp_path / "in", "pairs", image_globs=["flair=*/*_flair.nii.gz"],
+                       mask_glob="*/*_seg.nii.gz")  # fmt: skip
+    assert [(c.case_id, c.labelled) for c in cases] == [
+        ("P1", True), ("P2", True), ("P3_visit2", False)]  # fmt: skip
+
+
 def test_binary_pairs_in_mha_and_nrrd_round_trip(tmp_path):
     src = tmp_path / "in"
     for i in range(4):

@@ -166,6 +166,27 @@ def test_skip_bad_splits_the_good_cases_after_filtering(tmp_path, capsys):
     assert "train: 1 volumes" in stdout
 
 
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        pytest.param(["--skip-bad"], "ask for fewer splits", id="nothing-skipped"),
+        pytest.param(["--folds", "9", "--fold", "7"], "ask for fewer folds", id="folds"),
+        pytest.param(["--workers", "0", "--split", "1", "0", "0"], "workers must be at least 1",
+                     id="workers"),
+        pytest.param(["--min-area", "-3"], "min_area must be >= 0, got -3", id="min-area"),
+        pytest.param(["--lower-percentile", "99", "--upper-percentile", "1"],
+                     "need 0 <= lower_percentile < upper_percentile", id="percentiles"),
+        pytest.param(["--channels", "flair", "flair"], "each once", id="channels-twice"),
+    ],
+)
+def test_option_errors_are_one_line_before_any_case(tmp_path, capsys, args, says):
+    src = make_cases(tmp_path / "in", n=2)
+    rc, err, _ = run(capsys, "--input", str(src), "--output", str(tmp_path / "ds"), *args)
+    assert rc == 2 and len(err) == 1 and says in err[0], err
+    assert not err[0].startswith("error: case")  # an option's fault, said once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
 def test_skip_bad_resplits_after_a_bad_voxel_case(tmp_path):
     src = make_cases(tmp_path / "in", n=3)
     cases = find_brats_cases(src)

@@ -1,6 +1,7 @@
 """``pairs``: one glob per channel (``[name=]glob``, relative to the input folder)
 and an optional mask glob. The text matched by the wildcards is the case key
-that pairs files across channels and masks."""
+that pairs files across channels and masks: the distinct texts, in order, joined
+by ``_`` (``*/*_flair.nii.gz`` on ``P1/P1_flair.nii.gz`` gives ``P1``)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def match_glob(root: Path, pattern: str) -> dict[str, str]:
     for path in sorted(root.glob(pattern)):
         rel = path.relative_to(root).as_posix()
         match = regex.fullmatch(rel)
-        groups = [g for g in (match.groups() if match else ()) if g]
+        # Distinct texts only: a case folder named like its files gives one id, not two.
+        groups = list(dict.fromkeys(g for g in (match.groups() if match else ()) if g))
         key = "_".join(groups).replace("/", "_") or path.name.split(".")[0]
         if key in found:
             raise SourceError(
