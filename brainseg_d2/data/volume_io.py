@@ -32,6 +32,9 @@ def _first_line(message: str, path: Path) -> str:
     lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
     # ITK messages start with a file/line banner; the last line says what went wrong.
     line = lines[-1] if lines else "unknown error"
+    if "No such file or directory" in line and path.exists():
+        # ITK appends a stale errno to a read that stopped short of the data.
+        return "its data is truncated or corrupt"
     return line.replace(f'"{path}"', "it").replace(str(path), "it")
 
 
