@@ -73,7 +73,12 @@ from brainseg_d2.data.sources import CaseSource, SourceError, case_error
 from brainseg_d2.env import library_threads
 from brainseg_d2.labels import convention_from_dict, register_convention
 from brainseg_d2.utils.cli import ProblemList
-from brainseg_d2.utils.paths import check_not_input, check_replaceable, write_marker
+from brainseg_d2.utils.paths import (
+    check_not_input,
+    check_replaceable,
+    is_empty_folder,
+    write_marker,
+)
 
 __all__ = [
     "MARKER",
@@ -235,7 +240,7 @@ def convert_dataset(
     info = assemble_dataset(work, name, options, run.records, run.skipped, source_options)
     shutil.rmtree(work / "cases")
     write_marker(work, MARKER, TOOL)  # the dataset's own files, listed
-    if os.path.lexists(out):
+    if os.path.lexists(out) and not is_empty_folder(out):
         # Checked again: a file the user put there while this ran stops the swap.
         check_replaceable(out, MARKER, TOOL, "--output")
         # A fresh hidden name: never a folder of the user's.
@@ -244,7 +249,7 @@ def convert_dataset(
         os.rename(work, out)
         shutil.rmtree(old)
     else:
-        os.rename(work, out)
+        os.rename(work, out)  # takes an empty folder's place too
     return info
 
 
@@ -260,7 +265,7 @@ def _check_outputs(out: Path, work: Path, inputs: Iterable, overwrite: bool) -> 
     inputs = list(inputs)
     check_not_input(out, inputs, "--output")
     check_not_input(work, inputs, "work folder")
-    if os.path.lexists(out):
+    if os.path.lexists(out) and not is_empty_folder(out):  # an empty folder: as if missing
         check_replaceable(out, MARKER, TOOL, "--output")
         if not overwrite:
             raise ConversionError(f"output {out} exists; pass --overwrite to replace it")
@@ -353,13 +358,8 @@ def _convert_all(
             run.records[cached["volume_id"]] = cached
         else:
             tasks.append((case, split_of[case.case_id], options, str(work), key))
-    bar = tqdm(
-        total=len(cases),
-        initial=len(cases) - len(tasks),
-        disable=not progress,
-        desc="converting",
-        unit="case",
-    )
+    bar = tqdm(total=len(cases), initial=len(cases) - len(tasks), disable=not progress,
+               desc="converting", unit="case")  # fmt: skip
 
     def collect(task: tuple, result: tuple[str, dict | str]) -> None:
         status, value = result

@@ -82,6 +82,12 @@ def check_not_input(
         )
 
 
+def is_empty_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder (not a link) holding nothing: taking its place loses nothing."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
 _UNFINISHED = "unfinished"
 
 

@@ -105,6 +105,11 @@ def test_overwrite_replaces_only_a_dataset_the_converter_wrote(tmp_path, capsys)
     assert json.loads((out / "dataset.json").read_text())["options"]["seed"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "in", "results"]
 
+    made = tmp_path / "made_by_user"  # mkdir first, then convert: an empty folder is taken
+    made.mkdir()
+    assert run(capsys, "--input", str(src), "--output", str(made))[0] == 0
+    assert (made / "dataset.json").is_file() and (made / MARKER).is_file()
+
 
 @pytest.mark.parametrize(
     "add",
