@@ -73,6 +73,7 @@ from brainseg_d2.labels import (
     detect_convention,
     resolve_convention,
 )
+from brainseg_d2.utils.paths import check_not_input, check_own_files, record_own_files
 
 __all__ = [
     "CASES_FILE",
@@ -89,6 +90,9 @@ logger = logging.getLogger(__name__)
 CASES_FILE = NIFTI_FILES.cases
 LESIONS_FILE = NIFTI_FILES.lesions
 SUMMARY_FILE = NIFTI_FILES.summary
+#: Written into ``--output``, listing the files above: only those are ever replaced.
+MARKER = ".brainseg-evaluation"
+OWN_FILES = (CASES_FILE, LESIONS_FILE, SUMMARY_FILE)
 #: Geometry tolerance: spacing/origin in mm, direction cosines.
 _GEOMETRY_ATOL = 1e-4
 LESION_COLUMNS = ("case_id", *CASE_LESION_COLUMNS)
@@ -290,16 +294,19 @@ def evaluate_folders(
         lesion = BRATS2023_LESION_SETTINGS[lesion]
     if lesion is not None:
         settings = replace(settings, lesion=lesion)
-    pairs, unmatched = match_cases(pred_dir, ref_dir, regex)
+    # Absolute, so that cases.csv's file columns (and the report's links) work from anywhere.
+    pred_dir, ref_dir = Path(os.path.abspath(pred_dir)), Path(os.path.abspath(ref_dir))
     out = Path(output_dir)
-    if report:  # before the work: an earlier file that is not our report stays
-        from brainseg_d2.report import check_replaceable_report
+    try:  # before the work: the inputs and files this did not write stay as they are
+        check_not_input(out, [pred_dir, ref_dir], "--output")
+        check_own_files(out, OWN_FILES, MARKER, "brainseg-evaluate", "--output")
+        if report:
+            from brainseg_d2.report import check_replaceable_report
 
-        try:
             check_replaceable_report(out / REPORT_FILE, [])
-        except ValueError as exc:
-            raise EvaluationError(str(exc)) from None
-    out.mkdir(parents=True, exist_ok=True)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
+    pairs, unmatched = match_cases(pred_dir, ref_dir, regex)
 
     from tqdm import tqdm
 
@@ -326,6 +333,8 @@ def evaluate_folders(
     absent = sorted({(r["group"], r["name"]) for r in rows} - present)
     rows = [r for r in rows if (r["group"], r["name"]) in present]
     lesions = [r for r in lesions if (r["group"], r["name"]) in present]
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad input leaves no folder behind
+    record_own_files(out, OWN_FILES, MARKER, "brainseg-evaluate")
     write_table(out / CASES_FILE, rows, CASE_COLUMNS)
     write_table(out / LESIONS_FILE, lesions, LESION_COLUMNS)
 

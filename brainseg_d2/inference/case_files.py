@@ -70,13 +70,17 @@ def output_paths(cases: Sequence[Case], output: str | os.PathLike) -> dict[str, 
     return {case.case_id: output / f"{case.case_id}_pred.nii.gz" for case in cases}
 
 
-def check_outputs(cases: Sequence[Case], outputs: Mapping[str, Path]) -> None:
-    """Refuse outputs that are input files (or inside DICOM folders), or not files.
+def check_outputs(
+    cases: Sequence[Case], outputs: Mapping[str, Path], root: str | os.PathLike | None = None
+) -> None:
+    """Refuse outputs that are, or lie inside, the input (``root``, a case's folder or
+    file), or that are not files.
 
     Raises:
         OutputError: naming the output and the input.
     """
-    inputs = [p for case in cases for p in case.files()]
+    files = [p for case in cases for p in case.files()]
+    inputs = [*files, *dict.fromkeys(str(Path(f).parent) for f in files), root]
     for path in outputs.values():
         check_not_input(path, inputs, "--output")
         if os.path.lexists(path) and not path.is_file():
@@ -166,7 +170,7 @@ def predict_cases(
         raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
     cases = find_brats_cases(input)
     outputs = output_paths(cases, output)
-    check_outputs(cases, outputs)
+    check_outputs(cases, outputs, input)
     present = [c for c in cases if os.path.lexists(outputs[c.case_id])]
     if present and existing == "skip":
         print(f"skipping {len(present)} of {len(cases)} cases whose output exists")

@@ -174,3 +174,48 @@ def check_replaceable(folder: str | os.PathLike, marker: str, tool: str, what: s
             f"{what} {os.path.abspath(folder)} holds {extra}, which {tool} did not write; "
             "nothing was replaced: move it out, or choose another path"
         )
+
+
+def _listed(folder: Path, marker: str) -> list[str]:
+    path = folder / marker
+    if not has_marker(folder, marker):
+        return []
+    return path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]
+
+
+def check_own_files(
+    folder: str | os.PathLike, names: Iterable[str], marker: str, tool: str, what: str
+) -> None:
+    """Raise if ``tool`` writing ``names`` into ``folder`` would replace a file it did not write.
+
+    For commands that write a few named files into a folder that may hold other
+    things: a file of those names is replaced only if ``folder``'s marker lists
+    it (:func:`record_own_files`). Other files in the folder are never touched.
+
+    Raises:
+        OutputError: ``folder`` is a file, or holds one of ``names`` not listed.
+    """
+    folder = Path(folder)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise OutputError(f"{what} {os.path.abspath(folder)} exists and is not a folder; "
+                          "nothing was written: choose another path")
+    ours = set(_listed(folder, marker))
+    for name in names:
+        if os.path.lexists(folder / name) and name not in ours:
+            raise OutputError(
+                f"{what} {os.path.abspath(folder)} holds {name}, which {tool} did not write; "
+                "nothing was written: choose another folder, or move it out"
+            )
+
+
+def record_own_files(
+    folder: str | os.PathLike, names: Iterable[str], marker: str, tool: str
+) -> None:
+    """List ``names`` (with those listed before) in ``folder``'s marker as ``tool``'s files."""
+    folder = Path(folder)
+    listed = sorted(set(_listed(folder, marker)) | set(names))
+    (folder / marker).write_text(
+        f"written by {tool}; it replaces only the entries below, while this file is here\n"
+        + "".join(f"{e}\n" for e in listed),
+        encoding="utf-8",
+    )

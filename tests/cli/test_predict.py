@@ -101,6 +101,15 @@ def test_an_output_that_is_an_input_file_is_refused(
         p.name for p in (tiny_cases / "Tiny_A").iterdir()
     )
 
+    # Nor beside the case's own files, or anywhere under the input folder.
+    for out in (case, tmp_path / "Tiny_A" / "preds"):
+        rc = main(_args(weights_files, phantom_dataset, case, out, "good"))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and f"the input {case}" in err[0]
+    assert sorted(p.name for p in case.iterdir()) == sorted(
+        p.name for p in (tiny_cases / "Tiny_A").iterdir()
+    )
+
 
 def test_overwrite_and_skip_existing_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exit_info:

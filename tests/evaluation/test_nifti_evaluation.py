@@ -264,6 +264,37 @@ def test_cli_errors_are_one_line(tmp_path, capsys, brats_folders):
     assert "--workers must be >= 1" in err
 
 
+def test_output_never_replaces_what_it_did_not_write(tmp_path, capsys, brats_folders):
+    pred, ref, out = brats_folders
+    args = ["--pred", str(pred), "--ref", str(ref), "--no-progress", "--output"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cases.csv").write_text("my own table")
+    err = _error(capsys, [*args, str(mine)])
+    assert "holds cases.csv, which brainseg-evaluate did not write" in err
+    assert (mine / "cases.csv").read_text() == "my own table"
+    for inside in (ref, ref / "scores", pred):
+        assert "the input" in _error(capsys, [*args, str(inside)])
+    assert not (ref / "scores").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert "exists and is not a folder" in _error(capsys, [*args, str(afile)])
+    # Its own files are replaced on a second run; a file of the user's beside them stays.
+    assert main([*args, str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main([*args, str(out)]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    capsys.readouterr()
+
+
+def test_relative_inputs_are_recorded_absolute(tmp_path, monkeypatch, brats_folders):
+    pred, ref, _ = brats_folders
+    monkeypatch.chdir(tmp_path)
+    evaluate_folders(pred.name, ref.name, "o", progress=False, report=False)
+    rows = _rows(tmp_path / "o")
+    assert all(Path(r["ref_file"]).is_absolute() and Path(r["ref_file"]).is_file() for r in rows)
+
+
 def test_geometry_mismatch_names_both_files(tmp_path, capsys):
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     r = _write(ref / "BraTS-GLI-00001-000-seg.nii.gz", _tumour())
