@@ -24,8 +24,10 @@ Config overrides are trailing ``KEY VALUE`` pairs, as for every command here, or
 follow ``--opts`` as in Detectron2's demo.
 
 The weights must fit the model exactly (every parameter, with its shape;
-:func:`brainseg_d2.checkpoint.load_strict`). Overlays never replace an input
-image: an output that is an input is an error.
+:func:`brainseg_d2.checkpoint.load_strict`). Pictures never replace an input or
+a file of the user's: an output that is an input is an error, a 2D ``--output``
+file must not exist, and a folder's pictures replace only earlier pictures of
+this script (:data:`MARKER` lists them; a case folder is re-drawn whole).
 
 Needs the package importable (``pip install -e .``).
 """
@@ -37,6 +39,7 @@ import glob
 import logging
 import os
 import re
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,7 +59,13 @@ from brainseg_d2.data.volume_io import VolumeError  # noqa: E402
 from brainseg_d2.engine.cfg_checks import check_cfg_values  # noqa: E402
 from brainseg_d2.labels import detect_convention, get_target  # noqa: E402
 from brainseg_d2.structures import DatasetInfo  # noqa: E402
-from brainseg_d2.utils.paths import check_not_input  # noqa: E402
+from brainseg_d2.utils.paths import (  # noqa: E402
+    check_not_input,
+    check_own_files,
+    check_replaceable,
+    record_own_files,
+    write_marker,
+)
 from brainseg_d2.visualization import (  # noqa: E402
     auto_scale,
     display_image,
@@ -272,6 +281,11 @@ def volume_case(paths: Sequence[str], channels: Sequence[str], convention: str) 
     return Case(case_id, case_id, found, None, convention)
 
 
+#: Lists the pictures this script wrote into a folder; only those are ever replaced.
+MARKER = ".brainseg-pictures"
+TOOL = "demo/demo.py"
+
+
 def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     import torch
     from detectron2.data import transforms as T
@@ -283,6 +297,10 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     targets = [out / f"{Path(p).stem}.png" if to_folder else out for p in paths]
     for target in targets:
         check_not_input(target, paths, "--output")
+    if to_folder:
+        check_own_files(out, [t.name for t in targets], MARKER, TOOL, "--output")
+    elif os.path.lexists(out):
+        raise ValueError(f"--output {out} exists; nothing was written: choose another file")
     info = dataset_info(args, cfg, required=False)
     names = category_names(info, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     metadata = make_metadata(names)
@@ -292,6 +310,7 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     )
     if to_folder:
         out.mkdir(parents=True, exist_ok=True)
+        record_own_files(out, [t.name for t in targets], MARKER, TOOL)
     for path, target in zip(paths, targets):
         image = read_slice(path, len(cfg.MODEL.PIXEL_MEAN))
         resized = apply_image_transform(resize.get_transform(image), image)
@@ -323,7 +342,10 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
     if args.gt and len(cases) != 1:
         raise ValueError(f"--gt needs exactly one case, the input holds {len(cases)}")
     for case in cases:  # pictures go to <output>/<case>/: never into an input folder
-        check_not_input(Path(args.output) / case.case_id, case.files(), "--output folder")
+        folder = Path(args.output) / case.case_id
+        check_not_input(folder, case.files(), "--output folder")
+        if not (folder.is_dir() and not any(folder.iterdir())):  # missing, or ours alone
+            check_replaceable(folder, MARKER, TOOL, "case folder")
     for case in cases:
         prediction = predictor.predict(case)
         gt_path = args.gt or case.mask
@@ -334,14 +356,18 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
             gt = label_map_masks(
                 gt_path, prediction.preprocessed.geometry, predictor.target, convention
             )
+        folder = Path(args.output) / case.case_id
+        if os.path.lexists(folder / MARKER):
+            shutil.rmtree(folder)  # an earlier drawing of this case (checked above)
         rendered = render_prediction(
             prediction,
-            Path(args.output) / case.case_id,
+            folder,
             gt_masks=gt,
             raw=args.raw,
             display_channel=None if args.composite else 0,
             gif=not args.no_gif,
         )
+        write_marker(folder, MARKER, TOOL)
         print(
             f"{case.case_id}: {len(rendered.slices)} slice overlays, montage, "
             f"{'GIF ' if rendered.gif else ''}in {rendered.folder}"

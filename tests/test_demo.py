@@ -87,6 +87,22 @@ def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_p
         scale * source.shape[0],
         scale * source.shape[1],
     )
+    # Drawn again into the same folder: its own file is replaced; a user's file is not.
+    def args(output: Path) -> list[str]:
+        return ["--config-file", str(CONFIG), "--input", *map(str, images), "--output",
+                str(output), "--dataset-info", str(dataset / "dataset.json"),
+                "--opts", *_model(weights_files)]  # fmt: skip
+
+    assert demo.main(args(out)) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / images[0].name).write_bytes(b"my picture")
+    assert demo.main(args(mine)) == 2
+    assert (mine / images[0].name).read_bytes() == b"my picture"
+    single = tmp_path / "one.png"
+    single.write_bytes(b"my picture")
+    assert demo.main(args(single)) == 2
+    assert single.read_bytes() == b"my picture"
 
 
 def _tiny_case(folder: Path) -> Path:
@@ -118,6 +134,13 @@ def test_demo_on_a_case_folder_writes_case_pictures(phantom_dataset, weights_fil
     assert sorted(p.name for p in folder.glob("slice_*.png"))  # GT tumour slices at least
     assert (folder / "montage.png").is_file()
     assert iio.imread(folder / "volume.gif", index=None).shape[0] == 5
+    args = ["--config-file", str(CONFIG), "--output", str(out), "--dataset-info",
+            str(phantom_dataset["dataset"] / "dataset.json"), "--input", str(case),
+            *_model(weights_files)]  # fmt: skip
+    assert demo.main(args) == 0  # its own pictures are drawn again
+    (folder / "notes.txt").write_text("mine")  # a file of the user's among them: kept
+    assert demo.main(args) == 2
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "montage.png").is_file()
 
 
 def test_demo_takes_overrides_trailing_or_after_opts():
