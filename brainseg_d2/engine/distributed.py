@@ -66,7 +66,15 @@ def launch(
         num_gpus_per_machine: processes per machine (GPUs, or CPU workers).
         num_machines, machine_rank, dist_url, args, timeout: as in Detectron2's
             ``launch``; ``dist_url="auto"`` picks a free local port.
+
+    Raises:
+        ValueError: fewer than one process per machine, or than one machine.
     """
+    if num_gpus_per_machine < 1 or num_machines < 1:  # else nothing runs, and says nothing
+        raise ValueError(
+            f"--num-gpus and --num-machines must be at least 1, got {num_gpus_per_machine} "
+            f"and {num_machines}"
+        )
     world_size = num_machines * num_gpus_per_machine
     if world_size == 1 or torch.cuda.is_available():
         _d2_launch(

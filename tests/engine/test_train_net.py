@@ -133,6 +133,16 @@ def test_bad_input_gives_one_clear_line(phantom_dataset, tmp_path, opts, message
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_no_process_at_all_is_an_error_not_a_silent_success(count):
+    from brainseg_d2.engine import launch
+
+    ran = []
+    with pytest.raises(ValueError, match=f"must be at least 1, got {count} and 1"):
+        launch(ran.append, int(count), args=(1,))
+    assert not ran
+
+
 def test_unreachable_zoo_weights_explain_offline_use(monkeypatch):
     from detectron2.utils.file_io import PathManager
 
