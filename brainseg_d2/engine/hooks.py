@@ -45,12 +45,41 @@ class BestCheckpointer(d2_hooks.BestCheckpointer):
 
     Detectron2 v0.6 checks only the periodic evaluations, so a best model found
     by the evaluation after the last iteration was never saved (later versions
-    added the same ``after_train``).
+    added the same ``after_train``). After the loop the storage's iteration is
+    ``max_iter``, one past the last iteration run; a checkpoint records the last
+    iteration run (``--resume`` starts after it), so the best checkpoint of the
+    final evaluation records ``max_iter - 1``, as ``model_final.pth`` does.
+    Saving it also points ``last_checkpoint`` at it: the same weights and
+    iteration as the final model.
     """
 
     def after_train(self):
         if self.trainer.iter + 1 >= self.trainer.max_iter:  # same condition as EvalHook
-            self._best_checking()
+            # The trainer's own state (saved in the checkpoint, and what an upstream
+            # Detectron2 resumes from) must say the last iteration run too.
+            after, self.trainer.iter = self.trainer.iter, self.trainer.max_iter - 1
+            try:
+                self._best_checking()
+            finally:
+                self.trainer.iter = after
+
+    def _best_checking(self):
+        found = self.trainer.storage.latest().get(self._val_metric)
+        if found is None:
+            logger.warning(f"[BestCheckpointer] metric {self._val_metric} is not computed; "
+                           "no best checkpoint is kept")
+            return
+        value, iteration = found
+        iteration = min(iteration, self.trainer.max_iter - 1)  # the last iteration run
+        if self.best_metric is not None and not self._compare(value, self.best_metric):
+            logger.info(f"{self._val_metric} {value:.5f} at iteration {iteration}: not better "
+                        f"than {self.best_metric:.5f} at iteration {self.best_iter}")
+            return
+        if not self._update_best(value, iteration):  # NaN or inf: never the best
+            return
+        self._checkpointer.save(self._file_prefix, iteration=iteration)
+        logger.info(f"saved {self._file_prefix}: {self._val_metric} {value:.5f} at "
+                    f"iteration {iteration}")
 
 
 class EarlyStop(BaseException):

@@ -60,9 +60,13 @@ class _ScriptedEval(HookBase):
 class _FakeCheckpointer:
     def __init__(self):
         self.saved: list[tuple[str, int]] = []
+        self.trainer_iters: list[int] = []
+        self.loop = None
 
     def save(self, name, **extra):
         self.saved.append((name, extra["iteration"]))
+        if self.loop is not None:
+            self.trainer_iters.append(self.loop.iter)
 
 
 @pytest.mark.parametrize(
@@ -105,11 +109,15 @@ def test_early_stopping_rejects_bad_arguments():
 
 def test_best_checkpointer_also_checks_the_final_evaluation():
     checkpointer = _FakeCheckpointer()
-    loop = _Loop()
+    loop = checkpointer.loop = _Loop()
     loop.register_hooks([_ScriptedEval(2, [0.5, 0.4, 0.7]),
                          BestCheckpointer(2, checkpointer, METRIC, file_prefix="model_best")])
-    loop.train(0, 6)  # evals after iterations 1 and 3, and after training (iteration 6)
-    assert checkpointer.saved == [("model_best", 1), ("model_best", 6)]
+    loop.train(0, 6)  # evals after iterations 1 and 3, and after training (iteration 5)
+    # The final one records the last iteration run, as model_final does: --resume goes on
+    # from iteration 6, not 7.
+    assert checkpointer.saved == [("model_best", 1), ("model_best", 5)]
+    assert checkpointer.trainer_iters == [1, 5]  # the trainer's own state says so too
+    assert loop.iter == 6  # and is put back after the save
 
 
 @pytest.mark.parametrize(
@@ -190,7 +198,8 @@ def test_phantom_training_keeps_best_checkpoint_and_logs_metrics(
         trainer.train()
 
     assert (tmp_path / "model_best.pth").is_file()
-    assert torch.load(tmp_path / "model_best.pth", map_location="cpu")["iteration"] in (0, 2)
+    final = torch.load(tmp_path / "model_final.pth", map_location="cpu")["iteration"]
+    assert torch.load(tmp_path / "model_best.pth", map_location="cpu")["iteration"] in (0, final)
     records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     evals = [r for r in records if METRIC in r]
     assert [r["iteration"] for r in evals] == [0, 2]  # periodic and final evaluation
