@@ -42,13 +42,18 @@ def main(argv=None) -> int:
         from detectron2.utils.logger import setup_logger
 
         from brainseg_d2.engine.trainer import Trainer, build_cfg_from_args, load_eval_weights
-        from brainseg_d2.evaluation.tuning import tune_postprocess, write_tuned_config
+        from brainseg_d2.evaluation.tuning import (
+            check_tuned_output,
+            tune_postprocess,
+            write_tuned_config,
+        )
 
         cfg = build_cfg_from_args(args)
         dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
         if dataset is None:
             raise ValueError("no validation split: give --dataset or set DATASETS.TEST")
         output = args.output or Path(cfg.OUTPUT_DIR) / "config_tuned.yaml"
+        check_tuned_output(output)  # before the work, not after it
         model = Trainer.build_model(cfg)
         load_eval_weights(model, cfg)
         setup_logger(name="brainseg_d2")
@@ -68,7 +73,11 @@ def main(argv=None) -> int:
         totals = list(p.min_total_ml)
         print(f"{p.score_threshold} {volumes} {hysteresis} {per_category} {totals} {hull} "
               f"{dice} {r['objective']:.4f}")
-    path = write_tuned_config(cfg, best, output)
+    try:
+        path = write_tuned_config(cfg, best, output)
+    except (ValueError, OSError) as exc:  # replaced meanwhile, or a full disk
+        print_error(exc)
+        return 2 if isinstance(exc, ValueError) else 1
     print(f"best on {dataset} ({results[0]['num_volumes']} volumes): "
           f"{ {k: v for k, v in best.to_cfg_dict().items()} }")
     print(f"wrote {path}")

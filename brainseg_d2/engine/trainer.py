@@ -333,7 +333,7 @@ def eval_weights(cfg, resume: bool = False) -> str:
             return str(Path(cfg.OUTPUT_DIR) / name)
     if not cfg.MODEL.WEIGHTS:
         raise ValueError(
-            "--eval-only needs trained weights: add MODEL.WEIGHTS path/to/model_final.pth"
+            "evaluation needs trained weights: add MODEL.WEIGHTS path/to/model_final.pth"
         )
     return PathManager.get_local_path(cfg.MODEL.WEIGHTS)
 

@@ -88,7 +88,7 @@ def test_eval_only_needs_weights_that_fit(parse, weights_files, tmp_path):
 
     from brainseg_d2.engine.trainer import load_eval_weights
 
-    with pytest.raises(ValueError, match="--eval-only needs trained weights"):
+    with pytest.raises(ValueError, match="evaluation needs trained weights"):
         load_eval_weights(None, build_cfg_from_args(parse("--config-file", INSTANT,
                                                           "--eval-only")))  # fmt: skip
     args = parse("--config-file", INSTANT, "--eval-only", *weights_files["opts"],

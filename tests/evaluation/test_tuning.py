@@ -265,3 +265,26 @@ def test_min_total_ml_turns_a_false_enhancing_speck_into_core_and_keeps_true_enh
     assert results[1]["dice"]["TC"] == pytest.approx(1.0)  # the speck stays core
     # Non-nested targets are left alone.
     assert refine_min_total_ml(paths, get_target("labels"), base, (0.5,)) == (base, [])
+
+
+def test_tune_command_refuses_bad_output_and_dataset_before_the_work(
+    phantom_dataset, weights_files, tmp_path, monkeypatch, capsys
+):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "tune_postprocess.py"
+    spec = importlib.util.spec_from_file_location("tune_postprocess_under_test", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(phantom_dataset["root"]))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("my config")
+    base = ["--config-file", weights_files["config"], "OUTPUT_DIR", str(tmp_path),
+            *weights_files["opts"], "MODEL.WEIGHTS", str(weights_files["good"])]  # fmt: skip
+    for extra, says in [(["--output", str(mine)], "exists and is not a tuned config"),
+                        (["--dataset", "nope_val"], "'nope_val' is not registered")]:  # fmt: skip
+        assert tool.main([*extra, *base]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    assert mine.read_text() == "my config" and not (tmp_path / "config_tuned.yaml").exists()

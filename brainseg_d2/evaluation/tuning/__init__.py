@@ -51,7 +51,11 @@ from __future__ import annotations
 import logging
 
 from brainseg_d2.evaluation.tuning.cache import cache_volumes, iter_volume_scores, read_cached
-from brainseg_d2.evaluation.tuning.config_file import TUNED_HEADER, write_tuned_config
+from brainseg_d2.evaluation.tuning.config_file import (
+    TUNED_HEADER,
+    check_tuned_output,
+    write_tuned_config,
+)
 from brainseg_d2.evaluation.tuning.grid import (
     DEFAULT_GRID,
     TuningGrid,
@@ -74,6 +78,7 @@ __all__ = [
     "TuningGrid",
     "best_setting",
     "cache_volumes",
+    "check_tuned_output",
     "iter_volume_scores",
     "lesion_dice_by_region",
     "read_cached",
@@ -109,10 +114,14 @@ def tune_postprocess(
     """
     import tempfile
 
-    from detectron2.data import MetadataCatalog
+    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from brainseg_d2.labels import get_target
 
+    if dataset_name not in DatasetCatalog.list():
+        known = ", ".join(n for n in DatasetCatalog.list() if n.endswith("_val")) or "none"
+        raise ValueError(f"dataset {dataset_name!r} is not registered (validation splits: "
+                         f"{known}); is DETECTRON2_DATASETS the folder holding it?")
     target = get_target(MetadataCatalog.get(dataset_name).target)
     base = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
     with tempfile.TemporaryDirectory(prefix="brainseg-tune-") as tmp:

@@ -13,6 +13,23 @@ __all__ = ["TUNED_HEADER", "write_tuned_config"]
 TUNED_HEADER = "# brainseg_d2: config with the post-processing chosen on validation data"
 
 
+def check_tuned_output(path: str | Path) -> None:
+    """Raise unless ``path`` is missing or a tuned config written here (call it before tuning).
+
+    Raises:
+        ValueError: naming ``path``.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            ours = path.is_file() and path.read_text(encoding="utf-8").startswith(TUNED_HEADER)
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"{path} exists and is not a tuned config written here; choose "
+                             "another output")
+
+
 def write_tuned_config(cfg, params: PostprocessParams, path: str | Path) -> Path:
     """Write ``cfg`` with ``BRAINSEG.POSTPROCESS`` replaced by ``params`` as a full YAML config.
 
@@ -23,14 +40,7 @@ def write_tuned_config(cfg, params: PostprocessParams, path: str | Path) -> Path
         ValueError: ``path`` exists and was not written here.
     """
     path = Path(path)
-    if path.exists():
-        try:
-            ours = path.read_text(encoding="utf-8").startswith(TUNED_HEADER)
-        except (OSError, UnicodeDecodeError):
-            ours = False
-        if not ours:
-            raise ValueError(f"{path} exists and is not a tuned config written here; choose "
-                             "another output")
+    check_tuned_output(path)
     tuned = cfg.clone()
     tuned.defrost()
     for key, value in params.to_cfg_dict().items():
