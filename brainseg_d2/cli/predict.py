@@ -1,10 +1,13 @@
-"""``brainseg-predict``: label maps for BraTS case folders with a trained model.
+"""``brainseg-predict``: label maps for whole volumes with a trained model.
 
 ::
 
     brainseg-predict --config-file CFG --input CASE_DIR --output OUT MODEL.WEIGHTS model.pth
     brainseg-predict --config-file CFG --input FOLDER_OF_CASES --output OUT_DIR \\
         --dataset-info datasets/brats/dataset.json --batch-size 8 MODEL.DEVICE cuda
+    brainseg-predict --config-file CFG --input scans/ --images 'flair=*_flair.mha' \\
+        't1=*_t1.mha' 't1ce=*_t1ce.mha' 't2=*_t2.mha' --output OUT_DIR MODEL.WEIGHTS model.pth
+    brainseg-predict --config-file CFG --input cases.csv --output OUT_DIR MODEL.WEIGHTS model.pth
 
 What is written, checked and refused: :mod:`brainseg_d2.inference.case_files`.
 The weights must fit the model exactly (:func:`brainseg_d2.checkpoint.load_strict`).
@@ -31,11 +34,30 @@ def build_parser() -> ArgumentParser:
     """Command-line interface of ``brainseg-predict``."""
     p = ArgumentParser(
         prog="brainseg-predict",
-        description="Predict tumour label maps for BraTS case folders (whole volumes).",
+        description="Predict tumour label maps for whole volumes: BraTS case folders, "
+        "volume files paired by globs, or a CSV manifest.",
     )
     p.add_argument("--config-file", required=True, metavar="CFG", help="model config (YAML)")
     p.add_argument(
-        "--input", required=True, help="a BraTS case folder, or a folder of case folders"
+        "--input",
+        required=True,
+        help="a BraTS case folder, or a folder of case folders; with --layout pairs a folder "
+        "of volume files (NIfTI, MHA, NRRD, DICOM folders); with csv a manifest",
+    )
+    p.add_argument(
+        "--layout",
+        choices=["auto", "brats", "pairs", "csv"],
+        default="auto",
+        help="auto (default): csv for a .csv --input, pairs with --images, else brats; "
+        "pairs and csv cases are written in the training data's label convention",
+    )
+    p.add_argument(
+        "--images",
+        nargs="+",
+        default=[],
+        metavar="NAME=GLOB",
+        help="pairs layout: one glob per channel the model reads, relative to --input "
+        "(e.g. flair='*_flair.mha' t1='*_t1.mha' ...)",
     )
     p.add_argument(
         "--dataset-info",
@@ -130,13 +152,27 @@ def run(args: argparse.Namespace) -> int:
         existing=existing,
         skip_bad=args.skip_bad,
         progress=not args.no_progress,
+        layout=_layout(args),
+        image_globs=args.images,
     )
+
+
+def _layout(args: argparse.Namespace) -> str:
+    if args.layout != "auto":
+        return args.layout
+    if str(args.input).lower().endswith(".csv"):
+        return "csv"
+    return "pairs" if args.images else "brats"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``brainseg-predict``; returns 0, 1 (cases skipped), 2 (bad input), 130 (interrupted)."""
     quiet_third_party_warnings()
     args = build_parser().parse_args(argv)
+    # "--images NAME=GLOB ..." takes every word after it, trailing KEY VALUE overrides
+    # too; a glob is always named (NAME=GLOB) and a config key never holds "=".
+    named = next((i for i, item in enumerate(args.images) if "=" not in item), len(args.images))
+    args.images, args.opts = args.images[:named], [*args.images[named:], *args.opts]
     try:
         return run(args)
     except ValueError as exc:

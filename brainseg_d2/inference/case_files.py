@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from brainseg_d2.data.sources import Case, case_error, find_brats_cases
+from brainseg_d2.data.sources import Case, case_error, find_brats_cases, find_cases
 from brainseg_d2.labels import (
     check_writable,
     get_target,
@@ -136,12 +136,15 @@ def predict_cases(
     existing: str = "refuse",
     skip_bad: bool = False,
     progress: bool = True,
+    layout: str = "brats",
+    image_globs: Sequence[str] = (),
 ) -> int:
     """Predict every case of ``input`` into label-map files (module doc).
 
     Args:
         cfg: frozen config with ``MODEL.WEIGHTS`` (:func:`brainseg_d2.config.setup_cfg`).
-        input: a BraTS case folder, or a folder of case folders.
+        input: a BraTS case folder, or a folder of case folders; a folder of
+            any volume files with ``layout="pairs"``; a CSV manifest with ``csv``.
         output: a folder (``<case>_pred.nii.gz`` per case), or a ``.nii.gz`` file
             for one case.
         dataset_info: path of the training dataset's ``dataset.json``;
@@ -153,6 +156,11 @@ def predict_cases(
         skip_bad: predict the good cases and list the bad ones on stderr (False:
             any bad case is an error and nothing is predicted).
         progress: a progress bar for several cases.
+        layout: how cases lie on disk: ``brats``, ``pairs`` (``image_globs``,
+            channel names as the model's), ``csv`` (``image_<channel>`` columns)
+            or ``auto`` (:func:`~brainseg_d2.data.sources.find_cases`). Outside
+            ``brats`` a case's label convention is the training dataset's.
+        image_globs: ``NAME=GLOB`` per channel, for ``pairs``.
 
     Returns:
         0, or 1 when ``skip_bad`` left cases out.
@@ -168,7 +176,12 @@ def predict_cases(
 
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
-    cases = find_brats_cases(input)
+    info = _dataset_info(cfg, dataset_info)
+    if layout == "brats":
+        cases = find_brats_cases(input)
+    else:  # written as the training data was labelled, unless asked otherwise
+        own = "brats2021" if info.label_convention == "mixed" else info.label_convention
+        cases = find_cases(input, layout, image_globs=image_globs, label_convention=own)
     outputs = output_paths(cases, output)
     check_outputs(cases, outputs, input)
     present = [c for c in cases if os.path.lexists(outputs[c.case_id])]
@@ -184,7 +197,6 @@ def predict_cases(
             f"output {first}{more} exists; pass --overwrite to replace it, "
             "or --skip-existing to resume"
         )
-    info = _dataset_info(cfg, dataset_info)
     channels = list(dict.fromkeys(info.preprocess_options.channels))
     register_dataset_conventions(info.to_json())
     target = get_target(info.target)

@@ -118,3 +118,42 @@ def test_overwrite_and_skip_existing_exclude_each_other(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not allowed with argument" in err[0]
+
+
+def test_volume_files_paired_by_globs_or_listed_in_a_csv(
+    weights_files, phantom_dataset, tiny_cases, tmp_path, capsys
+):
+    import SimpleITK as sitk
+
+    # One case in MHA and NRRD files, named otherwise than BraTS does.
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for channel in ("flair", "t1", "t1ce", "t2"):
+        image = sitk.ReadImage(str(tiny_cases / "Tiny_A" / f"Tiny_A_{channel}.nii.gz"))
+        sitk.WriteImage(image, str(scans / f"p7.{channel}.{'mha' if channel < 't2' else 'nrrd'}"))
+    globs = ["flair=*.flair.mha", "t1=*.t1.mha", "t1ce=*.t1ce.mha", "t2=*.t2.nrrd"]
+    out = tmp_path / "out"
+    # The globs run into the trailing KEY VALUE overrides: those are handed back.
+    argv = ["--config-file", weights_files["config"], "--input", str(scans), "--dataset-info",
+            str(phantom_dataset["dataset"] / "dataset.json"), "--output", str(out),
+            "--no-progress", "--raw", "--images", *globs,
+            "MODEL.WEIGHTS", str(weights_files["good"]), *weights_files["opts"]]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    paired = out / "p7_pred.nii.gz"
+    reference = tmp_path / "ref"
+    assert main(_args(weights_files, phantom_dataset, tiny_cases / "Tiny_A", reference,
+                      "good", "--raw")) == 0  # fmt: skip
+    ours = sitk.ReadImage(str(paired))
+    theirs = sitk.ReadImage(str(reference / "Tiny_A_pred.nii.gz"))
+    assert set(sitk.GetArrayFromImage(theirs).ravel().tolist()) == {0, 1, 2, 4}  # not trivial
+    assert ours.GetSize() == theirs.GetSize() and ours.GetSpacing() == theirs.GetSpacing()
+    assert (sitk.GetArrayFromImage(ours) == sitk.GetArrayFromImage(theirs)).all()
+
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case_id,image_flair,image_t1,image_t1ce,image_t2\n"
+                        "p7," + ",".join(f"scans/{g.split('=')[1].replace('*', 'p7')}"
+                                         for g in globs) + "\n")  # fmt: skip
+    assert main(_args(weights_files, phantom_dataset, manifest, tmp_path / "csv", "good",
+                      "--raw")) == 0  # fmt: skip
+    listed = sitk.ReadImage(str(tmp_path / "csv" / "p7_pred.nii.gz"))
+    assert (sitk.GetArrayFromImage(listed) == sitk.GetArrayFromImage(theirs)).all()
