@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
             report=not args.no_report,
         )
-    except EvaluationError as exc:
+    except ValueError as exc:  # EvaluationError, and bad settings
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in summary["warnings"]:

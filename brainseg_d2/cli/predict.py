@@ -87,8 +87,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--skip-bad",
         action="store_true",
-        help="predict the good cases, list the bad ones, exit 1 (default: any bad case "
-        "is an error and nothing is predicted)",
+        help="predict the good cases, list the bad ones, exit 1 (default: a bad case is an "
+        "error; one found from its headers stops the run before any prediction, one whose "
+        "voxels are bad, e.g. a truncated file, stops it there)",
     )
     p.add_argument(
         "--raw",

@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 OUTPUT_SUFFIXES = (".nii.gz", ".nii")
+#: Image files that the predictor does not write: an --output named so is an error.
+OTHER_IMAGE_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".dcm", ".png", ".jpg", ".tif")
 #: What to do with outputs that exist: refuse to run, replace them, or leave those
 #: cases alone (resume an interrupted run).
 EXISTING = ("refuse", "overwrite", "skip")
@@ -60,6 +62,9 @@ def output_paths(cases: Sequence[Case], output: str | os.PathLike) -> dict[str, 
         ValueError: a file name for several cases.
     """
     output = Path(output)
+    if output.name.lower().endswith(OTHER_IMAGE_SUFFIXES):  # not a folder name either
+        raise ValueError(f"--output {output}: predictions are written as NIfTI; give a .nii.gz "
+                         "or .nii file name, or a folder")
     if output.name.lower().endswith(OUTPUT_SUFFIXES):
         if len(cases) != 1:
             raise ValueError(
@@ -154,7 +159,9 @@ def predict_cases(
             JSON/YAML file); None: each case's own.
         existing: one of :data:`EXISTING`.
         skip_bad: predict the good cases and list the bad ones on stderr (False:
-            any bad case is an error and nothing is predicted).
+            a case found bad before predicting, from its headers, is an error and
+            nothing is predicted; one whose voxels turn out bad, e.g. a truncated
+            file, stops the run there, the cases before it written).
         progress: a progress bar for several cases.
         layout: how cases lie on disk: ``brats``, ``pairs`` (``image_globs``,
             channel names as the model's), ``csv`` (``image_<channel>`` columns)

@@ -262,6 +262,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys, brats_folders):
     err = _error(capsys, ["--pred", str(pred), "--ref", str(ref), "--output", str(out),
                           "--workers", "0"])  # fmt: skip
     assert "--workers must be >= 1" in err
+    err = _error(capsys, ["--pred", str(pred), "--ref", str(ref), "--output", str(out),
+                          "--hd95-penalty", "-5"])  # fmt: skip
+    assert "need >= 0 mm, got -5.0" in err and not out.exists()
 
 
 def test_output_never_replaces_what_it_did_not_write(tmp_path, capsys, brats_folders):

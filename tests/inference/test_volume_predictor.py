@@ -567,6 +567,10 @@ def test_cli_file_output_needs_a_single_case(phantom, tiny_weights, tmp_path, ca
         )
     assert main(_cli_args(two, tmp_path / "x.nii.gz", info, tiny_weights)) == 2
     assert "holds 2 cases" in capsys.readouterr().err
+    # Written as NIfTI only: another image suffix is not taken for a folder name.
+    assert main(_cli_args(phantom.tiny_dir, tmp_path / "one.mha", info, tiny_weights)) == 2
+    assert "predictions are written as NIfTI" in capsys.readouterr().err
+    assert not (tmp_path / "one.mha").exists()
 
 
 def test_dense_head_masks_skip_the_instance_branch(phantom, tiny_model, monkeypatch):
