@@ -235,12 +235,18 @@ def find_result_files(
     Args:
         source: the folder (the evaluator's names win where both are present),
             or a ``(cases table, summary)`` pair of paths.
+
+    Raises:
+        ValueError: ``source`` is not a folder (nor a pair).
     """
     if isinstance(source, (tuple, list)):
         cases, summary = (Path(p) for p in source)
         names = NIFTI_FILES if cases.name == NIFTI_FILES.cases else EVALUATOR_FILES
         return FoundResults(names.kind, cases, summary, cases.with_name(names.lesions))
     folder = Path(source)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder (an evaluation's output folder, holding "
+                         f"{EVALUATOR_FILES.cases} or {NIFTI_FILES.cases})")
     names = EVALUATOR_FILES
     if (folder / NIFTI_FILES.cases).is_file() and not (folder / EVALUATOR_FILES.cases).is_file():
         names = NIFTI_FILES

@@ -154,7 +154,10 @@ class DatasetInfo:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read dataset info {path}: {exc}") from None
-        return cls.from_json(data)
+        try:
+            return cls.from_json(data)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path} is not a dataset.json ({exc})") from None
 
     def to_json(self) -> dict:
         """The contents of ``dataset.json``."""

@@ -157,3 +157,14 @@ def test_volume_files_paired_by_globs_or_listed_in_a_csv(
                       "--raw")) == 0  # fmt: skip
     listed = sitk.ReadImage(str(tmp_path / "csv" / "p7_pred.nii.gz"))
     assert (sitk.GetArrayFromImage(listed) == sitk.GetArrayFromImage(theirs)).all()
+
+
+def test_dataset_info_that_is_not_a_dataset_json_is_named(
+    weights_files, phantom_dataset, tiny_cases, tmp_path, capsys
+):
+    args = _args(weights_files, phantom_dataset, tiny_cases / "Tiny_A", tmp_path / "o")
+    volumes = phantom_dataset["dataset"] / "volumes.json"
+    args[args.index("--dataset-info") + 1] = str(volumes)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{volumes} is not a dataset.json" in err[0]

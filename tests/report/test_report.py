@@ -272,6 +272,13 @@ def test_cli_takes_the_old_spellings_for_one_release(eval_dir, tmp_path, capsys)
     assert "--out is deprecated, use --output" in err[1]
 
 
+def test_cli_names_a_missing_input_folder(tmp_path, capsys):
+    assert main(["--input", str(tmp_path / "nope"), "--output", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'nope'} is not a folder" in err[0]
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_cli_finds_demo_montages_as_thumbnails(eval_dir, tmp_path, capsys):
     thumbs = tmp_path / "demo_out"
     (thumbs / "BraTS_002").mkdir(parents=True)
