@@ -128,9 +128,14 @@ def load_strict(model: torch.nn.Module, path: str) -> None:
             checkpoint = checkpointer._load_file(path)
         except Exception as exc:  # torch, pickle and zip readers raise many types
             first = _first_sentence(exc)
+            why = "truncated or not a checkpoint?"
+            if "weights only load failed" in str(exc).lower():
+                # A whole checkpoint that pickles other objects (NumPy arrays, classes).
+                why = ("it pickles more than tensors, which torch no longer loads by default; "
+                       "README.md, 'Weights only load failed', says how to convert a file "
+                       "you trust")
             raise CheckpointError(
-                f"cannot read weights {path} ({type(exc).__name__}: {first}); "
-                "truncated or not a checkpoint?"
+                f"cannot read weights {path} ({type(exc).__name__}: {first}); {why}"
             ) from None
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             raise CheckpointError(f"weights {path} hold no model state dict")

@@ -215,6 +215,10 @@ def setup_cfg(
     except (KeyError, ValueError, AssertionError, FileNotFoundError) as exc:
         msg = str(exc).strip("'\"")
         raise ValueError(f"bad config ({config_file}): {msg}") from None
+    flag = next((str(k) for k in list(opts)[::2] if str(k).startswith("--")), None)
+    if flag is not None:  # argparse leaves an option written after the overrides among them
+        raise ValueError(f"{flag} comes after the KEY VALUE config overrides; give options "
+                         "before them")
     try:
         cfg.merge_from_list(list(opts))
     except (KeyError, ValueError, AssertionError) as exc:

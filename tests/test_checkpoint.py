@@ -35,3 +35,13 @@ def test_a_tensor_absent_under_every_name_is_missing(tmp_path):
     path = _save(_shared_model(), tmp_path / "w.pth", lambda k: k.startswith("out."))
     with pytest.raises(CheckpointError, match=r"\(4 missing, 0 unexpected"):
         load_strict(_shared_model(), path)
+
+
+def test_a_checkpoint_pickling_more_than_tensors_says_how_to_convert_it(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "old.pth"
+    torch.save({"model": _shared_model().state_dict(), "extra": np.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match="Weights only load failed") as info:
+        load_strict(_shared_model(), str(path))
+    assert "truncated" not in str(info.value) and "how to convert" in str(info.value)

@@ -65,8 +65,10 @@ def test_setup_cfg_merges_opts_and_freezes():
         ("missing.yaml", [], "bad config (missing.yaml)"),
         (INSTANT, ["NOT_A.KEY", "1"], "bad config override on the command line: Non-existent"),
         (INSTANT, ["SOLVER.MAX_ITER"], "bad config override on the command line"),
+        (INSTANT, ["SOLVER.MAX_ITER", "7", "--batch-size", "2"],
+         "--batch-size comes after the KEY VALUE config overrides"),
     ],
-    ids=["missing-file", "unknown-key", "odd-opts"],
+    ids=["missing-file", "unknown-key", "odd-opts", "option-after-overrides"],
 )
 def test_setup_cfg_errors_are_one_line(config_file, opts, message):
     with pytest.raises(ValueError) as err:

@@ -113,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise EvaluationError(
                     f"--lesion-dilation must be >= 0, got {lesion.dilation_iters}"
                 )
+        if not args.hd95_penalty >= 0:  # a distance
+            raise EvaluationError(f"--hd95-penalty must be a distance: need >= 0 mm, got "
+                                  f"{args.hd95_penalty}")
         summary = evaluate_folders(
             args.pred,
             args.ref,
@@ -125,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
             report=not args.no_report,
         )
-    except ValueError as exc:  # EvaluationError, and bad settings
+    except EvaluationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in summary["warnings"]:
@@ -143,11 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             + file_list(summary["unmatched_predictions"]),
             file=sys.stderr,
         )
+    if Path(args.pred).resolve() == Path(args.ref).resolve():
+        print("warning: --pred and --ref are one folder: every case is scored against itself",
+              file=sys.stderr)  # fmt: skip
     for entry in summary["names"]:
         mean, exists = entry["mean"], entry["mean_exists"]
+        over = (f"{exists['dice']:.4f} over n={entry['n_exists']} with it" if entry["n_exists"]
+                else "no case has it")  # fmt: skip
         print(
-            f"{entry['name']:>16}  Dice {mean['dice']:.4f} (n={entry['n_cases']}; "
-            f"{exists['dice']:.4f} over n={entry['n_exists']} with it)  "
+            f"{entry['name']:>16}  Dice {mean['dice']:.4f} (n={entry['n_cases']}; {over})  "
             f"HD95 {mean['hd95']:.2f} mm  lesion Dice {mean['lesion_dice']:.4f}  "
             f"PQ {mean['pq']:.4f}"
         )

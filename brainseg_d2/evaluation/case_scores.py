@@ -112,17 +112,6 @@ class ScoringSettings:
     lesion: LesionSettings = field(default_factory=lambda: BRATS2023_LESION_SETTINGS["GLI"])
     matching_threshold: float = PANOPTICA_MATCHING_THRESHOLD
 
-    def __post_init__(self) -> None:
-        if not self.hd95_penalty >= 0:
-            raise ValueError(
-                f"the HD95 penalty is a distance: need >= 0 mm, got {self.hd95_penalty}"
-            )
-        if not 0.0 <= self.empty_score <= 1.0:
-            raise ValueError(f"the empty-mask score must be in [0, 1], got {self.empty_score}")
-        if not 0.0 <= self.matching_threshold <= 1.0:
-            raise ValueError(f"the matching threshold is a Dice: need [0, 1], got "
-                             f"{self.matching_threshold}")
-
 
 def _ml(voxels: int, spacing: Sequence[float]) -> float:
     return voxels * math.prod(spacing) / 1000.0

@@ -183,10 +183,11 @@ def predict_cases(
 
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
-    info = _dataset_info(cfg, dataset_info)
+    info = None  # read when needed: resuming a finished run needs no dataset at all
     if layout == "brats":
         cases = find_brats_cases(input)
     else:  # written as the training data was labelled, unless asked otherwise
+        info = _dataset_info(cfg, dataset_info)
         own = "brats2021" if info.label_convention == "mixed" else info.label_convention
         cases = find_cases(input, layout, image_globs=image_globs, label_convention=own)
     outputs = output_paths(cases, output)
@@ -204,6 +205,7 @@ def predict_cases(
             f"output {first}{more} exists; pass --overwrite to replace it, "
             "or --skip-existing to resume"
         )
+    info = info or _dataset_info(cfg, dataset_info)
     channels = list(dict.fromkeys(info.preprocess_options.channels))
     register_dataset_conventions(info.to_json())
     target = get_target(info.target)

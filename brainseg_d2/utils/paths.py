@@ -143,7 +143,7 @@ def foreign_entry(folder: str | os.PathLike, marker: str) -> str | None:
     (None); a finished one claims only the entries it lists.
     """
     folder = Path(folder)
-    lines = (folder / marker).read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = _marker_lines(folder, marker)
     if lines and f"({_UNFINISHED})" in lines[0]:
         return None
     ours = set(lines[1:]) | {marker}
@@ -176,11 +176,11 @@ def check_replaceable(folder: str | os.PathLike, marker: str, tool: str, what: s
         )
 
 
-def _listed(folder: Path, marker: str) -> list[str]:
-    path = folder / marker
+def _marker_lines(folder: Path, marker: str) -> list[str]:
+    """The marker's header, then the entries it lists; nothing without a marker."""
     if not has_marker(folder, marker):
         return []
-    return path.read_text(encoding="utf-8", errors="replace").splitlines()[1:]
+    return (folder / marker).read_text(encoding="utf-8", errors="replace").splitlines()
 
 
 def check_own_files(
@@ -199,7 +199,7 @@ def check_own_files(
     if os.path.lexists(folder) and not folder.is_dir():
         raise OutputError(f"{what} {os.path.abspath(folder)} exists and is not a folder; "
                           "nothing was written: choose another path")
-    ours = set(_listed(folder, marker))
+    ours = set(_marker_lines(folder, marker)[1:])
     for name in names:
         if os.path.lexists(folder / name) and name not in ours:
             raise OutputError(
@@ -213,7 +213,7 @@ def record_own_files(
 ) -> None:
     """List ``names`` (with those listed before) in ``folder``'s marker as ``tool``'s files."""
     folder = Path(folder)
-    listed = sorted(set(_listed(folder, marker)) | set(names))
+    listed = sorted(set(_marker_lines(folder, marker)[1:]) | set(names))
     (folder / marker).write_text(
         f"written by {tool}; it replaces only the entries below, while this file is here\n"
         + "".join(f"{e}\n" for e in listed),

@@ -223,6 +223,19 @@ def test_script_runs(brats_folders):
     assert summary["settings"]["lesion"] == {"dilation_iters": 1, "min_lesion_volume": 2.0}
 
 
+def test_cli_warns_when_pred_is_ref_and_says_when_no_case_has_a_region(tmp_path, capsys):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _write(ref / "BraTS-MET-00001-000-seg.nii.gz", np.zeros(SHAPE))  # no tumour at all
+    _write(pred / "BraTS-MET-00001-000.nii.gz", _tumour())  # a false call of every region
+    args = ["--quiet", "--no-report", "--ref", str(ref)]
+    assert main([*args, "--pred", str(pred), "--output", str(tmp_path / "o1")]) == 0
+    captured = capsys.readouterr()
+    assert "nan" not in captured.out and "no case has it" in captured.out
+    assert "one folder" not in captured.err
+    assert main([*args, "--pred", str(ref), "--output", str(tmp_path / "o2")]) == 0
+    assert "--pred and --ref are one folder" in capsys.readouterr().err
+
+
 def test_long_file_lists_are_cut_in_the_warnings():
     assert file_list(["a/x.nii.gz", "b/y.nii.gz"]) == "x.nii.gz, y.nii.gz"
     many = [f"p/case_{i}.nii.gz" for i in range(8)]
