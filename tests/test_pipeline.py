@@ -92,6 +92,17 @@ def test_pictures_and_report(quick_demo):
     assert "data:image/" in html and "Heldout_00000" in html
 
 
+def test_a_finished_demo_lists_what_it_wrote(quick_demo):
+    from brainseg_d2.pipeline import MARKER
+    from brainseg_d2.utils.paths import foreign_entry
+
+    out, _ = quick_demo
+    header, *listed = (out / MARKER).read_text(encoding="utf-8").splitlines()
+    assert "unfinished" not in header
+    assert {"summary.json", "report.html", "train/model_final.pth"} <= set(listed)
+    assert foreign_entry(out, MARKER) is None  # everything in it is the demo's
+
+
 def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "precious.txt").write_text("user data")
     r = subprocess.run(
