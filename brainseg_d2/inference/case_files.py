@@ -188,6 +188,7 @@ def predict_cases(
         cases = find_brats_cases(input)
     else:  # written as the training data was labelled, unless asked otherwise
         info = _dataset_info(cfg, dataset_info)
+        register_dataset_conventions(info.to_json())  # a user's own, known by name
         own = "brats2021" if info.label_convention == "mixed" else info.label_convention
         cases = find_cases(input, layout, image_globs=image_globs, label_convention=own)
     outputs = output_paths(cases, output)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -225,4 +227,18 @@ def test_custom_convention_end_to_end(cases, weights_files, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     written = _labels(sitk.ReadImage(str(out / "Own_001_pred.nii.gz")))
+    assert set(np.unique(written)) <= {0, 1, 2, 5}
+
+    # Files paired by globs carry no BraTS name: written in the dataset's convention,
+    # which a fresh process learns from dataset.json alone.
+    globs = [f"{c}=*_{c}.nii.gz" for c in ("flair", "t1", "t1ce", "t2")]
+    r = subprocess.run(
+        [sys.executable, "-m", "brainseg_d2.cli.predict", "--config-file", weights_files["config"],
+         "--input", str(cases["own"]), "--output", str(tmp_path / "pairs"), "--dataset-info",
+         str(dataset / "dataset.json"), "--no-progress", "--images", *globs,
+         "MODEL.WEIGHTS", str(weights_files["good"]), *weights_files["opts"]],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    written = _labels(sitk.ReadImage(str(tmp_path / "pairs" / "Own_001_pred.nii.gz")))
     assert set(np.unique(written)) <= {0, 1, 2, 5}
