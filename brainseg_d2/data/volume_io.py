@@ -130,33 +130,37 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     if len(series) > 1:
         raise VolumeError(f"{folder}: folder holds {len(series)} DICOM series, expected one")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
-    _check_even_slices(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's position, for the check below
     warnings = reader.GetGlobalWarningDisplay()
-    reader.SetGlobalWarningDisplay(False)  # uneven slices are checked above, in one line
+    reader.SetGlobalWarningDisplay(False)  # uneven slices are reported below, in one line
     try:
-        return reader.Execute()
+        image = reader.Execute()
     finally:
         reader.SetGlobalWarningDisplay(warnings)
+    _check_even_slices(folder, files, reader, image)
+    return image
 
 
-def _check_even_slices(folder: Path, files: Sequence[str]) -> None:
+def _check_even_slices(
+    folder: Path, files: Sequence[str], reader: sitk.ImageSeriesReader, image: sitk.Image
+) -> None:
     """Raise if a series' slices are unevenly spaced: a missing slice would stretch the volume.
 
     ``ImageSeriesReader`` averages the spacing over the series, so a gap would
     otherwise give the volume a wrong slice spacing, and a prediction written
-    in that geometry would be misplaced.
+    in that geometry would be misplaced. Positions are each slice's Image
+    Position (Patient) along the volume's slice normal.
     """
-    if len(files) < 3:
+    key = "0020|0032"
+    if len(files) < 3 or not all(reader.HasMetaDataKey(i, key) for i in range(len(files))):
         return
-    positions = []
-    for name in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(name)
-        reader.ReadImageInformation()
-        direction = np.asarray(reader.GetDirection()).reshape(3, 3)
-        positions.append(float(np.dot(reader.GetOrigin(), direction[:, 2])))
+    normal = np.asarray(image.GetDirection()).reshape(3, 3)[:, 2]
+    positions = [
+        float(np.dot([float(v) for v in reader.GetMetaData(i, key).split("\\")], normal))
+        for i in range(len(files))
+    ]
     gaps = np.abs(np.diff(positions))
     typical = float(np.median(gaps))
     worst = int(np.argmax(np.abs(gaps - typical)))
