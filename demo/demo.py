@@ -63,6 +63,7 @@ from brainseg_d2.utils.paths import (  # noqa: E402
     check_not_input,
     check_own_files,
     check_replaceable,
+    is_empty_folder,
     record_own_files,
     write_marker,
 )
@@ -344,7 +345,7 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
     for case in cases:  # pictures go to <output>/<case>/: never into an input folder
         folder = Path(args.output) / case.case_id
         check_not_input(folder, case.files(), "--output folder")
-        if not (folder.is_dir() and not any(folder.iterdir())):  # missing, or ours alone
+        if not is_empty_folder(folder):  # missing, or the script's alone
             check_replaceable(folder, MARKER, TOOL, "case folder")
     for case in cases:
         prediction = predictor.predict(case)

@@ -122,12 +122,17 @@ def write_marker(
         text = (f"written by {tool} ({_UNFINISHED}); it replaces this folder only while this "
                 "file is here\n")
     else:
-        listed = [e for e in _entries(folder) if e != marker]
-        text = (
+        text = _listing(
             f"written by {tool}; it replaces this folder only while this file is here and the "
-            "folder holds nothing but the entries below\n" + "".join(f"{e}\n" for e in listed)
+            "folder holds nothing but the entries below",
+            [e for e in _entries(folder) if e != marker],
         )
     (folder / marker).write_text(text, encoding="utf-8")
+
+
+def _listing(header: str, entries: Iterable[str]) -> str:
+    """A marker's text: the header line, then one entry a line."""
+    return header + "\n" + "".join(f"{e}\n" for e in entries)
 
 
 def has_marker(folder: str | os.PathLike, marker: str) -> bool:
@@ -214,8 +219,5 @@ def record_own_files(
     """List ``names`` (with those listed before) in ``folder``'s marker as ``tool``'s files."""
     folder = Path(folder)
     listed = sorted(set(_marker_lines(folder, marker)[1:]) | set(names))
-    (folder / marker).write_text(
-        f"written by {tool}; it replaces only the entries below, while this file is here\n"
-        + "".join(f"{e}\n" for e in listed),
-        encoding="utf-8",
-    )
+    header = f"written by {tool}; it replaces only the entries below, while this file is here"
+    (folder / marker).write_text(_listing(header, listed), encoding="utf-8")
