@@ -212,3 +212,14 @@ def test_a_model_writes_only_conventions_whose_every_class_it_can_express(
     # The case's own convention is checked the same way as a requested one.
     with pytest.raises(ValueError, match=error):
         prediction_convention(get_target(target), "brats2021", convention)
+
+
+def test_a_convention_with_values_past_255_is_written_in_a_wider_type(tmp_path):
+    conv_file = tmp_path / "wide.yaml"
+    conv_file.write_text("labels: {1000: necrotic, 2000: edema, 3000: enhancing}\n")
+    conv = load_convention(conv_file)
+    tissue = np.array([[0, TISSUE_NCR], [TISSUE_ED, TISSUE_ET]])
+    raw = tissue_to_raw(tissue, conv)
+    assert raw.dtype == np.uint16 and raw.tolist() == [[0, 1000], [2000, 3000]]
+    assert np.array_equal(raw_to_tissue(raw, conv), tissue)
+    assert tissue_to_raw(tissue, CONVENTIONS["brats2021"]).dtype == np.uint8

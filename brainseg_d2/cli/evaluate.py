@@ -49,13 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="folder for the CSV and JSON")
     p.add_argument(
         "--pattern",
-        help="regex giving the case id of a file name (group 'id', else group 1, else the "
-        "match); default: BraTS ids, else the stem less _seg/_pred-like suffixes",
+        help="regex giving the case id of a file, searched in its name, then in its path "
+        "below --pred/--ref (group 'id', else group 1, else the match); default: BraTS ids, "
+        "else the stem less _seg/_pred-like suffixes (a bare seg.nii.gz: its folder's name)",
     )
     p.add_argument(
         "--label-convention",
         help=f"one of {sorted(CONVENTIONS)} or a .json/.yaml convention file "
         "(default: from each reference's BraTS name)",
+    )
+    p.add_argument(
+        "--pred-label-convention",
+        help="the predictions' own convention where it is not the references' (e.g. "
+        "brats2021 for another tool's ET = 4 against BraTS 2023 files): their classes "
+        "are rewritten by name; default: the references' convention",
     )
     p.add_argument(
         "--challenge",
@@ -113,15 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise EvaluationError(
                     f"--lesion-dilation must be >= 0, got {lesion.dilation_iters}"
                 )
-        if not args.hd95_penalty >= 0:  # a distance
-            raise EvaluationError(f"--hd95-penalty must be a distance: need >= 0 mm, got "
-                                  f"{args.hd95_penalty}")
+        if not 0 <= args.hd95_penalty < float("inf"):  # a distance, written to summary.json
+            raise EvaluationError("--hd95-penalty must be a distance: need a finite value "
+                                  f">= 0 mm, got {args.hd95_penalty}")
         summary = evaluate_folders(
             args.pred,
             args.ref,
             args.output,
             pattern=args.pattern,
             label_convention=args.label_convention,
+            pred_label_convention=args.pred_label_convention,
             lesion=lesion,
             settings=ScoringSettings(hd95_penalty=args.hd95_penalty),
             workers=args.workers,

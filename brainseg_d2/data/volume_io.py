@@ -11,6 +11,7 @@ axes are ITK's (x, y, z); numpy arrays from SimpleITK are (z, y, x).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from brainseg_d2.data.io.nifti import NiftiError, read_nifti
+
+logger = logging.getLogger(__name__)
 
 #: File name endings SimpleITK reads that the source finders look for.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -58,10 +61,17 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 
     Raises:
         VolumeError: missing, corrupt or truncated file; not 3D (e.g. 4D);
-            vector pixels; NaN or Inf voxels. The message names the file.
+            vector pixels; NaN or Inf voxels; a sheared grid (its direction
+            matrix is not orthonormal, e.g. a gantry tilt), which NIfTI outputs
+            cannot hold. The message names the file.
+
+    A NIfTI file whose sform places the volume elsewhere than the geometry read
+    (ITK's choice between sform and qform) is read with a warning that says by
+    how much: tools that read the sform (nibabel, FSL) would disagree.
     """
     path = Path(path)
     _check_exists(path)
+    reader = None
     checked = False  # read_nifti checks float voxels for NaN/Inf itself
     try:
         if path.is_dir():
@@ -89,7 +99,44 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             f"{path}: expected one value per voxel, got "
             f"{image.GetNumberOfComponentsPerPixel()} components"
         )
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    if not np.allclose(direction @ direction.T, np.eye(3), atol=1e-4):
+        raise VolumeError(
+            f"{path}: its direction matrix {tuple(round(float(v), 4) for v in direction.ravel())} "
+            "is not orthonormal (a sheared grid, e.g. a gantry tilt); resample it onto an "
+            "orthogonal grid first"
+        )
+    if reader is not None:
+        _warn_sform_disagrees(image, reader, path)
     return image if checked else _check_finite(image, path)
+
+
+def _warn_sform_disagrees(image: sitk.Image, reader: sitk.ImageFileReader, path: Path) -> None:
+    """Warn if the NIfTI sform puts the volume's corners elsewhere than ``image`` does."""
+    keys = set(reader.GetMetaDataKeys())
+    rows = ("srow_x", "srow_y", "srow_z")
+    if not {"sform_code", *rows} <= keys or reader.GetMetaData("sform_code").strip() in ("", "0"):
+        return
+    try:
+        sform = np.array([[float(v) for v in reader.GetMetaData(r).split()] for r in rows])
+    except ValueError:
+        return
+    if sform.shape != (3, 4):
+        return
+    size = np.asarray(image.GetSize(), dtype=float) - 1
+    corners = np.array(
+        [[i, j, k] for i in (0, size[0]) for j in (0, size[1]) for k in (0, size[2])]
+    )
+    read = np.array([image.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
+    read[:, :2] *= -1  # ITK's LPS -> NIfTI's RAS
+    in_sform = corners @ sform[:, :3].T + sform[:, 3]
+    gap = float(np.linalg.norm(read - in_sform, axis=1).max())
+    if gap > 0.1:
+        logger.warning(
+            "%s: its sform places the volume up to %.1f mm from the geometry read here (its "
+            "qform); tools that read the sform (nibabel, FSL) would place it there",
+            path, gap,
+        )
 
 
 def _check_finite(image: sitk.Image, path: Path) -> sitk.Image:

@@ -3,7 +3,9 @@
 Case ids: BraTS names give the id wherever they sit in a file name
 (``BraTS-GLI-00000-000``, ``BraTS2021_00000``, ``Brats18_2013_2_1``, ...); other
 names give their stem less a trailing ``_seg``/``-seg``/``_pred``-like suffix; a
-``pattern`` overrides both. Reference folders may be BraTS-layout case folders:
+a file named only ``seg``/``pred``/... takes its folder's name; ``pattern``
+(searched in the file name, then in its path below the folder) overrides them.
+Reference folders may be BraTS-layout case folders:
 image files (``_flair``, ``-t2f``, ...) are skipped when the name is a BraTS one
 or a label map of the same case sits beside them (``<id>_seg``), as in the
 phantom's case folders and other BraTS-layout datasets with ids of their own.
@@ -41,16 +43,30 @@ def _stem(path: Path) -> str:
     return name
 
 
-def case_id(path: str | os.PathLike, pattern: re.Pattern | None = None) -> str | None:
-    """Case id of a label-map file name (module docstring); None if ``pattern`` misses."""
-    stem = _stem(Path(path))
+def case_id(
+    path: str | os.PathLike,
+    pattern: re.Pattern | None = None,
+    root: str | os.PathLike | None = None,
+) -> str | None:
+    """Case id of a label-map file (module docstring); None if ``pattern`` misses.
+
+    ``pattern`` is searched in the file name, then in the path below ``root``
+    (so ids may come from case folders). A file named only ``seg``, ``pred``,
+    ... (``<case>/seg.nii.gz``) takes its folder's name.
+    """
+    path = Path(path)
+    stem = _stem(path)
     if pattern is not None:
-        m = pattern.search(Path(path).name)
+        m = pattern.search(path.name)
+        if m is None and root is not None:
+            m = pattern.search(path.relative_to(root).as_posix())
         if m is None:
             return None
         if "id" in pattern.groupindex:
             return m.group("id")
         return m.group(1) if pattern.groups else m.group(0)
+    if _ID_SUFFIX.fullmatch("_" + stem) and path.parent.name:
+        stem = path.parent.name
     m = BRATS2023_CASE.search(stem)
     if m:
         return m.group(0)
@@ -104,7 +120,7 @@ def find_label_maps(
             continue
         if _is_image(path, names):
             continue
-        cid = case_id(path, pattern)
+        cid = case_id(path, pattern, root)
         if cid is None:
             continue
         if cid in found:

@@ -54,6 +54,7 @@ from brainseg_d2.evaluation.case_scores import (
 )
 from brainseg_d2.evaluation.case_scores import LESION_COLUMNS as CASE_LESION_COLUMNS
 from brainseg_d2.evaluation.case_summary import summarize_cases
+from brainseg_d2.evaluation.label_checks import check_implied_conventions, looks_like_2021_labels
 from brainseg_d2.evaluation.label_map_files import (
     CasePair,
     EvaluationError,
@@ -71,6 +72,7 @@ from brainseg_d2.labels import (
     LabelConvention,
     brats_task,
     detect_convention,
+    relabel,
     resolve_convention,
 )
 from brainseg_d2.utils.paths import check_not_input, check_own_files, record_own_files
@@ -117,8 +119,8 @@ def _check_geometry(pred_image, ref_image, pred: Path, ref: Path) -> None:
     checks = (
         ("size", pred_image.GetSize(), ref_image.GetSize()),
         ("spacing", pred_image.GetSpacing(), ref_image.GetSpacing()),
-        ("origin", pred_image.GetOrigin(), ref_image.GetOrigin()),
         ("direction", pred_image.GetDirection(), ref_image.GetDirection()),
+        ("origin", pred_image.GetOrigin(), ref_image.GetOrigin()),
     )
     for what, a, b in checks:
         if len(a) != len(b) or not np.allclose(a, b, rtol=0, atol=_GEOMETRY_ATOL):
@@ -148,27 +150,21 @@ def _settings_for(ref: Path, base: ScoringSettings, per_case: bool) -> ScoringSe
     return replace(base, lesion=lesion)
 
 
-def _looks_like_2021_labels(pred: np.ndarray, ref: np.ndarray, convention: LabelConvention) -> bool:
-    """A 2023+ case whose prediction writes ET as 4 (BraTS 2021) where 4 means RC."""
-    if convention.classes.get(4) != "resection_cavity" or convention.classes.get(3) != "enhancing":
-        return False
-    pred_values = set(np.unique(pred).tolist())
-    ref_values = set(np.unique(ref).tolist())
-    return 4 in pred_values and 3 not in pred_values and 4 not in ref_values and 3 in ref_values
-
-
 def evaluate_case(
     pair: CasePair,
     *,
     convention: LabelConvention | None = None,
     settings: ScoringSettings | None = None,
     lesion_per_case: bool = True,
+    pred_convention: LabelConvention | None = None,
 ) -> tuple[list[dict], list[dict], list[str]]:
     """Score one case.
 
     Args:
         pair: reference and prediction files.
         convention: the labels' convention; None picks it from the reference name.
+        pred_convention: the prediction's own convention, when it differs: its
+            classes are rewritten in the reference's (:func:`~brainseg_d2.labels.relabel`).
         settings: scoring conventions.
         lesion_per_case: replace ``settings.lesion`` by the BraTS 2023 settings of
             the reference name's task (GLI for other names).
@@ -200,7 +196,9 @@ def evaluate_case(
         else:
             pred_image, pred = _read(pair.pred)
             _check_geometry(pred_image, ref_image, pair.pred, pair.ref)
-            if _looks_like_2021_labels(pred, ref, conv):
+            if pred_convention is not None:
+                pred = relabel(pred, pred_convention, conv)
+            elif looks_like_2021_labels(pred, ref, conv):
                 warnings.append(
                     f"{pair.pred}: label 4 is the resection cavity in convention "
                     f"'{conv.name}', but the prediction has no 3 (enhancing) while its "
@@ -219,8 +217,9 @@ def evaluate_case(
 
 
 def _evaluate_case_job(args: tuple) -> tuple[list[dict], list[dict], list[str]]:
-    pair, convention, settings, per_case = args
-    return evaluate_case(pair, convention=convention, settings=settings, lesion_per_case=per_case)
+    pair, convention, settings, per_case, pred_convention = args
+    return evaluate_case(pair, convention=convention, settings=settings, lesion_per_case=per_case,
+                         pred_convention=pred_convention)
 
 
 # ---------------------------------------------------------------------------
@@ -243,6 +242,7 @@ def evaluate_folders(
     *,
     pattern: str | None = None,
     label_convention: str | LabelConvention | None = None,
+    pred_label_convention: str | LabelConvention | None = None,
     lesion: str | LesionSettings | None = None,
     settings: ScoringSettings | None = None,
     workers: int = 1,
@@ -257,6 +257,9 @@ def evaluate_folders(
         pattern: regex giving the case id of a file name (module docstring).
         label_convention: a built-in name, a convention file, or None to pick
             each case's from its reference name.
+        pred_label_convention: the predictions' convention where it is not the
+            references' (e.g. another tool's BraTS 2021 labels against 2023 files);
+            None: the same as the references'.
         lesion: BraTS 2023 lesion-wise settings for all cases: a challenge
             (``GLI``, ``MET``, ...) or :class:`LesionSettings`; None picks each
             case's from its name.
@@ -283,6 +286,8 @@ def evaluate_folders(
             ) from None
     try:
         convention = None if label_convention is None else resolve_convention(label_convention)
+        pred_convention = (None if pred_label_convention is None
+                           else resolve_convention(pred_label_convention))
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
     settings = settings or ScoringSettings()
@@ -300,17 +305,23 @@ def evaluate_folders(
     try:  # before the work: the inputs and files this did not write stay as they are
         check_not_input(out, [pred_dir, ref_dir], "--output")
         check_own_files(out, OWN_FILES, MARKER, "brainseg-evaluate", "--output")
-        if report:
+        stale_report = False  # an earlier run's report, which --no-report must not leave
+        if os.path.lexists(out / REPORT_FILE):
             from brainseg_d2.report import check_replaceable_report
 
-            check_replaceable_report(out / REPORT_FILE, [])
+            try:
+                check_replaceable_report(out / REPORT_FILE, [])
+                stale_report = not report
+            except ValueError:
+                if report:
+                    raise
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
     pairs, unmatched = match_cases(pred_dir, ref_dir, regex)
 
     from tqdm import tqdm
 
-    jobs = [(pair, convention, settings, lesion is None) for pair in pairs]
+    jobs = [(pair, convention, settings, lesion is None, pred_convention) for pair in pairs]
     bar = tqdm(total=len(jobs), desc="brainseg-evaluate", unit="case", disable=not progress)
     results: list[tuple[list[dict], list[dict], list[str]]] = []
     try:
@@ -329,6 +340,9 @@ def evaluate_folders(
     rows = [row for case_rows, _, _ in results for row in case_rows]
     lesions = [rec for _, case_lesions, _ in results for rec in case_lesions]
     warnings = [w for _, _, case_warnings in results for w in case_warnings]
+    if convention is None:  # conventions implied by names: do the labels agree?
+        check_implied_conventions(rows, CONVENTIONS,
+                                  pred_convention_given=pred_convention is not None)
     present = _present_names(rows)
     absent = sorted({(r["group"], r["name"]) for r in rows} - present)
     rows = [r for r in rows if (r["group"], r["name"]) in present]
@@ -350,6 +364,7 @@ def evaluate_folders(
         "missing_predictions": [str(p.ref) for p in pairs if p.pred is None],
         "unmatched_predictions": [str(p) for p in unmatched],
         "conventions": sorted({r["convention"] for r in rows}),
+        "pred_convention": None if pred_convention is None else pred_convention.name,
         "absent_names": [f"{g}:{n}" for g, n in absent],
         "settings": {
             "hd95_penalty_mm": settings.hd95_penalty,
@@ -366,6 +381,9 @@ def evaluate_folders(
         "names": summarize_cases(rows),
     }
     write_summary(out / SUMMARY_FILE, summary)
+    if stale_report:
+        (out / REPORT_FILE).unlink()
+        logger.info("removed %s: it showed an earlier run's scores", out / REPORT_FILE)
     if report:
         from brainseg_d2.report import write_report
 

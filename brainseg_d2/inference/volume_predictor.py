@@ -376,7 +376,8 @@ class VolumePredictor:
             convention: raw convention; default the dataset's.
 
         Returns:
-            uint8 image with the original size, spacing, origin and direction.
+            integer image (uint8 unless the convention's values need more) with the
+            original size, spacing, origin and direction.
         """
         if convention is None:
             convention = get_convention(self._default_convention())

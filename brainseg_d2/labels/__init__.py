@@ -67,6 +67,7 @@ from brainseg_d2.labels.conventions import (
     get_convention,
     raw_to_tissue,
     register_convention,
+    relabel,
     tissue_to_raw,
     user_conventions,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "raw_to_tissue",
     "register_convention",
     "register_dataset_conventions",
+    "relabel",
     "resolve_convention",
     "tissue_code",
     "tissue_to_raw",

@@ -292,11 +292,13 @@ def tissue_to_raw(tissue: np.ndarray, convention: LabelConvention) -> np.ndarray
         convention: the convention to write.
 
     Returns:
-        uint8 array of the same shape in the raw convention. A tissue the
-        convention has no value for is written as 0, except tumour tissues in
-        ``binary`` (all tumour).
+        array of the same shape in the raw convention: uint8, or uint16/int32
+        where the convention's values need them. A tissue the convention has no
+        value for is written as 0, except tumour tissues in ``binary`` (all tumour).
     """
-    lut = np.zeros(TISSUE_MAX + 1, dtype=np.uint8)
+    top = max(convention.raw_to_tissue)
+    dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int32
+    lut = np.zeros(TISSUE_MAX + 1, dtype=dtype)
     for t, raw in convention.tissue_to_raw.items():
         lut[t] = raw
     # Tissues the convention cannot express (e.g. NCR in "binary") fall back to
@@ -305,3 +307,35 @@ def tissue_to_raw(tissue: np.ndarray, convention: LabelConvention) -> np.ndarray
     if convention.name == "binary":
         lut[[TISSUE_NCR, TISSUE_ED, TISSUE_ET]] = 1
     return lut[np.asarray(tissue, dtype=np.int64)]
+
+
+def relabel(labels: np.ndarray, source: LabelConvention, dest: LabelConvention) -> np.ndarray:
+    """Rewrite a label map of convention ``source`` in convention ``dest``, class by class.
+
+    Classes are matched by name (``enhancing`` is 4 in ``brats2021`` and 3 in
+    ``brats2023``), so every class of ``source`` that the map holds must have a
+    class of the same name in ``dest``.
+
+    Raises:
+        ValueError: a value outside ``source``, or a class ``dest`` has no value for
+            (the message names both).
+    """
+    labels = np.asarray(labels)
+    values = [int(v) for v in np.unique(labels)]
+    unknown = [v for v in values if v != 0 and v not in source.classes]
+    if unknown:
+        raise ValueError(
+            f"label values {unknown} are not in convention '{source.name}' "
+            f"(allowed: {list(source.values)})"
+        )
+    by_name = {n: v for v, n in dest.classes.items()}
+    missing = [source.classes[v] for v in values if v and source.classes[v] not in by_name]
+    if missing:
+        raise ValueError(
+            f"classes {missing} of convention '{source.name}' have no value in '{dest.name}' "
+            f"(its classes: {sorted(by_name)})"
+        )
+    lut = np.zeros(max(source.values) + 1, dtype=np.int64)
+    for value, name in source.classes.items():
+        lut[value] = by_name.get(name, 0)
+    return lut[labels.astype(np.int64)]

@@ -198,7 +198,8 @@ def check_own_files(
     it (:func:`record_own_files`). Other files in the folder are never touched.
 
     Raises:
-        OutputError: ``folder`` is a file, or holds one of ``names`` not listed.
+        OutputError: ``folder`` is a file, or holds one of ``names`` not listed, or
+            listed but now a link or a folder.
     """
     folder = Path(folder)
     if os.path.lexists(folder) and not folder.is_dir():
@@ -206,10 +207,18 @@ def check_own_files(
                           "nothing was written: choose another path")
     ours = set(_marker_lines(folder, marker)[1:])
     for name in names:
-        if os.path.lexists(folder / name) and name not in ours:
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        if name not in ours:
             raise OutputError(
                 f"{what} {os.path.abspath(folder)} holds {name}, which {tool} did not write; "
                 "nothing was written: choose another folder, or move it out"
+            )
+        if path.is_symlink() or not path.is_file():  # writing would follow the link
+            raise OutputError(
+                f"{what} {os.path.abspath(folder)} holds {name}, which is now a link or a "
+                f"folder, not the file {tool} wrote; nothing was written: move it out"
             )
 
 

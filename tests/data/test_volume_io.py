@@ -223,3 +223,34 @@ def test_reorient_array_matches_dicomorient(code, oblique):
         np.testing.assert_array_equal(restore_array(canonical, permutation, flips), array)
 
 
+
+
+def test_a_sheared_grid_is_refused_with_its_direction(tmp_path):
+    # A gantry tilt stored as a non-orthonormal direction: NIfTI outputs cannot hold
+    # it (ITK would coerce it and move voxels by millimetres), so the input is refused.
+    image = _volume()
+    tilt = np.deg2rad(12)
+    image.SetDirection((1, 0, 0, 0, 1, np.sin(tilt), 0, 0, np.cos(tilt)))
+    path = tmp_path / "tilted.mha"
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(VolumeError, match=r"tilted\.mha: its direction matrix .* is not "
+                                          r"orthonormal"):  # fmt: skip
+        read_image(path)
+
+
+def test_a_nifti_whose_sform_disagrees_is_read_with_a_warning(tmp_path, caplog):
+    nib = pytest.importorskip("nibabel")
+    path = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(_volume(), str(path))
+    read_image(path)
+    assert "sform" not in caplog.text  # SimpleITK writes the same sform and qform
+    loaded = nib.load(path)
+    shifted = loaded.affine.copy()
+    shifted[:3, 3] += (3.0, 4.0, 0.0)
+    out = nib.Nifti1Image(np.asarray(loaded.dataobj), None, loaded.header.copy())
+    out.set_qform(loaded.affine, 1)
+    out.set_sform(shifted, 2)
+    nib.save(out, tmp_path / "moved.nii.gz")
+    image = read_image(tmp_path / "moved.nii.gz")
+    assert np.allclose(image.GetOrigin(), _volume().GetOrigin())  # ITK's choice: the qform
+    assert "moved.nii.gz: its sform places the volume up to 5.0 mm" in caplog.text

@@ -277,7 +277,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys, brats_folders):
     assert "--workers must be >= 1" in err
     err = _error(capsys, ["--pred", str(pred), "--ref", str(ref), "--output", str(out),
                           "--hd95-penalty", "-5"])  # fmt: skip
-    assert "need >= 0 mm, got -5.0" in err and not out.exists()
+    assert "need a finite value >= 0 mm, got -5.0" in err and not out.exists()
+    err = _error(capsys, ["--pred", str(pred), "--ref", str(ref), "--output", str(out),
+                          "--hd95-penalty", "inf"])  # fmt: skip
+    assert "need a finite value >= 0 mm, got inf" in err and not out.exists()
 
 
 def test_output_never_replaces_what_it_did_not_write(tmp_path, capsys, brats_folders):
@@ -334,17 +337,22 @@ def test_labels_outside_the_convention_name_the_file(tmp_path, capsys):
 
 
 def test_2021_style_prediction_of_a_2023_glioma_is_warned(tmp_path, capsys):
+    # One case of two has 2021-style labels: a warning names it, and it is scored as
+    # the official evaluator would (ET missed, label 4 a false resection cavity).
     ref, pred = tmp_path / "ref", tmp_path / "pred"
-    _write(ref / "BraTS-GLI-00001-000-seg.nii.gz", _tumour())
+    for cid in ("BraTS-GLI-00001-000", "BraTS-GLI-00002-000"):
+        _write(ref / f"{cid}-seg.nii.gz", _tumour())
     _write(pred / "BraTS-GLI-00001-000.nii.gz", _tumour(et_value=4))
+    _write(pred / "BraTS-GLI-00002-000.nii.gz", _tumour())
     assert main(["--pred", str(pred), "--ref", str(ref), "--output", str(tmp_path / "o"),
                  "--quiet"]) == 0  # fmt: skip
     err = capsys.readouterr().err
+    assert "BraTS-GLI-00001-000.nii.gz: label 4 is the resection cavity" in err
     assert "BraTS 2021 convention (ET = 4)" in err
     rows = _rows(tmp_path / "o")
-    # scored as the official evaluator would: ET missed, label 4 a false resection cavity
     assert float(_cell(rows, "BraTS-GLI-00001-000", "ET", "dice")) == 0.0
     assert float(_cell(rows, "BraTS-GLI-00001-000", "RC", "dice")) == 0.0
+    assert float(_cell(rows, "BraTS-GLI-00002-000", "ET", "dice")) == 1.0
 
 
 def test_no_match_and_unknown_convention(tmp_path):
