@@ -182,7 +182,8 @@ def raw_labels_to_tissue(
     except ValueError as exc:
         allowed = np.array(sorted(convention.raw_to_tissue))
         bad = ~np.isin(raw, allowed).reshape(raw.shape[0], -1).all(axis=1)
-        raise VolumeError(f"{where(bad)}: {exc}") from None
+        also = " (or 0/255 masks)" if convention.name == "binary" else ""
+        raise VolumeError(f"{where(bad)}: {exc}{also}") from None
     return tissue
 
 

@@ -10,6 +10,8 @@ no error. These checks find that from the label values alone:
   its reference has 3 and no 4 (a warning: one case cannot tell more).
 * :func:`check_implied_conventions`: the whole evaluation; an error when every
   reference, or every prediction, of such cases has 4 and none has 3.
+
+And :func:`binary_01`: 0/255 masks under the ``binary`` convention.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ import numpy as np
 from brainseg_d2.evaluation.label_map_files import EvaluationError
 from brainseg_d2.labels import LabelConvention
 
-__all__ = ["check_implied_conventions", "looks_like_2021_labels"]
+__all__ = ["binary_01", "check_implied_conventions", "looks_like_2021_labels"]
+
+
+def binary_01(labels: np.ndarray, convention: LabelConvention) -> np.ndarray:
+    """0/255 masks count as 0/1 under ``binary``, as in the converter."""
+    return np.where(labels == 255, 1, labels) if convention.name == "binary" else labels
 
 
 def _cavity_era(convention: LabelConvention) -> bool:

@@ -54,7 +54,11 @@ from brainseg_d2.evaluation.case_scores import (
 )
 from brainseg_d2.evaluation.case_scores import LESION_COLUMNS as CASE_LESION_COLUMNS
 from brainseg_d2.evaluation.case_summary import summarize_cases
-from brainseg_d2.evaluation.label_checks import check_implied_conventions, looks_like_2021_labels
+from brainseg_d2.evaluation.label_checks import (
+    binary_01,
+    check_implied_conventions,
+    looks_like_2021_labels,
+)
 from brainseg_d2.evaluation.label_map_files import (
     CasePair,
     EvaluationError,
@@ -181,6 +185,7 @@ def evaluate_case(
     conv = _convention_for(pair.ref, convention)
     settings = _settings_for(pair.ref, settings, lesion_per_case)
     ref_image, ref = _read(pair.ref)
+    ref = binary_01(ref, conv)
     spacing = tuple(reversed(ref_image.GetSpacing()))  # numpy axis order (z, y, x)
     info = {
         "case_id": pair.case_id,
@@ -196,6 +201,7 @@ def evaluate_case(
         else:
             pred_image, pred = _read(pair.pred)
             _check_geometry(pred_image, ref_image, pair.pred, pair.ref)
+            pred = binary_01(pred, conv)
             if pred_convention is not None:
                 pred = relabel(pred, pred_convention, conv)
             elif looks_like_2021_labels(pred, ref, conv):

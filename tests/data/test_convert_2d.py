@@ -310,6 +310,10 @@ VIA_BAD = {
         lambda d: _via_edit(d, lambda r: r[0]["region_attributes"].update(name="balloon")),
         "pC_1.png: region 0: unknown class 'balloon'",
     ),
+    "outside_the_image": (  # a polygon drawn on another, larger image
+        lambda d: _via_edit(d, lambda r: r.append(_region([5, 60, 70], [5, 6, 30]))),
+        "pC_1.png: region 1: point (60, 6) lies outside the 32 x 24 image (2 of 3 points)",
+    ),
     "missing_image": (lambda d: (d / "pC_1.png").unlink(), "pC_1.png: file not found"),
     "unreadable_image": (lambda d: _garbage(d / "pC_1.png"), "pC_1.png: cannot read"),
 }

@@ -149,3 +149,14 @@ def test_a_prediction_stored_flipped_is_named_by_its_direction(tmp_path, capsys)
     code, err = _run(capsys, "--pred", str(pred), "--ref", str(ref), "--output",
                      str(tmp_path / "o"))  # fmt: skip
     assert code == 2 and "differ in direction" in err
+
+
+def test_binary_masks_of_0_and_255_count_as_0_and_1(tmp_path, capsys):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    mask = (_tumour(3) > 0).astype(np.uint8)
+    _write(ref / "case_1_seg.nii.gz", mask * 255)  # a mask saved by an image tool
+    _write(pred / "case_1.nii.gz", mask)
+    code, err = _run(capsys, "--pred", str(pred), "--ref", str(ref), "--output",
+                     str(tmp_path / "o"), "--label-convention", "binary")  # fmt: skip
+    assert code == 0, err
+    assert set(_dice(tmp_path / "o").values()) == {1.0}

@@ -145,9 +145,9 @@ class SliceCase:
                 if mask_size != size:
                     raise VolumeError(f"{sl.mask}: size {mask_size} differs from its image {size}")
             if target is not None:
-                self._check_regions(sl, target)
+                self._check_regions(sl, target, size)
 
-    def _check_regions(self, sl: SliceFile, target: Target) -> None:
+    def _check_regions(self, sl: SliceFile, target: Target, size: tuple[int, int]) -> None:
         for i, region in enumerate(sl.regions or ()):
             where = f"{self.annotations}: {Path(sl.image).name}: region {i}"
             if region.shape != "polygon":
@@ -158,6 +158,16 @@ class SliceCase:
                 raise VolumeError(f"{where}: polygon with {len(region.xs)} points (need >= 3)")
             if not all(isinstance(v, (int, float)) for v in (*region.xs, *region.ys)):
                 raise VolumeError(f"{where}: non-numeric polygon coordinates")
+            # VIA draws on the image itself: a point past its edge (by more than the
+            # pixel VIA may put on the border) is a polygon of another image or size.
+            width, height = size
+            outside = [(x, y) for x, y in zip(region.xs, region.ys)
+                       if not (-1 <= x <= width and -1 <= y <= height)]  # fmt: skip
+            if outside:
+                raise VolumeError(
+                    f"{where}: point {outside[0]} lies outside the {width} x {height} image "
+                    f"({len(outside)} of {len(region.xs)} points)"
+                )
             category_index(region, target, where)
 
     def load(self, options: PreprocessOptions, target: Target) -> PreprocessedVolume:
