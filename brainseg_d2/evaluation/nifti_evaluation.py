@@ -167,11 +167,11 @@ def evaluate_case(
     Args:
         pair: reference and prediction files.
         convention: the labels' convention; None picks it from the reference name.
-        pred_convention: the prediction's own convention, when it differs: its
-            classes are rewritten in the reference's (:func:`~brainseg_d2.labels.relabel`).
         settings: scoring conventions.
         lesion_per_case: replace ``settings.lesion`` by the BraTS 2023 settings of
             the reference name's task (GLI for other names).
+        pred_convention: the prediction's own convention, when it differs: its
+            classes are rewritten in the reference's (:func:`~brainseg_d2.labels.relabel`).
 
     Returns:
         ``(rows, lesions, warnings)``: per-name rows (``CASE_COLUMNS``), per-lesion
