@@ -63,7 +63,8 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.DATASET_ROOT = ""
 
     _C.BRAINSEG.AUGMENT = _D2CfgNode()
-    # Left-right flip probability (axial/coronal slices of the canonical volume).
+    # Left-right flip probability (axial/coronal slices of the canonical volume; none
+    # when a training dataset holds sagittal slices, where it would swap front and back).
     _C.BRAINSEG.AUGMENT.FLIP_PROB = 0.5
     # Uniform in-plane rotation range in degrees; 0 disables.
     _C.BRAINSEG.AUGMENT.ROTATION = 10.0
@@ -177,7 +178,8 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     _C.BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES = 0
     # Test-time augmentation of the dense head (BrainSegRCNN): average each slice's
     # category probabilities with those of its left-right mirror; about 2x the dense
-    # head's inference cost. Instances are not augmented.
+    # head's inference cost. Instances are not augmented. For axial and coronal slices
+    # only: on sagittal ones the mirror swaps front and back.
     _C.BRAINSEG.INFERENCE.FLIP_TTA = False
 
 

@@ -126,9 +126,14 @@ class BrainSegDatasetMapper:
         if is_train and cfg.MODEL.META_ARCHITECTURE == "BrainSegRCNN" and cfg.DATASETS.TRAIN:
             target = get_target(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("target", "labels"))
             sem_seg = list(target.categories.values())
+        sagittal = [d for d in cfg.DATASETS.TRAIN
+                    if MetadataCatalog.get(d).get("slice_axis", "axial") == "sagittal"]
+        if is_train and sagittal and cfg.BRAINSEG.AUGMENT.FLIP_PROB > 0:
+            logger.info("no horizontal flip: %s holds sagittal slices, where it would swap "
+                        "front and back", ", ".join(sagittal))
         return {
             "is_train": is_train,
-            "augmentations": build_mri_augmentations(cfg, is_train),
+            "augmentations": build_mri_augmentations(cfg, is_train, flip=not sagittal),
             "num_channels": slice_channels(cfg),
             "mask_format": cfg.INPUT.MASK_FORMAT,
             "sem_seg_categories": sem_seg,

@@ -150,6 +150,7 @@ def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> li
             target=info.target,
             label_convention=info.label_convention,
             channels=list(info.channels),
+            slice_axis=info.slice_axis,
             split=split,
             evaluator_type="brainseg",
         )

@@ -121,13 +121,15 @@ class RandomZoom(T.Augmentation):
         return T.ExtentTransform((x0, y0, x0 + cw, y0 + ch), (h, w))
 
 
-def build_mri_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
+def build_mri_augmentations(cfg, is_train: bool, flip: bool = True) -> list[T.Augmentation]:
     """Resize (as Detectron2 does) plus, in training, flip/rotation/scale/intensity.
 
     ``INPUT.CROP`` works as in Detectron2's mapper: in training, a random crop first.
 
     Geometric augmentations stay mild: anatomy has a canonical orientation, and
-    large rotations never occur in real axial MRI.
+    large rotations never occur in real axial MRI. ``flip`` False leaves out the
+    horizontal flip, which is a left-right mirror only on axial and coronal
+    slices (on sagittal ones it would swap front and back).
     """
     augs: list[T.Augmentation] = [
         T.ResizeShortestEdge(
@@ -143,7 +145,7 @@ def build_mri_augmentations(cfg, is_train: bool) -> list[T.Augmentation]:
         # (the mapper recomputes boxes from the cropped masks).
         augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     a = cfg.BRAINSEG.AUGMENT
-    if a.FLIP_PROB > 0:
+    if a.FLIP_PROB > 0 and flip:
         augs.append(T.RandomFlip(prob=a.FLIP_PROB, horizontal=True, vertical=False))
     if a.ROTATION > 0:
         augs.append(T.RandomRotation([-a.ROTATION, a.ROTATION], expand=False))

@@ -115,6 +115,21 @@ def test_from_config_builds_mri_augmentations():
     assert len(lesion) == 1 and lesion[0].sequences == 4  # 12 channels, 3 slices of 4
 
 
+def test_sagittal_training_slices_get_no_horizontal_flip():
+    # On a sagittal slice a horizontal flip swaps front and back: not an anatomy.
+    from detectron2.data import MetadataCatalog
+
+    cfg = get_brainseg_cfg()
+    for name, axis in (("flip_axial_train", "axial"), ("flip_sagittal_train", "sagittal")):
+        MetadataCatalog.get(name).set(slice_axis=axis)
+    cfg.DATASETS.TRAIN = ("flip_axial_train",)
+    names = [type(a).__name__ for a in BrainSegDatasetMapper(cfg, is_train=True).augmentations.augs]
+    assert "RandomFlip" in names
+    cfg.DATASETS.TRAIN = ("flip_axial_train", "flip_sagittal_train")
+    names = [type(a).__name__ for a in BrainSegDatasetMapper(cfg, is_train=True).augmentations.augs]
+    assert "RandomFlip" not in names and "RandomRotation" in names
+
+
 def test_input_crop_crops_image_masks_and_label_map_in_training(slice_dict):
     cfg = get_brainseg_cfg()
     cfg.INPUT.CROP.ENABLED, cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE = True, "absolute", (16, 20)

@@ -25,6 +25,7 @@ def test_register_all_registers_every_split_idempotently(phantom_dataset):
     assert len(meta.thing_colors) == 3
     assert meta.evaluator_type == "brainseg"
     assert meta.target == "labels" and meta.label_convention == "brats2021"
+    assert meta.slice_axis == "axial"  # the mapper reads it (no flip on sagittal slices)
     volumes = json.loads(open(meta.volumes_file).read())["volumes"]
     assert volumes and all("geometry" in v for v in volumes.values())
 
