@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 
 import torch
 
-__all__ = ["CheckpointError", "load_strict"]
+__all__ = ["CheckpointError", "load_strict", "read_checkpoint"]
 
 #: Names shown per kind of problem in the one-line message.
 SHOWN = 3
@@ -93,6 +93,46 @@ def _names(items: Sequence[str]) -> str:
     return shown + (", ..." if len(items) > SHOWN else "")
 
 
+def read_checkpoint(path: str, checkpointer=None) -> dict:
+    """Read a local weights file as Detectron2's checkpointer reads it, or raise.
+
+    Args:
+        path: a local ``.pth`` checkpoint or Detectron2 ``.pkl``.
+        checkpointer: the ``DetectionCheckpointer`` to read with (default: one
+            on an empty module; reading needs no model).
+
+    Returns:
+        The checkpoint, a dict with a ``model`` state dict.
+
+    Raises:
+        CheckpointError: unreadable or truncated file, or no model state dict;
+            one line naming the file.
+    """
+    if checkpointer is None:
+        from detectron2.checkpoint import DetectionCheckpointer
+
+        checkpointer = DetectionCheckpointer(torch.nn.Module())
+    if hasattr(checkpointer, "_parsed_url_during_load"):
+        # Detectron2 after v0.6 asserts that _load_file runs inside load(), which sets this.
+        checkpointer._parsed_url_during_load = urlparse(path)
+    try:
+        checkpoint = checkpointer._load_file(path)
+    except Exception as exc:  # torch, pickle and zip readers raise many types
+        first = _first_sentence(exc)
+        why = "truncated or not a checkpoint?"
+        if "weights only load failed" in str(exc).lower():
+            # A whole checkpoint that pickles other objects (NumPy arrays, classes).
+            why = ("it pickles more than tensors, which torch no longer loads by default; "
+                   "README.md, 'Weights only load failed', says how to convert a file "
+                   "you trust")
+        raise CheckpointError(
+            f"cannot read weights {path} ({type(exc).__name__}: {first}); {why}"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise CheckpointError(f"weights {path} hold no model state dict")
+    return checkpoint
+
+
 def load_strict(model: torch.nn.Module, path: str) -> None:
     """Load every parameter of ``model`` from ``path``, or raise.
 
@@ -120,25 +160,8 @@ def load_strict(model: torch.nn.Module, path: str) -> None:
         if not os.path.isfile(path):
             raise CheckpointError(f"weights {path} not found")
     checkpointer = DetectionCheckpointer(model)
-    if hasattr(checkpointer, "_parsed_url_during_load"):
-        # Detectron2 after v0.6 asserts that _load_file runs inside load(), which sets this.
-        checkpointer._parsed_url_during_load = urlparse(path)
     with _quiet(_NOISY_LOGGERS):
-        try:
-            checkpoint = checkpointer._load_file(path)
-        except Exception as exc:  # torch, pickle and zip readers raise many types
-            first = _first_sentence(exc)
-            why = "truncated or not a checkpoint?"
-            if "weights only load failed" in str(exc).lower():
-                # A whole checkpoint that pickles other objects (NumPy arrays, classes).
-                why = ("it pickles more than tensors, which torch no longer loads by default; "
-                       "README.md, 'Weights only load failed', says how to convert a file "
-                       "you trust")
-            raise CheckpointError(
-                f"cannot read weights {path} ({type(exc).__name__}: {first}); {why}"
-            ) from None
-        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
-            raise CheckpointError(f"weights {path} hold no model state dict")
+        checkpoint = read_checkpoint(path, checkpointer)
         try:
             incompatible = checkpointer._load_model(checkpoint)
         except Exception as exc:

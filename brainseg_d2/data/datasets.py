@@ -178,15 +178,24 @@ def register_all(root: str | Path | None = None) -> list[str]:
     return names
 
 
-def check_datasets_exist(names: tuple[str, ...] | list[str]) -> None:
-    """Raise ``ValueError`` naming the first dataset that is not registered."""
+def check_datasets_exist(
+    names: tuple[str, ...] | list[str], root: str | Path | None = None
+) -> None:
+    """Raise ``ValueError`` naming the first dataset that is not registered.
+
+    Args:
+        names: dataset names.
+        root: the datasets root that was searched (named in the message);
+            default :func:`dataset_root`.
+    """
     known = set(DatasetCatalog.list())
     for n in names:
         if n not in known:
-            root = dataset_root()
+            root = Path(root) if root is not None else dataset_root()
+            missing = "" if root.is_dir() else ", which is not a folder"
             raise ValueError(
                 f"dataset {n!r} is not registered: no converted dataset provides it under "
-                f"{root.resolve()} (set DETECTRON2_DATASETS or BRAINSEG.DATASET_ROOT, or run "
-                "brainseg-convert first)"
+                f"{root.resolve()}{missing} (set DETECTRON2_DATASETS or BRAINSEG.DATASET_ROOT, "
+                "or run brainseg-convert first)"
             )
     logger.debug("datasets present: %s", names)

@@ -8,6 +8,7 @@ overrides.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -16,11 +17,39 @@ from brainseg_d2.engine.solver import OPTIMIZERS
 __all__ = ["check_cfg_values", "check_input_channels", "check_num_classes"]
 
 
+def _file_setting(key: str, config_file: str) -> str | None:
+    """The config file that sets ``key`` (``config_file`` or a ``_BASE_`` it names);
+    ``""`` when none does (a default); None when a base cannot be read (``zoo://``)."""
+    import yaml
+
+    path = Path(config_file)
+    for _ in range(16):  # a _BASE_ chain; the config loader already refused cycles
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return None
+        node = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            return str(path)
+        base = data.get("_BASE_")
+        if not base:
+            return ""
+        if str(base).startswith(("zoo://", "detectron2://")):
+            return None
+        path = path.parent / base
+    return None
+
+
 def _origin(key: str, args) -> str:
     """Where the value of ``key`` was set, for messages."""
     if key in list(args.opts)[0::2]:
         return "on the command line"
-    return f"in {args.config_file}"
+    where = _file_setting(key, args.config_file)
+    if where == "":
+        return f"Detectron2's default: neither {args.config_file} nor its bases set it"
+    return f"in {where or args.config_file}"
 
 
 def check_cfg_values(cfg, args) -> None:
@@ -78,20 +107,35 @@ def check_cfg_values(cfg, args) -> None:
 
 
 def check_num_classes(cfg, args) -> None:
-    """``MODEL.ROI_HEADS.NUM_CLASSES`` equals each configured dataset's class count.
+    """``MODEL.ROI_HEADS.NUM_CLASSES`` equals each configured dataset's class count,
+    and every dataset names the same classes (a ``labels`` test set is not scored
+    as a ``regions`` model's classes). With ``--eval-only``, the test datasets only.
 
     Raises:
-        ValueError: naming the key, where it was set, and the dataset's classes.
+        ValueError: naming the key, where it was set, and the dataset's classes;
+            or the two datasets whose classes differ.
     """
     from detectron2.data import MetadataCatalog
 
     key, num = "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    for name in [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]:
+    names = [*cfg.DATASETS.TEST] if args.eval_only else [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]
+    first = None  # (dataset, classes): every dataset must name the model's classes alike
+    for name in names:
         classes = MetadataCatalog.get(name).get("thing_classes")
-        if classes is not None and len(classes) != num:
+        if classes is None:
+            continue
+        if len(classes) != num:
             raise ValueError(
                 f"{key} is {num} ({_origin(key, args)}) but dataset '{name}' has "
                 f"{len(classes)} classes {list(classes)}"
+            )
+        if first is None:
+            first = (name, list(classes))
+        elif list(classes) != first[1]:
+            raise ValueError(
+                f"dataset '{name}' has classes {list(classes)} but '{first[0]}' has "
+                f"{first[1]}: one model predicts one set of classes (converted with "
+                "another --target?)"
             )
 
 

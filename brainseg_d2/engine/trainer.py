@@ -234,6 +234,29 @@ def ensure_weights_available(cfg) -> None:
         raise ValueError(f"MODEL.WEIGHTS {weights} does not exist")
 
 
+def check_start_weights(cfg, resume: bool) -> None:
+    """Read the weights training will start from, before ``OUTPUT_DIR`` is written.
+
+    That is ``OUTPUT_DIR``'s last checkpoint with ``resume`` (where there is one),
+    else ``MODEL.WEIGHTS``. A truncated file, or one that is not a checkpoint,
+    would otherwise fail inside Detectron2's loader with a traceback, after the
+    run's folder was made.
+
+    Raises:
+        ValueError: one line naming the file and what is wrong with it.
+    """
+    from brainseg_d2.checkpoint import read_checkpoint
+
+    path = cfg.MODEL.WEIGHTS
+    last = Path(cfg.OUTPUT_DIR) / "last_checkpoint"
+    if resume and last.is_file():
+        path = str(Path(cfg.OUTPUT_DIR) / last.read_text().strip())
+    elif path.startswith(_REMOTE_PREFIXES):
+        path = PathManager.get_local_path(path)  # cached by ensure_weights_available
+    if path:
+        read_checkpoint(path)
+
+
 def build_step_trainer(cfg, model, data_loader, optimizer):
     """The object that runs one training step, by precision.
 
@@ -285,14 +308,22 @@ def build_cfg_from_args(args):
         )
     cfg = setup_cfg(args.config_file, args.opts)
     check_cfg_values(cfg, args)
-    register_all(dataset_root(cfg.BRAINSEG.DATASET_ROOT))
-    check_datasets_exist(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    root = dataset_root(cfg.BRAINSEG.DATASET_ROOT)
+    register_all(root)
+    if args.eval_only:  # as in Detectron2: evaluation needs only the test datasets
+        if not cfg.DATASETS.TEST:
+            raise ValueError("DATASETS.TEST is empty: --eval-only has nothing to evaluate")
+        check_datasets_exist(list(cfg.DATASETS.TEST), root)
+    else:
+        check_datasets_exist(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST), root)
     check_num_classes(cfg, args)
     check_input_channels(cfg, args)
     if not args.eval_only:
         for name in cfg.DATASETS.TRAIN:
             DatasetCatalog.get(name)  # lazy loader raises ValueError if empty or unreadable
     ensure_weights_available(cfg)
+    if not args.eval_only:  # --eval-only loads strictly, with its own messages
+        check_start_weights(cfg, resume=bool(getattr(args, "resume", False)))
     return cfg
 
 

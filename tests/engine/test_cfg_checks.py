@@ -100,3 +100,66 @@ def test_eval_only_needs_weights_that_fit(parse, weights_files, tmp_path):
     cfg = build_cfg_from_args(args)
     load_eval_weights(build_model(cfg), cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_value_no_file_sets_is_named_as_detectron2s_default(parse, tmp_path):
+    config = tmp_path / "plain.yaml"  # Detectron2's base: 80 COCO classes by default
+    config.write_text(f'_BASE_: "{ROOT / "configs" / "Base-Mask-RCNN-FPN.yaml"}"\n')
+    args = parse("--config-file", str(config), "MODEL.DEVICE", "cpu",
+                 "DATASETS.TRAIN", "('phantom_train',)", "DATASETS.TEST", "()")  # fmt: skip
+    with pytest.raises(ValueError, match=r"NUM_CLASSES is 80 \(Detectron2's default: neither "
+                                         r".*plain\.yaml nor its bases set it\)"):  # fmt: skip
+        build_cfg_from_args(args)
+
+
+def test_datasets_naming_other_classes_are_refused(parse, tmp_path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    name = "region_classes_val"  # as converted with --target regions
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [])
+        MetadataCatalog.get(name).set(thing_classes=["WT", "TC", "ET"])
+    args = parse("--config-file", INSTANT, "DATASETS.TEST", f"('{name}',)")
+    with pytest.raises(ValueError, match=r"dataset 'region_classes_val' has classes "
+                                         r"\['WT', 'TC', 'ET'\] but 'phantom_train' has "
+                                         r"\['necrotic', 'edema', 'enhancing'\]"):  # fmt: skip
+        build_cfg_from_args(args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_only_needs_only_test_datasets_and_some(parse, weights_files):
+    args = parse("--config-file", INSTANT, "--eval-only", "DATASETS.TRAIN", "('nope_train',)",
+                 *weights_files["opts"], "MODEL.WEIGHTS", str(weights_files["good"]))  # fmt: skip
+    assert build_cfg_from_args(args).DATASETS.TRAIN == ("nope_train",)
+    args = parse("--config-file", INSTANT, "--eval-only", "DATASETS.TEST", "()")
+    with pytest.raises(ValueError, match="DATASETS.TEST is empty: --eval-only has nothing"):
+        build_cfg_from_args(args)
+
+
+def test_a_missing_dataset_names_the_configured_root(parse, tmp_path):
+    args = parse("--config-file", INSTANT, "BRAINSEG.DATASET_ROOT", str(tmp_path / "no_root"),
+                 "DATASETS.TRAIN", "('other_train',)")  # fmt: skip
+    with pytest.raises(ValueError, match=f"under {tmp_path / 'no_root'}, which is not a folder"):
+        build_cfg_from_args(args)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_training_from_unreadable_weights_stops_before_writing(
+    parse, weights_files, tmp_path, resume
+):
+    out = tmp_path / "run"
+    opts = [*weights_files["opts"], "OUTPUT_DIR", str(out)]
+    if resume:  # a run whose last checkpoint was cut short
+        out.mkdir()
+        (out / "model_0000009.pth").write_bytes(weights_files["truncated"].read_bytes())
+        (out / "last_checkpoint").write_text("model_0000009.pth")
+        args = parse("--config-file", INSTANT, "--resume", *opts)
+    else:
+        args = parse("--config-file", INSTANT, *opts, "MODEL.WEIGHTS",
+                     str(weights_files["truncated"]))  # fmt: skip
+    with pytest.raises(ValueError, match=r"cannot read weights .* truncated or not a checkpoint"):
+        build_cfg_from_args(args)
+    listed = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert listed == (["last_checkpoint", "model_0000009.pth"] if resume else [])
+    good = parse("--config-file", INSTANT, *opts, "MODEL.WEIGHTS", str(weights_files["good"]))
+    build_cfg_from_args(good)  # a checkpoint that reads passes
