@@ -106,6 +106,22 @@ def test_tuned_config_loads_back(tmp_path):
     assert PostprocessParams.from_cfg(back.BRAINSEG.POSTPROCESS) == params
 
 
+def test_tuned_config_holds_absolute_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the tuner ran here, with relative paths
+    cfg = get_brainseg_cfg()
+    cfg.MODEL.WEIGHTS, cfg.BRAINSEG.DATASET_ROOT = "out/model_final.pth", "datasets"
+    path = write_tuned_config(cfg, PostprocessParams(), tmp_path / "config_tuned.yaml")
+    back = get_brainseg_cfg()
+    back.merge_from_file(str(path), allow_unsafe=False)
+    assert back.MODEL.WEIGHTS == str(tmp_path / "out" / "model_final.pth")
+    assert back.BRAINSEG.DATASET_ROOT == str(tmp_path / "datasets")
+    cfg.MODEL.WEIGHTS = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"  # a URL stays one
+    write_tuned_config(cfg, PostprocessParams(), path)
+    back = get_brainseg_cfg()
+    back.merge_from_file(str(path), allow_unsafe=False)
+    assert back.MODEL.WEIGHTS == "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+
+
 def test_tuned_config_never_replaces_a_file_it_did_not_write(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("MODEL:\n  WEIGHTS: keep\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from brainseg_d2.postprocessing import PostprocessParams
@@ -34,7 +35,9 @@ def write_tuned_config(cfg, params: PostprocessParams, path: str | Path) -> Path
     """Write ``cfg`` with ``BRAINSEG.POSTPROCESS`` replaced by ``params`` as a full YAML config.
 
     The file can be passed as ``--config-file`` to every tool (it needs no
-    ``_BASE_``). An existing file is replaced only if this function wrote it.
+    ``_BASE_``), from any folder: ``MODEL.WEIGHTS`` and ``BRAINSEG.DATASET_ROOT``
+    are written as absolute paths. An existing file is replaced only if this
+    function wrote it.
 
     Raises:
         ValueError: ``path`` exists and was not written here.
@@ -45,6 +48,11 @@ def write_tuned_config(cfg, params: PostprocessParams, path: str | Path) -> Path
     tuned.defrost()
     for key, value in params.to_cfg_dict().items():
         tuned.BRAINSEG.POSTPROCESS[key] = list(value) if isinstance(value, tuple) else value
+    # Local paths made absolute, so that the file works from any folder.
+    if tuned.MODEL.WEIGHTS and "://" not in tuned.MODEL.WEIGHTS:
+        tuned.MODEL.WEIGHTS = os.path.abspath(tuned.MODEL.WEIGHTS)
+    if tuned.BRAINSEG.DATASET_ROOT:
+        tuned.BRAINSEG.DATASET_ROOT = os.path.abspath(tuned.BRAINSEG.DATASET_ROOT)
     tuned.freeze()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{TUNED_HEADER}\n{tuned.dump()}", encoding="utf-8")
