@@ -43,8 +43,18 @@ def adapt_input_conv(weight: torch.Tensor, num_channels: int) -> torch.Tensor:
     return mean.repeat(1, num_channels, 1, 1).to(weight.dtype)
 
 
+#: Below this share of the model's tensors loaded, a partial load is warned about.
+LOADED_SHARE_WARNING = 0.25
+
+
 class BrainSegCheckpointer(DetectionCheckpointer):
-    """Detectron2's checkpointer that adapts a 3-channel first convolution to the model's N."""
+    """Detectron2's checkpointer that adapts a 3-channel first convolution to the model's N.
+
+    Partial loading stays Detectron2's (fine-tuning across class counts), but when
+    less than :data:`LOADED_SHARE_WARNING` of the model's tensors come from the
+    file (weights of another architecture), one warning says so: Detectron2 only
+    lists every skipped name.
+    """
 
     def _load_model(self, checkpoint):
         state: MutableMapping = checkpoint.get("model", {})
@@ -61,4 +71,12 @@ class BrainSegCheckpointer(DetectionCheckpointer):
                         "(channel mean, scaled)"
                     )
                     state[key] = adapt_input_conv(have, wanted)
-        return super()._load_model(checkpoint)
+        incompatible = super()._load_model(checkpoint)
+        total = len(self.model.state_dict())
+        loaded = total - len(set(incompatible.missing_keys))
+        if total and loaded < LOADED_SHARE_WARNING * total:
+            logger.warning(
+                "only %d of the model's %d tensors came from the weights file (another "
+                "architecture?): the rest start from random initialisation", loaded, total,
+            )
+        return incompatible

@@ -45,3 +45,15 @@ def test_checkpointer_loads_a_three_channel_file_into_a_four_channel_model(tmp_p
     expected = adapt_input_conv(rgb_model.stem.conv1.weight, 4)
     torch.testing.assert_close(model.stem.conv1.weight, expected)
     torch.testing.assert_close(model.head.weight, rgb_model.head.weight)
+
+
+def test_weights_of_another_architecture_are_warned_about(caplog):
+    # Detectron2 skips what does not fit, name by name; a file of which almost
+    # nothing fits (another backbone) gets one line that says so.
+    model = _Net(4)
+    other = {"stem.conv1.weight": torch.zeros(4, 4, 5, 5), "head.weight": torch.zeros(3, 2)}
+    BrainSegCheckpointer(model)._load_model({"model": dict(other)})
+    assert "only 0 of the model's 3 tensors came from the weights file" in caplog.text
+    caplog.clear()
+    BrainSegCheckpointer(model)._load_model({"model": dict(_Net(4).state_dict())})
+    assert "tensors came from" not in caplog.text
