@@ -324,6 +324,14 @@ def build_cfg_from_args(args):
     ensure_weights_available(cfg)
     if not args.eval_only:  # --eval-only loads strictly, with its own messages
         check_start_weights(cfg, resume=bool(getattr(args, "resume", False)))
+        if not cfg.MODEL.WEIGHTS and (cfg.MODEL.BACKBONE.FREEZE_AT > 0
+                                      or cfg.MODEL.RESNETS.NORM == "FrozenBN"):
+            logger.warning(
+                "training from scratch (MODEL.WEIGHTS \"\") with MODEL.BACKBONE.FREEZE_AT %d "
+                "and MODEL.RESNETS.NORM %s: frozen layers and norms keep their random "
+                "initialisation; from scratch, use FREEZE_AT 0 and GN, as configs/phantom/ do",
+                cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.RESNETS.NORM,
+            )
     return cfg
 
 

@@ -163,3 +163,12 @@ def test_training_from_unreadable_weights_stops_before_writing(
     assert listed == (["last_checkpoint", "model_0000009.pth"] if resume else [])
     good = parse("--config-file", INSTANT, *opts, "MODEL.WEIGHTS", str(weights_files["good"]))
     build_cfg_from_args(good)  # a checkpoint that reads passes
+
+
+def test_training_from_scratch_with_frozen_layers_is_warned_about(parse, caplog):
+    args = parse("--config-file", INSTANT, "MODEL.BACKBONE.FREEZE_AT", "2")
+    build_cfg_from_args(args)
+    assert "frozen layers and norms keep their random initialisation" in caplog.text
+    caplog.clear()
+    build_cfg_from_args(parse("--config-file", INSTANT))  # GN, nothing frozen: no warning
+    assert "frozen layers" not in caplog.text
