@@ -21,9 +21,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from brainseg_d2.evaluation.label_map_files import EvaluationError
-from brainseg_d2.labels import LabelConvention
+from brainseg_d2.labels import LabelConvention, resolve_convention
 
-__all__ = ["binary_01", "check_implied_conventions", "looks_like_2021_labels"]
+__all__ = ["binary_01", "check_implied_conventions", "looks_like_2021_labels",
+           "option_convention"]  # fmt: skip
+
+
+def option_convention(value: str | LabelConvention | None, option: str) -> LabelConvention | None:
+    """The convention an option names (None for None), or an error naming the option."""
+    if value is None:
+        return None
+    try:
+        return resolve_convention(value)
+    except ValueError as exc:
+        raise EvaluationError(f"{option}: {exc}") from None
 
 
 def binary_01(labels: np.ndarray, convention: LabelConvention) -> np.ndarray:

@@ -26,7 +26,6 @@ read both, check that their geometry agrees, pick the label convention ->
   otherwise) unless ``--challenge`` or the ``--lesion-*`` options say.
 * Regions and classes that are empty in every reference and every prediction
   are left out of the outputs (e.g. the resection cavity of 2023 GLI data).
-
 * The HTML report (:mod:`brainseg_d2.report`, the one the Detectron2 evaluator's
   folder gets too) is ``OUT_DIR/report.html``: means with their *n*, both-empty
   scores and the HD95 penalty flagged, a Dice plot, links to every file.
@@ -58,6 +57,7 @@ from brainseg_d2.evaluation.label_checks import (
     binary_01,
     check_implied_conventions,
     looks_like_2021_labels,
+    option_convention,
 )
 from brainseg_d2.evaluation.label_map_files import (
     CasePair,
@@ -292,10 +292,9 @@ def evaluate_folders(
             ) from None
     try:
         convention = None if label_convention is None else resolve_convention(label_convention)
-        pred_convention = (None if pred_label_convention is None
-                           else resolve_convention(pred_label_convention))
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
+    pred_convention = option_convention(pred_label_convention, "--pred-label-convention")
     settings = settings or ScoringSettings()
     if isinstance(lesion, str):
         if lesion not in BRATS2023_LESION_SETTINGS:
@@ -326,7 +325,6 @@ def evaluate_folders(
     pairs, unmatched = match_cases(pred_dir, ref_dir, regex)
 
     from tqdm import tqdm
-
     jobs = [(pair, convention, settings, lesion is None, pred_convention) for pair in pairs]
     bar = tqdm(total=len(jobs), desc="brainseg-evaluate", unit="case", disable=not progress)
     results: list[tuple[list[dict], list[dict], list[str]]] = []

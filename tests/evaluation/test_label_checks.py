@@ -84,6 +84,9 @@ def test_2021_predictions_against_2023_references_take_their_own_convention(
     code, err = _run(capsys, *args, "--output", str(tmp_path / "o"))
     assert code == 2 and "--pred-label-convention brats2021" in err
     assert not (tmp_path / "o").exists()
+    code, err = _run(capsys, *args, "--output", str(tmp_path / "o"), "--pred-label-convention",
+                     "brats2099")  # fmt: skip
+    assert code == 2 and err.startswith("error: --pred-label-convention: unknown label convention")
     code, _ = _run(capsys, *args, "--output", str(tmp_path / "o"), "--pred-label-convention",
                    "brats2021")  # fmt: skip
     assert code == 0
