@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from brainseg_d2.evaluation.label_map_files import EvaluationError
-from brainseg_d2.labels import LabelConvention, resolve_convention
+from brainseg_d2.labels import CONVENTIONS, LabelConvention, resolve_convention
 
 __all__ = ["binary_01", "check_implied_conventions", "looks_like_2021_labels",
            "option_convention"]  # fmt: skip
@@ -57,15 +57,13 @@ def looks_like_2021_labels(pred: np.ndarray, ref: np.ndarray, convention: LabelC
     return 4 in pred_values and 3 not in pred_values and 4 not in ref_values and 3 in ref_values
 
 
-def check_implied_conventions(
-    rows: Sequence[dict], conventions: dict[str, LabelConvention], *, pred_convention_given: bool
-) -> None:
+def check_implied_conventions(rows: Sequence[dict], *, pred_convention_given: bool) -> None:
     """Raise when label values contradict the convention the case names implied.
 
     Args:
         rows: every case's score rows (``case_id``, ``convention``, ``name``,
-            ``ref_voxels``, ``pred_voxels``), before absent names are dropped.
-        conventions: the conventions the rows name, by name.
+            ``ref_voxels``, ``pred_voxels``), before absent names are dropped; their
+            conventions are built-in ones, as the case names implied them.
         pred_convention_given: the predictions' convention was named by the user
             (they were relabelled, so only the references are checked).
 
@@ -74,7 +72,7 @@ def check_implied_conventions(
     """
     cases: dict[str, dict[str, int]] = {}  # case -> voxels of ET and RC, both sides
     for row in rows:
-        if row["name"] in ("ET", "RC") and _cavity_era(conventions[row["convention"]]):
+        if row["name"] in ("ET", "RC") and _cavity_era(CONVENTIONS[row["convention"]]):
             counts = cases.setdefault(row["case_id"], {})
             counts["ref_" + row["name"]] = row.get("ref_voxels") or 0
             counts["pred_" + row["name"]] = row.get("pred_voxels") or 0

@@ -345,8 +345,7 @@ def evaluate_folders(
     lesions = [rec for _, case_lesions, _ in results for rec in case_lesions]
     warnings = [w for _, _, case_warnings in results for w in case_warnings]
     if convention is None:  # conventions implied by names: do the labels agree?
-        check_implied_conventions(rows, CONVENTIONS,
-                                  pred_convention_given=pred_convention is not None)
+        check_implied_conventions(rows, pred_convention_given=pred_convention is not None)
     present = _present_names(rows)
     absent = sorted({(r["group"], r["name"]) for r in rows} - present)
     rows = [r for r in rows if (r["group"], r["name"]) in present]
