@@ -91,6 +91,7 @@ def test_trainer_test_in_batches_equals_one_slice_at_a_time(eval_phantom_dataset
         cfg.merge_from_file(str(INSTANT))
         cfg.merge_from_list([
             "DATASETS.TEST", "('eval_phantom_val',)", "INPUT.MIN_SIZE_TEST", "64",
+            "TEST.DETECTIONS_PER_IMAGE", "5",  # an untrained model keeps 100 boxes: slow, no gain
             "BRAINSEG.INFERENCE.BATCH_SIZE", batch_size,
             "BRAINSEG.INFERENCE.CPU_CONCURRENT_BATCHES", concurrent,
         ])  # fmt: skip
@@ -129,6 +130,7 @@ def test_trainer_test_skips_instances_only_when_no_evaluator_reads_them(
     cfg.merge_from_file(str(INSTANT))
     cfg.merge_from_list([
         "DATASETS.TEST", "('eval_phantom_val',)", "INPUT.MIN_SIZE_TEST", "64",
+        "TEST.DETECTIONS_PER_IMAGE", "5",
         "BRAINSEG.EVAL.COCO_AP", "False", "OUTPUT_DIR", str(tmp_path),
     ])  # fmt: skip
     cfg.freeze()
