@@ -242,6 +242,9 @@ def check_start_weights(cfg, resume: bool) -> None:
     would otherwise fail inside Detectron2's loader with a traceback, after the
     run's folder was made.
 
+    A resumed run whose checkpoint already reached ``SOLVER.MAX_ITER`` is refused
+    too: Detectron2 would train nothing and exit 0.
+
     Raises:
         ValueError: one line naming the file and what is wrong with it.
     """
@@ -251,7 +254,15 @@ def check_start_weights(cfg, resume: bool) -> None:
     last = Path(cfg.OUTPUT_DIR) / "last_checkpoint"
     if resume and last.is_file():
         path = str(Path(cfg.OUTPUT_DIR) / last.read_text().strip())
-    elif path.startswith(_REMOTE_PREFIXES):
+        done = read_checkpoint(path).get("iteration")
+        if isinstance(done, int) and done + 1 >= cfg.SOLVER.MAX_ITER:
+            raise ValueError(
+                f"--resume: {path} holds {done + 1} iterations and SOLVER.MAX_ITER is "
+                f"{cfg.SOLVER.MAX_ITER}, so nothing is left to train; raise SOLVER.MAX_ITER to "
+                "train further, or use --eval-only to evaluate it"
+            )
+        return
+    if path.startswith(_REMOTE_PREFIXES):
         path = PathManager.get_local_path(path)  # cached by ensure_weights_available
     if path:
         read_checkpoint(path)

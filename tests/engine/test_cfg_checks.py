@@ -165,6 +165,26 @@ def test_training_from_unreadable_weights_stops_before_writing(
     build_cfg_from_args(good)  # a checkpoint that reads passes
 
 
+def test_resuming_a_run_that_reached_max_iter_is_refused(parse, weights_files, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    out.mkdir()
+    state = torch.load(weights_files["good"], map_location="cpu", weights_only=False)
+    torch.save({**state, "iteration": 4}, out / "model_final.pth")  # 5 iterations run
+    (out / "last_checkpoint").write_text("model_final.pth")
+    opts = [*weights_files["opts"], "OUTPUT_DIR", str(out)]
+    args = parse("--config-file", INSTANT, "--resume", *opts, "SOLVER.MAX_ITER", "5")
+    with pytest.raises(ValueError, match=r"model_final.pth holds 5 iterations and "
+                                         r"SOLVER.MAX_ITER is 5, so nothing is left"):
+        build_cfg_from_args(args)
+    assert sorted(p.name for p in out.iterdir()) == ["last_checkpoint", "model_final.pth"]
+    build_cfg_from_args(parse("--config-file", INSTANT, "--resume", *opts,
+                              "SOLVER.MAX_ITER", "6"))  # one more iteration to run: fine
+    build_cfg_from_args(parse("--config-file", INSTANT, *opts,
+                              "SOLVER.MAX_ITER", "5"))  # not resuming: a new run from scratch
+
+
 def test_training_from_scratch_with_frozen_layers_is_warned_about(parse, caplog):
     args = parse("--config-file", INSTANT, "MODEL.BACKBONE.FREEZE_AT", "2")
     build_cfg_from_args(args)
