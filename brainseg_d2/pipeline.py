@@ -6,8 +6,7 @@ Stages, each a function so tests and users can run them alone:
    converted to COCO slice datasets and registered.
 2. :func:`train`: the CPU phantom config, from scratch, with the plugin's Trainer.
 3. :func:`tune`: the post-processing chosen on the validation split
-   (:mod:`brainseg_d2.evaluation.tuning`), written to ``train/config_tuned.yaml``
-   and used from here on.
+   (:mod:`brainseg_d2.evaluation.tuning`), written to ``train/config_tuned.yaml``.
 4. :func:`evaluate`: the project's evaluator on the held-out cases, plus a
    non-learned baseline (FLAIR hyperintensity: above mean + 2 SD inside the
    brain, same post-processing, same metric code).
@@ -200,6 +199,9 @@ def tune(opts: DemoOptions, model) -> PostprocessParams | None:
         return None
     cfg = build_cfg(opts, test_dataset="phantom_val")
     params, _ = tune_postprocess(model, cfg, "phantom_val")
+    cfg.defrost()  # the file names the weights it was tuned for and the demo's datasets
+    cfg.MODEL.WEIGHTS = str(opts.output / "train" / "model_final.pth")
+    cfg.BRAINSEG.DATASET_ROOT = str(opts.output / "datasets")
     write_tuned_config(cfg, params, opts.output / "train" / "config_tuned.yaml")
     opts.postprocess = params
     return params
@@ -304,14 +306,12 @@ def predict_and_show(opts: DemoOptions, model) -> dict[str, Path]:
         gt_masks = label_map_masks(
             case.mask, prediction.preprocessed.geometry, target, case.label_convention
         )
-        # One GIF is enough to show; montages for every case feed the report.
         render = render_prediction(prediction, pic_dir / case.case_id, gt_masks=gt_masks,
-                                   gif=not first)  # fmt: skip
+                                   gif=not first)  # one GIF; montages of all for the report
         links[case.case_id] = {"prediction": nifti, "pictures": render.folder,
                                "reference": Path(case.mask)}  # fmt: skip
-        if not first:
-            first = {"nifti": nifti, "gif": render.gif, "montage": render.montage,
-                     "slices": render.folder}
+        first = first or {"nifti": nifti, "gif": render.gif, "montage": render.montage,
+                          "slices": render.folder}
     baseline = opts.output / "eval" / BASELINE_FILE
     trained = {"Trained weights": opts.output / "train" / "model_final.pth",
                "Tuned config": opts.output / "train" / "config_tuned.yaml"}  # fmt: skip

@@ -65,6 +65,28 @@ def test_visualize_data_one_volume_and_bad_arguments(phantom_dataset, tmp_path, 
     assert {p.name.rsplit("_", 1)[0] for p in out.glob("*.png")} == {vid}
     assert tool.main(["--input", dataset, "--split", "nope", "--output", str(out)]) == 2
     assert "no split 'nope'" in capsys.readouterr().err
+    for scale in ("0", "-1"):
+        assert tool.main(["--input", dataset, "--output", str(tmp_path / "s"), "--scale",
+                          scale]) == 2  # fmt: skip
+        assert f"--scale must be > 0, got {float(scale)}" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_visualize_data_replaces_only_its_own_pictures(phantom_dataset, tmp_path, capsys):
+    tool = _load("tools/visualize_data.py")
+    argv = ["--input", str(phantom_dataset["dataset"]), "--split", "train", "--num", "2",
+            "--output", str(tmp_path)]  # fmt: skip
+    assert tool.main(argv) == 0
+    first = sorted(tmp_path.glob("*.png"))
+    assert tool.main(argv) == 0  # its own files: replaced
+    assert sorted(tmp_path.glob("*.png")) == first
+    (tmp_path / tool.MARKER).unlink()  # now the PNGs are not known to be the tool's
+    first[0].write_bytes(b"user data")
+    assert tool.main(argv) == 2
+    assert f"holds {first[0].name}, which tools/visualize_data.py did not write" in (
+        capsys.readouterr().err
+    )
+    assert first[0].read_bytes() == b"user data"
 
 
 def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_path):

@@ -43,6 +43,11 @@ def test_demo_prints_where_things_are_and_the_headline(quick_demo):
                                          "predict_and_show"}
     tuned = out / "train" / "config_tuned.yaml"
     assert tuned.read_text(encoding="utf-8").startswith("# brainseg_d2")
+    import yaml  # the file names the model it was tuned for, so predict and demo.py run on it
+
+    values = yaml.safe_load(tuned.read_text(encoding="utf-8"))
+    assert values["MODEL"]["WEIGHTS"] == str((out / "train" / "model_final.pth").resolve())
+    assert values["BRAINSEG"]["DATASET_ROOT"] == str((out / "datasets").resolve())
 
 
 def test_demo_trains_the_tissue_labels_when_asked(tmp_path):

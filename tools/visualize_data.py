@@ -10,7 +10,8 @@ Detectron2's ``DatasetCatalog`` and draws every annotation (RLE decoded with
 pycocotools) with ``Visualizer.draw_dataset_dict`` in the registered
 ``thing_colors``. Slices with annotations are preferred, spread evenly over the
 split (or the volume). Files: ``<output>/<volume_id>_<slice:04d>.png``; the
-output folder must lie outside the dataset.
+output folder must lie outside the dataset, and a PNG of the same name that this
+tool did not write (its ``.brainseg-visualize`` list) is never replaced.
 Needs the package importable (``pip install -e .``).
 """
 
@@ -35,7 +36,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
 from brainseg_d2.data.datasets import register_brainseg_dataset  # noqa: E402
 from brainseg_d2.data.io.png import read_channel_png  # noqa: E402
-from brainseg_d2.utils.paths import check_not_input, input_overlap  # noqa: E402
+from brainseg_d2.utils.paths import (  # noqa: E402
+    check_not_input,
+    check_own_files,
+    input_overlap,
+    record_own_files,
+)
 from brainseg_d2.visualization import auto_scale, display_image, draw_dataset_dict  # noqa: E402
 
 
@@ -69,6 +75,11 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+#: Lists the PNGs this tool wrote into --output: only those are ever replaced.
+MARKER = ".brainseg-visualize"
+TOOL = "tools/visualize_data.py"
+
+
 def select_records(records: Sequence[dict], num: int) -> list[dict]:
     """Up to ``num`` records, evenly spread, preferring slices with annotations."""
     annotated = [r for r in records if r.get("annotations")]
@@ -84,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.num < 1:
         print(f"error: --num must be >= 1, got {args.num}", file=sys.stderr)
+        return 2
+    if args.scale is not None and not args.scale > 0:
+        print(f"error: --scale must be > 0, got {args.scale}", file=sys.stderr)
         return 2
     try:
         found = input_overlap(args.output, [args.input])
@@ -120,19 +134,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --channel {args.channel}: the dataset has channels 0-{len(channels) - 1} "
               f"{channels}", file=sys.stderr)  # fmt: skip
         return 2
-    args.output.mkdir(parents=True, exist_ok=True)
     chosen = select_records(records, args.num)
-    for record in chosen:
+    keys = [(str(r.get("volume_id", Path(r["file_name"]).parent.name)),
+             int(r.get("slice_index", r["image_id"]))) for r in chosen]  # fmt: skip
+    files = [f"{vid}_{index:04d}.png" for vid, index in keys]
+    try:  # a file of the same name that this tool did not write is never replaced
+        check_own_files(args.output, files, MARKER, TOOL, "--output")
+    except ValueError as e:
+        print_error(e)
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    record_own_files(args.output, files, MARKER, TOOL)
+    for record, (vid, index), name in zip(chosen, keys, files):
         image = read_channel_png(record["file_name"], len(channels))
         image = display_image(image, None if args.composite else args.channel)
         scale = args.scale or auto_scale(image.shape)
-        vid = str(record.get("volume_id", Path(record["file_name"]).parent.name))
-        index = int(record.get("slice_index", record["image_id"]))
         title = f"{vid} #{index}"
         # Instances only: Detectron2 would also draw the label PNG (sem_seg) over them.
         shown = {k: v for k, v in record.items() if k != "sem_seg_file_name"}
         drawn = draw_dataset_dict(image, shown, metadata, scale=scale, title=title)
-        out = args.output / f"{vid}_{index:04d}.png"
+        out = args.output / name
         if not cv2.imwrite(str(out), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
             print(f"error: cannot write {out}", file=sys.stderr)
             return 1

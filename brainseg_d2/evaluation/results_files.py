@@ -153,7 +153,7 @@ def load_cases(cases_csv: str | os.PathLike) -> list[dict]:
         (empty or absent: NaN) and the other columns as text.
 
     Raises:
-        ValueError: unreadable file or missing columns, naming them.
+        ValueError: unreadable file, missing columns (naming them) or no rows.
     """
     path = Path(cases_csv)
     try:
@@ -161,12 +161,14 @@ def load_cases(cases_csv: str | os.PathLike) -> list[dict]:
             reader = csv.DictReader(f)
             rows = list(reader)
             columns = reader.fieldnames or []
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:  # not text: a binary file named .csv
         raise ValueError(f"cannot read {path}: {e}") from None
     id_column = "volume_id" if "volume_id" in columns else "case_id"
     missing = [c for c in (id_column, "group", "name", "dice") if c not in columns]
     if missing:
         raise ValueError(f"{path} lacks columns {missing} (has {columns})")
+    if not rows:
+        raise ValueError(f"{path} has a header and no case rows")
     out = []
     for row in rows:
         item = dict(row)

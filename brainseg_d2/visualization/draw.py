@@ -33,6 +33,7 @@ from brainseg_d2.labels import CATEGORY_COLORS
 __all__ = [
     "FALLBACK_COLOR",
     "GAP_GREY",
+    "CategoryColourVisualizer",
     "Color",
     "auto_scale",
     "category_colors",
@@ -241,6 +242,19 @@ def draw_legend(vis: Visualizer, names: Sequence[str], colors: Sequence[Color]) 
         vis.draw_text(name, (1, y), color=rgb, horizontal_alignment="left")
 
 
+class CategoryColourVisualizer(Visualizer):
+    """Detectron2's ``Visualizer`` drawing each instance in its category's exact colour.
+
+    In ``ColorMode.SEGMENTATION`` Detectron2 shifts every instance's colour by a
+    random amount (``_jitter``) to tell instances apart, so the same class came out
+    in a different shade on every run and differed from the legend and the volume
+    pictures. Here the category colour is kept as it is.
+    """
+
+    def _jitter(self, color):
+        return tuple(color)
+
+
 def draw_dataset_dict(
     image_rgb: np.ndarray,
     record: dict,
@@ -253,7 +267,8 @@ def draw_dataset_dict(
 
     RLE segmentations are decoded with pycocotools, then drawn by
     ``Visualizer.draw_dataset_dict`` in ``ColorMode.SEGMENTATION``, i.e. in the
-    metadata's ``thing_colors`` (the category colours), with boxes and names.
+    metadata's ``thing_colors`` (the category colours, exactly: no per-instance
+    shift), with boxes and names.
 
     Args:
         image_rgb: ``(H, W, 3)`` uint8 RGB image of the record.
@@ -275,7 +290,7 @@ def draw_dataset_dict(
                 seg = mask_util.frPyObjects(seg, *seg["size"])
             ann["segmentation"] = mask_util.decode(seg).astype(np.uint8)
         annotations.append(ann)
-    vis = Visualizer(
+    vis = CategoryColourVisualizer(
         image_rgb, metadata=metadata, scale=scale, instance_mode=ColorMode.SEGMENTATION
     )
     vis.draw_dataset_dict({**record, "annotations": annotations})
@@ -294,7 +309,8 @@ def draw_instances(
     """Model predictions on one image: ``Visualizer.draw_instance_predictions``.
 
     Drawn in ``ColorMode.SEGMENTATION``, i.e. in the metadata's ``thing_colors``
-    (the category colours), with boxes, class names and scores.
+    (the category colours, exactly: no per-instance shift), with boxes, class names
+    and scores.
 
     Args:
         image_rgb: ``(H, W, 3)`` uint8 RGB.
@@ -305,7 +321,7 @@ def draw_instances(
     Returns:
         ``(H * scale, W * scale, 3)`` uint8 RGB.
     """
-    vis = Visualizer(
+    vis = CategoryColourVisualizer(
         image_rgb, metadata=metadata, scale=scale, instance_mode=ColorMode.SEGMENTATION
     )
     return vis.draw_instance_predictions(instances.to("cpu")).get_image()

@@ -59,3 +59,16 @@ def test_lesion_volumes_keep_brats_2023_lesions_only(tmp_path):
                     encoding="utf-8")  # fmt: skip
     assert load_lesion_volumes(path) == {("A", "region", "WT", ""): [1.5, 0.5]}
     assert load_lesion_volumes(tmp_path / "missing.csv") == {}
+
+
+def test_a_cases_table_with_no_rows_or_not_text_is_one_named_error(tmp_path):
+    import pytest
+
+    empty = tmp_path / NIFTI_FILES.cases
+    empty.write_text("case_id,group,name,dice\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"{empty} has a header and no case rows"):
+        load_cases(empty)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\x8e\xff\x00\x01case")
+    with pytest.raises(ValueError, match=f"cannot read {binary}"):
+        load_cases(binary)

@@ -150,3 +150,32 @@ def test_ground_truth_masks_follow_the_prediction_geometry():
     )
     assert masks.shape == (3, 5, 6, 7)
     assert masks[0].sum() == 2 and masks[2].sum() == 1  # WT holds both, ET only label 4
+
+
+@pytest.mark.parametrize("draw", ["dataset_dict", "instances"])
+def test_ground_truth_and_instances_are_drawn_in_the_exact_category_colour(draw):
+    """Detectron2 shifts each instance's colour at random; the category colour is kept here."""
+    import pycocotools.mask as mask_util
+    import torch
+    from detectron2.structures import BoxMode, Instances
+
+    image = np.full((64, 64, 3), GREY, np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:56, 8:56] = 1
+    metadata = viz.make_metadata(NAMES)
+
+    def drawn() -> np.ndarray:
+        if draw == "dataset_dict":
+            ann = {"bbox": [8, 8, 48, 48], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
+                   "segmentation": mask_util.encode(np.asfortranarray(mask))}  # fmt: skip
+            return viz.draw_dataset_dict(image, {"annotations": [ann]}, metadata)
+        inst = Instances((64, 64), pred_classes=torch.tensor([0]), scores=torch.tensor([0.9]),
+                         pred_masks=torch.from_numpy(mask[None].astype(bool)))  # fmt: skip
+        return viz.draw_instances(image, inst, metadata)
+
+    first, second = drawn(), drawn()
+    np.testing.assert_array_equal(first, second)  # no random shade
+    inner = ndimage.binary_erosion(mask.astype(bool), iterations=6)
+    alpha = 0.5 if draw == "dataset_dict" else 0.8  # Detectron2's fill opacities
+    expected = (1 - alpha) * GREY + alpha * np.array(CATEGORY_COLORS["edema"])
+    np.testing.assert_allclose(np.median(first[inner], axis=0), expected, atol=3)
