@@ -21,15 +21,12 @@ Two kinds of input:
         --dataset-info datasets/brats/dataset.json MODEL.WEIGHTS model_final.pth
 
 Config overrides are trailing ``KEY VALUE`` pairs, as for every command here, or
-follow ``--opts`` as in Detectron2's demo.
-
-The weights must fit the model exactly (every parameter, with its shape;
-:func:`brainseg_d2.checkpoint.load_strict`). Pictures never replace an input or
-a file of the user's: an output that is an input is an error, a 2D ``--output``
-file must not exist, and a folder's pictures replace only earlier pictures of
-this script (:data:`MARKER` lists them; a case folder is re-drawn whole).
-
-Needs the package importable (``pip install -e .``).
+follow ``--opts`` as in Detectron2's demo. The weights must fit the model exactly
+(every parameter, with its shape; :func:`brainseg_d2.checkpoint.load_strict`).
+Pictures never replace an input or a file of the user's: an output that is or lies
+in an input is an error, a 2D ``--output`` file must not exist, and a folder's
+pictures replace only earlier pictures of this script (:data:`MARKER` lists them;
+a case folder is re-drawn whole). Needs the package importable (``pip install -e .``).
 """
 
 from __future__ import annotations
@@ -342,9 +339,11 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
         cases = [volume_case(paths, predictor.channels, default_convention)]
     if args.gt and len(cases) != 1:
         raise ValueError(f"--gt needs exactly one case, the input holds {len(cases)}")
+    if os.path.lexists(args.output) and not os.path.isdir(args.output):
+        raise ValueError(f"--output {args.output} exists and is not a folder; nothing was written")
     for case in cases:  # pictures go to <output>/<case>/: never into an input folder
         folder = Path(args.output) / case.case_id
-        check_not_input(folder, case.files(), "--output folder")
+        check_not_input(folder, [*case.files(), *paths], "--output folder")
         if not is_empty_folder(folder):  # missing, or the script's alone
             check_replaceable(folder, MARKER, TOOL, "case folder")
     for case in cases:
@@ -360,6 +359,8 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
         folder = Path(args.output) / case.case_id
         if os.path.lexists(folder / MARKER):
             shutil.rmtree(folder)  # an earlier drawing of this case (checked above)
+        folder.mkdir(parents=True)  # marked unfinished first: an interrupted run is replaced
+        write_marker(folder, MARKER, TOOL, finished=False)
         rendered = render_prediction(
             prediction,
             folder,
@@ -369,11 +370,9 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
             gif=not args.no_gif,
         )
         write_marker(folder, MARKER, TOOL)
-        print(
-            f"{case.case_id}: {len(rendered.slices)} slice overlays, montage, "
-            f"{'GIF ' if rendered.gif else ''}in {rendered.folder}"
-            + ("" if gt is not None else " (no ground truth)")
-        )
+        print(f"{case.case_id}: {len(rendered.slices)} slice overlays, montage"
+              f"{', GIF' if rendered.gif else ''} in {rendered.folder}"
+              + ("" if gt is not None else " (no ground truth)"))  # fmt: skip
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
@@ -163,6 +164,39 @@ def test_demo_on_a_case_folder_writes_case_pictures(phantom_dataset, weights_fil
     (folder / "notes.txt").write_text("mine")  # a file of the user's among them: kept
     assert demo.main(args) == 2
     assert (folder / "notes.txt").read_text() == "mine" and (folder / "montage.png").is_file()
+
+
+def test_demo_case_pictures_stay_out_of_the_input_and_survive_an_interruption(
+    phantom_dataset, weights_files, tmp_path, monkeypatch, capsys
+):
+    demo = _load("demo/demo.py")
+    case = _tiny_case(tmp_path / "cases")
+
+    def run(output) -> int:
+        return demo.main(["--config-file", str(CONFIG), "--output", str(output),
+                          "--dataset-info", str(phantom_dataset["dataset"] / "dataset.json"),
+                          "--input", str(case), *_model(weights_files)])  # fmt: skip
+
+    before = sorted(p.name for p in case.iterdir())
+    assert run(case / "pictures") == 2  # inside the case folder it reads
+    assert "lies inside the input" in capsys.readouterr().err
+    assert sorted(p.name for p in case.iterdir()) == before
+    (tmp_path / "notes.txt").write_text("mine")
+    assert run(tmp_path / "notes.txt") == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+    def interrupted(prediction, folder, **kwargs):
+        (folder / "slice_0000.png").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    drawing = demo.render_prediction
+    monkeypatch.setattr(demo, "render_prediction", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "out")
+    monkeypatch.setattr(demo, "render_prediction", drawing)
+    assert run(tmp_path / "out") == 0  # the unfinished folder is the script's: drawn again
+    assert (tmp_path / "out" / "Tiny_001" / "montage.png").is_file()
 
 
 def test_demo_takes_overrides_trailing_or_after_opts():

@@ -99,7 +99,8 @@ def _scan(root: str | os.PathLike) -> tuple[list[Case], list[Path]]:
     if not cases:
         raise SourceError(
             f"no BraTS cases found under {root} (expected <case>/<case>_flair.nii.gz or "
-            f"<case>/<case>-t2f.nii.gz); for other data use --layout pairs or csv"
+            f"<case>/<case>-t2f.nii.gz); for other data use --layout pairs or csv "
+            f"(demo/demo.py: pass the channel files)"
         )
     return sorted_unique(cases), passed_over
 
