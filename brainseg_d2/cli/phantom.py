@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from brainseg_d2.data import phantom
 from brainseg_d2.data.phantom import PhantomCase, PhantomParams, generate_dataset
+from brainseg_d2.data.phantom_plan import check_spacing
 from brainseg_d2.utils.cli import ArgumentParser, deprecated_alias
 from brainseg_d2.utils.paths import check_replaceable, write_marker
 
@@ -76,6 +77,20 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def check_options(args) -> None:
+    """Raise ValueError naming the option (not the library's parameter) that is out of range."""
+    for option, value in (("--num-cases", args.num_cases), ("--workers", args.workers)):
+        if value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
+    for option, value in (("--p-empty", args.p_empty), ("--p-low-grade", args.p_low_grade)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{option} must be between 0 and 1, got {value}")
+    try:
+        check_spacing(args.spacing)
+    except ValueError as e:  # "spacing must be between ..."
+        raise ValueError(f"--{e}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point (``brainseg-phantom``). Returns the exit status (2: bad input)."""
     parser = build_parser()
@@ -91,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # usage error (one line printed) or --help
         return int(exc.code or 0)
     try:
+        check_options(args)
         for i in range(args.num_cases) if args.overwrite else ():
             folder = Path(args.output) / f"{args.prefix}_{i:05d}"
             check_replaceable(folder, CLI_MARKER, "brainseg-phantom", "case folder")
