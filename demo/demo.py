@@ -303,9 +303,10 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     names = category_names(info, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     metadata = make_metadata(names)
     model = strict_model(cfg)
-    resize = T.ResizeShortestEdge(
-        [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-    )
+    if cfg.BRAINSEG.MASK_SOURCE == "semantic":
+        logger.warning("2D slices show the instance branch's masks; volume prediction keeps the "
+                       "dense head's (BRAINSEG.MASK_SOURCE semantic): pass a case to see those")
+    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
     if to_folder:
         out.mkdir(parents=True, exist_ok=True)
         record_own_files(out, [t.name for t in targets], MARKER, TOOL)
@@ -330,9 +331,8 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
 
     info = dataset_info(args, cfg, required=True)
     predictor = VolumePredictor(cfg, dataset_info=info)
-    default_convention = (
-        "brats2021" if predictor.label_convention == "mixed" else predictor.label_convention
-    )
+    own = predictor.label_convention
+    default_convention = "brats2021" if own == "mixed" else own
     if kind == "case":
         cases = [c for folder in paths for c in find_brats_cases(folder)]
     else:

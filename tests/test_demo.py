@@ -90,7 +90,7 @@ def test_visualize_data_replaces_only_its_own_pictures(phantom_dataset, tmp_path
     assert first[0].read_bytes() == b"user data"
 
 
-def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_path):
+def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_path, caplog):
     demo = _load("demo/demo.py")
     dataset = phantom_dataset["dataset"]
     images = sorted((dataset / "images" / "train").rglob("*.png"))[:1]
@@ -101,6 +101,7 @@ def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_p
         "--opts", *_model(weights_files),
     ])  # fmt: skip
     assert rc == 0
+    assert "2D slices show the instance branch's masks" in caplog.text  # not the dense head's
     written = sorted(out.glob("*.png"))
     assert [p.name for p in written] == [p.name for p in images]
     channels = json.loads((dataset / "dataset.json").read_text())["channels"]

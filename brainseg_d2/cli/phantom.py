@@ -129,6 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileExistsError, ImportError, OSError) as exc:
         print(f"brainseg-phantom: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("brainseg-phantom: interrupted; the cases listed above are complete (a folder "
+              "being written when it stopped is not; remove it before --overwrite)",
+              file=sys.stderr)  # fmt: skip
+        return 130
     print(f"wrote {len(paths)} cases to {args.output}")
     return 0
 

@@ -686,6 +686,16 @@ def test_cli_bad_arguments_one_line_error(argv, named, tmp_path, capsys, monkeyp
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_interrupted_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(phantom_cli, "generate_dataset", stop)
+    assert phantom_cli.main(["--output", str(tmp_path / "o"), "--num-cases", "1"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("brainseg-phantom: interrupted;") and len(err.splitlines()) == 1
+
+
 def test_runs_as_module(tmp_path):
     result = subprocess.run(
         [
