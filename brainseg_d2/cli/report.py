@@ -64,7 +64,8 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--title", default=DEFAULT_TITLE, help="page title and heading")
     p.add_argument(
-        "--num-extremes", type=int, default=3, help="number of worst and of best cases shown"
+        "--num-extremes", type=int, default=3,
+        help="number of worst and of best cases shown (0: none)"
     )
     return p
 
@@ -73,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns 0, or 2 on bad input."""
     args = build_parser().parse_args(argv)
     try:
+        if args.num_extremes < 0:
+            raise ValueError(f"--num-extremes must be >= 0, got {args.num_extremes}")
         thumbs = None
         if args.thumbs is not None:
             if not args.thumbs.is_dir():

@@ -279,6 +279,14 @@ def test_cli_names_a_missing_input_folder(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_cli_refuses_a_negative_number_of_extremes(eval_dir, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["--input", str(eval_dir), "--output", str(out), "--num-extremes", "-1"]) == 2
+    assert "--num-extremes must be >= 0, got -1" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["--input", str(eval_dir), "--output", str(out), "--num-extremes", "0"]) == 0
+
+
 def test_cli_finds_demo_montages_as_thumbnails(eval_dir, tmp_path, capsys):
     thumbs = tmp_path / "demo_out"
     (thumbs / "BraTS_002").mkdir(parents=True)
