@@ -81,12 +81,8 @@ def get_parser() -> ArgumentParser:
     """Command-line interface of ``demo/demo.py``."""
     p = ArgumentParser(description="brainseg_d2 demo: tumour overlays on MRI")
     p.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
-    p.add_argument(
-        "--input",
-        nargs="+",
-        required=True,
-        help="2D slice images or globs; or a case folder; or one volume's channel files",
-    )
+    p.add_argument("--input", nargs="+", required=True,
+                   help="2D slice images or globs; or a case folder; or one volume's channel files")
     p.add_argument("--output", required=True, help="output folder (or file, for one 2D image)")
     p.add_argument(
         "--confidence-threshold",
@@ -103,11 +99,8 @@ def get_parser() -> ArgumentParser:
     p.add_argument("--gt", metavar="LABELS", help="ground-truth label map of the case")
     p.add_argument("--raw", action="store_true", help="cases: draw masks before post-processing")
     p.add_argument("--no-gif", action="store_true", help="cases: skip the animated GIF")
-    p.add_argument(
-        "--composite",
-        action="store_true",
-        help="draw on the RGB channel composite instead of the first channel in grey",
-    )
+    p.add_argument("--composite", action="store_true",
+                   help="draw on the RGB channel composite instead of the first channel in grey")
     p.add_argument(
         "--opts",
         dest="opts_flag",
@@ -393,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print_error(e)
         return 1
+    except KeyboardInterrupt:  # a case folder being drawn stays marked unfinished: redrawn
+        print("interrupted; run the same command again to draw every case", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
