@@ -13,8 +13,11 @@ setup:
 demo: setup
 	$(PY) tools/run_demo.py $(DEMO_ARGS)
 
+# TEST_WORKERS: pytest-xdist processes (0 runs the suite in this one process). Each
+# test file stays on one worker (--dist loadfile) so its module fixtures are built once.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Cross-checks against the official BraTS scorers (panoptica, brats-evaluation),
 # which pin numpy < 2.3: their own venv, the project's code on PYTHONPATH, and a

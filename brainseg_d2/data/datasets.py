@@ -109,8 +109,9 @@ def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> li
             ``<name>_<split>``.
 
     Returns:
-        The registered dataset names. Already registered names are left alone
-        (idempotent), so calling this twice is safe.
+        The registered dataset names. Calling this twice on the same folder is a
+        no-op (idempotent); a name registered from another folder is replaced, with
+        a warning, so the catalogue never serves a different folder's data.
     """
     folder = Path(folder).resolve()
     if not is_converted_dataset(folder):
@@ -133,7 +134,17 @@ def register_brainseg_dataset(folder: str | Path, name: str | None = None) -> li
         ds_name = f"{name}_{split}"
         registered.append(ds_name)
         if ds_name in DatasetCatalog.list():
-            continue
+            previous = MetadataCatalog.get(ds_name).get("json_file", None)
+            if previous == str(json_file):
+                continue  # these very files: nothing to do
+            # Another folder of the same name (another root, or a name Detectron2 or the
+            # user registered): the catalogue would otherwise keep serving the old data.
+            logger.warning(
+                "dataset %s was registered from %s; it now reads %s",
+                ds_name, previous or "elsewhere", json_file,
+            )
+            DatasetCatalog.remove(ds_name)
+            MetadataCatalog.remove(ds_name)
         image_root = folder / "images" / split
         label_root = folder / "labels" / split
         DatasetCatalog.register(

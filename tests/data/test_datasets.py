@@ -46,6 +46,27 @@ def test_dataset_dicts_keep_volume_keys_and_rle(phantom_dataset):
     assert 0 <= ann["category_id"] < 3
 
 
+def test_a_folder_of_the_same_name_elsewhere_replaces_the_old_registration(
+    phantom_dataset, tmp_path, caplog
+):
+    register_all(phantom_dataset["root"])
+    other = tmp_path / "datasets" / "phantom"
+    shutil.copytree(phantom_dataset["dataset"], other)
+    train = json.loads((other / "annotations" / "instances_train.json").read_text())
+    train["images"], train["annotations"] = train["images"][:1], []
+    (other / "annotations" / "instances_train.json").write_text(json.dumps(train))
+    try:
+        with caplog.at_level("WARNING", logger="brainseg_d2.data.datasets"):
+            register_all(tmp_path / "datasets")
+        meta = MetadataCatalog.get("phantom_train")
+        assert meta.json_file == str(other.resolve() / "annotations" / "instances_train.json")
+        assert len(DatasetCatalog.get("phantom_train")) == 1  # the other folder's data
+        assert "phantom_train was registered from" in caplog.text
+    finally:
+        register_all(phantom_dataset["root"])  # leave the session's dataset registered
+    assert len(DatasetCatalog.get("phantom_train")) > 1
+
+
 def test_loading_is_lazy_and_errors_name_the_file(phantom_dataset, tmp_path):
     copy = tmp_path / "broken"
     shutil.copytree(phantom_dataset["dataset"], copy)
