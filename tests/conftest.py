@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test``), each worker gets its share of the cores.
+
+    Torch and OpenMP would otherwise start one thread per core in every worker and in
+    every subprocess a test starts, and the workers' threads would contend: the
+    training tests took as long on two workers as on one (BENCHMARKS.md, "Test suite").
+    Set before any test module imports torch; an OMP_NUM_THREADS already set wins.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 @pytest.fixture(scope="session")
