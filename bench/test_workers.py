@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 2:
         parser.error(f"--workers must be >= 2, got {args.workers}")
-    cores = len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     base_env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     parallel = ["-n", str(args.workers), "--dist", args.dist, *args.tests]
     runs = [

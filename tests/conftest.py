@@ -7,6 +7,12 @@ import os
 import pytest
 
 
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def pytest_configure(config):
     """Under pytest-xdist (``make test``), each worker gets its share of the cores.
 
@@ -17,7 +23,7 @@ def pytest_configure(config):
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if workers > 1:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        threads = max(1, _cores() // workers)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
