@@ -15,7 +15,7 @@ like on one machine:
     .venv/bin/python bench/test_workers.py --workers 2 -- tests/engine tests/inference
 
 Prints one line per run (wall seconds, ratio to one process, pytest's last line).
-Every run must pass; a failure stops the script with pytest's exit status.
+Every run must pass; a failure stops the script (exit 1) with a line naming the command.
 """
 
 from __future__ import annotations
