@@ -90,16 +90,35 @@ def _mean(values: Sequence[float]) -> float:
     return float(arr.mean()) if arr.size else math.nan
 
 
+def _mean_cell(values: Sequence[float], pattern: str = "{:.3f}") -> dict:
+    """The mean of the defined values; undefined ones (NaN, e.g. both-empty Dice with
+    ``EVAL.EMPTY_SCORE`` nan) are left out and the cell says over how many it is."""
+    values = [float(v) for v in values]
+    k = sum(1 for v in values if not math.isnan(v))
+    cell = _cell(_mean(values), pattern)
+    if k < len(values):
+        cell.update(text=f"{cell['text']} [{k}]", cls="undefined",
+                    tip=f"mean over {k} of {len(values)} cases; "
+                    f"{len(values) - k} undefined (NaN) left out")  # fmt: skip
+    return cell
+
+
+def _tipped(cell: dict, tip: str) -> dict:
+    """The cell with ``tip`` before any tip it has."""
+    return {**cell, "tip": "; ".join(t for t in (tip, cell["tip"]) if t)}
+
+
+def _penalised(cell: dict, k: int, tip: str) -> dict:
+    """A mean cell holding ``k`` penalty values: "(k)" after it, marked, ``tip`` first."""
+    if not k:
+        return cell
+    return {**_tipped(cell, tip), "text": f"{cell['text']} ({k})", "cls": "penalty"}
+
+
 def _hd95_cell(rows: Sequence[Mapping], penalty: float) -> dict:
     k = sum(1 for r in rows if _hd95_is_penalty(r))
-    cell = _cell(_mean([r["hd95"] for r in rows]), "{:.2f}")
-    if k:
-        cell.update(
-            text=f"{cell['text']} ({k})",
-            cls="penalty",
-            tip=f"includes {k} penalty value(s) of {penalty:g} mm (one side empty)",
-        )
-    return cell
+    cell = _mean_cell([r["hd95"] for r in rows], "{:.2f}")
+    return _penalised(cell, k, f"includes {k} penalty value(s) of {penalty:g} mm (one side empty)")
 
 
 def _case_hd95(row: Mapping, field: str, penalty: float) -> dict:
@@ -170,14 +189,14 @@ def overlap_rows(rows: Sequence[Mapping], penalty: float) -> list[dict]:
         exists = [r for r in items if has_value(r, "ref_voxels")]
         cells = [_count(len(exists))]
         for field in ("dice", "iou", "sensitivity", "specificity", "precision"):
-            cells.append(_cell(_mean([r[field] for r in exists])))
+            cells.append(_mean_cell([r[field] for r in exists]))
         cells.append(_hd95_cell(exists, penalty))
-        cells.append(_cell(_mean([r["volume_diff_ml"] for r in exists]), "{:+.2f}"))
+        cells.append(_mean_cell([r["volume_diff_ml"] for r in exists], "{:+.2f}"))
         n_empty = sum(1 for r in items if r.get("both_empty"))
         n_missing = sum(1 for r in items if r.get("missing"))
         cells += [
             _count(len(items)),
-            _cell(_mean([r["dice"] for r in items])),
+            _mean_cell([r["dice"] for r in items]),
             _hd95_cell(items, penalty),
             _cell(n_empty, cls="empty" if n_empty else ""),
             _cell(n_missing, cls="missing" if n_missing else ""),
@@ -190,25 +209,22 @@ def lesion_rows(rows: Sequence[Mapping], penalty: float) -> list[dict]:
     out = []
     for name, variant, items in grouped_rows(rows):
         k = sum(_lesion_penalties(r) for r in items)
-        hd95 = _cell(_mean([r["lesion_hd95"] for r in items]), "{:.2f}")
-        if k:
-            hd95.update(text=f"{hd95['text']} ({k})", cls="penalty",
-                        tip=f"includes {k} missed/false lesion(s) at {penalty:g} mm (penalty)")
+        hd95 = _mean_cell([r["lesion_hd95"] for r in items], "{:.2f}")
+        hd95 = _penalised(hd95, k, f"includes {k} missed/false lesion(s) at {penalty:g} mm "
+                          "(penalty)")
         defined = [r for r in items if not math.isnan(r["pq"])]
         k_sq = sum(1 for r in defined if _sq_hd95_is_penalty(r))
-        sq_hd95 = _cell(_mean([r["sq_hd95"] for r in defined]), "{:.2f}")
-        if k_sq:
-            sq_hd95.update(text=f"{sq_hd95['text']} ({k_sq})", cls="penalty",
-                           tip=f"includes {k_sq} case(s) without a matched lesion at "
-                           f"{penalty:g} mm (penalty)")
+        sq_hd95 = _mean_cell([r["sq_hd95"] for r in defined], "{:.2f}")
+        sq_hd95 = _penalised(sq_hd95, k_sq, f"includes {k_sq} case(s) without a matched "
+                             f"lesion at {penalty:g} mm (penalty)")
         counts = [sum(r[f] for r in items if not math.isnan(r[f]))
                   for f in ("lesion_tp", "lesion_fn", "lesion_fp")]  # fmt: skip
         out.append({
             "name": name, "variant": variant,
             "cells": [
-                _count(len(items)), _cell(_mean([r["lesion_dice"] for r in items])), hd95,
+                _count(len(items)), _mean_cell([r["lesion_dice"] for r in items]), hd95,
                 _cell(" / ".join(str(int(c)) for c in counts)), _count(len(defined)),
-                *(_cell(_mean([r[f] for r in defined])) for f in ("rq", "sq", "pq")),
+                *(_mean_cell([r[f] for r in defined]) for f in ("rq", "sq", "pq")),
                 sq_hd95,
             ],
         })  # fmt: skip
@@ -233,12 +249,12 @@ def baseline_rows(
             "name": name,
             "cells": [
                 _count(len(a_exist)),
-                _cell(_mean([r["dice"] for r in a_exist])),
-                _cell(_mean([r["dice"] for r in b_exist]), tip=f"n = {len(b_exist)}"),
+                _mean_cell([r["dice"] for r in a_exist]),
+                _tipped(_mean_cell([r["dice"] for r in b_exist]), f"n = {len(b_exist)}"),
                 _hd95_cell(a_exist, penalty), _hd95_cell(b_exist, penalty),
                 _count(len(a)),
-                _cell(_mean([r["dice"] for r in a])),
-                _cell(_mean([r["dice"] for r in b]), tip=f"N = {len(b)}"),
+                _mean_cell([r["dice"] for r in a]),
+                _tipped(_mean_cell([r["dice"] for r in b]), f"N = {len(b)}"),
             ],
         })  # fmt: skip
     return out

@@ -4,6 +4,7 @@ HD95 penalty flagged, no duplicated rows, a Dice plot, links, a template file.""
 from __future__ import annotations
 
 import json
+import math
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -137,6 +138,21 @@ def test_every_mean_has_its_n_and_the_brats_mean_beside_it(eval_dir, tmp_path):
     for vid in ("BraTS_001", "BraTS_002", "BraTS_003", "<weird&id>"):
         assert vid in page.text
     assert "&lt;weird&amp;id&gt;" in html
+
+
+def test_a_mean_that_leaves_out_undefined_scores_says_over_how_many(eval_dir, tmp_path):
+    """With EVAL.EMPTY_SCORE nan a both-empty Dice is undefined: the all-cases mean is over
+    the three defined ones, and the cell says so instead of passing for a mean over N."""
+    rows = [dict(r, dice=math.nan) if r["both_empty"] else r for r in _evaluator_rows()]
+    write_table(eval_dir / EVALUATOR_FILES.cases, rows, EVALUATOR_CASES_COLUMNS)
+    page = _parse(write_report(eval_dir, tmp_path / "report.html"))
+    wt = _summary_row(page, "WT", "post")
+    dice = [r["dice"] for r in rows if r["name"] == "WT" and r["variant"] == "post"]
+    assert wt[10] == "4" and wt[11] == f"{np.nanmean(dice):.3f} [3]"
+    assert "mean over 3 of 4 cases; 1 undefined (NaN) left out" in [
+        v for k, v in page.attrs if k == "title"
+    ]
+    assert "[" not in wt[3]  # the cases with WT all have a Dice
 
 
 def test_penalty_and_both_empty_are_labelled(eval_dir, tmp_path):
