@@ -130,8 +130,8 @@ def _case_hd95(row: Mapping, field: str, penalty: float) -> dict:
                 "tip": "one side is empty: a penalty, not a distance"}  # fmt: skip
     if field == "lesion_hd95" and _lesion_penalties(row):
         k = _lesion_penalties(row)
-        return _cell(value, "{:.2f}", "penalty",
-                     f"includes {k} missed/false lesion(s) at {penalty:g} mm (penalty)")
+        return _penalised(_cell(value, "{:.2f}"), k,
+                          f"includes {k} missed/false lesion(s) at {penalty:g} mm (penalty)")
     return _cell(value, "{:.2f}")
 
 

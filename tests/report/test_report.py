@@ -169,6 +169,20 @@ def test_penalty_and_both_empty_are_labelled(eval_dir, tmp_path):
     assert et_cases
 
 
+def test_a_case_lesion_hd95_with_penalties_says_how_many_in_its_text(eval_dir, tmp_path):
+    """Not only by colour: "(k)" after the value, as in the summary."""
+    rows = _evaluator_rows()
+    for r in rows:
+        if (r["volume_id"], r["name"], r["variant"]) == ("BraTS_002", "WT", "post"):
+            r.update(lesion_fn=1.0, lesion_fp=1.0, lesion_hd95=250.0)
+    write_table(eval_dir / EVALUATOR_FILES.cases, rows, EVALUATOR_CASES_COLUMNS)
+    page = _parse(write_report(eval_dir, tmp_path / "report.html"))
+    (wt_cases,) = [t for t in page.tables if t and t[0][0] == "case"
+                   and any(r[0] == "BraTS_002" and "250.00 (2)" in r for r in t)]  # fmt: skip
+    (other,) = [r for r in wt_cases if r[0] == "BraTS_001"]
+    assert not any(c.endswith(")") for c in other[1:])
+
+
 def test_no_duplicated_rows_and_tables_per_name(eval_dir, tmp_path):
     page = _parse(write_report(eval_dir, tmp_path / "report.html"))
     (summary,) = [t for t in page.tables if t and "cases with it" in t[0]]
