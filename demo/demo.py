@@ -5,8 +5,9 @@ Two kinds of input:
 
 * 2D slice images (PNG/JPEG files or globs, e.g. a converted dataset's
   ``images/val/<volume>/*.png``, N channel tiles): the model on each slice,
-  resized as ``DefaultPredictor`` does, drawn with
-  ``Visualizer.draw_instance_predictions`` into ``--output``;
+  resized as ``DefaultPredictor`` does; the dense head's category masks at the
+  score threshold drawn as the case pictures are (``BRAINSEG.MASK_SOURCE``
+  semantic), else ``Visualizer.draw_instance_predictions``, into ``--output``;
 * a case: a BraTS case folder (or a folder of them), or the channel files of
   one volume (``*_flair.nii.gz *_t1ce.nii.gz ...``, or in the dataset's channel
   order): ``VolumePredictor`` on the whole volume, then
@@ -55,6 +56,7 @@ from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases  # noq
 from brainseg_d2.data.volume_io import VolumeError  # noqa: E402
 from brainseg_d2.engine.cfg_checks import check_cfg_values  # noqa: E402
 from brainseg_d2.labels import detect_convention, get_target  # noqa: E402
+from brainseg_d2.postprocessing import PostprocessParams, masks_and_seeds_from_output  # noqa: E402
 from brainseg_d2.structures import DatasetInfo  # noqa: E402
 from brainseg_d2.utils.paths import (  # noqa: E402
     check_not_input,
@@ -69,6 +71,7 @@ from brainseg_d2.visualization import (  # noqa: E402
     display_image,
     draw_instances,
     make_metadata,
+    overlay_masks,
     render_prediction,
 )
 
@@ -84,37 +87,23 @@ def get_parser() -> ArgumentParser:
     p.add_argument("--input", nargs="+", required=True,
                    help="2D slice images or globs; or a case folder; or one volume's channel files")
     p.add_argument("--output", required=True, help="output folder (or file, for one 2D image)")
-    p.add_argument(
-        "--confidence-threshold",
-        type=float,
-        help="minimum score of shown instances; sets ROI_HEADS.SCORE_THRESH_TEST and "
-        "BRAINSEG.POSTPROCESS.SCORE_THRESH (default: the config's post-processing threshold)",
-    )
-    p.add_argument(
-        "--dataset-info",
-        metavar="JSON",
-        help="dataset.json of the training dataset (categories, channels, label convention); "
-        "default: the registered DATASETS.TRAIN[0]",
-    )
+    p.add_argument("--confidence-threshold", type=float,
+                   help="minimum score of shown pixels (dense head) or instances; sets "
+                   "BRAINSEG.POSTPROCESS.SCORE_THRESH and ROI_HEADS.SCORE_THRESH_TEST "
+                   "(default: the config's post-processing threshold)")
+    p.add_argument("--dataset-info", metavar="JSON",
+                   help="dataset.json of the training dataset (categories, channels, label "
+                   "convention); default: the registered DATASETS.TRAIN[0]")
     p.add_argument("--gt", metavar="LABELS", help="ground-truth label map of the case")
     p.add_argument("--raw", action="store_true", help="cases: draw masks before post-processing")
     p.add_argument("--no-gif", action="store_true", help="cases: skip the animated GIF")
     p.add_argument("--composite", action="store_true",
                    help="draw on the RGB channel composite instead of the first channel in grey")
-    p.add_argument(
-        "--opts",
-        dest="opts_flag",
-        default=[],
-        nargs=argparse.REMAINDER,
-        help="config overrides as KEY VALUE pairs, as Detectron2's demo takes them; the same "
-        "as trailing KEY VALUE pairs",
-    )
-    p.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        metavar="KEY VALUE",
-        help="config overrides, e.g. MODEL.WEIGHTS model_final.pth (also after --input)",
-    )
+    p.add_argument("--opts", dest="opts_flag", default=[], nargs=argparse.REMAINDER,
+                   help="config overrides as KEY VALUE pairs, as Detectron2's demo takes them; "
+                   "the same as trailing KEY VALUE pairs")
+    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                   help="config overrides, e.g. MODEL.WEIGHTS model_final.pth (also after --input)")
     return p
 
 
@@ -148,7 +137,8 @@ def setup_cfg(args: argparse.Namespace):
     """
     threshold = []
     if args.confidence_threshold is not None:
-        threshold = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", args.confidence_threshold]
+        threshold = ["BRAINSEG.POSTPROCESS.SCORE_THRESH", args.confidence_threshold,
+                     "BRAINSEG.POSTPROCESS.CATEGORY_SCORE_THRESH", "()"]  # one for all
     cfg = brainseg_setup_cfg(args.config_file, [*args.opts, *threshold], freeze=False)
     # The 2D overlays show what volume inference keeps.
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.BRAINSEG.POSTPROCESS.SCORE_THRESH
@@ -296,9 +286,10 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     names = category_names(info, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     metadata = make_metadata(names)
     model = strict_model(cfg)
-    if cfg.BRAINSEG.MASK_SOURCE == "semantic":
-        logger.warning("2D slices show the instance branch's masks; volume prediction keeps the "
-                       "dense head's (BRAINSEG.MASK_SOURCE semantic): pass a case to see those")
+    # What volume prediction reads: the dense head's category masks (BRAINSEG.MASK_SOURCE
+    # semantic) at the score threshold, drawn as the case pictures are; else the instances.
+    dense = cfg.BRAINSEG.MASK_SOURCE == "semantic"
+    params = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
     resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
     if to_folder:
         out.mkdir(parents=True, exist_ok=True)
@@ -309,13 +300,22 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
         inputs = {"image": image_to_tensor(resized), "height": image.shape[0],
                   "width": image.shape[1]}  # fmt: skip
         with torch.no_grad():
-            instances = model([inputs])[0]["instances"].to("cpu")
-        shown = display_image(image, None if args.composite else 0)
-        drawn = draw_instances(shown, instances, metadata, scale=auto_scale(image.shape))
+            output = model([inputs])[0]
+        shown, scale = display_image(image, None if args.composite else 0), auto_scale(image.shape)
+        if dense:
+            masks, _ = masks_and_seeds_from_output(output, len(names), params)
+            drawn = overlay_masks(shown, masks, names, scale=scale, legend=True,
+                                  title="dense head, score >= " + "/".join(
+                                      f"{t:g}" for t in params.score_thresholds(len(names))))
+            found = ", ".join(f"{n} {int(m.sum())}" for n, m in zip(names, masks))
+        else:
+            instances = output["instances"].to("cpu")
+            drawn = draw_instances(shown, instances, metadata, scale=scale)
+            found = f"{len(instances)} instances"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(target), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
             raise ValueError(f"cannot write {target}")
-        print(f"{path}: {len(instances)} instances -> {target}")
+        print(f"{path}: {found} -> {target}")
     return 0
 
 

@@ -89,22 +89,35 @@ def test_visualize_data_replaces_only_its_own_pictures(phantom_dataset, tmp_path
     assert first[0].read_bytes() == b"user data"
 
 
-def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_path, caplog):
+def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_path, capsys):
     demo = _load("demo/demo.py")
     dataset = phantom_dataset["dataset"]
     images = sorted((dataset / "images" / "train").rglob("*.png"))[:1]
+    info = json.loads((dataset / "dataset.json").read_text())
+    source = read_channel_png(images[0], len(info["channels"]))  # a slice, not its tiles
     out = tmp_path / "demo2d"
+    # What volume prediction reads, the dense head's masks (MASK_SOURCE semantic): at
+    # threshold 0 every pixel is in every category; at 0.2 (a random model) not.
+    for threshold in ("0", "0.2"):
+        rc = demo.main([
+            "--config-file", str(CONFIG), "--input", *map(str, images), "--output", str(out),
+            "--confidence-threshold", threshold, "--dataset-info", str(dataset / "dataset.json"),
+            "--opts", *_model(weights_files), "BRAINSEG.POSTPROCESS.CATEGORY_SCORE_THRESH",
+            "[0.9, 0.9, 0.9]",  # --confidence-threshold wins over per-category ones
+        ])  # fmt: skip
+        assert rc == 0
+        printed = capsys.readouterr().out
+        everywhere = ", ".join(f"{n} {source.shape[0] * source.shape[1]}"
+                               for n in info["classes"])  # fmt: skip
+        assert (f"{images[0]}: {everywhere} -> " in printed) == (threshold == "0"), printed
     rc = demo.main([
         "--config-file", str(CONFIG), "--input", *map(str, images), "--output", str(out),
-        "--confidence-threshold", "0.2", "--dataset-info", str(dataset / "dataset.json"),
-        "--opts", *_model(weights_files),
+        "--dataset-info", str(dataset / "dataset.json"), "--opts", *_model(weights_files),
+        "BRAINSEG.MASK_SOURCE", "instances",
     ])  # fmt: skip
-    assert rc == 0
-    assert "2D slices show the instance branch's masks" in caplog.text  # not the dense head's
+    assert rc == 0 and " instances -> " in capsys.readouterr().out
     written = sorted(out.glob("*.png"))
     assert [p.name for p in written] == [p.name for p in images]
-    channels = json.loads((dataset / "dataset.json").read_text())["channels"]
-    source = read_channel_png(images[0], len(channels))  # a slice, not its tiles
     scale = auto_scale(source.shape)
     assert cv2.imread(str(written[0])).shape[:2] == (
         scale * source.shape[0],
