@@ -88,9 +88,9 @@ def get_parser() -> ArgumentParser:
                    help="2D slice images or globs; or a case folder; or one volume's channel files")
     p.add_argument("--output", required=True, help="output folder (or file, for one 2D image)")
     p.add_argument("--confidence-threshold", type=float,
-                   help="minimum score of shown pixels (dense head) or instances; sets "
-                   "BRAINSEG.POSTPROCESS.SCORE_THRESH and ROI_HEADS.SCORE_THRESH_TEST "
-                   "(default: the config's post-processing threshold)")
+                   help="minimum score of shown pixels (dense head) or instances: "
+                   "BRAINSEG.POSTPROCESS.SCORE_THRESH for every category, and "
+                   "ROI_HEADS.SCORE_THRESH_TEST (default: the config's post-processing ones)")
     p.add_argument("--dataset-info", metavar="JSON",
                    help="dataset.json of the training dataset (categories, channels, label "
                    "convention); default: the registered DATASETS.TRAIN[0]")
