@@ -165,22 +165,25 @@ def strict_model(cfg):
 
 
 def read_slice(path: str, num_channels: int):
-    """A 2D slice as ``(H, W, N)`` uint8: a converted slice (N channel tiles) or an image file.
+    """A 2D slice as ``(H, W, N)`` uint8, as a viewer shows it (EXIF orientation applied).
 
-    A greyscale image whose height splits into N tiles is taken as the
-    converter's channel tiles; a colour image must have N channels, a grey one
-    is repeated.
+    A converted slice (in ``images/<split>/<volume>/`` under a ``dataset.json``) holds N
+    channel tiles; another 8-bit image is repeated when grey, else must have N channels.
 
     Raises:
-        ValueError: the file cannot give ``num_channels`` channels (the model's input).
+        ValueError: the file cannot give ``num_channels`` 8-bit channels (the model's input).
     """
     from brainseg_d2.data.io.png import read_channel_png
 
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    parents = Path(path).resolve().parents
+    if num_channels > 1 and len(parents) > 3 and (parents[3] / "dataset.json").is_file():
+        return read_channel_png(path, num_channels)  # the converter's channel tiles
+    image = cv2.imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:
         raise ValueError(f"{path}: cannot read image")
-    if image.ndim == 2 and image.shape[0] % num_channels == 0 and num_channels > 1:
-        return read_channel_png(path, num_channels)  # the converter's channel tiles
+    if image.dtype != np.uint8:
+        raise ValueError(f"{path}: {image.dtype} pixels; the model reads 8-bit slices "
+                         "(convert the images with brainseg-convert)")  # fmt: skip
     image = image[..., None] if image.ndim == 2 else image[..., 2::-1]  # BGR -> RGB
     if image.shape[2] == 1:
         image = np.repeat(image, num_channels, axis=2)
@@ -282,6 +285,7 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
         check_own_files(out, [t.name for t in targets], MARKER, TOOL, "--output")
     elif os.path.lexists(out):
         raise ValueError(f"--output {out} exists; nothing was written: choose another file")
+    images = [read_slice(path, len(cfg.MODEL.PIXEL_MEAN)) for path in paths]  # bad input first
     info = dataset_info(args, cfg, required=False)
     names = category_names(info, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     metadata = make_metadata(names)
@@ -294,8 +298,7 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     if to_folder:
         out.mkdir(parents=True, exist_ok=True)
         record_own_files(out, [t.name for t in targets], MARKER, TOOL)
-    for path, target in zip(paths, targets):
-        image = read_slice(path, len(cfg.MODEL.PIXEL_MEAN))
+    for path, target, image in zip(paths, targets, images):
         resized = apply_image_transform(resize.get_transform(image), image)
         inputs = {"image": image_to_tensor(resized), "height": image.shape[0],
                   "width": image.shape[1]}  # fmt: skip

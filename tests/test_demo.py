@@ -141,6 +141,30 @@ def test_demo_on_2d_slices_writes_overlays(phantom_dataset, weights_files, tmp_p
     assert single.read_bytes() == b"my picture"
 
 
+def test_demo_reads_a_grey_image_as_one_slice_and_refuses_16_bits(
+    phantom_dataset, weights_files, tmp_path, capsys
+):
+    """Only a converted slice (under a dataset.json) is split into channel tiles: a grey
+    image whose height happens to divide by the channel count is one slice, repeated."""
+    demo = _load("demo/demo.py")
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), np.random.default_rng(0).integers(0, 256, (96, 96), np.uint8))
+    deep = tmp_path / "deep.png"
+    cv2.imwrite(str(deep), np.full((96, 96), 4000, np.uint16))
+    base = ["--config-file", str(CONFIG),
+            "--dataset-info", str(phantom_dataset["dataset"] / "dataset.json")]  # fmt: skip
+    out = tmp_path / "out"
+    assert demo.main([*base, "--input", str(grey), str(deep), "--output", str(out),
+                      "--opts", *_model(weights_files)]) == 2  # fmt: skip
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{deep}: uint16 pixels; the model reads 8-bit slices" in line
+    assert not out.exists()  # checked before anything is written
+    assert demo.main([*base, "--input", str(grey), "--output", str(out),
+                      "--opts", *_model(weights_files)]) == 0  # fmt: skip
+    scale = auto_scale((96, 96))
+    assert cv2.imread(str(out / "grey.png")).shape[:2] == (96 * scale, 96 * scale)
+
+
 def _tiny_case(folder: Path) -> Path:
     """A BraTS-named case folder, 12 x 14 x 5 voxels, tumour in the middle slices."""
     case = folder / "Tiny_001"

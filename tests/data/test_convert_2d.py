@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from matplotlib.path import Path as MplPath
+from PIL import Image, ImageOps
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
@@ -175,13 +177,20 @@ def make_via(folder: Path, images: dict[str, list[dict]], dtype=np.uint8) -> Pat
     return path
 
 
+def _centres_inside(xs, ys, shape=(H, W)) -> np.ndarray:
+    """Pixels whose centre lies inside a simple polygon (matplotlib's test, an independent
+    reference; VIA coordinates: (0, 0) is the image's top-left corner)."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    centres = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], 1)
+    return MplPath(np.stack([xs, ys], 1)).contains_points(centres).reshape(shape)
+
+
 def _rasterised(regions: list[dict]) -> np.ndarray:
-    mask = np.zeros((H, W), np.uint8)
+    mask = np.zeros((H, W), bool)
     for r in regions:
         a = r["shape_attributes"]
-        pts = np.rint(np.stack([a["all_points_x"], a["all_points_y"]], 1)).astype(np.int32)
-        cv2.fillPoly(mask, [pts], 1)
-    return mask.astype(bool)
+        mask |= _centres_inside(a["all_points_x"], a["all_points_y"])
+    return mask
 
 
 VIA_IMAGES = {
@@ -314,6 +323,20 @@ VIA_BAD = {
         lambda d: _via_edit(d, lambda r: r.append(_region([5, 60, 70], [5, 6, 30]))),
         "pC_1.png: region 1: point (60, 6) lies outside the 32 x 24 image (2 of 3 points)",
     ),
+    "no_area": (  # points on a line: VIA shows nothing
+        lambda d: _via_edit(d, lambda r: r.append(_region([1, 5, 9], [1, 5, 9]))),
+        "pC_1.png: region 1: polygon covers no pixel centre (zero or sub-pixel area)",
+    ),
+    "point": (
+        lambda d: _via_edit(d, lambda r: r.append({"shape_attributes": {"name": "point", "cx": 3,
+                                                                        "cy": 4}})),
+        "pC_1.png: region 1: shape 'point' encloses no area (converted: polygon, rect, circle",
+    ),
+    "flat_rect": (
+        lambda d: _via_edit(d, lambda r: r.append({"shape_attributes": {
+            "name": "rect", "x": 2, "y": 2, "width": 5, "height": 0}})),
+        "pC_1.png: region 1: rect: width, height must be > 0, got [5, 0]",
+    ),
     "missing_image": (lambda d: (d / "pC_1.png").unlink(), "pC_1.png: file not found"),
     "unreadable_image": (lambda d: _garbage(d / "pC_1.png"), "pC_1.png: cannot read"),
 }
@@ -387,3 +410,87 @@ def test_default_target_follows_the_polygons_class_names(tmp_path, names, target
     images = {f"{i}.png": [_region(*_square(2, 2, 8), name)] for i, name in enumerate(names)}
     cases = find_via_cases(make_via(tmp_path / "via", images))
     assert resolve_options(cases, ConvertOptions()).target == target
+
+
+def _shape(name: str, cls: str = "tumour", **params) -> dict:
+    return {"shape_attributes": {"name": name, **params}, "region_attributes": {"name": cls}}
+
+
+def _converted_masks(tmp_path, images: dict[str, list[dict]]) -> dict[str, np.ndarray]:
+    make_via(tmp_path / "in", images)
+    out = tmp_path / "ds"
+    args = ["--input", str(tmp_path / "in"), "--output", str(out), "--split", "1", "0", "0"]
+    assert main([*args, *EXACT]) == 0
+    coco = _coco(out, "train")
+    return {coco.loadImgs([i])[0]["volume_id"]: _decoded(coco, i) for i in coco.getImgIds()}
+
+
+def test_via_regions_are_filled_as_the_canvas_fills_them(tmp_path):
+    """Pixel centres inside by the non-zero rule: a pentagram keeps its centre (OpenCV's
+    fillPoly drew a hole there), a rectangle covers exactly its pixels, circles and ellipses
+    their area."""
+    angles = np.deg2rad(-90 + 144 * np.arange(5))
+    star = [(16 + 11 * np.cos(a), 12 + 11 * np.sin(a)) for a in angles]  # self-intersecting
+    inner = np.deg2rad(-90 + 36 + 72 * np.arange(5))
+    r_in = 11 * np.cos(np.deg2rad(72)) / np.cos(np.deg2rad(36))
+    outline = [p for k in range(5) for p in ((16 + 11 * np.cos(np.deg2rad(-90 + 72 * k)),
+                                              12 + 11 * np.sin(np.deg2rad(-90 + 72 * k))),
+                                             (16 + r_in * np.cos(inner[k]),
+                                              12 + r_in * np.sin(inner[k])))]  # fmt: skip
+    images = {
+        "star.png": [_region([x for x, _ in star], [y for _, y in star])],
+        "rect.png": [_shape("rect", x=3, y=4, width=10, height=7)],
+        "circle.png": [_shape("circle", cx=16, cy=12, r=8)],
+        "ellipse.png": [_shape("ellipse", cx=16.0, cy=12.0, rx=10, ry=4, theta=np.pi / 2)],
+        "upright.png": [_shape("ellipse", cx=16.0, cy=12.0, rx=4, ry=10)],
+    }
+    masks = _converted_masks(tmp_path, images)
+    np.testing.assert_array_equal(masks["star"], _centres_inside(*zip(*outline)))
+    assert masks["star"][12, 16]  # the centre pentagon is filled
+    expected = np.zeros((H, W), bool)
+    expected[4:11, 3:13] = True
+    np.testing.assert_array_equal(masks["rect"], expected)
+    rows, cols = np.mgrid[:H, :W] + 0.5
+    for name, (rx, ry) in (("circle", (8, 8)), ("upright", (4, 10))):
+        level = np.sqrt(((cols - 16) / rx) ** 2 + ((rows - 12) / ry) ** 2)  # 1 on the outline
+        sure = np.abs(level - 1) > 0.01  # the polygon strays < 0.01 px from the curve
+        np.testing.assert_array_equal(masks[name][sure], (level < 1)[sure])
+    np.testing.assert_array_equal(masks["ellipse"], masks["upright"])  # turned by theta
+
+
+def test_an_exif_orientation_is_applied_to_the_pixels_and_the_regions(tmp_path):
+    """A camera image stored sideways with EXIF orientation 6: VIA shows it turned, and
+    its polygon coordinates are on the turned image, so the converter turns the pixels."""
+    stored = np.zeros((W, H, 3), np.uint8)  # 24 wide, 32 high as stored; 32 x 24 shown
+    stored[2:8, 3:12] = (255, 0, 0)
+    (tmp_path / "in").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90 degrees clockwise to show
+    Image.fromarray(stored).save(tmp_path / "in" / "cam.png", exif=exif)
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "in" / "cam.png")))
+    assert shown.shape == (H, W, 3)
+    rows, cols = np.nonzero(shown[..., 0] == 255)
+    xs = [cols.min(), cols.max() + 1, cols.max() + 1, cols.min()]
+    ys = [rows.min(), rows.min(), rows.max() + 1, rows.max() + 1]
+    data = {"cam.png1": {"filename": "cam.png", "size": 1, "file_attributes": {},
+                         "regions": [_region([int(x) for x in xs], [int(y) for y in ys])]}}
+    (tmp_path / "in" / "via.json").write_text(json.dumps(data))
+    out = tmp_path / "ds"
+    args = ["--input", str(tmp_path / "in"), "--output", str(out), "--split", "1", "0", "0"]
+    assert main([*args, *EXACT]) == 0
+    coco = _coco(out, "train")
+    (image_id,) = coco.getImgIds()
+    np.testing.assert_array_equal(_decoded(coco, image_id), shown[..., 0] == 255)
+    png = read_channel_png(out / "images" / "train" / coco.loadImgs([image_id])[0]["file_name"], 3)
+    np.testing.assert_array_equal(png, shown)
+
+
+def test_a_json_file_that_does_not_parse_is_named(tmp_path, capsys):
+    """Not skipped: it may hold the annotations of images that would silently go missing."""
+    make_via(tmp_path / "in", VIA_IMAGES)
+    (tmp_path / "in" / "more.json").write_text('{"x.png1": {"filename": "x.png", "reg')
+    out = tmp_path / "ds"
+    assert main(["--input", str(tmp_path / "in"), "--output", str(out), "--no-progress"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'in' / 'more.json'}: not valid JSON (")
+    assert not out.exists()

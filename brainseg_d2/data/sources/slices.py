@@ -5,6 +5,13 @@ cut along ``axial`` (its own plane). 8-bit images are used as they are (they
 are windowed for display already; stretching them again would only
 re-quantise them); other pixel types go through the same
 :func:`~brainseg_d2.data.preprocess.preprocess_volume` as 3D volumes.
+
+Every image and mask is read as a viewer shows it: an EXIF orientation tag
+(phone and camera JPEGs) is applied, so pixels, masks and VIA's coordinates
+(drawn on the shown image) agree. VIA regions are filled as VIA's browser
+canvas fills them: a pixel belongs to a region when its centre lies inside by
+the non-zero winding rule (coordinates in pixels, ``(0, 0)`` the top-left corner
+of the image); rectangles, circles and ellipses become polygons first.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from typing import ClassVar
 import cv2
 import numpy as np
 import SimpleITK as sitk
+from PIL import Image
 
 from brainseg_d2.data.ground_truth import raw_labels_to_tissue
 from brainseg_d2.data.preprocess import PreprocessedVolume, interleave, preprocess_volume
 from brainseg_d2.data.volume_io import VolumeError, read_header
-from brainseg_d2.labels import Target
+from brainseg_d2.labels import TARGETS, Target
 from brainseg_d2.structures import PreprocessOptions, SliceGeometry
 
 
@@ -32,14 +40,22 @@ class Region:
 
     Attributes:
         class_name: class from ``region_attributes``; None when it has none.
-        shape: ``shape_attributes.name`` (only ``polygon`` is converted).
-        xs, ys: vertex columns and rows in pixels.
+        shape: ``shape_attributes.name``; one of :data:`AREA_SHAPES` is converted.
+        xs, ys: vertex columns and rows in pixels (a rectangle's, circle's or
+            ellipse's outline as a polygon).
+        problem: why the shape cannot be converted (bad or missing parameters),
+            reported by :meth:`SliceCase.check`; None when it can.
     """
 
     class_name: str | None
     shape: str
     xs: tuple[float, ...]
     ys: tuple[float, ...]
+    problem: str | None = None
+
+
+#: VIA shapes that enclose an area (``point`` and ``polyline`` do not).
+AREA_SHAPES = ("polygon", "rect", "circle", "ellipse")
 
 
 @dataclass(frozen=True)
@@ -133,15 +149,16 @@ class SliceCase:
                     f"of size {header.GetSize()}"
                 )
             if size is None:
-                size, first = header.GetSize(), sl.image
-            elif header.GetSize() != size:
+                size, first = shown_size(sl.image, header.GetSize()), sl.image
+            elif shown_size(sl.image, header.GetSize()) != size:
                 raise VolumeError(
-                    f"{sl.image}: size {header.GetSize()} differs from {first} {size}"
+                    f"{sl.image}: size {shown_size(sl.image, header.GetSize())} differs from "
+                    f"{first} {size}"
                 )
             if sl.mask is not None:
                 if not os.path.exists(sl.mask):
                     raise VolumeError(f"{sl.image}: no mask ({sl.mask} not found)")
-                mask_size = read_header(sl.mask).GetSize()
+                mask_size = shown_size(sl.mask, read_header(sl.mask).GetSize())
                 if mask_size != size:
                     raise VolumeError(f"{sl.mask}: size {mask_size} differs from its image {size}")
             if target is not None:
@@ -150,8 +167,11 @@ class SliceCase:
     def _check_regions(self, sl: SliceFile, target: Target, size: tuple[int, int]) -> None:
         for i, region in enumerate(sl.regions or ()):
             where = f"{self.annotations}: {Path(sl.image).name}: region {i}"
-            if region.shape != "polygon":
-                raise VolumeError(f"{where}: shape '{region.shape}' is not a polygon")
+            if region.shape not in AREA_SHAPES:
+                raise VolumeError(f"{where}: shape '{region.shape}' encloses no area "
+                                  f"(converted: {', '.join(AREA_SHAPES)})")  # fmt: skip
+            if region.problem:
+                raise VolumeError(f"{where}: {region.shape}: {region.problem}")
             if len(region.xs) != len(region.ys):
                 raise VolumeError(f"{where}: {len(region.xs)} x but {len(region.ys)} y coordinates")
             if len(region.xs) < 3:
@@ -162,12 +182,15 @@ class SliceCase:
             # pixel VIA may put on the border) is a polygon of another image or size.
             width, height = size
             outside = [(x, y) for x, y in zip(region.xs, region.ys)
-                       if not (-1 <= x <= width and -1 <= y <= height)]  # fmt: skip
+                       if not (-1 <= x <= width + 1 and -1 <= y <= height + 1)]  # fmt: skip
             if outside:
                 raise VolumeError(
                     f"{where}: point {outside[0]} lies outside the {width} x {height} image "
                     f"({len(outside)} of {len(region.xs)} points)"
                 )
+            if not fill_polygon(region.xs, region.ys, (height, width)).any():
+                raise VolumeError(f"{where}: {region.shape} covers no pixel centre (zero or "
+                                  "sub-pixel area); remove or redraw it")  # fmt: skip
             category_index(region, target, where)
 
     def load(self, options: PreprocessOptions, target: Target) -> PreprocessedVolume:
@@ -246,15 +269,36 @@ def category_index(region: Region, target: Target, where: str) -> int:
         raise VolumeError(f"{where}: region without a class; target '{target.name}' has {names}")
     lower = [n.lower() for n in names]
     if region.class_name.lower() not in lower:
+        wanted = region.class_name.lower()
+        others = [t.name for t in TARGETS.values()
+                  if wanted in (n.lower() for n in t.category_names)]  # fmt: skip
+        hint = f"; target '{others[0]}' has it: --target {others[0]}" if others else ""
         raise VolumeError(
             f"{where}: unknown class '{region.class_name}' (target '{target.name}' has "
-            f"{names}; choose another with --target)"
+            f"{names}{hint})"
         )
     return lower.index(region.class_name.lower())
 
 
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The image's EXIF orientation tag (1-8; 1, upright, when it has none)."""
+    try:
+        with Image.open(path) as image:
+            value = image.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError):  # a format Pillow does not read: no EXIF
+        return 1
+    return int(value) if value in range(1, 9) else 1
+
+
+def shown_size(path: str | os.PathLike, size: Sequence[int]) -> tuple[int, int]:
+    """(width, height) of a 2D image of header ``size`` as a viewer shows it: swapped
+    when its EXIF orientation turns it by 90 degrees (5-8)."""
+    width, height = (int(v) for v in size)
+    return (height, width) if exif_orientation(path) >= 5 else (width, height)
+
+
 def read_slice_image(path: str, num_channels: int) -> np.ndarray:
-    """Read a 2D image as (H, W, num_channels) in R, G, B order.
+    """Read a 2D image as (H, W, num_channels) in R, G, B order, EXIF orientation applied.
 
     Args:
         path: image file OpenCV reads (tif, png, jpg, ...).
@@ -265,13 +309,15 @@ def read_slice_image(path: str, num_channels: int) -> np.ndarray:
     """
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise VolumeError(f"{path}: empty file (0 bytes)")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    # Any bit depth and colour type, EXIF orientation applied (IMREAD_UNCHANGED would
+    # ignore it); alpha is dropped.
+    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:
         raise VolumeError(f"{path}: cannot read image")
     if image.ndim == 2:
         image = image[..., None]
     if image.shape[2] >= 3:
-        image = image[..., 2::-1]  # BGR(A) -> RGB
+        image = image[..., 2::-1]  # BGR -> RGB
     if num_channels == 1 and image.shape[2] != 1:
         if not (image == image[..., :1]).all():
             raise VolumeError(f"{path}: expected one channel, got {image.shape[2]} that differ")
@@ -281,15 +327,43 @@ def read_slice_image(path: str, num_channels: int) -> np.ndarray:
     return image
 
 
+def fill_polygon(xs: Sequence[float], ys: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centre lies inside a polygon by the non-zero winding rule.
+
+    That is how a browser canvas (VIA) fills a path, self-intersecting ones
+    included: a pentagram's centre is inside (OpenCV's ``fillPoly`` and
+    matplotlib's ``contains_points`` leave it out). Vertex ``(x, y)`` is in
+    pixels, ``(0, 0)`` the top-left corner of the image, so pixel ``(r, c)`` is
+    tested at ``(c + 0.5, r + 0.5)``.
+
+    Returns:
+        bool ``shape`` (H, W).
+    """
+    height, width = shape
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    mask = np.zeros(shape, dtype=bool)
+    c0, c1 = max(int(np.floor(x.min())), 0), min(int(np.ceil(x.max())), width)
+    r0, r1 = max(int(np.floor(y.min())), 0), min(int(np.ceil(y.max())), height)
+    if c0 >= c1 or r0 >= r1:
+        return mask
+    py, px = np.mgrid[r0:r1, c0:c1] + 0.5
+    winding = np.zeros(px.shape, dtype=np.int32)
+    for x0, y0, x1, y1 in zip(x, y, np.roll(x, -1), np.roll(y, -1)):
+        side = (x1 - x0) * (py - y0) - (px - x0) * (y1 - y0)  # > 0: left of the edge
+        winding += (y0 <= py) & (py < y1) & (side > 0)  # crossing upwards
+        winding -= (y1 <= py) & (py < y0) & (side < 0)  # crossing downwards
+    mask[r0:r1, c0:c1] = winding != 0
+    return mask
+
+
 def rasterise_regions(
     regions: Sequence[Region], shape: tuple[int, int], target: Target
 ) -> np.ndarray:
-    """Fill VIA polygons into one mask per target category.
+    """Fill VIA regions into one mask per target category (:func:`fill_polygon`).
 
-    Vertices are rounded to the nearest pixel; ``cv2.fillPoly`` fills the
-    polygon including its outline. Polygons of one class are merged. For
-    targets whose categories are disjoint (``labels``), a region drawn later in
-    the file covers earlier ones of other classes (as VIA shows them).
+    Regions of one class are merged. For targets whose categories are disjoint
+    (``labels``), a region drawn later in the file covers earlier ones of other
+    classes (as VIA shows them).
 
     Args:
         regions: checked polygons (:meth:`SliceCase.check`).
@@ -299,15 +373,11 @@ def rasterise_regions(
     Returns:
         (C, H, W) bool, C = number of target categories.
     """
-    masks = np.zeros((len(target.categories), *shape), dtype=np.uint8)
+    masks = np.zeros((len(target.categories), *shape), dtype=bool)
     for region in regions:
         c = category_index(region, target, "region")
-        points = np.rint(np.stack([region.xs, region.ys], axis=1)).astype(np.int32)
-        if target.nested:
-            cv2.fillPoly(masks[c], [points], 1)
-            continue
-        drawn = np.zeros(shape, dtype=np.uint8)
-        cv2.fillPoly(drawn, [points], 1)
-        masks[:, drawn.astype(bool)] = 0
+        drawn = fill_polygon(region.xs, region.ys, shape)
+        if not target.nested:
+            masks[:, drawn] = False
         masks[c] |= drawn
-    return masks.astype(bool)
+    return masks

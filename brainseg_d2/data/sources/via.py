@@ -3,8 +3,11 @@
 VIA exports (``via_region_data.json``, or a project file with
 ``_via_img_metadata``): a dict keyed by ``<filename><size>`` whose values hold
 ``filename`` and ``regions`` (a list, or a dict in VIA 1), each with
-``shape_attributes`` {``name: polygon``, ``all_points_x``, ``all_points_y``} and
-``region_attributes``. Images lie beside the JSON; the input is one JSON file
+``shape_attributes`` and ``region_attributes``. Shapes: ``polygon``
+(``all_points_x``, ``all_points_y``), ``rect`` (``x``, ``y``, ``width``,
+``height``), ``circle`` (``cx``, ``cy``, ``r``) and ``ellipse`` (``cx``, ``cy``,
+``rx``, ``ry``, ``theta`` in radians); how they are filled:
+:mod:`~brainseg_d2.data.sources.slices`. Images lie beside the JSON; the input is one JSON file
 or a folder searched (at any depth) for them. Every image is its own one-slice
 volume, case id = its path relative to the input folder without extension,
 patient id = case id (or ``patient_pattern``). Channels: ``red``, ``green``,
@@ -21,13 +24,15 @@ class belongs to the only category of a one-category target (``binary``:
 label maps use those; otherwise ``binary``.
 
 Problems inside a case (missing image, unreadable file, polygon with fewer than
-3 points, unknown class) are reported by :meth:`SliceCase.check` when the case
-is converted, so that ``--skip-bad`` can skip just that case.
+3 points or no area, unknown class) are reported by :meth:`SliceCase.check` when
+the case is converted, so that ``--skip-bad`` can skip just that case. A JSON
+file that does not parse is an error that names it (it may hold annotations).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -45,11 +50,21 @@ RGB_CHANNELS = ("red", "green", "blue")
 _CLASS_KEYS = ("class", "label", "name", "category", "type")
 
 
-def _via_entries(path: Path) -> dict | None:
-    """The ``<filename><size>`` dict of a VIA export or project file; None if not VIA."""
+def _via_entries(path: Path, strict: bool = False) -> dict | None:
+    """The ``<filename><size>`` dict of a VIA export or project file; None if not VIA.
+
+    Raises:
+        SourceError: with ``strict``, a file that cannot be read or parsed as JSON.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except json.JSONDecodeError as exc:
+        if strict:
+            raise SourceError(f"{path}: not valid JSON ({exc}); fix or remove it") from None
+        return None
+    except (OSError, ValueError) as exc:
+        if strict:
+            raise SourceError(f"{path}: cannot read it ({exc})") from None
         return None
     if isinstance(data, dict) and isinstance(data.get("_via_img_metadata"), dict):
         data = data["_via_img_metadata"]
@@ -80,6 +95,41 @@ def _region_class(attrs) -> str | None:
     return value or None
 
 
+#: The parameters of VIA's shapes other than polygons.
+_SHAPE_KEYS = {
+    "rect": ("x", "y", "width", "height"),
+    "circle": ("cx", "cy", "r"),
+    "ellipse": ("cx", "cy", "rx", "ry"),
+}
+
+
+def _outline(name: str, shape: dict) -> tuple[list[float], list[float]]:
+    """A rectangle's corners, or points on a circle's or ellipse's outline (about
+    two per pixel of it: the polygon strays from the curve by < 0.01 pixel).
+
+    Raises:
+        ValueError: a missing, non-numeric or non-positive parameter.
+    """
+    keys = _SHAPE_KEYS[name]
+    values = [shape.get(k) for k in keys]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise ValueError(f"needs numbers {', '.join(keys)}, got {dict(zip(keys, values))}")
+    if min(values[2:]) <= 0:
+        raise ValueError(f"{', '.join(keys[2:])} must be > 0, got {values[2:]}")
+    if name == "rect":
+        x, y, w, h = values
+        return [x, x + w, x + w, x], [y, y, y + h, y + h]
+    cx, cy, rx = values[:3]
+    ry = values[3] if name == "ellipse" else rx
+    theta = float(shape.get("theta") or 0.0) if name == "ellipse" else 0.0
+    n = max(32, math.ceil(4 * math.pi * max(rx, ry)))
+    t = [2 * math.pi * k / n for k in range(n)]
+    cos, sin = math.cos(theta), math.sin(theta)
+    xs = [cx + rx * math.cos(a) * cos - ry * math.sin(a) * sin for a in t]
+    ys = [cy + rx * math.cos(a) * sin + ry * math.sin(a) * cos for a in t]
+    return xs, ys
+
+
 def _regions(raw, where: str) -> tuple[Region, ...]:
     if isinstance(raw, dict):  # VIA 1: {"0": region, "1": region, ...}
         raw = list(raw.values())
@@ -90,13 +140,20 @@ def _regions(raw, where: str) -> tuple[Region, ...]:
         region = region if isinstance(region, dict) else {}
         shape = region.get("shape_attributes")
         shape = shape if isinstance(shape, dict) else {}
-        xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
+        name = str(shape.get("name", ""))
+        xs, ys, problem = shape.get("all_points_x"), shape.get("all_points_y"), None
+        if name in _SHAPE_KEYS:
+            try:
+                xs, ys = _outline(name, shape)
+            except ValueError as exc:
+                problem = str(exc)
         out.append(
             Region(
                 _region_class(region.get("region_attributes")),
-                str(shape.get("name", "")),
+                name,
                 tuple(xs) if isinstance(xs, list) else (),
                 tuple(ys) if isinstance(ys, list) else (),
+                problem,
             )
         )
     return tuple(out)
@@ -130,12 +187,12 @@ def find_via_cases(
     """
     root = Path(root).resolve()
     if root.is_file():
-        if _via_entries(root) is None:
+        if _via_entries(root, strict=True) is None:
             raise SourceError(f"{root} is not a VIA annotation file (dict of filename/regions)")
         files, base = [root], root.parent
     else:
         check_input_dir(root)
-        files = sorted(p for p in root.rglob("*.json") if _via_entries(p) is not None)
+        files = sorted(p for p in root.rglob("*.json") if _via_entries(p, strict=True) is not None)
         base = root
         if not files:
             raise SourceError(f"no VIA annotation JSON found under {root}")
