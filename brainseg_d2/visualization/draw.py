@@ -144,25 +144,30 @@ def _draw_masks(
     labels: bool,
 ) -> None:
     """Draw category masks onto a Visualizer in category order (later ones on top)."""
-    h, w = masks.shape[1:]
     for mask, name, color in zip(masks, names, colors):
-        if not mask.any():
-            continue
-        rgb = tuple(float(v) / 255.0 for v in color)
-        mask_u8 = mask.astype(np.uint8)
-        vis.draw_binary_mask(mask_u8, color=rgb, alpha=alpha, text=name if labels else None)
-        generic = GenericMask(mask_u8, h, w)
-        if not generic.has_holes:
-            # Visualizer drops polygons of fewer than 3 points, i.e. components of
-            # 1-2 pixels, which are common on coarse MRI; draw them as pixel squares.
-            for y, x in _tiny_component_pixels(mask_u8):
-                square = np.array([[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1]], float)
-                vis.draw_polygon(square, color=rgb, edge_color=rgb, alpha=alpha)
-        if contour:
-            # draw_binary_mask outlines simple masks but not masks with holes
-            # (an enhancing rim); outline every component and hole the same way.
-            for segment in generic.polygons:
-                vis.draw_polygon(segment.reshape(-1, 2), color=rgb, edge_color=rgb, alpha=0.0)
+        if mask.any():
+            rgb = tuple(float(v) / 255.0 for v in color)
+            _draw_mask(vis, mask.astype(np.uint8), rgb, alpha=alpha, contour=contour,
+                       text=name if labels else None)  # fmt: skip
+
+
+def _draw_mask(
+    vis: Visualizer, mask: np.ndarray, rgb, *, alpha: float, contour: bool, text: str | None = None
+) -> None:
+    """One uint8 mask, its holes left open, in colour ``rgb`` (0-1 floats)."""
+    vis.draw_binary_mask(mask, color=rgb, alpha=alpha, text=text)
+    generic = GenericMask(mask, *mask.shape)
+    if not generic.has_holes:
+        # Visualizer drops polygons of fewer than 3 points, i.e. components of
+        # 1-2 pixels, which are common on coarse MRI; draw them as pixel squares.
+        for y, x in _tiny_component_pixels(mask):
+            square = np.array([[x, y], [x + 1, y], [x + 1, y + 1], [x, y + 1]], float)
+            vis.draw_polygon(square, color=rgb, edge_color=rgb, alpha=alpha)
+    if contour:
+        # draw_binary_mask outlines simple masks but not masks with holes
+        # (an enhancing rim); outline every component and hole the same way.
+        for segment in generic.polygons:
+            vis.draw_polygon(segment.reshape(-1, 2), color=rgb, edge_color=rgb, alpha=0.0)
 
 
 def _tiny_component_pixels(mask: np.ndarray, max_area: int = 2) -> list[tuple[int, int]]:
@@ -253,6 +258,23 @@ class CategoryColourVisualizer(Visualizer):
 
     def _jitter(self, color):
         return tuple(color)
+
+    def overlay_instances(self, *, boxes=None, masks=None, assigned_colors=None, alpha=0.5,
+                          **kwargs):  # fmt: skip
+        """Detectron2's, but each mask keeps its holes (an enhancing rim around necrosis):
+        Detectron2 fills every polygon of a mask, a hole's too. Masks are drawn largest
+        box first, as Detectron2 orders them; boxes and labels as Detectron2 draws them."""
+        if masks is not None and boxes is not None and assigned_colors is not None:
+            boxes = self._convert_boxes(boxes)
+            if boxes.shape[1] == 4:
+                masks = self._convert_masks(masks)
+                for k in np.argsort(-np.prod(boxes[:, 2:] - boxes[:, :2], axis=1), kind="stable"):
+                    _draw_mask(self, masks[k].mask.astype(np.uint8), assigned_colors[k],
+                               alpha=alpha, contour=True)  # fmt: skip
+                masks = None
+        return super().overlay_instances(
+            boxes=boxes, masks=masks, assigned_colors=assigned_colors, alpha=alpha, **kwargs
+        )
 
 
 def draw_dataset_dict(

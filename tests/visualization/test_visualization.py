@@ -6,6 +6,7 @@ import cv2
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from detectron2.structures import Boxes
 from scipy import ndimage
 
 from brainseg_d2 import visualization as viz
@@ -179,3 +180,31 @@ def test_ground_truth_and_instances_are_drawn_in_the_exact_category_colour(draw)
     alpha = 0.5 if draw == "dataset_dict" else 0.8  # Detectron2's fill opacities
     expected = (1 - alpha) * GREY + alpha * np.array(CATEGORY_COLORS["edema"])
     np.testing.assert_allclose(np.median(first[inner], axis=0), expected, atol=3)
+
+
+@pytest.mark.parametrize("draw", ["dataset_dict", "instances"])
+def test_a_ring_keeps_its_hole_in_ground_truth_and_instance_pictures(draw):
+    """An enhancing rim around necrosis: Detectron2 filled the hole's polygon too, so the
+    ground truth looked like a solid lesion."""
+    import pycocotools.mask as mask_util
+    import torch
+    from detectron2.structures import BoxMode, Instances
+
+    image = np.full((64, 64, 3), GREY, np.uint8)
+    rows, cols = np.mgrid[:64, :64]
+    radius = np.hypot(rows - 32, cols - 32)
+    ring = ((radius <= 24) & (radius > 12)).astype(np.uint8)
+    metadata = viz.make_metadata(NAMES)
+    if draw == "dataset_dict":
+        ann = {"bbox": [8, 8, 49, 49], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
+               "segmentation": mask_util.encode(np.asfortranarray(ring))}  # fmt: skip
+        out = viz.draw_dataset_dict(image, {"annotations": [ann]}, metadata)
+    else:
+        inst = Instances((64, 64), pred_classes=torch.tensor([0]), scores=torch.tensor([0.9]),
+                         pred_masks=torch.from_numpy(ring[None].astype(bool)),
+                         pred_boxes=Boxes(torch.tensor([[8.0, 8.0, 57.0, 57.0]])))  # fmt: skip
+        out = viz.draw_instances(image, inst, metadata)
+    hole = radius <= 9  # away from the outline's line width
+    np.testing.assert_array_equal(out[hole], np.full((hole.sum(), 3), GREY, np.uint8))
+    band = (radius > 15) & (radius < 21)
+    assert np.abs(out[band].astype(int) - GREY).max(axis=1).min() > 20  # tinted everywhere
