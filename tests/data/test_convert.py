@@ -436,6 +436,10 @@ BAD_INPUTS = {
         ),
         "expected a 3D volume, got 4D",
     ),
+    "two_d": (  # a slice where a volume belongs: points to the 2D layouts
+        lambda d: sitk.WriteImage(sitk.ReadImage(str(_flair(d)))[:, :, 3], str(_flair(d))),
+        "got 2D of size (24, 20); 2D slice sets convert with brainseg-convert --layout tcga_lgg",
+    ),
 }
 
 

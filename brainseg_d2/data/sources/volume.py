@@ -88,9 +88,11 @@ class Case:
                 continue  # no mask, an image in memory, or a DICOM series (checked when read)
             header = read_header(path)
             if header.GetDimension() != 3:
+                hint = ("; 2D slice sets convert with brainseg-convert --layout tcga_lgg or via"
+                        if header.GetDimension() == 2 else "")  # fmt: skip
                 raise VolumeError(
                     f"case {self.case_id}: {path}: expected a 3D volume, got "
-                    f"{header.GetDimension()}D of size {header.GetSize()}"
+                    f"{header.GetDimension()}D of size {header.GetSize()}{hint}"
                 )
             headers[name] = header
         check_same_geometry(headers, case_id=self.case_id)
