@@ -72,7 +72,11 @@ def output_paths(cases: Sequence[Case], output: str | os.PathLike) -> dict[str, 
                 "give a folder"
             )
         return {cases[0].case_id: output}
-    return {case.case_id: output / f"{case.case_id}_pred.nii.gz" for case in cases}
+    paths = {case.case_id: output / f"{case.case_id}_pred.nii.gz" for case in cases}
+    for case_id, path in paths.items():  # a case id is never a way out of the folder
+        if not os.path.abspath(path).startswith(os.path.join(os.path.abspath(output), "")):
+            raise ValueError(f"case id {case_id!r} would write {path}, outside --output {output}")
+    return paths
 
 
 def check_outputs(

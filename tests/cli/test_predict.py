@@ -158,6 +158,26 @@ def test_volume_files_paired_by_globs_or_listed_in_a_csv(
     listed = sitk.ReadImage(str(tmp_path / "csv" / "p7_pred.nii.gz"))
     assert (sitk.GetArrayFromImage(listed) == sitk.GetArrayFromImage(theirs)).all()
 
+    # A case id is an output name, never a way out of --output (nor into another folder).
+    row = manifest.read_text().splitlines()[1]
+    for bad in ("../../escaped", "/tmp/absolute", "a//b"):
+        manifest.write_text(manifest.read_text().splitlines()[0] + "\n"
+                            + row.replace("p7,", f"{bad},", 1) + "\n")  # fmt: skip
+        assert main(_args(weights_files, phantom_dataset, manifest, tmp_path / "esc" / "o",
+                          "good")) == 2  # fmt: skip
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert f"{manifest} line 2: case_id {bad!r} is not a plain name" in line
+    assert not (tmp_path / "esc").exists() and not list(tmp_path.glob("*_pred.nii.gz"))
+
+
+def test_an_output_name_outside_the_output_folder_is_refused(tmp_path):
+    from brainseg_d2.data.sources import Case
+    from brainseg_d2.inference.case_files import output_paths
+
+    case = Case("../x", "x", {"flair": "x.nii.gz"}, None, "brats2021", {})
+    with pytest.raises(ValueError, match=r"case id '../x' would write .*, outside --output"):
+        output_paths([case], tmp_path / "out")
+
 
 def test_dataset_info_that_is_not_a_dataset_json_is_named(
     weights_files, phantom_dataset, tiny_cases, tmp_path, capsys

@@ -65,6 +65,11 @@ def read_manifest(
             if first is None:
                 raise SourceError(f"{path} line {line}: no case_id and no image")
             case_id = Path(first).name.split(".")[0]
+        parts = case_id.replace("\\", "/").split("/")
+        if case_id.startswith(("/", "\\")) or any(part in ("", ".", "..") for part in parts):
+            raise SourceError(f"{path} line {line}: case_id {case_id!r} is not a plain name "
+                              "(outputs are named after it; no '..', '/' at the start or empty "
+                              "parts)")  # fmt: skip
         mask = (row.get("mask") or "").strip()
         convention = (row.get("label_convention") or "").strip() or label_convention
         get_convention(convention)
