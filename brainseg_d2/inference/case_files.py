@@ -27,6 +27,7 @@ from pathlib import Path
 
 from brainseg_d2.data.sources import Case, case_error, find_brats_cases, find_cases
 from brainseg_d2.labels import (
+    check_nothing_lost,
     check_writable,
     get_target,
     prediction_convention,
@@ -218,6 +219,7 @@ def predict_cases(
     if label_convention:
         requested = resolve_convention(label_convention)
         check_writable(target, requested)
+        check_nothing_lost(target, info.label_convention, requested)
     bad: dict[str, str] = {}
     for case in cases:  # every case, so that every bad one is listed
         try:

@@ -52,6 +52,7 @@ from brainseg_d2.inference.slice_inputs import brain_slices, inference_resize, s
 from brainseg_d2.inference.volume_inputs import VolumeInput, case_convention, find_case
 from brainseg_d2.labels import (
     LabelConvention,
+    check_nothing_lost,
     get_convention,
     get_target,
     prediction_convention,
@@ -142,8 +143,9 @@ class VolumePredictor:
         Raises:
             ValueError: bad dataset info, batch size, post-processing config, a
                 model whose ``NUM_CLASSES`` differs from the dataset's categories, or
-                a ``label_convention`` with a class the model cannot write
-                (:func:`~brainseg_d2.labels.check_writable`).
+                a ``label_convention`` with a class the model cannot write, or without
+                one it writes (:func:`~brainseg_d2.labels.check_writable`,
+                :func:`~brainseg_d2.labels.check_nothing_lost`).
         """
         self.cfg = cfg
         if dataset_info is None:
@@ -165,6 +167,7 @@ class VolumePredictor:
             self.requested_convention = prediction_convention(
                 self.target, self._default_convention(), label_convention
             )
+            check_nothing_lost(self.target, self.label_convention, self.requested_convention)
         if batch_size is None:
             batch_size = cfg.BRAINSEG.INFERENCE.BATCH_SIZE
         self.batch_size = int(batch_size)

@@ -9,7 +9,14 @@ import numpy as np
 
 from brainseg_d2.labels.convention_files import resolve_convention
 from brainseg_d2.labels.conventions import LabelConvention
-from brainseg_d2.labels.tissue import REGIONS, TISSUE_ED, TISSUE_ET, TISSUE_MAX, TISSUE_NCR
+from brainseg_d2.labels.tissue import (
+    REGIONS,
+    TISSUE_ED,
+    TISSUE_ET,
+    TISSUE_MAX,
+    TISSUE_NAMES,
+    TISSUE_NCR,
+)
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,34 @@ def check_writable(target: Target, convention: LabelConvention) -> None:
             f"a model of target '{target.name}' (it predicts {', '.join(target.categories)}) "
             f"cannot write {what} {', '.join(bad)} of label convention '{convention.name}'; "
             "choose another --label-convention"
+        )
+
+
+def check_nothing_lost(
+    target: Target, trained_on: str | LabelConvention, convention: LabelConvention
+) -> None:
+    """Refuse a convention with no value for a tissue the model learned.
+
+    The model learned the tissues of its training data's convention (``trained_on``;
+    ``mixed`` stands for BraTS 2021's) that its target writes; :func:`tissue_to_raw`
+    would write one the convention lacks as background, its voxels silently lost.
+    ``binary`` takes every tumour tissue.
+
+    Raises:
+        ValueError: one line naming the tissues and the convention.
+    """
+    if convention.name == "binary":
+        return
+    if not isinstance(trained_on, LabelConvention):
+        trained_on = resolve_convention("brats2021" if trained_on == "mixed" else trained_on)
+    learned = writable_tissues(target) & set(trained_on.tissue_to_raw)
+    lost = sorted(learned - set(convention.tissue_to_raw))
+    if lost:
+        names = ", ".join(TISSUE_NAMES.get(t, str(t)) for t in lost)
+        raise ValueError(
+            f"label convention '{convention.name}' has no value for {names}, which the model "
+            f"predicts (trained on '{trained_on.name}'); its voxels would become background: "
+            "add a class for it or choose another --label-convention"
         )
 
 

@@ -153,6 +153,21 @@ def test_a_convention_the_model_cannot_write_is_an_error(cases):
                         model=_oracle(cases["dataset"]), label_convention="brats2024-ped")
 
 
+def test_a_convention_without_a_class_the_model_predicts_is_an_error(cases, tmp_path):
+    """Enhancing tumour would be written as background, silently: refused instead."""
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"name": "two-class", "labels": {"1": "lesion", "2": "edema"},
+                               "tissue": {"lesion": "NCR", "edema": "ED"}}))  # fmt: skip
+    with pytest.raises(ValueError, match=r"'two-class' has no value for enhancing, which the "
+                       r"model predicts \(trained on 'brats2021'\); its voxels would become "
+                       "background"):  # fmt: skip
+        VolumePredictor(_cfg(), dataset_info=cases["dataset"] / "dataset.json",
+                        model=_oracle(cases["dataset"]), label_convention=str(two))
+    # Every tumour voxel in one class is no loss.
+    VolumePredictor(_cfg(), dataset_info=cases["dataset"] / "dataset.json",
+                    model=_oracle(cases["dataset"]), label_convention="binary")
+
+
 def test_predict_cli_refuses_an_unwritable_convention_in_one_line(
     cases, weights_files, tmp_path, capsys
 ):
