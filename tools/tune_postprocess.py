@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     try:
         from detectron2.utils.logger import setup_logger
 
+        from brainseg_d2.config import setup_cfg
         from brainseg_d2.engine.trainer import Trainer, build_cfg_from_args, load_eval_weights
         from brainseg_d2.evaluation.tuning import (
             check_tuned_output,
@@ -48,10 +49,14 @@ def main(argv=None) -> int:
             write_tuned_config,
         )
 
-        cfg = build_cfg_from_args(args)
-        dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+        # The split to tune on is what the checks see as the test set (a training
+        # config, the demo's among them, may have none).
+        test = setup_cfg(args.config_file, args.opts).DATASETS.TEST if args.config_file else ()
+        dataset = args.dataset or (test[0] if test else None)
         if dataset is None:
             raise ValueError("no validation split: give --dataset or set DATASETS.TEST")
+        args.opts = [*args.opts, "DATASETS.TEST", f"('{dataset}',)"]
+        cfg = build_cfg_from_args(args)
         output = args.output or Path(cfg.OUTPUT_DIR) / "config_tuned.yaml"
         check_tuned_output(output)  # before the work, not after it
         model = Trainer.build_model(cfg)

@@ -304,3 +304,28 @@ def test_tune_command_refuses_bad_output_and_dataset_before_the_work(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], err
     assert mine.read_text() == "my config" and not (tmp_path / "config_tuned.yaml").exists()
+
+    # A training config without a test set (the demo's): --dataset names the split, and
+    # without it the tool says what to give (not --eval-only's "nothing to evaluate").
+    no_test = [*base, "DATASETS.TEST", "()"]
+    assert tool.main(no_test) == 2
+    assert "no validation split: give --dataset" in capsys.readouterr().err
+    assert tool.main(["--dataset", "phantom_val", "--output", str(mine), *no_test]) == 2
+    assert "exists and is not a tuned config" in capsys.readouterr().err  # got past the split
+
+    # A split without label maps has nothing to score against.
+    import shutil
+
+    from brainseg_d2.cli.convert import main as convert_main
+
+    cases = tmp_path / "unlabelled"
+    shutil.copytree(phantom_dataset["cases"] / "Phantom_00000", cases / "Phantom_00000")
+    (cases / "Phantom_00000" / "Phantom_00000_seg.nii.gz").unlink()
+    root = tmp_path / "datasets"
+    assert convert_main(["--input", str(cases), "--output", str(root / "nolab"), "--target",
+                         "labels", "--no-progress"]) == 0  # fmt: skip
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
+    assert tool.main(["--dataset", "nolab_unlabelled", *no_test]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "'nolab_unlabelled' has no label maps (an unlabelled split?)" in line
+    assert not (tmp_path / "config_tuned.yaml").exists()

@@ -119,9 +119,13 @@ def tune_postprocess(
     from brainseg_d2.labels import get_target
 
     if dataset_name not in DatasetCatalog.list():
-        known = ", ".join(n for n in DatasetCatalog.list() if n.endswith("_val")) or "none"
+        known = ", ".join(n for n in DatasetCatalog.list() if n.endswith("_val")
+                          and MetadataCatalog.get(n).get("evaluator_type") == "brainseg") or "none"
         raise ValueError(f"dataset {dataset_name!r} is not registered (validation splits: "
                          f"{known}); is DETECTRON2_DATASETS the folder holding it?")
+    if not any("sem_seg_file_name" in d for d in DatasetCatalog.get(dataset_name)):
+        raise ValueError(f"dataset {dataset_name!r} has no label maps (an unlabelled split?): "
+                         "tuning scores against them; give a labelled validation split")
     target = get_target(MetadataCatalog.get(dataset_name).target)
     base = PostprocessParams.from_cfg(cfg.BRAINSEG.POSTPROCESS)
     with tempfile.TemporaryDirectory(prefix="brainseg-tune-") as tmp:
