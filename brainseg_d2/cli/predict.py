@@ -175,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     named = next((i for i, item in enumerate(args.images) if "=" not in item), len(args.images))
     args.images, args.opts = args.images[:named], [*args.images[named:], *args.opts]
     try:
+        if args.opts and any(c in args.opts[0] for c in "*?["):  # a glob, not a config key
+            raise ValueError(f"--images takes NAME=GLOB, one per channel (e.g. "
+                             f"flair='*_flair.mha'); got {args.opts[0]!r}")  # fmt: skip
         return run(args)
     except ValueError as exc:
         print_error(exc)

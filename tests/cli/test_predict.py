@@ -188,3 +188,14 @@ def test_dataset_info_that_is_not_a_dataset_json_is_named(
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{volumes} is not a dataset.json" in err[0]
+
+
+def test_images_without_a_channel_name_are_named_as_such(tmp_path, capsys):
+    """Not "bad config override: Non-existent key: *_flair.mha"."""
+    argv = ["--config-file", "c.yaml", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+            "--images", "*_flair.mha", "*_t1.mha"]  # fmt: skip
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == ("error: --images takes NAME=GLOB, one per channel (e.g. "
+                    "flair='*_flair.mha'); got '*_flair.mha'")  # fmt: skip
+    assert not (tmp_path / "o").exists()
