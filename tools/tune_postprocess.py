@@ -44,6 +44,7 @@ def main(argv=None) -> int:
         from brainseg_d2.config import setup_cfg
         from brainseg_d2.engine.trainer import Trainer, build_cfg_from_args, load_eval_weights
         from brainseg_d2.evaluation.tuning import (
+            STAGES,
             check_tuned_output,
             tune_postprocess,
             write_tuned_config,
@@ -67,17 +68,22 @@ def main(argv=None) -> int:
         print_error(exc)
         return 2
     regions = list(results[0]["dice"])
-    print("SCORE_THRESH MIN_VOLUME_ML COMPONENT_SCORE_THRESH CATEGORY_SCORE_THRESH "
-          "MIN_TOTAL_ML CORE_HULL_MARGIN " + " ".join(regions) + " objective")
-    for r in sorted(results, key=lambda r: -r["objective"]):
-        p = r["params"]
-        dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)
-        hysteresis = list(p.component_score_threshold) or "off"
-        volumes, per_category = list(p.min_volume_ml), list(p.category_score_threshold) or "-"
-        hull = p.core_hull_margin if p.core_hull_margin >= 0 else "off"
-        totals = list(p.min_total_ml)
-        print(f"{p.score_threshold} {volumes} {hysteresis} {per_category} {totals} {hull} "
-              f"{dice} {r['objective']:.4f}")
+    for stage, objective in STAGES.items():  # each stage's rows, best first
+        rows = sorted((r for r in results if r["stage"] == stage), key=lambda r: -r["objective"])
+        if not rows:
+            continue
+        print(f"{stage} (objective: {objective}; * chosen)")
+        print("  SCORE_THRESH MIN_VOLUME_ML COMPONENT_SCORE_THRESH CATEGORY_SCORE_THRESH "
+              "MIN_TOTAL_ML CORE_HULL_MARGIN " + " ".join(regions) + " objective")
+        for r in rows:
+            p = r["params"]
+            dice = " ".join(f"{r['dice'][k]:.4f}" for k in regions)
+            hysteresis = list(p.component_score_threshold) or "off"
+            volumes, per_category = list(p.min_volume_ml), list(p.category_score_threshold) or "-"
+            hull = p.core_hull_margin if p.core_hull_margin >= 0 else "off"
+            totals = list(p.min_total_ml)
+            print(f"{'*' if r.get('chosen') else ' '} {p.score_threshold} {volumes} {hysteresis} "
+                  f"{per_category} {totals} {hull} {dice} {r['objective']:.4f}")
     try:
         path = write_tuned_config(cfg, best, output)
     except (ValueError, OSError) as exc:  # replaced meanwhile, or a full disk

@@ -329,3 +329,31 @@ def test_tune_command_refuses_bad_output_and_dataset_before_the_work(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "'nolab_unlabelled' has no label maps (an unlabelled split?)" in line
     assert not (tmp_path / "config_tuned.yaml").exists()
+
+
+def test_tune_command_prints_each_stage_under_its_objective_and_marks_the_choice(
+    phantom_dataset, weights_files, tmp_path, monkeypatch, capsys
+):
+    import importlib.util
+    from pathlib import Path
+
+    from brainseg_d2.config import setup_cfg
+    from brainseg_d2.evaluation.tuning import STAGES
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "tune_postprocess.py"
+    spec = importlib.util.spec_from_file_location("tune_postprocess_under_test", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(phantom_dataset["root"]))
+    out = tmp_path / "tuned.yaml"
+    assert tool.main(["--config-file", weights_files["config"], "--dataset", "phantom_val",
+                      "--output", str(out), *weights_files["opts"], "MODEL.WEIGHTS",
+                      str(weights_files["good"]), "DATASETS.TEST", "()"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    headers = [line for line in lines if "(objective: " in line]
+    assert [h.split(" (objective")[0] for h in headers] == list(STAGES)[: len(headers)]
+    assert len(headers) >= 2  # the grid and the per-category thresholds at least
+    (chosen,) = [line for line in lines if line.startswith("* ")]
+    tuned = setup_cfg(str(out)).BRAINSEG.POSTPROCESS
+    assert chosen.split()[1] == f"{tuned.SCORE_THRESH}"
+    assert setup_cfg(str(out)).DATASETS.TEST == ("phantom_val",)

@@ -74,6 +74,7 @@ from brainseg_d2.postprocessing import PostprocessParams
 
 __all__ = [
     "DEFAULT_GRID",
+    "STAGES",
     "TUNED_HEADER",
     "TuningGrid",
     "best_setting",
@@ -94,6 +95,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The tuning's stages, in order, and the objective each one maximises.
+STAGES = {
+    "grid": "mean volume Dice",
+    "category thresholds": "mean volume Dice",
+    "inner minimum volume": "mean of volume and lesion-wise Dice",
+    "least enhancing total": "mean of volume and lesion-wise Dice",
+    "core hull margin": "mean of volume and lesion-wise Dice",
+}
+
 
 def tune_postprocess(
     model, cfg, dataset_name: str, grid: TuningGrid = DEFAULT_GRID
@@ -110,7 +120,8 @@ def tune_postprocess(
     Returns:
         the chosen :class:`PostprocessParams` and every result of :func:`sweep`
         (the grid's, then the per-category thresholds', the inner minimum volumes',
-        the least enhancing totals', then the core hull margins').
+        the least enhancing totals', then the core hull margins'), each with its
+        ``stage`` (:data:`STAGES`); the chosen one has ``chosen`` True.
     """
     import tempfile
 
@@ -138,8 +149,12 @@ def tune_postprocess(
         params, inner = refine_inner_min_volume(paths, target, params, grid.inner_min_volume_ml)
         params, total = refine_min_total_ml(paths, target, params, grid.min_total_ml)
         params, hull = refine_core_hull_margin(paths, target, params, grid.core_hull_margin)
+    for stage, rows in zip(STAGES, (results, refined, inner, total, hull)):
+        for r in rows:
+            r["stage"] = stage
     results += refined + inner + total + hull
     chosen = next(r for r in reversed(results) if r["params"] == params)
+    chosen["chosen"] = True
     logger.info(
         "tuning on %s (%d volumes): best %s, objective %.4f, Dice %s",
         dataset_name, chosen["num_volumes"], params.to_cfg_dict(), chosen["objective"],
