@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     """
     from brainseg_d2.inference.case_files import predict_cases
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     existing = "overwrite" if args.overwrite else "skip" if args.skip_existing else "refuse"
     return predict_cases(
         setup_cfg(args),

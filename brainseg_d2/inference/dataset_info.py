@@ -23,8 +23,8 @@ def dataset_info_from_cfg(cfg) -> DatasetInfo:
     root = MetadataCatalog.get(name).get("dataset_root")
     if root is None:
         raise ValueError(
-            f"dataset {name!r} is not registered, so its dataset.json is unknown: register "
-            "the converted datasets (brainseg_d2.data.datasets.register_all) or pass "
-            "dataset_info (--dataset-info path/to/dataset.json)"
+            f"dataset {name!r} is not registered, so its dataset.json is unknown: set "
+            "DETECTRON2_DATASETS (or BRAINSEG.DATASET_ROOT) to the folder holding it, or pass "
+            "--dataset-info path/to/dataset.json (Python: dataset_info=)"
         )
     return DatasetInfo.load(Path(root) / "dataset.json")

@@ -183,10 +183,11 @@ class VolumePredictor:
         self.mask_source: str = cfg.BRAINSEG.MASK_SOURCE
         self.context_slices: int = cfg.BRAINSEG.INPUT.CONTEXT_SLICES
         if slice_channels(cfg) != len(self.options.channels):
+            per = (f" per slice, {2 * self.context_slices + 1} slices (BRAINSEG.INPUT."
+                   f"CONTEXT_SLICES {self.context_slices})" if self.context_slices else "")
             raise ValueError(
-                f"the model takes {len(cfg.MODEL.PIXEL_MEAN)} channels (MODEL.PIXEL_MEAN) for "
-                f"{2 * self.context_slices + 1} slices but the dataset has "
-                f"{len(self.options.channels)} ({list(self.options.channels)})"
+                f"the model takes {slice_channels(cfg)} channels (MODEL.PIXEL_MEAN){per} but "
+                f"the dataset has {len(self.options.channels)} ({list(self.options.channels)})"
             )
         # Same augmentation as DefaultPredictor and the test-time mapper.
         self.resize = inference_resize(cfg)

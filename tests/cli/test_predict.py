@@ -199,3 +199,18 @@ def test_images_without_a_channel_name_are_named_as_such(tmp_path, capsys):
     assert line == ("error: --images takes NAME=GLOB, one per channel (e.g. "
                     "flair='*_flair.mha'); got '*_flair.mha'")  # fmt: skip
     assert not (tmp_path / "o").exists()
+
+
+def test_option_and_channel_errors_name_what_to_change(
+    weights_files, phantom_dataset, tiny_cases, tmp_path, capsys
+):
+    out = tmp_path / "o"
+    assert main(_args(weights_files, phantom_dataset, tiny_cases, out, "good",
+                      "--batch-size", "0")) == 2  # fmt: skip
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "error: --batch-size must be >= 1, got 0"
+    three = ["MODEL.PIXEL_MEAN", "[40.0, 40.0, 40.0]", "MODEL.PIXEL_STD", "[50.0, 50.0, 50.0]"]
+    assert main([*_args(weights_files, phantom_dataset, tiny_cases, out), *three]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "the model takes 3 channels (MODEL.PIXEL_MEAN) but the dataset has 4 (" in line
+    assert not out.exists()
