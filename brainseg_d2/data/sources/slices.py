@@ -334,25 +334,30 @@ def fill_polygon(xs: Sequence[float], ys: Sequence[float], shape: tuple[int, int
     included: a pentagram's centre is inside (OpenCV's ``fillPoly`` and
     matplotlib's ``contains_points`` leave it out). Vertex ``(x, y)`` is in
     pixels, ``(0, 0)`` the top-left corner of the image, so pixel ``(r, c)`` is
-    tested at ``(c + 0.5, r + 0.5)``.
+    tested at ``(c + 0.5, r + 0.5)``. Row by row (a scanline fill): the edges
+    crossing the row of centres, sorted by where they cross, each add their
+    direction (+1 down, -1 up) to the winding of the centres past them.
 
     Returns:
         bool ``shape`` (H, W).
     """
     height, width = shape
-    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    x0, y0 = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
     mask = np.zeros(shape, dtype=bool)
-    c0, c1 = max(int(np.floor(x.min())), 0), min(int(np.ceil(x.max())), width)
-    r0, r1 = max(int(np.floor(y.min())), 0), min(int(np.ceil(y.max())), height)
-    if c0 >= c1 or r0 >= r1:
-        return mask
-    py, px = np.mgrid[r0:r1, c0:c1] + 0.5
-    winding = np.zeros(px.shape, dtype=np.int32)
-    for x0, y0, x1, y1 in zip(x, y, np.roll(x, -1), np.roll(y, -1)):
-        side = (x1 - x0) * (py - y0) - (px - x0) * (y1 - y0)  # > 0: left of the edge
-        winding += (y0 <= py) & (py < y1) & (side > 0)  # crossing upwards
-        winding -= (y1 <= py) & (py < y0) & (side < 0)  # crossing downwards
-    mask[r0:r1, c0:c1] = winding != 0
+    centres = np.arange(width) + 0.5
+    for r in range(max(int(np.floor(y0.min())), 0), min(int(np.ceil(y0.max())), height)):
+        y = r + 0.5
+        down, up = (y0 <= y) & (y < y1), (y1 <= y) & (y < y0)
+        crossing = down | up
+        if not crossing.any():
+            continue
+        e = np.flatnonzero(crossing)
+        at = x0[e] + (y - y0[e]) * (x1[e] - x0[e]) / (y1[e] - y0[e])
+        order = np.argsort(at, kind="stable")
+        winding = np.concatenate([[0], np.cumsum(np.where(down[e], 1, -1)[order])])
+        # Centres at or past a crossing (x >= at) have it on their left.
+        mask[r] = winding[np.searchsorted(at[order], centres, side="right")] != 0
     return mask
 
 
