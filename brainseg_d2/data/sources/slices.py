@@ -148,13 +148,11 @@ class SliceCase:
                     f"{sl.image}: expected a 2D image, got {header.GetDimension()}D "
                     f"of size {header.GetSize()}"
                 )
+            shown = shown_size(sl.image, header.GetSize())
             if size is None:
-                size, first = shown_size(sl.image, header.GetSize()), sl.image
-            elif shown_size(sl.image, header.GetSize()) != size:
-                raise VolumeError(
-                    f"{sl.image}: size {shown_size(sl.image, header.GetSize())} differs from "
-                    f"{first} {size}"
-                )
+                size, first = shown, sl.image
+            elif shown != size:
+                raise VolumeError(f"{sl.image}: size {shown} differs from {first} {size}")
             if sl.mask is not None:
                 if not os.path.exists(sl.mask):
                     raise VolumeError(f"{sl.image}: no mask ({sl.mask} not found)")
@@ -285,7 +283,8 @@ def exif_orientation(path: str | os.PathLike) -> int:
     try:
         with Image.open(path) as image:
             value = image.getexif().get(0x0112, 1)
-    except (OSError, ValueError, SyntaxError):  # a format Pillow does not read: no EXIF
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        # A format (or a size) Pillow does not read: no EXIF to honour.
         return 1
     return int(value) if value in range(1, 9) else 1
 
