@@ -139,8 +139,24 @@ def test_user_convention_from_yaml_and_json(tmp_path):
         ("labels: {1: a}\nregions: {r: [b]}\n", "region 'r' must be a non-empty list"),
         ("labels: {1: a}\ntissue: {a: XYZ}\n", "tissue 'XYZ' is not one of"),
         ("labels: [1, 2\n", "cannot parse"),
+        # Each of these loaded silently before and trained or scored wrong labels.
+        ("labels: {10: a, 20: b, 20: c}\n", "key 20 is given twice"),
+        ("labels: {10: a, '10': b}\n", "label value 10 is given twice"),
+        ("labels: {10: a, 20.9: b}\n", "label value 20.9 is not an integer"),
+        ("labels: {1: a, true: b}\n", "keys 1 and True are one key"),
+        ("labels: {0: necrotic, 20: edema}\n", "value 0 is background, not 'necrotic'"),
+        ("labels: {0: a, 2: b}\nregions: {r: [a, b]}\n", "value 0 is background, not 'a'"),
+        ("labels: {1: a}\nregoins: {r: [a]}\n", r"unknown keys \['regoins'\]"),
+        ("labels: {10: null}\n", r"label 10 needs a class name \(a text\), got None"),
+        ("labels: {10: [a, b]}\n", "label 10 needs a class name"),
+        ("labels: {}\n", "'labels' names no class"),
+        ("labels: {1000000000000: a}\n", "label value 1000000000000 is outside 0-65535"),
+        ("name: brats2021\nlabels: {10: a}\n", "name 'brats2021' is a built-in convention's"),
     ],
-    ids=["no_labels", "bad_value", "repeated_class", "unknown_region_class", "bad_tissue", "yaml"],
+    ids=["no_labels", "bad_value", "repeated_class", "unknown_region_class", "bad_tissue", "yaml",
+         "value_twice", "value_twice_as_text", "fraction", "boolean", "zero_as_tissue",
+         "zero_in_region", "unknown_key", "null_class", "list_class", "empty", "huge",
+         "built_in_name"],
 )
 def test_user_convention_errors_name_the_file(tmp_path, content, message):
     path = tmp_path / "bad.yaml"
@@ -148,6 +164,13 @@ def test_user_convention_errors_name_the_file(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as info:
         load_convention(path)
     assert str(path) in str(info.value)
+
+
+def test_a_json_convention_with_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "twice.json"
+    path.write_text('{"labels": {"1": "a", "2": "b", "2": "c"}}')
+    with pytest.raises(ValueError, match=f"{path}: key '2' is given twice"):
+        load_convention(path)
 
 
 def test_resolve_convention_rejects_unknown_names():

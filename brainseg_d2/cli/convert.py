@@ -191,7 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.label_convention:
             # A user's file becomes a convention known by its name (workers get it
             # through the options' label_conventions).
-            convention = register_convention(resolve_convention(args.label_convention)).name
+            resolved = resolve_convention(args.label_convention)
+            untissued = [n for v, n in sorted(resolved.classes.items())
+                         if v not in resolved.raw_to_tissue]  # fmt: skip
+            if untissued:  # once for the file, not once per case that holds them
+                raise ValueError(f"--label-convention {args.label_convention}: classes "
+                                 f"{untissued} have no tissue code, which training needs; "
+                                 "give them one under 'tissue'")  # fmt: skip
+            convention = register_convention(resolved).name
         cases = find_cases(
             args.input or args.manifest,
             args.layout,

@@ -21,6 +21,7 @@ from brainseg_d2.evaluation.lesion_metrics import BRATS2023_LESION_SETTINGS, Les
 from brainseg_d2.evaluation.nifti_evaluation import EvaluationError, evaluate_folders
 from brainseg_d2.evaluation.results_files import NIFTI_FILES, REPORT_FILE
 from brainseg_d2.labels import CONVENTIONS
+from brainseg_d2.utils.cli import print_error
 
 __all__ = ["build_parser", "main"]
 
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report=not args.no_report,
         )
     except EvaluationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 2
     for line in summary["warnings"]:
         print(f"warning: {line}", file=sys.stderr)

@@ -72,13 +72,31 @@ def tissue_code(name: str, where: str) -> int:
     raise ValueError(f"{where}: tissue {name!r} is not one of {sorted(TISSUE_ALIASES)}")
 
 
+#: The keys of a convention file.
+CONVENTION_KEYS = frozenset({"name", "labels", "regions", "tissue"})
+#: Label values a convention may use: those of an unsigned 16-bit label map.
+MAX_LABEL_VALUE = 65535
+
+
+def _label_value(key, name: str) -> int:
+    """A label value from a file's key: an integer (YAML) or the digits of one (JSON)."""
+    if isinstance(key, bool) or not (isinstance(key, int) or (isinstance(key, str)
+                                                                and key.strip().isdigit())):
+        raise ValueError(f"convention {name!r}: label value {key!r} is not an integer")
+    value = int(key)
+    if not 0 <= value <= MAX_LABEL_VALUE:
+        raise ValueError(f"convention {name!r}: label value {value} is outside 0-{MAX_LABEL_VALUE}")
+    return value
+
+
 def convention_from_dict(data: dict, *, name: str = "custom") -> LabelConvention:
     """Build a user's convention from a mapping (the content of a convention file).
 
     Keys:
 
-    * ``labels`` (required): raw value -> class name, e.g. ``{1: "lesion"}``;
-      value 0 is background and may be left out.
+    * ``labels`` (required): raw value (0-65535) -> class name, e.g. ``{1: "lesion"}``;
+      each value once; value 0 is background whatever its name (a tissue's name
+      or a class that a region or ``tissue`` uses is an error there).
     * ``regions`` (optional): region name -> list of class names whose union it
       is, e.g. ``{"WT": ["lesion", "edema"]}``. Default: the BraTS regions the
       classes cover when they are named after tissues, else none.
@@ -89,22 +107,39 @@ def convention_from_dict(data: dict, *, name: str = "custom") -> LabelConvention
     * ``name`` (optional): the convention's name (default ``name``).
 
     Raises:
-        ValueError: a missing or malformed key, naming it.
+        ValueError: a missing, unknown or malformed key, a value given twice, a
+            value that is not an integer of 1-65535, a class name that is not text;
+            naming it.
     """
     if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
         raise ValueError(f"convention {name!r}: needs a 'labels' mapping of value -> class name")
     name = str(data.get("name", name))
+    unknown_keys = sorted(str(k) for k in set(data) - CONVENTION_KEYS)
+    if unknown_keys:  # a misspelt 'regions' would silently score the default regions
+        raise ValueError(f"convention {name!r}: unknown keys {unknown_keys} (known: "
+                         f"{sorted(CONVENTION_KEYS)})")  # fmt: skip
     classes: dict[int, str] = {}
-    for value, cls in data["labels"].items():
-        try:
-            value = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"convention {name!r}: label value {value!r} is not an integer"
-            ) from None
-        if value == 0:
-            continue  # background, whatever it is called
-        classes[value] = str(cls)
+    background = None
+    for key, cls in data["labels"].items():
+        value = _label_value(key, name)
+        if not isinstance(cls, str) or not cls.strip():
+            raise ValueError(f"convention {name!r}: label {value} needs a class name (a text), "
+                             f"got {cls!r}")  # fmt: skip
+        if value == 0:  # background, whatever it is called, unless named as tumour
+            background = cls
+            continue
+        if value in classes:
+            raise ValueError(f"convention {name!r}: label value {value} is given twice "
+                             f"({classes[value]!r} and {cls!r})")  # fmt: skip
+        classes[value] = cls
+    if not classes:
+        raise ValueError(f"convention {name!r}: 'labels' names no class")
+    members = {m for v in (data.get("regions") or {}).values() if isinstance(v, (list, str))
+               for m in ([v] if isinstance(v, str) else v)}  # fmt: skip
+    if background is not None and (background in TISSUE_ALIASES or background in members
+                                   or background in (data.get("tissue") or {})):
+        raise ValueError(f"convention {name!r}: value 0 is background, not {background!r}; "
+                         "give that class another value")  # fmt: skip
     tissue_names = data.get("tissue") or {}
     if not isinstance(tissue_names, dict):
         raise ValueError(f"convention {name!r}: 'tissue' must map class name -> tissue")
@@ -147,18 +182,52 @@ def load_convention(path: str | os.PathLike) -> LabelConvention:
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
         elif path.suffix.lower() in (".yaml", ".yml"):
-            import yaml  # only needed here; PyYAML comes with detectron2/fvcore
-
-            data = yaml.safe_load(text)
+            data = _load_yaml_unique(text)
         else:
             raise ValueError("expected a .json, .yaml or .yml file")
-        return convention_from_dict(data, name=path.stem)
+        convention = convention_from_dict(data, name=path.stem)
+        if convention.name in CONVENTIONS:  # its numbers would pass for the built-in's
+            raise ValueError(f"name {convention.name!r} is a built-in convention's; give "
+                             "yours another name")  # fmt: skip
+        return convention
     except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path}: {exc}") from None
     except Exception as exc:  # yaml.YAMLError without importing yaml up front
-        raise ValueError(f"{path}: cannot parse ({type(exc).__name__}: {exc})") from None
+        what = " ".join(str(exc).split())  # PyYAML's message spans lines
+        raise ValueError(f"{path}: cannot parse ({type(exc).__name__}: {what})") from None
+
+
+def _unique_keys(pairs: list[tuple]) -> dict:
+    """A JSON object's pairs as a dict; a key given twice is an error, not the last one."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def _load_yaml_unique(text: str):
+    """``yaml.safe_load`` that refuses a mapping key given twice (PyYAML keeps the last)."""
+    import yaml  # only needed here; PyYAML comes with detectron2/fvcore
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+        for i, key in enumerate(keys):
+            earlier = [k for k in keys[:i] if k == key]  # 1 == true: one key of a dict
+            if earlier:
+                what = (f"key {key!r} is given twice" if repr(earlier[0]) == repr(key)
+                        else f"keys {earlier[0]!r} and {key!r} are one key")  # fmt: skip
+                raise ValueError(f"{what} (line {node.start_mark.line + 1})")
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def resolve_convention(spec: str | os.PathLike | LabelConvention) -> LabelConvention:

@@ -657,3 +657,17 @@ def test_context_slices_write_neighbour_images_but_no_annotations(tmp_path):
         written = {p.name for p in (tmp_path / "b/images/train" / vid).iterdir()}
         labels = {p.name for p in (tmp_path / "b/labels/train" / vid).iterdir()}
         assert kept < written and labels == kept
+
+
+def test_a_convention_with_classes_the_converter_cannot_map_is_named_once(tmp_path, capsys):
+    """Not once per case that holds them: the file is what needs a 'tissue' entry."""
+    src = make_brats(tmp_path / "in", n=3)
+    convention = tmp_path / "mine.yaml"
+    convention.write_text("labels: {1: spot, 2: halo, 4: rim}\n")
+    out = tmp_path / "out"
+    assert main(["--input", str(src), "--output", str(out), "--label-convention",
+                 str(convention), "--no-progress"]) == 2  # fmt: skip
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"error: --label-convention {convention}: classes ['spot', 'halo', 'rim'] "
+                    "have no tissue code, which training needs; give them one under 'tissue'")
+    assert not out.exists()

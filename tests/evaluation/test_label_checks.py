@@ -163,3 +163,15 @@ def test_binary_masks_of_0_and_255_count_as_0_and_1(tmp_path, capsys):
                      str(tmp_path / "o"), "--label-convention", "binary")  # fmt: skip
     assert code == 0, err
     assert set(_dice(tmp_path / "o").values()) == {1.0}
+
+
+def test_a_convention_file_that_does_not_parse_is_one_line(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "r").mkdir()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("labels: [1, 2\nregions: {a: b}\n")  # PyYAML's message spans 8 lines
+    assert main(["--pred", str(tmp_path / "p"), "--ref", str(tmp_path / "r"),
+                 "--output", str(tmp_path / "o"), "--label-convention", str(bad)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {bad}: cannot parse (ParserError: ")
+    assert not (tmp_path / "o").exists()
