@@ -25,7 +25,7 @@ from brainseg_d2.data import phantom
 from brainseg_d2.data.phantom import PhantomCase, PhantomParams, generate_dataset
 from brainseg_d2.data.phantom_plan import check_spacing
 from brainseg_d2.utils.cli import ArgumentParser, deprecated_alias
-from brainseg_d2.utils.paths import check_replaceable, write_marker
+from brainseg_d2.utils.paths import check_replaceable
 
 __all__ = ["CLI_MARKER", "build_parser", "main"]
 
@@ -49,7 +49,7 @@ def build_parser() -> ArgumentParser:
         "--spacing",
         type=float,
         default=1.0,
-        help="isotropic voxel size in mm, 1-4 (default 1; 2 for fast CPU demos)",
+        help="isotropic voxel size in mm, 1-4 (default 1; the demo uses 1.5)",
     )
     parser.add_argument(
         "--p-empty", type=float, default=0.1, help="probability of a tumour-free case (default 0.1)"
@@ -82,6 +82,8 @@ def check_options(args) -> None:
     for option, value in (("--num-cases", args.num_cases), ("--workers", args.workers)):
         if value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     for option, value in (("--p-empty", args.p_empty), ("--p-low-grade", args.p_low_grade)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"{option} must be between 0 and 1, got {value}")
@@ -96,7 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
 
     def report(path: Path, case: PhantomCase) -> None:
-        write_marker(path, CLI_MARKER, "brainseg-phantom")
         seg = sitk.GetArrayViewFromImage(case.seg)
         ml = np.count_nonzero(seg) * float(np.prod(case.seg.GetSpacing())) / 1000.0
         print(f"{path}  {case.kind}  tumour {ml:.1f} ml", flush=True)
@@ -125,13 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_case=report,
             params=params,
             workers=args.workers,
+            marker=(CLI_MARKER, "brainseg-phantom"),  # inside each case before it appears
         )
     except (ValueError, FileExistsError, ImportError, OSError) as exc:
         print(f"brainseg-phantom: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("brainseg-phantom: interrupted; the cases listed above are complete (a folder "
-              "being written when it stopped is not; remove it before --overwrite)",
+        print("brainseg-phantom: interrupted; every case folder there is complete (each "
+              "appears whole or not at all); run again with --overwrite to write the rest",
               file=sys.stderr)  # fmt: skip
         return 130
     print(f"wrote {len(paths)} cases to {args.output}")

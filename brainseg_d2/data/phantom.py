@@ -77,6 +77,7 @@ from brainseg_d2.data.phantom_tumour import (
     TumourPlan,
 )
 from brainseg_d2.labels import CONVENTIONS, TISSUE_ED, TISSUE_ET, TISSUE_NCR, tissue_to_raw
+from brainseg_d2.utils.paths import write_marker
 
 MODALITIES = SEQUENCES  # ("flair", "t1", "t1ce", "t2")
 P_LOW_GRADE = TumourParams.p_low_grade
@@ -115,10 +116,8 @@ def _tumour_maps(rng, codes: np.ndarray, plan: TumourPlan, spacing: float):
     border = max(lesion_.edema_border_mm for lesion_ in plan.lesions)
     sigma_ed = border / 2.355 / spacing * 2.0  # border width ~ the 12-88 % rise of the edge
     pad = int(np.ceil(3 * sigma_ed)) + 2
-    box = ndimage.find_objects(lesion.astype(np.uint8))[0]
-    box = tuple(
-        slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(box, codes.shape)
-    )
+    box, top = ndimage.find_objects(lesion.astype(np.uint8))[0], codes.shape
+    box = tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(box, top))
     c = codes[box]
     maps = {"ed": ndimage.gaussian_filter((c > 0).astype(np.float32), sigma_ed, truncate=3.0)}
     # The blurred mask is 0.5 on the label's outline; the fade exponent lowers
@@ -257,7 +256,8 @@ _CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def write_case(
-    case: PhantomCase, out_dir: str | os.PathLike, case_id: str, *, overwrite: bool = False
+    case: PhantomCase, out_dir: str | os.PathLike, case_id: str, *, overwrite: bool = False,
+    marker: tuple[str, str] | None = None,
 ) -> Path:
     """Write ``<out_dir>/<case_id>/<case_id>_{flair,t1,t1ce,t2,seg}.nii.gz``.
 
@@ -269,6 +269,7 @@ def write_case(
         out_dir: parent folder, created if missing.
         case_id: letters, digits, ``_`` and ``-``.
         overwrite: replace an existing case folder.
+        marker: ``(file name, tool)``: a marker written into the folder before its rename.
 
     Returns:
         the case folder.
@@ -289,6 +290,8 @@ def write_case(
     try:
         for name, image in [*((m, case.images[m]) for m in MODALITIES), ("seg", case.seg)]:
             sitk.WriteImage(image, str(tmp / f"{case_id}_{name}.nii.gz"), True)
+        if marker is not None:  # part of the folder, so a finished case always has it
+            write_marker(tmp, *marker)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -310,6 +313,7 @@ def generate_dataset(
     on_case: Callable[[Path, PhantomCase], None] | None = None,
     params: PhantomParams | None = None,
     workers: int = 1,
+    marker: tuple[str, str] | None = None,
 ) -> list[Path]:
     """Write ``n_cases`` phantom cases in the BraTS 2021 layout.
 
@@ -330,6 +334,7 @@ def generate_dataset(
         workers: processes that generate and write cases at once (>= 1). Every
             case depends only on ``(seed, i)``, so the files are the same for any
             number of workers; ``on_case`` is still called in order, in this process.
+        marker: written into every case folder (:func:`write_case`).
 
     Returns:
         the case folders, in order.
@@ -356,7 +361,7 @@ def generate_dataset(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     jobs = [
         _CaseJob((seed, i), out, f"{prefix}_{i:05d}", spacing, p_empty, params, overwrite,
-                 return_case=on_case is not None)
+                 return_case=on_case is not None, marker=marker)
         for i in range(n_cases)
     ]  # fmt: skip
     paths = []
@@ -385,9 +390,10 @@ class _CaseJob:
     params: PhantomParams | None
     overwrite: bool
     return_case: bool
+    marker: tuple[str, str] | None = None
 
 
 def _make_case(job: _CaseJob) -> tuple[Path, PhantomCase | None]:
     case = generate_case(job.seed, spacing=job.spacing, p_empty=job.p_empty, params=job.params)
-    path = write_case(case, job.out, job.name, overwrite=job.overwrite)
+    path = write_case(case, job.out, job.name, overwrite=job.overwrite, marker=job.marker)
     return path, (case if job.return_case else None)

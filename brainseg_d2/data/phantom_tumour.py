@@ -6,11 +6,16 @@ without touching an image, so rates and ranges can be checked over many
 cases in milliseconds. :func:`~brainseg_d2.data.phantom_lesions.render_tumour`
 turns a plan into a map of tumour tissue codes on the template grid.
 
-Shapes are ranked random fields, so volumes are exact: a lesion's core is the
-``N`` voxels with the smallest lobulated "radius" (several random ellipsoids,
-their outline modulated by smooth noise), and its edema is the next voxels by
-the same radius stretched outside white matter, so edema reaches further
-along white matter than into grey matter and stops at the ventricles.
+Shapes are ranked random fields, so planned volumes are exact on the template
+grid: a lesion's core is the ``N`` voxels with the smallest lobulated "radius"
+(several random ellipsoids, their outline modulated by smooth noise), and its
+edema is the next voxels by the same radius stretched outside white matter, so
+edema reaches further along white matter than into grey matter and stops at
+the ventricles. The
+case's deformation (head size, mass effect) and resampling to the output
+spacing then change them: measured over phantom cases, the written whole
+tumour is 0.6-1.4 times the planned volume at 3 mm and 0.7-1.2 at 1.5 mm, and
+nearby satellites may merge with the main lesion.
 
 Arrays are numpy ``(z, y, x)``; physical points are LPS millimetres.
 """
@@ -44,7 +49,8 @@ class TumourParams:
         p_low_grade: share of tumour cases that are low-grade (non-enhancing core).
         p_multifocal: share of tumour cases with satellite lesions.
         p_mass_effect: share of tumour cases whose cores push tissue aside.
-        volume_ml: whole-tumour volume (all lesions, core + edema) in the output image.
+        volume_ml: planned whole-tumour volume (all lesions, core + edema); the written
+            one differs (module docstring).
         volume_skew: the volume is ``lo * (hi / lo) ** (u ** volume_skew)`` with
             ``u`` uniform: 1 is log-uniform, smaller favours large tumours (0.5:
             median ~50 ml, ~8% under 5 ml, ~30% over 100 ml for 1-250 ml).
@@ -164,7 +170,7 @@ class Lesion:
     Attributes:
         centre: template-space physical point (LPS mm) of the core.
         location: one of :data:`LOCATIONS`.
-        volume_ml: lesion volume (core + edema) in the output image.
+        volume_ml: planned lesion volume (core + edema; module docstring).
         core_fraction: core share of ``volume_ml``.
         pattern: one of :data:`HIGH_GRADE_PATTERNS` or :data:`LOW_GRADE_PATTERNS`.
         rim_mm: enhancing wall thickness (rim patterns).

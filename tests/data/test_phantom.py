@@ -675,6 +675,7 @@ def test_cli_workers_report_every_case_in_order(tmp_path, capsys):
         (["--output", "x", "--p-empty", "2"], "--p-empty must be between 0 and 1, got 2.0"),
         (["--output", "x", "--p-low-grade", "1.5"], "--p-low-grade must be between 0 and 1"),
         (["--output", "x", "--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--output", "x", "--seed", "-1"], "--seed must be >= 0, got -1"),
     ],
 )
 def test_cli_bad_arguments_one_line_error(argv, named, tmp_path, capsys, monkeypatch):
@@ -694,6 +695,29 @@ def test_cli_interrupted_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch)
     assert phantom_cli.main(["--output", str(tmp_path / "o"), "--num-cases", "1"]) == 130
     err = capsys.readouterr().err.strip()
     assert err.startswith("brainseg-phantom: interrupted;") and len(err.splitlines()) == 1
+
+
+def test_cases_workers_finish_after_an_interrupt_are_marked_and_overwritable(
+    tmp_path, capsys, monkeypatch
+):
+    """Ctrl-C stops the parent while workers finish their cases: each finished folder holds
+    its marker (written before the folder appears), so --overwrite replaces them all."""
+    out = tmp_path / "o"
+    args = ["--output", str(out), "--num-cases", "4", "--spacing", "4", "--workers", "2"]
+    printed = []
+
+    def interrupted_print(*a, **k):
+        printed.append(a)
+        if str(a[0]).startswith(str(out)):  # the first finished case's line
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(phantom_cli, "print", interrupted_print, raising=False)
+    assert phantom_cli.main(args) == 130
+    monkeypatch.undo()
+    finished = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    assert finished and all((p / phantom_cli.CLI_MARKER).is_file() for p in finished)
+    assert phantom_cli.main([*args, "--overwrite"]) == 0
+    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 4
 
 
 def test_runs_as_module(tmp_path):
