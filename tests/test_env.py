@@ -255,3 +255,13 @@ def test_set_up_refuses_a_full_disk_before_creating_anything(tmp_path):
     assert message.startswith(f"error: {venv} needs about 100000000 GB free"), message
     assert "\n" not in message
     assert not venv.exists()
+
+
+def test_an_unknown_option_is_one_line(capsys):
+    from brainseg_d2.cli.env import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--bogus"])
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "brainseg-env: error: unrecognized arguments: --bogus (see brainseg-env --help)"

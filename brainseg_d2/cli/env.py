@@ -9,16 +9,16 @@ The facts and checks: :mod:`brainseg_d2.env`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from brainseg_d2.env import check_expected, collect, detectron2_install
+from brainseg_d2.utils.cli import ArgumentParser
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Print the brainseg_d2 environment report.")
+    parser = ArgumentParser(prog="brainseg-env", description="Print the environment report.")
     parser.add_argument("--short", action="store_true", help="one line: torch, detectron2 kind")
     parser.add_argument(
         "--expect",
