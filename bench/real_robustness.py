@@ -22,6 +22,14 @@ does). The changes are ones scanners and sites make and the phantom randomises:
 Background (zero) voxels stay zero, as in skull-stripped BraTS volumes. Every
 draw is seeded (``--seed``), so two models see the same changed scans.
 
+And the field of view (``field of view 0.7`` ... ``1.5``): the predictor resizes
+every slice so that its shorter side is ``INPUT.MIN_SIZE_TEST`` pixels
+(Detectron2's ``ResizeShortestEdge``), so the millimetres one model pixel covers
+follow the field of view, not the voxel size. Each case and its seg are cropped
+(never into the brain) or zero-padded in-plane about the centre to that fraction
+of the case's own field of view, physical positions kept. These work on any
+BraTS case folders, the demo's held-out phantom cases among them.
+
     .venv/bin/python bench/real_robustness.py --data /path/to/brats_cases \\
         --config-file output/demo/train/config_tuned.yaml \\
         --weights output/demo/train/model_final.pth \\
@@ -99,6 +107,27 @@ CHANGES: dict[str, Change | None] = {
 }
 
 
+#: In-plane field of view as a fraction of the case's own (see the module docstring).
+FRAMES = {f"field of view {f:g}": f for f in (0.7, 0.85, 1.25, 1.5)}
+
+
+def reframe(image: sitk.Image, fraction: float, brain_box: tuple[int, int, int, int]) -> sitk.Image:
+    """``image`` cropped (fraction < 1) or zero-padded (> 1) in-plane about its centre;
+    a crop stops at ``brain_box`` (x0, x1, y0, y1 voxels), so no tumour is lost."""
+    size, out = image.GetSize(), image
+    for axis in (0, 1):
+        change = int(round(size[axis] * fraction)) - size[axis]
+        lower, upper = [0, 0, 0], [0, 0, 0]
+        if change < 0:
+            lower[axis] = min(-change // 2, brain_box[2 * axis])
+            upper[axis] = min(-change - lower[axis], size[axis] - brain_box[2 * axis + 1])
+            out = sitk.Crop(out, lower, upper)
+        elif change > 0:
+            lower[axis], upper[axis] = change // 2, change - change // 2
+            out = sitk.ConstantPad(out, lower, upper, 0)
+    return out
+
+
 def changed_images(images: dict[str, sitk.Image], change: Change | None, seed: int) -> dict:
     """The case's images with ``change`` applied inside the brain (background stays 0)."""
     if change is None:
@@ -125,8 +154,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random changes")
     p.add_argument("--bias-sd", type=float, default=0.15,
                    help="sd of the log bias field of the two bias changes (default 0.15)")
-    p.add_argument("--changes", nargs="+", default=list(CHANGES), choices=list(CHANGES),
-                   metavar="NAME", help=f"which changes (default: all of {list(CHANGES)})")
+    names = [*CHANGES, *FRAMES]
+    p.add_argument("--changes", nargs="+", default=names, choices=names,
+                   metavar="NAME", help=f"which changes (default: all of {names})")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args()
     BIAS_SD[0] = args.bias_sd
@@ -146,9 +176,19 @@ def main() -> None:
     scores: dict[str, list[dict]] = {name: [] for name in args.changes}
     for index, case in enumerate(find_brats_cases(args.data)):
         images = {c: read_image(case.channels[c]) for c in predictor.channels}
+        seg = read_image(case.mask)
+        brain = np.logical_or.reduce([sitk.GetArrayFromImage(v) != 0 for v in images.values()])
+        ys, xs = np.nonzero(brain.any(axis=0))  # arrays are (z, y, x)
+        box = (int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1)
         for name in args.changes:
-            pred = predictor.predict(changed_images(images, CHANGES[name], args.seed + index))
-            gt = label_map_masks(case.mask, pred.preprocessed.geometry, predictor.target,
+            if name in FRAMES:
+                shown = {c: reframe(v, FRAMES[name], box) for c, v in images.items()}
+                label = reframe(seg, FRAMES[name], box)
+            else:
+                shown = changed_images(images, CHANGES[name], args.seed + index)
+                label = seg
+            pred = predictor.predict(shown)
+            gt = label_map_masks(label, pred.preprocessed.geometry, predictor.target,
                                  case.label_convention)  # fmt: skip
             row = {"raw": region_dice(pred.masks_raw, gt, predictor.target),
                    "post": region_dice(pred.masks_post, gt, predictor.target)}  # fmt: skip

@@ -283,9 +283,8 @@ def test_min_total_ml_turns_a_false_enhancing_speck_into_core_and_keeps_true_enh
     assert refine_min_total_ml(paths, get_target("labels"), base, (0.5,)) == (base, [])
 
 
-def test_tune_command_refuses_bad_output_and_dataset_before_the_work(
-    phantom_dataset, weights_files, tmp_path, monkeypatch, capsys
-):
+def _tune_tool():
+    """tools/tune_postprocess.py as a module."""
     import importlib.util
     from pathlib import Path
 
@@ -293,6 +292,13 @@ def test_tune_command_refuses_bad_output_and_dataset_before_the_work(
     spec = importlib.util.spec_from_file_location("tune_postprocess_under_test", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_tune_command_refuses_bad_output_and_dataset_before_the_work(
+    phantom_dataset, weights_files, tmp_path, monkeypatch, capsys
+):
+    tool = _tune_tool()
     monkeypatch.setenv("DETECTRON2_DATASETS", str(phantom_dataset["root"]))
     mine = tmp_path / "mine.yaml"
     mine.write_text("my config")
@@ -334,16 +340,10 @@ def test_tune_command_refuses_bad_output_and_dataset_before_the_work(
 def test_tune_command_prints_each_stage_under_its_objective_and_marks_the_choice(
     phantom_dataset, weights_files, tmp_path, monkeypatch, capsys
 ):
-    import importlib.util
-    from pathlib import Path
-
     from brainseg_d2.config import setup_cfg
     from brainseg_d2.evaluation.tuning import STAGES
 
-    path = Path(__file__).resolve().parents[2] / "tools" / "tune_postprocess.py"
-    spec = importlib.util.spec_from_file_location("tune_postprocess_under_test", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _tune_tool()
     monkeypatch.setenv("DETECTRON2_DATASETS", str(phantom_dataset["root"]))
     out = tmp_path / "tuned.yaml"
     assert tool.main(["--config-file", weights_files["config"], "--dataset", "phantom_val",
