@@ -114,6 +114,12 @@ def patient_splits(records: Sequence[Mapping]) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in splits.items()}
 
 
+def _side_range(records: Sequence[Mapping]) -> list[float]:
+    """[least, most] millimetres the slices' shorter side spans over the records."""
+    sides = [SliceGeometry.from_json(r["geometry"]).shorter_side_mm for r in records]
+    return [round(min(sides), 3), round(max(sides), 3)] if sides else []
+
+
 def assemble_dataset(
     work: Path,
     name: str,
@@ -168,6 +174,7 @@ def assemble_dataset(
                 "volumes": sum(r["split"] == k for r in ordered),
                 "images": len(v["images"]),
                 "annotations": len(v["annotations"]),
+                "shorter_side_mm": _side_range([r for r in ordered if r["split"] == k]),
             }
             for k, v in coco.items()
         },

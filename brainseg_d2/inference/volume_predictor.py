@@ -46,7 +46,7 @@ from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume
 from brainseg_d2.data.sources import Case
 from brainseg_d2.data.volume_io import read_image
 from brainseg_d2.inference.batching import batch_workers, run_in_order
-from brainseg_d2.inference.dataset_info import dataset_info_from_cfg
+from brainseg_d2.inference.dataset_info import dataset_info_from_cfg, field_of_view_warning
 from brainseg_d2.inference.score_threshold import ModelFn, score_threshold_pushed_down
 from brainseg_d2.inference.slice_inputs import brain_slices, inference_resize, slice_model_inputs
 from brainseg_d2.inference.volume_inputs import VolumeInput, case_convention, find_case
@@ -269,6 +269,9 @@ class VolumePredictor:
         sources = {c: str(v) for c, v in case.channels.items() if not isinstance(v, sitk.Image)}
         pre = preprocess_volume(volumes, self.options, case_id=case.case_id, sources=sources)
         del volumes
+        warning = field_of_view_warning(self.dataset_info, case.case_id, pre.geometry)
+        if warning:
+            logger.warning(warning)
         masks_raw, seeds = self._predict(pre)
         masks_post = postprocess_volume(
             masks_raw, self.postprocess, enforce_nesting=self.target.nested, seeds=seeds,

@@ -197,6 +197,12 @@ class DatasetInfo:
             normalization=opts.get("normalization", "percentile"),
         )
 
+    def shorter_side_mm(self, split: str = "train") -> tuple[float, float] | None:
+        """[least, most] millimetres the shorter side of a ``split`` slice spans (None for
+        datasets converted before it was recorded)."""
+        side = (self.counts.get(split) or {}).get("shorter_side_mm")
+        return (float(side[0]), float(side[1])) if side else None
+
     @property
     def context_slices(self) -> int:
         """Neighbouring slices written on each side of a kept slice (0: none)."""

@@ -179,6 +179,13 @@ class SliceGeometry:
         return (self.slice_thickness, *self.pixel_spacing)
 
     @property
+    def shorter_side_mm(self) -> float:
+        """Millimetres a slice's shorter side (in pixels) spans: what ``ResizeShortestEdge``
+        scales to ``INPUT.MIN_SIZE_*`` pixels, so it sets the millimetres per model pixel."""
+        (h, w), (ph, pw) = self.slice_shape, self.pixel_spacing
+        return float(h * ph if h <= w else w * pw)
+
+    @property
     def voxel_ml(self) -> float:
         """One voxel's volume in millilitres."""
         return float(np.prod(self.voxel_spacing)) / 1000.0

@@ -675,3 +675,29 @@ def test_a_per_category_key_of_the_wrong_length_fails_before_any_case(phantom, k
     cfg = make_cfg(f"BRAINSEG.POSTPROCESS.{key}", values)
     with pytest.raises(ValueError, match=rf"^{message}; give .*\(3\)$"):
         VolumePredictor(cfg, dataset_info=phantom.tiny_info, model=model)
+
+
+def test_a_field_of_view_unlike_the_training_slices_is_warned(phantom, caplog):
+    """Slices are resized to INPUT.MIN_SIZE_TEST pixels on their shorter side, so a scan
+    cropped to half the training field of view shows the model its anatomy twice as large."""
+    from brainseg_d2.structures import SliceGeometry
+
+    # The converter records the span of the training slices' shorter side.
+    volumes = json.loads((phantom.dataset() / "volumes.json").read_text())["volumes"]
+    (volume,) = volumes.values()
+    (split,) = [k for k, v in phantom.tiny_info["counts"].items() if v["volumes"]]
+    side = SliceGeometry.from_json(volume["geometry"]).shorter_side_mm
+    assert phantom.tiny_info["counts"][split]["shorter_side_mm"] == [side, side]
+    # A model trained on slices like the tiny case's (80 pixels of 3 mm).
+    info = {**phantom.tiny_info, "counts": {"train": {"shorter_side_mm": [240.0, 240.0]}}}
+    predictor = VolumePredictor(make_cfg(), dataset_info=info,
+                                model=_boxes_model({0: (slice(2, 8), slice(2, 8))}))  # fmt: skip
+    logger = "brainseg_d2.inference.volume_predictor"
+    with caplog.at_level("WARNING", logger=logger):
+        predictor.predict(phantom.tiny_dir)
+    assert "field of view" not in caplog.text
+    half = {c: read_image(p)[20:60, 20:60, :] for c, p in _channel_paths(phantom.tiny_dir).items()}
+    with caplog.at_level("WARNING", logger=logger):
+        predictor.predict(half)
+    assert ("its slices span 120 mm on the shorter side, the training slices 240-240 mm, so "
+            "the model sees its anatomy 2.00 times as large as it learned") in caplog.text
