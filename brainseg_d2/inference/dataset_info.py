@@ -46,7 +46,7 @@ def field_of_view_warning(info: DatasetInfo, case_id: str, geometry) -> str | No
     (BENCHMARKS.md, "The field of view").
 
     Args:
-        info: the training dataset's (None when it predates the record).
+        info: the training dataset's (one converted before the record gives no warning).
         case_id: named in the warning.
         geometry: the case's :class:`~brainseg_d2.structures.SliceGeometry`.
     """

@@ -337,6 +337,11 @@ VIA_BAD = {
             "name": "rect", "x": 2, "y": 2, "width": 5, "height": 0}})),
         "pC_1.png: region 1: rect: width, height must be > 0, got [5, 0]",
     ),
+    "bad_theta": (
+        lambda d: _via_edit(d, lambda r: r.append({"shape_attributes": {
+            "name": "ellipse", "cx": 9, "cy": 9, "rx": 4, "ry": 2, "theta": "steep"}})),
+        "pC_1.png: region 1: ellipse: needs numbers cx, cy, rx, ry, theta, got {",
+    ),
     "missing_image": (lambda d: (d / "pC_1.png").unlink(), "pC_1.png: file not found"),
     "unreadable_image": (lambda d: _garbage(d / "pC_1.png"), "pC_1.png: cannot read"),
 }

@@ -105,29 +105,34 @@ _SHAPE_KEYS = {
 
 def _outline(name: str, shape: dict) -> tuple[list[float], list[float]]:
     """A rectangle's corners, or points on a circle's or ellipse's outline (about
-    two per pixel of it: the polygon strays from the curve by < 0.01 pixel).
+    two per pixel of it: the polygon strays from the curve by about 0.01 pixel at most).
 
     Raises:
         ValueError: a missing, non-numeric or non-positive parameter.
     """
-    keys = _SHAPE_KEYS[name]
-    values = [shape.get(k) for k in keys]
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+    keys = (*_SHAPE_KEYS[name], *(("theta",) if name == "ellipse" else ()))
+    values = [shape.get(k, 0.0 if k == "theta" else None) for k in keys]
+    if not all(_finite_number(v) for v in values):
         raise ValueError(f"needs numbers {', '.join(keys)}, got {dict(zip(keys, values))}")
-    if min(values[2:]) <= 0:
-        raise ValueError(f"{', '.join(keys[2:])} must be > 0, got {values[2:]}")
+    sizes = values[2 : len(_SHAPE_KEYS[name])]
+    if min(sizes) <= 0:
+        raise ValueError(f"{', '.join(_SHAPE_KEYS[name][2:])} must be > 0, got {sizes}")
     if name == "rect":
         x, y, w, h = values
         return [x, x + w, x + w, x], [y, y, y + h, y + h]
     cx, cy, rx = values[:3]
     ry = values[3] if name == "ellipse" else rx
-    theta = float(shape.get("theta") or 0.0) if name == "ellipse" else 0.0
+    theta = float(values[4]) if name == "ellipse" else 0.0
     n = max(32, math.ceil(4 * math.pi * max(rx, ry)))
     t = [2 * math.pi * k / n for k in range(n)]
     cos, sin = math.cos(theta), math.sin(theta)
     xs = [cx + rx * math.cos(a) * cos - ry * math.sin(a) * sin for a in t]
     ys = [cy + rx * math.cos(a) * sin + ry * math.sin(a) * cos for a in t]
     return xs, ys
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _regions(raw, where: str) -> tuple[Region, ...]:
