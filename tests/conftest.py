@@ -211,3 +211,76 @@ def oblique_dataset(tmp_path_factory):
     )
     names = register_brainseg_dataset(dataset, name="oblique")
     return {"cases": base / "cases", "dataset": dataset, "names": names}
+
+
+# --- Decathlon / nnU-Net task folders written from BraTS case folders -------------
+_SEQUENCES = {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
+_MSD_LABELS = {"0": "background", "1": "edema", "2": "non-enhancing tumor",
+               "3": "enhancing tumour"}  # fmt: skip
+
+
+def _msd_labels(seg):
+    """BraTS 2021 labels (1 NCR, 2 ED, 4 ET) as the Decathlon's (1 ED, 2 NCR, 3 ET)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(seg)
+    out = np.select([array == 1, array == 2, array == 4], [2, 1, 3], 0).astype(np.uint8)
+    image = sitk.GetImageFromArray(out)
+    image.CopyInformation(seg)
+    return image
+
+
+def _write_task(brats_root, out, form="msd", test_cases=1):
+    """Write the BraTS cases under ``brats_root`` as a task folder ``out``.
+
+    ``form``: ``msd`` (4D images, case lists), ``v1`` (a file per sequence, case
+    lists) or ``v2`` (a file per sequence, ``channel_names``, region labels). The
+    last ``test_cases`` cases go to imagesTs without labels.
+    """
+    import json
+
+    import SimpleITK as sitk
+
+    from brainseg_d2.data.sources import find_brats_cases
+
+    cases = find_brats_cases(brats_root)
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (out / folder).mkdir(parents=True)
+    training, test = [], []
+    for i, case in enumerate(cases):
+        name = f"BRATS_{i + 1:03d}"
+        labelled = i < len(cases) - test_cases
+        folder = out / ("imagesTr" if labelled else "imagesTs")
+        volumes = [sitk.ReadImage(case.channels[c]) for c in ("flair", "t1", "t1ce", "t2")]
+        if form == "msd":
+            sitk.WriteImage(sitk.JoinSeries(volumes), str(folder / f"{name}.nii.gz"))
+        else:
+            for k, volume in enumerate(volumes):
+                sitk.WriteImage(volume, str(folder / f"{name}_{k:04d}.nii.gz"))
+        if labelled:
+            seg = _msd_labels(sitk.ReadImage(case.mask))
+            sitk.WriteImage(seg, str(out / "labelsTr" / f"{name}.nii.gz"))
+            training.append({"image": f"./imagesTr/{name}.nii.gz",
+                             "label": f"./labelsTr/{name}.nii.gz"})  # fmt: skip
+        else:
+            test.append(f"./imagesTs/{name}.nii.gz")
+    if form == "v2":
+        spec = {"channel_names": _SEQUENCES, "file_ending": ".nii.gz",
+                "labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+                           "enhancing tumor": [3]},
+                "regions_class_order": [1, 2, 3], "numTraining": len(training)}  # fmt: skip
+    else:
+        spec = {"name": "BRATS", "modality": _SEQUENCES, "labels": _MSD_LABELS,
+                "training": training, "test": test}  # fmt: skip
+    (out / "dataset.json").write_text(json.dumps(spec))
+    # The Decathlon's archive holds macOS resource forks beside the images.
+    (out / "imagesTr" / "._BRATS_001.nii.gz").write_bytes(b"\x00\x05\x16\x07 not an image")
+    return out
+
+
+@pytest.fixture
+def write_task():
+    """``write_task(brats_root, out, form="msd", test_cases=1)``: the BraTS cases under
+    ``brats_root`` as a Decathlon (``msd``) or nnU-Net (``v1``, ``v2``) task folder."""
+    return _write_task

@@ -43,7 +43,7 @@ def build_parser() -> ArgumentParser:
         choices=["auto", *LAYOUTS],
         default="auto",
         help="auto: csv/pairs when --manifest/--images are given, else whichever of "
-        "brats, tcga_lgg, via the folder holds (an error if several)",
+        "brats, decathlon, tcga_lgg, via the folder holds (an error if several)",
     )
     p.add_argument(
         "--images",

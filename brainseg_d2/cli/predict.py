@@ -35,21 +35,23 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="brainseg-predict",
         description="Predict tumour label maps for whole volumes: BraTS case folders, "
-        "volume files paired by globs, or a CSV manifest.",
+        "Decathlon or nnU-Net task folders, volume files paired by globs, or a CSV manifest.",
     )
     p.add_argument("--config-file", required=True, metavar="CFG", help="model config (YAML)")
     p.add_argument(
         "--input",
         required=True,
-        help="a BraTS case folder, or a folder of case folders; with --layout pairs a folder "
-        "of volume files (NIfTI, MHA, NRRD, DICOM folders); with csv a manifest",
+        help="a BraTS case folder, or a folder of case folders; a Decathlon or nnU-Net task "
+        "folder, or its imagesTr or imagesTs folder; with --layout pairs a folder of volume "
+        "files (NIfTI, MHA, NRRD, DICOM folders); with csv a manifest",
     )
     p.add_argument(
         "--layout",
-        choices=["auto", "brats", "pairs", "csv"],
+        choices=["auto", "brats", "decathlon", "pairs", "csv"],
         default="auto",
-        help="auto (default): csv for a .csv --input, pairs with --images, else brats; "
-        "pairs and csv cases are written in the training data's label convention",
+        help="auto (default): csv for a .csv --input, pairs with --images, decathlon for a "
+        "task folder, else brats; pairs and csv cases are written in the training data's "
+        "label convention",
     )
     p.add_argument(
         "--images",
@@ -165,7 +167,11 @@ def _layout(args: argparse.Namespace) -> str:
         return args.layout
     if str(args.input).lower().endswith(".csv"):
         return "csv"
-    return "pairs" if args.images else "brats"
+    if args.images:
+        return "pairs"
+    from brainseg_d2.data.sources.decathlon import is_task_input
+
+    return "decathlon" if is_task_input(args.input) else "brats"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from brainseg_d2.data.io.nifti import NiftiError, read_nifti
+from brainseg_d2.data.io.nifti import NiftiError, read_nifti, sform_gap
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,74 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise VolumeError(
             f"{path}: expected a 3D volume, got {image.GetDimension()}D of size {image.GetSize()}"
         )
+    _check_grid(image, path)
+    if reader is not None:
+        _warn_sform_disagrees(image, reader, path)
+    return image if checked else _check_finite(image, path)
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[sitk.Image]:
+    """Read 3D volumes of one 4D file, e.g. the sequences of a Decathlon image.
+
+    The file is read once; each volume keeps the file's spatial geometry.
+
+    Args:
+        path: a 4D image file (NIfTI, MHA, NRRD, ...).
+        indices: which volumes (0-based, along the fourth axis).
+
+    Returns:
+        one 3D scalar image per index, in ``indices`` order.
+
+    Raises:
+        VolumeError: what :func:`read_image` refuses, a file that is not 4D, or an
+            index past its last volume (the message names the file).
+    """
+    path = Path(path)
+    reader = read_header(path)
+    count = check_frames(reader, path, indices)
+    checked = False
+    try:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            image, checked = read_nifti(path, reader)
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise VolumeError(f"{path}: cannot read ({_first_line(str(exc), path)})") from None
+    except NiftiError as exc:
+        raise VolumeError(str(exc)) from None
+    if image.GetDimension() != 4 or image.GetSize()[3] != count:  # what the header said
+        raise VolumeError(f"{path}: expected a 4D image, got size {image.GetSize()}")
+    size = [*image.GetSize()[:3], 0]
+    frames = [sitk.Extract(image, size, [0, 0, 0, int(i)]) for i in indices]
+    for frame in frames:
+        _check_grid(frame, path)
+        if not checked:
+            _check_finite(frame, path)
+    return frames
+
+
+def check_frames(
+    header: sitk.ImageFileReader, path: str | os.PathLike, indices: Sequence[int]
+) -> int:
+    """The number of volumes of a 4D file, checked to hold every index in ``indices``.
+
+    Raises:
+        VolumeError: the file is not 4D, or an index is out of range.
+    """
+    if header.GetDimension() != 4:
+        raise VolumeError(
+            f"{path}: expected a 4D image (one volume per sequence), got "
+            f"{header.GetDimension()}D of size {header.GetSize()}"
+        )
+    count = header.GetSize()[3]
+    for index in indices:
+        if not 0 <= index < count:
+            raise VolumeError(f"{path}: holds {count} volumes, so it has no volume {index}")
+    return count
+
+
+def _check_grid(image: sitk.Image, path: Path) -> None:
+    """Refuse vector voxels and a sheared grid (a direction that is not orthonormal)."""
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise VolumeError(
             f"{path}: expected one value per voxel, got "
@@ -106,31 +174,11 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
             "is not orthonormal (a sheared grid, e.g. a gantry tilt); resample it onto an "
             "orthogonal grid first"
         )
-    if reader is not None:
-        _warn_sform_disagrees(image, reader, path)
-    return image if checked else _check_finite(image, path)
 
 
 def _warn_sform_disagrees(image: sitk.Image, reader: sitk.ImageFileReader, path: Path) -> None:
     """Warn if the NIfTI sform puts the volume's corners elsewhere than ``image`` does."""
-    keys = set(reader.GetMetaDataKeys())
-    rows = ("srow_x", "srow_y", "srow_z")
-    if not {"sform_code", *rows} <= keys or reader.GetMetaData("sform_code").strip() in ("", "0"):
-        return
-    try:
-        sform = np.array([[float(v) for v in reader.GetMetaData(r).split()] for r in rows])
-    except ValueError:
-        return
-    if sform.shape != (3, 4):
-        return
-    size = np.asarray(image.GetSize(), dtype=float) - 1
-    corners = np.array(
-        [[i, j, k] for i in (0, size[0]) for j in (0, size[1]) for k in (0, size[2])]
-    )
-    read = np.array([image.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
-    read[:, :2] *= -1  # ITK's LPS -> NIfTI's RAS
-    in_sform = corners @ sform[:, :3].T + sform[:, 3]
-    gap = float(np.linalg.norm(read - in_sform, axis=1).max())
+    gap = sform_gap(image, reader)
     if gap > 0.1:
         logger.warning(
             "%s: its sform places the volume up to %.1f mm from the geometry read here (its "
@@ -241,20 +289,29 @@ def check_same_geometry(
         return
     names = list(images)
     ref_name, ref = names[0], images[names[0]]
+    ref_grid = _spatial_grid(ref)
     for name in names[1:]:
         img = images[name]
-        checks = (
-            ("size", ref.GetSize(), img.GetSize(), 0.0),
-            ("spacing", ref.GetSpacing(), img.GetSpacing(), tol),
-            ("origin", ref.GetOrigin(), img.GetOrigin(), tol),
-            ("direction", ref.GetDirection(), img.GetDirection(), tol),
-        )
-        for what, a, b, t in checks:
+        grid = _spatial_grid(img)
+        tols = (0.0, tol, tol, tol)
+        for what, a, b, t in zip(("size", "spacing", "origin", "direction"), ref_grid, grid, tols):
             if len(a) != len(b) or not np.allclose(a, b, rtol=0.0, atol=t):
                 raise VolumeError(
                     f"case {case_id}: {what} of '{name}'{_file_of(img)} {_fmt(b)} differs from "
                     f"'{ref_name}'{_file_of(ref)} {_fmt(a)} (tolerance {t})"
                 )
+
+
+def _spatial_grid(image: sitk.Image | sitk.ImageFileReader) -> tuple[tuple, ...]:
+    """Size, spacing, origin and direction of an image's first three axes (a 4D
+    file's volumes are compared by their grid in space)."""
+    size, spacing, origin, direction = (
+        image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+    )  # fmt: skip
+    if len(size) == 4:
+        matrix = np.asarray(direction, dtype=float).reshape(4, 4)[:3, :3]
+        return size[:3], spacing[:3], origin[:3], tuple(matrix.ravel())
+    return size, spacing, origin, direction
 
 
 def _file_of(image: sitk.Image | sitk.ImageFileReader) -> str:

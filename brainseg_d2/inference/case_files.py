@@ -4,7 +4,7 @@
 (:mod:`brainseg_d2.cli.predict` is the command). Each case becomes
 ``<output>/<case>_pred.nii.gz`` (for one case, ``output`` may itself end with
 ``.nii.gz``) on the input's voxel grid, labels in the case's own convention
-(BraTS 2023+ names: ET = 3; 2018-2021 names: ET = 4; see
+(BraTS 2023+ names: ET = 3; 2018-2021 names: ET = 4; a Decathlon task: 3; see
 :func:`~brainseg_d2.inference.volume_inputs.case_convention`) unless
 ``label_convention`` names one; a convention with a class the model cannot write
 is a bad case. Everything that can be checked without the model is checked first
@@ -168,10 +168,11 @@ def predict_cases(
             nothing is predicted; one whose voxels turn out bad, e.g. a truncated
             file, stops the run there, the cases before it written).
         progress: a progress bar for several cases.
-        layout: how cases lie on disk: ``brats``, ``pairs`` (``image_globs``,
-            channel names as the model's), ``csv`` (``image_<channel>`` columns)
-            or ``auto`` (:func:`~brainseg_d2.data.sources.find_cases`). Outside
-            ``brats`` a case's label convention is the training dataset's.
+        layout: how cases lie on disk: ``brats``, ``decathlon`` (a Decathlon or
+            nnU-Net task folder), ``pairs`` (``image_globs``, channel names as the
+            model's), ``csv`` (``image_<channel>`` columns) or ``auto``
+            (:func:`~brainseg_d2.data.sources.find_cases`). Outside ``brats`` and
+            ``decathlon`` a case's label convention is the training dataset's.
         image_globs: ``NAME=GLOB`` per channel, for ``pairs``.
 
     Returns:
@@ -191,6 +192,8 @@ def predict_cases(
     info = None  # read when needed: resuming a finished run needs no dataset at all
     if layout == "brats":
         cases = find_brats_cases(input)
+    elif layout == "decathlon":  # labelled as its dataset.json says
+        cases = find_cases(input, layout)
     else:  # written as the training data was labelled, unless asked otherwise
         info = _dataset_info(cfg, dataset_info)
         register_dataset_conventions(info.to_json())  # a user's own, known by name

@@ -44,7 +44,6 @@ import torch
 from brainseg_d2.data.dataset_mapper import slice_channels
 from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume
 from brainseg_d2.data.sources import Case
-from brainseg_d2.data.volume_io import read_image
 from brainseg_d2.inference.batching import batch_workers, run_in_order
 from brainseg_d2.inference.dataset_info import dataset_info_from_cfg, field_of_view_warning
 from brainseg_d2.inference.score_threshold import ModelFn, score_threshold_pushed_down
@@ -261,13 +260,10 @@ class VolumePredictor:
         """
         case = self.find_case(images)
         convention = self.output_convention(case)  # before the model: a bad one fails fast
-        volumes = {
-            c: v if isinstance(v, sitk.Image) else read_image(v)
-            for c, v in case.channels.items()
-            if c in self.channels
-        }
-        sources = {c: str(v) for c, v in case.channels.items() if not isinstance(v, sitk.Image)}
-        pre = preprocess_volume(volumes, self.options, case_id=case.case_id, sources=sources)
+        volumes = case.read_channels([c for c in case.channels if c in self.channels])
+        pre = preprocess_volume(
+            volumes, self.options, case_id=case.case_id, sources=case.sources()
+        )
         del volumes
         warning = field_of_view_warning(self.dataset_info, case.case_id, pre.geometry)
         if warning:

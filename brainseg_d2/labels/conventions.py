@@ -168,6 +168,15 @@ CONVENTIONS: dict[str, LabelConvention] = {
         },
         description="BraTS 2024 PED: 1 ET, 2 non-enhancing, 3 cystic, 4 edema",
     ),
+    # The Medical Segmentation Decathlon's brain tumours (Task01, BraTS 2016-2017 cases)
+    # and nnU-Net's BraTS datasets: 1 edema, 2 non-enhancing tumour, 3 enhancing.
+    "msd": LabelConvention(
+        "msd",
+        {0: 0, 1: TISSUE_ED, 2: TISSUE_NCR, 3: TISSUE_ET},
+        classes={1: "edema", 2: "non_enhancing", 3: "enhancing"},
+        description="Medical Segmentation Decathlon Task01 and nnU-Net BraTS: 1 edema, "
+        "2 non-enhancing tumour, 3 enhancing",
+    ),
     # Binary tumour masks (the converter binarises 0/255 masks to 0/1). Tumour is
     # coded as edema so that it counts towards WT; only the "binary" target makes
     # sense for such data.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -214,3 +215,33 @@ def test_option_and_channel_errors_name_what_to_change(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "the model takes 3 channels (MODEL.PIXEL_MEAN) but the dataset has 4 (" in line
     assert not out.exists()
+
+
+def test_a_decathlon_task_is_predicted_in_its_own_labels(
+    weights_files, phantom_dataset, tiny_cases, write_task, tmp_path, capsys
+):
+    import SimpleITK as sitk
+
+    # Tiny_A as a Decathlon training case (one 4D image), Tiny_B as its test case.
+    task = write_task(tiny_cases, tmp_path / "Task01_BrainTumour", "msd", test_cases=1)
+    out = tmp_path / "out"
+    assert main(_args(weights_files, phantom_dataset, task / "imagesTs", out, "good",
+                      "--raw")) == 0, capsys.readouterr().err  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["BRATS_002_pred.nii.gz"]
+    reference = tmp_path / "ref"
+    assert main(_args(weights_files, phantom_dataset, tiny_cases / "Tiny_B", reference,
+                      "good", "--raw")) == 0  # fmt: skip
+    ours = sitk.ReadImage(str(out / "BRATS_002_pred.nii.gz"))
+    theirs = sitk.ReadImage(str(reference / "Tiny_B_pred.nii.gz"))
+    assert ours.GetDimension() == 3 and ours.GetSize() == theirs.GetSize()
+    assert ours.GetOrigin() == theirs.GetOrigin() and ours.GetDirection() == theirs.GetDirection()
+    brats = sitk.GetArrayFromImage(theirs)
+    assert set(brats.ravel().tolist()) == {0, 1, 2, 4}  # not trivial
+    # The same prediction, written as the Decathlon labels it: 1 edema, 2 core, 3 enhancing.
+    as_msd = np.select([brats == 2, brats == 1, brats == 4], [1, 2, 3], 0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), as_msd)
+    # The whole task folder: every case, the training case too.
+    assert main(_args(weights_files, phantom_dataset, task, tmp_path / "all", "good",
+                      "--raw")) == 0  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        "BRATS_001_pred.nii.gz", "BRATS_002_pred.nii.gz"]  # fmt: skip

@@ -124,6 +124,7 @@ def read_nifti(path: Path, reader: sitk.ImageFileReader) -> tuple[sitk.Image, bo
     itk_dtype = sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).dtype
     if (
         header.scaled
+        or len(size) != 3  # a 4D file: SimpleITK builds only 2D and 3D images from arrays
         or reader.GetNumberOfComponents() != 1
         or int(np.prod(size)) != header.count
         or itk_dtype != header.dtype.newbyteorder("=")
@@ -152,3 +153,26 @@ def stored_length(path: Path, expected: int) -> int:
         while chunk := f.read(1 << 22):
             total += len(chunk)
     return total
+
+
+def sform_gap(image: sitk.Image, reader: sitk.ImageFileReader) -> float:
+    """How far (mm) the NIfTI sform of ``reader``'s file places ``image``'s corners from
+    where ``image``'s geometry (ITK's choice, the qform) puts them; 0 without an sform."""
+    keys = set(reader.GetMetaDataKeys())
+    rows = ("srow_x", "srow_y", "srow_z")
+    if not {"sform_code", *rows} <= keys or reader.GetMetaData("sform_code").strip() in ("", "0"):
+        return 0.0
+    try:
+        sform = np.array([[float(v) for v in reader.GetMetaData(r).split()] for r in rows])
+    except ValueError:
+        return 0.0
+    if sform.shape != (3, 4):
+        return 0.0
+    size = np.asarray(image.GetSize(), dtype=float) - 1
+    corners = np.array(
+        [[i, j, k] for i in (0, size[0]) for j in (0, size[1]) for k in (0, size[2])]
+    )
+    read = np.array([image.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
+    read[:, :2] *= -1  # ITK's LPS -> NIfTI's RAS
+    in_sform = corners @ sform[:, :3].T + sform[:, 3]
+    return float(np.linalg.norm(read - in_sform, axis=1).max())

@@ -1,7 +1,7 @@
 """Finding cases (co-registered channels + optional labels) on disk, one module per layout.
 
-3D layouts (cases are :class:`Case`): ``brats`` (:mod:`.brats`), ``pairs``
-(:mod:`.pairs`), ``csv`` (:mod:`.manifest`). 2D layouts (cases are
+3D layouts (cases are :class:`Case`): ``brats`` (:mod:`.brats`), ``decathlon``
+(:mod:`.decathlon`), ``pairs`` (:mod:`.pairs`), ``csv`` (:mod:`.manifest`). 2D layouts (cases are
 :class:`SliceCase`): ``tcga_lgg`` (:mod:`.tcga_lgg`), ``via`` (:mod:`.via`).
 Each module defines its :class:`~.registry.Layout`, registered here;
 :func:`find_cases` looks the layout up, or detects it. Every case follows
@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from brainseg_d2.data.sources import brats, manifest, pairs, tcga_lgg, via
+from brainseg_d2.data.sources import brats, decathlon, manifest, pairs, tcga_lgg, via
 from brainseg_d2.data.sources.brats import BRATS_STYLES, find_brats_cases
 from brainseg_d2.data.sources.common import CaseSource, SourceError, case_error, walk
 from brainseg_d2.data.sources.manifest import read_manifest
@@ -58,7 +58,8 @@ __all__ = [
     "walk",
 ]
 
-for _module in (brats, pairs, manifest, tcga_lgg, via):  # the order --layout lists them in
+# The order --layout lists them in.
+for _module in (brats, decathlon, pairs, manifest, tcga_lgg, via):
     register_layout(_module.LAYOUT)
 
 #: The layouts :func:`find_cases` knows.

@@ -12,7 +12,14 @@ import SimpleITK as sitk
 
 from brainseg_d2.data.ground_truth import raw_labels_to_tissue
 from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume
-from brainseg_d2.data.volume_io import VolumeError, check_same_geometry, read_header, read_image
+from brainseg_d2.data.volume_io import (
+    VolumeError,
+    check_frames,
+    check_same_geometry,
+    read_frames,
+    read_header,
+    read_image,
+)
 from brainseg_d2.labels import Target
 from brainseg_d2.structures import PreprocessOptions
 
@@ -30,6 +37,8 @@ class Case:
         label_convention: name in ``brainseg_d2.labels.CONVENTIONS``.
         expected: channel name -> where a channel missing from ``channels`` was
             looked for (for error messages).
+        frames: channel name -> its volume in a 4D file (a Decathlon image holds
+            every sequence of a case); channels not named here are 3D files.
     """
 
     case_id: str
@@ -38,6 +47,7 @@ class Case:
     mask: str | None
     label_convention: str
     expected: Mapping[str, str] = field(default_factory=dict)
+    frames: Mapping[str, int] = field(default_factory=dict)
 
     #: 3D volumes can be cut along any axis.
     dimensions: ClassVar[int] = 3
@@ -53,11 +63,38 @@ class Case:
     def files(self) -> list[str]:
         """All input files of the case, channels first (sorted by name), then mask."""
         out = [str(self.channels[c]) for c in sorted(self.channels)]
-        return out + ([self.mask] if self.mask else [])
+        return list(dict.fromkeys(out + ([self.mask] if self.mask else [])))
 
     def source_record(self) -> dict:
         """JSON-able description of the inputs, for ``volumes.json``."""
-        return {"channels": dict(self.channels), "mask": self.mask}
+        frames = {"frames": dict(self.frames)} if self.frames else {}
+        return {"channels": dict(self.channels), **frames, "mask": self.mask}
+
+    def sources(self) -> dict[str, str]:
+        """Channel name -> where it is read from, for messages (files only)."""
+        return {
+            c: f"{p} (volume {self.frames[c]})" if c in self.frames else str(p)
+            for c, p in self.channels.items()
+            if not isinstance(p, sitk.Image)
+        }
+
+    def read_channels(self, names: Sequence[str]) -> dict[str, sitk.Image]:
+        """The named channels as 3D images (a 4D file is read once for all its volumes).
+
+        Raises:
+            VolumeError: unreadable or bad file (naming it).
+        """
+        out: dict[str, sitk.Image] = {}
+        for name in names:
+            source = self.channels[name]
+            if isinstance(source, sitk.Image):
+                out[name] = source
+            elif name not in self.frames:
+                out[name] = read_image(source)
+            elif name not in out:
+                same = [n for n in names if n in self.frames and self.channels[n] == source]
+                out.update(zip(same, read_frames(source, [self.frames[n] for n in same])))
+        return {name: out[name] for name in names}
 
     def check(
         self, channels: Sequence[str], target: Target | None = None, *, all_files: bool = True
@@ -87,7 +124,9 @@ class Case:
             if path is None or isinstance(path, sitk.Image) or os.path.isdir(path):
                 continue  # no mask, an image in memory, or a DICOM series (checked when read)
             header = read_header(path)
-            if header.GetDimension() != 3:
+            if name in self.frames:
+                check_frames(header, path, [self.frames[name]])
+            elif header.GetDimension() != 3:
                 hint = ("; 2D slice sets convert with brainseg-convert --layout tcga_lgg or via"
                         if header.GetDimension() == 2 else "")  # fmt: skip
                 raise VolumeError(
@@ -111,22 +150,24 @@ class Case:
             VolumeError: unreadable file, geometry mismatch, bad labels (naming the file).
         """
         used = list(options.channels)
-        paths = [self.channels[c] for c in used] + ([self.mask] if self.mask else [])
-
-        def read(source):
-            return source if isinstance(source, sitk.Image) else read_image(source)
-
+        # One read per file: the channels of a 4D file are read together.
+        groups: dict[tuple, list[str]] = {}
+        for c in used:
+            key = ("4D", str(self.channels[c])) if c in self.frames else ("3D", c)
+            groups.setdefault(key, []).append(c)
+        jobs = [lambda g=g: self.read_channels(g) for g in groups.values()]
+        if self.mask:
+            jobs.append(lambda: {"mask": read_image(self.mask)})
         # Inflating (zlib, ITK) releases the GIL: the files are read at once. map()
         # raises the first error in file order, as reading one by one would.
-        with ThreadPoolExecutor(max_workers=len(paths)) as pool:
-            images = list(pool.map(read, paths))
-        channels = dict(zip(used, images))
-        mask_image = images[len(used)] if self.mask else None
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            read = {k: v for images in pool.map(lambda job: job(), jobs) for k, v in images.items()}
+        channels = {c: read[c] for c in used}
+        mask_image = read.get("mask")
         grid = dict(channels, **({"mask": mask_image} if mask_image is not None else {}))
         check_same_geometry(grid, case_id=self.case_id)
-        sources = {c: str(p) for c, p in self.channels.items() if not isinstance(p, sitk.Image)}
-        pre = preprocess_volume(channels, options, case_id=self.case_id, sources=sources)
-        del channels, images
+        pre = preprocess_volume(channels, options, case_id=self.case_id, sources=self.sources())
+        del channels, read
         if mask_image is not None:
             raw = pre.geometry.label_slices(mask_image)
             pre.tissue = raw_labels_to_tissue(raw, self.label_convention, self.mask)

@@ -20,8 +20,9 @@ from brainseg_d2.structures import PreprocessOptions
 
 
 def test_layouts_in_the_order_the_cli_lists_them():
-    assert LAYOUTS == ("brats", "pairs", "csv", "tcga_lgg", "via")
-    assert {name for name in LAYOUTS if get_layout(name).detect} == {"brats", "tcga_lgg", "via"}
+    assert LAYOUTS == ("brats", "decathlon", "pairs", "csv", "tcga_lgg", "via")
+    detected = {name for name in LAYOUTS if get_layout(name).detect}
+    assert detected == {"brats", "decathlon", "tcga_lgg", "via"}
 
 
 def test_unknown_layout_names_the_known_ones(tmp_path):

@@ -1,0 +1,224 @@
+r"""``decathlon``: a Medical Segmentation Decathlon task folder, or an nnU-Net raw dataset.
+
+A task folder holds ``dataset.json``, ``imagesTr/``, ``labelsTr/`` and ``imagesTs/``.
+Three ways of storing a case's sequences are read, as ``dataset.json`` says:
+
+- the Decathlon's own (``Task01_BrainTumour``): one 4D NIfTI per case,
+  ``imagesTr/BRATS_001.nii.gz``, its volumes the sequences in ``modality`` order;
+  the cases are those listed under ``training`` (with ``label``) and ``test``;
+- nnU-Net v1 (``Task500_Name``): the same ``dataset.json``, each sequence in a file of
+  its own, ``imagesTr/BRATS_001_0000.nii.gz`` ... ``_0003``;
+- nnU-Net v2 (``Dataset500_Name``): ``channel_names`` and ``file_ending`` instead of
+  case lists: every ``imagesTr/<case>_0000<ending>`` is a case, labelled by
+  ``labelsTr/<case><ending>`` when that exists; ``imagesTs`` cases are unlabelled.
+
+Sequences get the project's channel names (FLAIR -> ``flair``, T1w -> ``t1``,
+t1gd -> ``t1ce``, T2w -> ``t2``: :data:`CHANNEL_ALIASES`), so a BraTS config reads
+them as it reads BraTS folders. Labels are the Decathlon's brain-tumour ones
+(1 edema, 2 non-enhancing tumour, 3 enhancing: convention ``msd``), which nnU-Net's
+BraTS datasets keep (their region-based ``labels`` name the same values); other
+``labels`` need ``label_convention`` (a convention file). ``--input`` is the task
+folder (every case) or its ``imagesTr`` or ``imagesTs`` folder (those cases). The
+patient id is the case id unless ``patient_pattern`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from brainseg_d2.data.sources.common import (
+    SourceError,
+    check_input_dir,
+    patient_of,
+    sorted_unique,
+)
+from brainseg_d2.data.sources.registry import Layout, SourceQuery
+from brainseg_d2.data.sources.volume import Case
+from brainseg_d2.labels import get_convention
+
+#: A sequence's name in ``dataset.json`` (lower case, letters and digits only) ->
+#: the project's channel name. Other names become channels of their own.
+CHANNEL_ALIASES = {
+    "flair": "flair", "t2flair": "flair", "t2f": "flair",
+    "t1": "t1", "t1w": "t1", "t1n": "t1", "t1native": "t1",
+    "t1ce": "t1ce", "t1gd": "t1ce", "t1c": "t1ce", "t1contrast": "t1ce", "t1post": "t1ce",
+    "t2": "t2", "t2w": "t2",
+}  # fmt: skip
+#: The Decathlon's brain-tumour labels, by value, as ``_label_key`` writes names.
+MSD_LABELS = {1: "edema", 2: "nonenhancingtumor", 3: "enhancingtumor"}
+#: nnU-Net's region-based BraTS labels: region -> its values.
+MSD_REGIONS = {"wholetumor": (1, 2, 3), "tumorcore": (2, 3), "enhancingtumor": (3,)}
+IMAGE_FOLDERS = ("imagesTr", "imagesTs")
+
+
+def channel_name(sequence: str) -> str:
+    """The project's channel name for a sequence named in ``dataset.json``."""
+    key = re.sub(r"[^a-z0-9]", "", sequence.lower())
+    return CHANNEL_ALIASES.get(key, key)
+
+
+def _label_key(name: str) -> str:
+    return re.sub(r"[^a-z]", "", name.lower()).replace("tumour", "tumor").replace("oedema", "edema")
+
+
+def task_spec(folder: Path) -> dict | None:
+    """``folder``'s ``dataset.json`` if it describes a Decathlon or nnU-Net raw task
+    (it names the sequences and an image folder lies beside it), else None."""
+    path = folder / "dataset.json"
+    if not path.is_file() or not any((folder / f).is_dir() for f in IMAGE_FOLDERS):
+        return None
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(spec, dict) or not ("modality" in spec or "channel_names" in spec):
+        return None
+    return spec
+
+
+def task_folder(input_path: str | os.PathLike) -> tuple[Path, str | None]:
+    """The task folder of ``input_path`` and the image folder it narrows to (or None).
+
+    Raises:
+        SourceError: ``input_path`` is neither a task folder nor one of its image folders.
+    """
+    root = Path(input_path).resolve()
+    check_input_dir(root)
+    if task_spec(root) is not None:
+        return root, None
+    if root.name in IMAGE_FOLDERS and task_spec(root.parent) is not None:
+        return root.parent, root.name
+    raise SourceError(
+        f"{root} is not a Decathlon or nnU-Net task folder (expected dataset.json naming "
+        "'modality' or 'channel_names' beside imagesTr/ or imagesTs/), nor its imagesTr or "
+        "imagesTs folder"
+    )
+
+
+def is_task_input(input_path: str | os.PathLike) -> bool:
+    """True if ``input_path`` is a task folder or one of its image folders."""
+    folder = Path(input_path).resolve()
+    return task_spec(folder) is not None or (
+        folder.name in IMAGE_FOLDERS and task_spec(folder.parent) is not None
+    )
+
+
+def _channels(spec: dict, where: Path) -> list[str]:
+    """Channel names in file order (``modality`` / ``channel_names`` keys 0, 1, ...)."""
+    named = spec.get("modality", spec.get("channel_names"))
+    try:
+        order = sorted((int(k), str(v)) for k, v in named.items())
+    except (AttributeError, TypeError, ValueError):
+        order = []
+    if not order or [i for i, _ in order] != list(range(len(order))):
+        raise SourceError(f"{where}: 'modality' / 'channel_names' must map 0, 1, ... to "
+                          f"sequence names, got {named!r}")  # fmt: skip
+    names = [channel_name(v) for _, v in order]
+    if len(set(names)) != len(names) or "" in names:
+        raise SourceError(f"{where}: sequences {[v for _, v in order]} give channel names "
+                          f"{names}, which must differ")  # fmt: skip
+    return names
+
+
+def _convention(spec: dict, where: Path, asked: str | None) -> str:
+    """``msd`` for the Decathlon's brain-tumour labels, else the one the user named."""
+    if asked:
+        get_convention(asked)  # a built-in or a user's registered one, else ValueError
+        return asked
+    labels = spec.get("labels")
+    try:
+        if all(str(k).isdigit() for k in labels):  # Decathlon / v1: value -> name
+            found = {int(k): _label_key(str(v)) for k, v in labels.items() if int(k)}
+            if found == MSD_LABELS:
+                return "msd"
+        else:  # v2: name -> value, or region -> values
+            found = {_label_key(k): v for k, v in labels.items() if v not in (0, [0])}
+            plain = {v: k for k, v in found.items() if isinstance(v, int)}
+            regions = {k: tuple(sorted(v)) for k, v in found.items() if isinstance(v, list)}
+            if plain == MSD_LABELS or regions == MSD_REGIONS:
+                return "msd"
+    except (AttributeError, TypeError, ValueError):
+        pass
+    raise SourceError(
+        f"{where}: labels {labels!r} are not the Decathlon's brain-tumour labels (1 edema, "
+        "2 non-enhancing tumour, 3 enhancing); pass --label-convention with a convention file"
+    )
+
+
+def _listed_cases(spec: dict, root: Path, names: list[str], ending: str) -> list[Case]:
+    """Cases of a Decathlon / nnU-Net v1 ``dataset.json`` (``training`` and ``test`` lists)."""
+    entries = [(e.get("image"), e.get("label")) if isinstance(e, dict) else (None, None)
+               for e in spec.get("training") or []]  # fmt: skip
+    entries += [(e, None) for e in spec.get("test") or []]
+    cases = []
+    for image, label in entries:
+        if not isinstance(image, str) or not (label is None or isinstance(label, str)):
+            raise SourceError(f"{root / 'dataset.json'}: a case lists image {image!r} and "
+                              f"label {label!r}; expected file paths")  # fmt: skip
+        path = (root / image).resolve()
+        case_id = path.name[: -len(ending)] if path.name.endswith(ending) else path.stem
+        split = path.with_name(f"{case_id}_0000{ending}")
+        mask = str((root / label).resolve()) if label else None
+        if path.exists() or not split.exists():  # one 4D file (a missing one is named)
+            channels = {n: str(path) for n in names}
+            frames = {n: i for i, n in enumerate(names)}
+        else:  # nnU-Net v1: a file per sequence
+            channels = {n: str(path.with_name(f"{case_id}_{i:04d}{ending}"))
+                        for i, n in enumerate(names)}  # fmt: skip
+            frames = {}
+        cases.append(Case(case_id, case_id, channels, mask, "msd", frames=frames))
+    return cases
+
+
+def _found_cases(root: Path, names: list[str], ending: str) -> list[Case]:
+    """Cases of an nnU-Net v2 dataset: every ``<case>_0000<ending>`` in an image folder."""
+    cases = []
+    for folder in IMAGE_FOLDERS:
+        images = root / folder
+        if not images.is_dir():
+            continue
+        first = f"_0000{ending}"  # "._" files are macOS resource forks, not images
+        ids = sorted(n[: -len(first)] for n in os.listdir(images)
+                     if n.endswith(first) and not n.startswith("."))  # fmt: skip
+        for case_id in ids:
+            label = root / "labelsTr" / f"{case_id}{ending}"
+            channels = {n: str(images / f"{case_id}_{i:04d}{ending}") for i, n in enumerate(names)}
+            mask = str(label) if folder == "imagesTr" and label.is_file() else None
+            cases.append(Case(case_id, case_id, channels, mask, "msd"))
+    return cases
+
+
+def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
+    """The cases of a task folder (module doc), narrowed to one image folder if given."""
+    root, only = task_folder(input_path)
+    where = root / "dataset.json"
+    spec = task_spec(root)
+    names = _channels(spec, where)
+    convention = _convention(spec, where, query.label_convention)
+    ending = spec.get("file_ending", ".nii.gz")
+    if not isinstance(ending, str) or not ending.startswith("."):
+        raise SourceError(f"{where}: file_ending must be like '.nii.gz', got {ending!r}")
+    listed = "training" in spec or "test" in spec
+    if listed:
+        cases = _listed_cases(spec, root, names, ending)
+    else:
+        cases = _found_cases(root, names, ending)
+    if only is not None:
+        cases = [c for c in cases if Path(next(iter(c.channels.values()))).parent.name == only]
+    if not cases:
+        how = "dataset.json lists none" if listed else f"no <case>_0000{ending} file"
+        raise SourceError(f"no cases found in {root / only if only else root} ({how})")
+    cases = [
+        replace(c, label_convention=convention,
+                patient_id=patient_of(c.case_id, query.patient_pattern))
+        for c in cases
+    ]  # fmt: skip
+    return sorted_unique(cases)
+
+
+#: This layout, registered by the package.
+LAYOUT = Layout("decathlon", _find, detect=lambda folder, names: is_task_input(folder))

@@ -1,0 +1,125 @@
+"""The ``decathlon`` layout: Decathlon task folders (4D images) and nnU-Net raw datasets."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from brainseg_d2.data.convert import ConvertOptions
+from brainseg_d2.data.sources import SourceError, detect_layout, find_brats_cases, find_cases
+from brainseg_d2.data.volume_io import VolumeError
+
+ORDER = ("flair", "t1", "t1ce", "t2")
+
+
+@pytest.mark.parametrize("form", ["msd", "v1", "v2"])
+def test_each_form_reads_the_same_cases_as_the_brats_folders(
+    form, write_task, tiny_cases, tmp_path
+):
+    task = write_task(tiny_cases, tmp_path / "Task01_BrainTumour", form)
+    assert detect_layout(task) == "decathlon"
+    cases = find_cases(task)
+    assert [c.case_id for c in cases] == ["BRATS_001", "BRATS_002"]
+    assert [c.labelled for c in cases] == [True, False]
+    assert {c.label_convention for c in cases} == {"msd"}
+    assert sorted(cases[0].channels) == sorted(ORDER)
+    if form == "msd":  # one 4D file, the sequences in dataset.json's order
+        assert cases[0].files() == [str(task / "imagesTr" / "BRATS_001.nii.gz"),
+                                    str(task / "labelsTr" / "BRATS_001.nii.gz")]  # fmt: skip
+        assert dict(cases[0].frames) == {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
+    else:
+        assert cases[0].channels["t1ce"] == str(task / "imagesTr" / "BRATS_001_0002.nii.gz")
+    options = ConvertOptions().preprocess()
+    for case, brats in zip(cases, find_brats_cases(tiny_cases)):
+        case.check(list(ORDER))
+        ours, theirs = case.load(options), brats.load(options)
+        np.testing.assert_array_equal(ours.slices, theirs.slices)  # every channel's pixels
+        assert ours.geometry == theirs.geometry
+        if case.labelled:  # the same tissue from 1/2/3 as from BraTS 2021's 1/2/4
+            assert np.unique(theirs.tissue).size >= 3  # edema and a core tissue at least
+            np.testing.assert_array_equal(ours.tissue, theirs.tissue)
+    # The image folders narrow the cases.
+    assert [c.case_id for c in find_cases(task / "imagesTs")] == ["BRATS_002"]
+    assert [c.case_id for c in find_cases(task / "imagesTr", "decathlon")] == ["BRATS_001"]
+
+
+def test_a_task_converts_with_its_unlabelled_cases_apart(write_task, tiny_cases, tmp_path):
+    from brainseg_d2.data.convert import convert_dataset
+
+    task = write_task(tiny_cases, tmp_path / "task", test_cases=1)
+    out = tmp_path / "converted"
+    info = convert_dataset(find_cases(task), out, ConvertOptions(split=(1.0, 0.0, 0.0)),
+                           progress=False)  # fmt: skip
+    assert info["label_convention"] == "msd"
+    volumes = json.loads((out / "volumes.json").read_text())
+    by_id = volumes["volumes"]
+    assert by_id["BRATS_001"]["split"] == "train" and by_id["BRATS_002"]["split"] == "unlabelled"
+    source = by_id["BRATS_001"]["source"]
+    assert source["frames"] == {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
+
+
+def _spec(task):
+    return json.loads((task / "dataset.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            lambda s: s.update(labels={"0": "background", "1": "tumour"}),
+            "are not the Decathlon's brain-tumour labels",
+        ),
+        (
+            lambda s: s.update(modality={"0": "FLAIR", "2": "T2w"}),
+            "must map 0, 1, ... to sequence names",
+        ),
+        (
+            lambda s: s.update(modality={"0": "T1", "1": "T1w"}),
+            "give channel names ['t1', 't1'], which must differ",
+        ),
+        (lambda s: s["training"].append({"image": 7}), "a case lists image 7"),
+        (lambda s: s.update(training=[], test=[]), "dataset.json lists none"),
+    ],
+    ids=["other-labels", "gap-in-sequences", "same-channel-twice", "not-a-path", "no-cases"],
+)
+def test_a_bad_dataset_json_is_named(change, expected, write_task, tiny_cases, tmp_path):
+    task = write_task(tiny_cases, tmp_path / "task")
+    spec = _spec(task)
+    change(spec)
+    (task / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(SourceError, match=re.escape(expected)):
+        find_cases(task, "decathlon")
+
+
+def test_other_labels_take_a_convention_file(write_task, tiny_cases, tmp_path):
+    from brainseg_d2.labels import register_convention, resolve_convention
+
+    task = write_task(tiny_cases, tmp_path / "task")
+    spec = _spec(task)
+    spec["labels"] = {"0": "background", "1": "oedema", "2": "core", "3": "active"}
+    (task / "dataset.json").write_text(json.dumps(spec))
+    conv = tmp_path / "task_labels.yaml"
+    conv.write_text("labels: {1: oedema, 2: core, 3: active}\n"
+                    "tissue: {oedema: ED, core: NCR, active: ET}\n")  # fmt: skip
+    register_convention(resolve_convention(str(conv)))
+    cases = find_cases(task, label_convention="task_labels")
+    assert {c.label_convention for c in cases} == {"task_labels"}
+
+
+def test_a_4d_image_short_of_a_sequence_is_named(write_task, tiny_cases, tmp_path):
+    task = write_task(tiny_cases, tmp_path / "task")
+    path = task / "imagesTr" / "BRATS_001.nii.gz"
+    image = sitk.ReadImage(str(path))
+    sitk.WriteImage(image[:, :, :, :3], str(path))
+    case = find_cases(task)[0]
+    with pytest.raises(VolumeError, match=f"{path}: holds 3 volumes, so it has no volume 3"):
+        case.check(list(ORDER))
+    with pytest.raises(VolumeError, match="holds 3 volumes, so it has no volume 3"):
+        case.load(ConvertOptions().preprocess())
+    sitk.WriteImage(image[:, :, :, 0], str(path))  # a 3D file where a 4D one belongs
+    with pytest.raises(VolumeError, match=r"expected a 4D image \(one volume per sequence\)"):
+        find_cases(task)[0].check(list(ORDER))
