@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from brainseg_d2.data.sources.decathlon import task_labels
 from brainseg_d2.evaluation.case_scores import ScoringSettings
 from brainseg_d2.evaluation.lesion_metrics import BRATS2023_LESION_SETTINGS, LesionSettings
 from brainseg_d2.evaluation.nifti_evaluation import EvaluationError, evaluate_folders
@@ -46,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--pred", required=True, type=Path, help="folder of predicted label maps")
-    p.add_argument("--ref", required=True, type=Path, help="folder of reference label maps")
+    p.add_argument(
+        "--ref",
+        required=True,
+        type=Path,
+        help="folder of reference label maps, or a Decathlon or nnU-Net task folder (its "
+        "labelsTr, in the labels its dataset.json names)",
+    )
     p.add_argument("--output", required=True, type=Path, help="folder for the CSV and JSON")
     p.add_argument(
         "--pattern",
@@ -124,12 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 <= args.hd95_penalty < float("inf"):  # a distance, written to summary.json
             raise EvaluationError("--hd95-penalty must be a distance: need a finite value "
                                   f">= 0 mm, got {args.hd95_penalty}")
+        # A Decathlon or nnU-Net task: its labelsTr, labelled as its dataset.json says.
+        ref, task_convention = task_labels(args.ref)
         summary = evaluate_folders(
             args.pred,
-            args.ref,
+            ref,
             args.output,
             pattern=args.pattern,
-            label_convention=args.label_convention,
+            label_convention=args.label_convention or task_convention,
             pred_label_convention=args.pred_label_convention,
             lesion=lesion,
             settings=ScoringSettings(hd95_penalty=args.hd95_penalty),

@@ -175,3 +175,39 @@ def test_a_convention_file_that_does_not_parse_is_one_line(tmp_path, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: {bad}: cannot parse (ParserError: ")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_decathlon_task_is_scored_on_its_labels_in_its_convention(tmp_path, capsys):
+    import json
+
+    # A task folder: 4D images beside labelsTr (1 edema, 2 non-enhancing, 3 enhancing).
+    task = tmp_path / "Task01_BrainTumour"
+    reference = np.select([_tumour(4) == 2, _tumour(4) == 1, _tumour(4) == 4], [1, 2, 3], 0)
+    _write(task / "labelsTr" / "BRATS_001.nii.gz", reference)
+    image = sitk.JoinSeries([sitk.GetImageFromArray(reference.astype(np.float32))] * 4)
+    (task / "imagesTr").mkdir()
+    sitk.WriteImage(image, str(task / "imagesTr" / "BRATS_001.nii.gz"))
+    (task / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor",
+                   "3": "enhancing tumour"},
+        "training": [{"image": "./imagesTr/BRATS_001.nii.gz",
+                      "label": "./labelsTr/BRATS_001.nii.gz"}], "test": []}))  # fmt: skip
+    pred = reference.copy()
+    pred[pred == 3] = 2  # the enhancing part called non-enhancing
+    _write(tmp_path / "pred" / "BRATS_001_pred.nii.gz", pred)
+    for ref in (task, task / "labelsTr"):
+        out = tmp_path / f"out_{ref.name}"
+        code, err = _run(capsys, "--pred", str(tmp_path / "pred"), "--ref", str(ref),
+                         "--output", str(out))  # fmt: skip
+        assert code == 0, err
+        dice = _dice(out)
+        assert dice[("BRATS_001", "WT")] == dice[("BRATS_001", "TC")] == 1.0
+        assert dice[("BRATS_001", "ET")] == 0.0 and dice[("BRATS_001", "edema")] == 1.0
+    # Without a task around them, the same files need the convention named.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (task / "labelsTr" / "BRATS_001.nii.gz").rename(plain / "BRATS_001.nii.gz")
+    code, err = _run(capsys, "--pred", str(tmp_path / "pred"), "--ref", str(plain),
+                     "--output", str(tmp_path / "out3"))  # fmt: skip
+    assert code == 2 and "pass --label-convention" in err

@@ -107,6 +107,28 @@ def is_task_input(input_path: str | os.PathLike) -> bool:
     )
 
 
+def task_labels(ref: str | os.PathLike) -> tuple[Path, str | None]:
+    """Where a task's reference label maps are, and their convention, for evaluation.
+
+    Args:
+        ref: a task folder, its ``labelsTr`` folder, or any other folder.
+
+    Returns:
+        ``(labelsTr, "msd")`` for a task with the Decathlon's brain-tumour labels
+        (None for other labels); ``(ref, None)`` for a folder outside a task.
+    """
+    ref = Path(ref)
+    task = ref if task_spec(ref.resolve()) is not None else ref.parent
+    spec = task_spec(task.resolve()) if ref.name == "labelsTr" or task == ref else None
+    if spec is None:
+        return ref, None
+    try:
+        convention = _convention(spec, task / "dataset.json", None)
+    except SourceError:
+        convention = None
+    return task / "labelsTr", convention
+
+
 def _channels(spec: dict, where: Path) -> list[str]:
     """Channel names in file order (``modality`` / ``channel_names`` keys 0, 1, ...)."""
     named = spec.get("modality", spec.get("channel_names"))
