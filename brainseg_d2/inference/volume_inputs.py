@@ -83,7 +83,10 @@ def case_convention(case: Case, dataset_convention: str) -> str:
     ``<case>-t2f.nii.gz``: brats2023, ET = 3), as :func:`find_brats_cases` found.
     A training dataset converted with a user's own convention applies it to
     BraTS-style folders as well (the converter does), unless the case id is a
-    BraTS one (``BraTS-GLI-00000-000``, ``BraTS2021_00000``, ...).
+    BraTS one (``BraTS-GLI-00000-000``, ``BraTS2021_00000``, ...). BraTS 2013-2015
+    cases (``brats2015``: 1 necrosis, 3 non-enhancing) are written in BraTS 2017-2021
+    labels, where 1 is the whole non-enhancing core and 3 is unused: a model learns the
+    two as one tissue, and 2 (edema) and 4 (enhancing) are the same in both.
 
     Args:
         case: the input case.
@@ -92,4 +95,4 @@ def case_convention(case: Case, dataset_convention: str) -> str:
     user_dataset = dataset_convention not in CONVENTIONS and dataset_convention != "mixed"
     if user_dataset and brats_task(case.case_id) is None:
         return dataset_convention
-    return case.label_convention
+    return "brats2021" if case.label_convention == "brats2015" else case.label_convention

@@ -141,6 +141,15 @@ CONVENTIONS: dict[str, LabelConvention] = {
         {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED, 4: TISSUE_ET},
         description="BraTS 2018-2021: 1 NCR/NET, 2 edema, 4 enhancing",
     ),
+    # BraTS 2013-2015: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing. Necrosis and
+    # non-enhancing tumour are both NCR in tissue codes (BraTS 2017 merged them as 1),
+    # so a prediction writes the core as 1.
+    "brats2015": LabelConvention(
+        "brats2015",
+        {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED, 3: TISSUE_NCR, 4: TISSUE_ET},
+        classes={1: "necrosis", 2: "edema", 3: "non_enhancing", 4: "enhancing"},
+        description="BraTS 2013-2015: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing",
+    ),
     # BraTS 2023+ GLI, MET, MEN, SSA, PED 2023: 1 NCR, 2 edema, 3 enhancing.
     "brats2023": LabelConvention(
         "brats2023",

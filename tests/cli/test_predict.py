@@ -245,3 +245,29 @@ def test_a_decathlon_task_is_predicted_in_its_own_labels(
                       "--raw")) == 0  # fmt: skip
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
         "BRATS_001_pred.nii.gz", "BRATS_002_pred.nii.gz"]  # fmt: skip
+
+
+def test_a_brats_2015_case_folder_is_predicted_in_its_labels(
+    weights_files, phantom_dataset, tiny_cases, tmp_path, capsys
+):
+    import SimpleITK as sitk
+
+    # Tiny_B as BraTS 2015 stores a case: an .mha per sequence, each in a VSD folder.
+    case = tmp_path / "brats_2013_pat0002_1"
+    for k, (channel, name) in enumerate({"flair": "Flair", "t1": "T1", "t1ce": "T1c",
+                                         "t2": "T2"}.items()):  # fmt: skip
+        vsd = case / f"VSD.Brain.XX.O.MR_{name}.{100 + k}"
+        vsd.mkdir(parents=True)
+        image = sitk.ReadImage(str(tiny_cases / "Tiny_B" / f"Tiny_B_{channel}.nii.gz"))
+        sitk.WriteImage(image, str(vsd / f"{vsd.name}.mha"))
+    out, reference = tmp_path / "out", tmp_path / "ref"
+    assert main(_args(weights_files, phantom_dataset, case, out, "good", "--raw")) == 0, (
+        capsys.readouterr().err
+    )
+    assert main(_args(weights_files, phantom_dataset, tiny_cases / "Tiny_B", reference,
+                      "good", "--raw")) == 0  # fmt: skip
+    ours = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "brats_2013_pat0002_1_pred.nii.gz")))
+    theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(reference / "Tiny_B_pred.nii.gz")))
+    # BraTS 2015 labels: 1 necrosis (the core, as one), 2 edema, 4 enhancing, as 2021's.
+    assert set(theirs.ravel().tolist()) == {0, 1, 2, 4}
+    np.testing.assert_array_equal(ours, theirs)

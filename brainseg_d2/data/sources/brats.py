@@ -1,4 +1,4 @@
-r"""``brats``: one folder per case, BraTS 2018-2021 or 2023+ file names.
+r"""``brats``: one folder per case, BraTS 2013-2015, 2017-2021 or 2023+ file names.
 
 Case folders are found at any depth (so the HGG/LGG subfolders of BraTS
 2018/2019 work), following symbolic links to folders (each real folder is
@@ -12,6 +12,13 @@ and in 2023+ the ``-NNN`` suffix (time point) is kept so that ids stay
 one-to-one with folders. ``patient_pattern`` (``--patient-pattern``) groups
 time points into patients, e.g. ``BraTS-GLI-(\d+)-\d+``; so does a CSV manifest.
 
+BraTS 2013-2015 (the VSD names of the SMIR archive) keep each sequence in a folder
+of its own, ``<case>/VSD.Brain.XX.O.MR_Flair.<n>/VSD.Brain.XX.O.MR_Flair.<n>.mha``
+(``MR_T1``, ``MR_T1c``, ``MR_T2``), the label map in
+``VSD.Brain_3more.XX.O.OT.<n>/`` (convention ``brats2015``: 1 necrosis, 2 edema,
+3 non-enhancing, 4 enhancing). BraTS 2013 numbers its cases ``HG/0001``, ``LG/0001``:
+a case folder named by digits alone gets its parent's name in front (``HG_0001``).
+
 ``label_convention`` may name any built-in convention whose label maps go with
 the files' names (:data:`STYLE_CONVENTIONS`: 2023-style names also carry BraTS
 2024's ``brats2024`` and ``brats2024-ped`` maps), or a user's registered one.
@@ -20,6 +27,7 @@ the files' names (:data:`STYLE_CONVENTIONS`: 2023-style names also carry BraTS
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,7 +52,12 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 STYLE_CONVENTIONS: dict[str, tuple[str, ...]] = {
     "brats2021": ("brats2021",),
     "brats2023": ("brats2023", "brats2024", "brats2024-ped"),
+    "brats2015": ("brats2015",),
 }
+#: A BraTS 2013-2015 sequence folder (group 1: the sequence) and label-map folder.
+VSD_SEQUENCE = re.compile(r"VSD\.Brain\.XX\.O\.MR_(Flair|T1|T1c|T2)\.\d+", re.I)
+VSD_LABELS = re.compile(r"VSD\.Brain_\d+more\.XX\.(?:O|XX)\.OT\.\d+", re.I)
+VSD_CHANNELS = {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"}
 
 
 def brats_case(folder: Path, names: set[str]) -> Case | None:
@@ -69,8 +82,39 @@ def brats_case(folder: Path, names: set[str]) -> Case | None:
     return None
 
 
+def vsd_case(folder: Path, dirnames: list[str]) -> Case | None:
+    """The BraTS 2013-2015 case a folder holding folders ``dirnames`` is, or None.
+
+    Raises:
+        SourceError: two folders of one sequence, or two label maps.
+    """
+    found: dict[str, str] = {}
+    for name in dirnames:
+        seq = VSD_SEQUENCE.fullmatch(name)
+        if seq:
+            key = VSD_CHANNELS[seq.group(1).lower()]
+        elif VSD_LABELS.fullmatch(name):
+            key = "seg"
+        else:
+            continue
+        if key in found:
+            raise SourceError(f"{folder}: two folders of {key}: {Path(found[key]).parent.name} "
+                              f"and {name}")  # fmt: skip
+        found[key] = str(folder / name / f"{name}.mha")
+    mask = found.pop("seg", None)
+    if not found:
+        return None
+    case_id = f"{folder.parent.name}_{folder.name}" if folder.name.isdigit() else folder.name
+    expected = {
+        logical: str(folder / f"VSD.Brain.XX.O.MR_{seq}.<n>")
+        for seq, logical in (("Flair", "flair"), ("T1", "t1"), ("T1c", "t1ce"), ("T2", "t2"))
+        if logical not in found
+    }
+    return Case(case_id, case_id, found, mask, "brats2015", expected)
+
+
 def find_brats_cases(root: str | os.PathLike) -> list[Case]:
-    """Find BraTS 2018-2021 and 2023+ case folders under ``root`` (any depth).
+    """Find BraTS 2013-2015, 2017-2021 and 2023+ case folders under ``root`` (any depth).
 
     Args:
         root: folder holding case folders (directly or in HGG/LGG subfolders).
@@ -89,8 +133,8 @@ def _scan(root: str | os.PathLike) -> tuple[list[Case], list[Path]]:
     root = Path(root).resolve()
     check_input_dir(root)
     cases, passed_over = [], []
-    for dirpath, _, filenames in walk(root):
-        case = brats_case(Path(dirpath), set(filenames))
+    for dirpath, dirnames, filenames in walk(root):
+        case = brats_case(Path(dirpath), set(filenames)) or vsd_case(Path(dirpath), dirnames)
         used = {Path(f).name for f in case.files()} if case is not None else set()
         passed_over += [Path(dirpath) / n for n in filenames
                         if n.lower().endswith(NIFTI_SUFFIXES) and n not in used]  # fmt: skip
@@ -98,8 +142,9 @@ def _scan(root: str | os.PathLike) -> tuple[list[Case], list[Path]]:
             cases.append(case)
     if not cases:
         raise SourceError(
-            f"no BraTS cases found under {root} (expected <case>/<case>_flair.nii.gz or "
-            f"<case>/<case>-t2f.nii.gz); for other data use --layout pairs or csv "
+            f"no BraTS cases found under {root} (expected <case>/<case>_flair.nii.gz, "
+            f"<case>/<case>-t2f.nii.gz or <case>/VSD.Brain.XX.O.MR_Flair.<n>/"
+            f"VSD.Brain.XX.O.MR_Flair.<n>.mha); for other data use --layout pairs or csv "
             f"(demo/demo.py: pass the channel files)"
         )
     return sorted_unique(cases), passed_over
@@ -140,7 +185,12 @@ def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
     return [replace(c, label_convention=convention) for c in cases]
 
 
+def _detect(folder: Path, names) -> bool:
+    """A BraTS case folder, or a BraTS 2013-2015 sequence folder holding its ``.mha``."""
+    if brats_case(folder, set(names)) is not None:
+        return True
+    return bool(VSD_SEQUENCE.fullmatch(folder.name)) and f"{folder.name}.mha" in names
+
+
 #: This layout, registered by the package.
-LAYOUT = Layout(
-    "brats", _find, detect=lambda folder, names: brats_case(folder, set(names)) is not None
-)
+LAYOUT = Layout("brats", _find, detect=_detect)
