@@ -8,9 +8,9 @@ Two kinds of input:
   resized as ``DefaultPredictor`` does; the dense head's category masks at the
   score threshold drawn as the case pictures are (``BRAINSEG.MASK_SOURCE``
   semantic), else ``Visualizer.draw_instance_predictions``, into ``--output``;
-* a case: a BraTS case folder (or a folder of them), or the channel files of
-  one volume (``*_flair.nii.gz *_t1ce.nii.gz ...``, or in the dataset's channel
-  order): ``VolumePredictor`` on the whole volume, then
+* a case: a BraTS case folder (or a folder of them; a Decathlon or nnU-Net task), or
+  one volume's channel files (``*_flair.nii.gz *_t1ce.nii.gz ...``, or in the
+  dataset's channel order): ``VolumePredictor`` on the whole volume, then
   ``<output>/<case>/slice_<s>.png`` (ground truth | prediction), ``montage.png``
   and ``volume.gif``. Ground truth comes from ``--gt`` or a case folder's seg file.
 
@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 
 from brainseg_d2.config import setup_cfg as brainseg_setup_cfg  # noqa: E402
 from brainseg_d2.data.ground_truth import label_map_masks  # noqa: E402
-from brainseg_d2.data.sources import BRATS_STYLES, Case, find_brats_cases  # noqa: E402
+from brainseg_d2.data.sources import BRATS_STYLES, Case, find_cases, is_task_input  # noqa: E402
 from brainseg_d2.data.volume_io import VolumeError  # noqa: E402
 from brainseg_d2.engine.cfg_checks import check_cfg_values  # noqa: E402
 from brainseg_d2.labels import detect_convention, get_target  # noqa: E402
@@ -330,7 +330,8 @@ def run_cases(args: argparse.Namespace, cfg, kind: str, paths: Sequence[str]) ->
     own = predictor.label_convention
     default_convention = "brats2021" if own == "mixed" else own
     if kind == "case":
-        cases = [c for folder in paths for c in find_brats_cases(folder)]
+        cases = [c for p in paths
+                 for c in find_cases(p, "decathlon" if is_task_input(p) else "brats")]  # fmt: skip
     else:
         cases = [volume_case(paths, predictor.channels, default_convention)]
     if args.gt and len(cases) != 1:

@@ -285,3 +285,21 @@ def test_demo_refuses_bad_weights_and_an_output_that_is_an_input(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "MODEL.DEVICE is 'cuda'" in err[0]
         assert not (tmp_path / "out").exists()
+
+
+def test_demo_draws_the_cases_of_a_decathlon_task(
+    phantom_dataset, weights_files, tiny_cases, write_task, tmp_path
+):
+    demo = _load("demo/demo.py")
+    task = write_task(tiny_cases, tmp_path / "Task01_BrainTumour", "msd", test_cases=1)
+    out = tmp_path / "pictures"
+    rc = demo.main([
+        "--config-file", str(CONFIG), "--output", str(out),
+        "--dataset-info", str(phantom_dataset["dataset"] / "dataset.json"),
+        "--input", str(task / "imagesTr"), *_model(weights_files),
+    ])  # fmt: skip
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["BRATS_001"]  # imagesTr's case alone
+    assert (out / "BRATS_001" / "montage.png").is_file()
+    # Slices with tumour (its labelsTr map, or predicted) are pictured.
+    assert sorted((out / "BRATS_001").glob("slice_*.png"))

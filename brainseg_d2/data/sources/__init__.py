@@ -19,6 +19,7 @@ from pathlib import Path
 from brainseg_d2.data.sources import brats, decathlon, manifest, pairs, tcga_lgg, via
 from brainseg_d2.data.sources.brats import BRATS_STYLES, find_brats_cases
 from brainseg_d2.data.sources.common import CaseSource, SourceError, case_error, walk
+from brainseg_d2.data.sources.decathlon import is_task_input
 from brainseg_d2.data.sources.manifest import read_manifest
 from brainseg_d2.data.sources.pairs import find_pair_cases, parse_channel_globs
 from brainseg_d2.data.sources.registry import (
@@ -48,6 +49,7 @@ __all__ = [
     "detect_layout",
     "find_brats_cases",
     "find_cases",
+    "is_task_input",
     "find_pair_cases",
     "find_tcga_lgg_cases",
     "find_via_cases",
