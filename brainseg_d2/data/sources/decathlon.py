@@ -167,7 +167,8 @@ def _convention(spec: dict, where: Path, asked: str | None) -> str:
         pass
     raise SourceError(
         f"{where}: labels {labels!r} are not the Decathlon's brain-tumour labels (1 edema, "
-        "2 non-enhancing tumour, 3 enhancing); pass --label-convention with a convention file"
+        "2 non-enhancing tumour, 3 enhancing); pass --label-convention: a built-in one "
+        "(brats2023: 1 NCR, 2 edema, 3 enhancing, ...) or a convention file"
     )
 
 
