@@ -124,13 +124,17 @@ def read_nifti(path: Path, reader: sitk.ImageFileReader) -> tuple[sitk.Image, bo
     itk_dtype = sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).dtype
     if (
         header.scaled
-        or len(size) != 3  # a 4D file: SimpleITK builds only 2D and 3D images from arrays
+        or len(size) not in (3, 4)
         or reader.GetNumberOfComponents() != 1
         or int(np.prod(size)) != header.count
         or itk_dtype != header.dtype.newbyteorder("=")
     ):
         return sitk.ReadImage(str(path)), False
-    image = sitk.GetImageFromArray(voxels.astype(itk_dtype, copy=False).reshape(size[::-1]))
+    array = voxels.astype(itk_dtype, copy=False).reshape(size[::-1])
+    if len(size) == 4:  # SimpleITK builds 4D images from 3D ones, not from arrays
+        image = sitk.JoinSeries([sitk.GetImageFromArray(volume) for volume in array])
+    else:
+        image = sitk.GetImageFromArray(array)
     image.SetSpacing(reader.GetSpacing())
     image.SetOrigin(reader.GetOrigin())
     image.SetDirection(reader.GetDirection())

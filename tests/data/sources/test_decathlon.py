@@ -123,3 +123,19 @@ def test_a_4d_image_short_of_a_sequence_is_named(write_task, tiny_cases, tmp_pat
     sitk.WriteImage(image[:, :, :, 0], str(path))  # a 3D file where a 4D one belongs
     with pytest.raises(VolumeError, match=r"expected a 4D image \(one volume per sequence\)"):
         find_cases(task)[0].check(list(ORDER))
+
+
+def test_a_nan_in_any_volume_of_a_4d_image_is_named(write_task, tiny_cases, tmp_path):
+    task = write_task(tiny_cases, tmp_path / "task")
+    path = task / "imagesTr" / "BRATS_001.nii.gz"
+    image = sitk.ReadImage(str(path))
+    volumes = [sitk.Extract(image, [*image.GetSize()[:3], 0], [0, 0, 0, k]) for k in range(4)]
+    array = sitk.GetArrayFromImage(volumes[3])
+    array[1, 2, 3] = np.nan  # T2, the last volume
+    bad = sitk.GetImageFromArray(array)
+    bad.CopyInformation(volumes[3])
+    sitk.WriteImage(sitk.JoinSeries([*volumes[:3], bad]), str(path))
+    case = find_cases(task)[0]
+    case.check(list(ORDER))  # headers are fine
+    with pytest.raises(VolumeError, match=f"{path}: contains NaN or Inf voxels"):
+        case.load(ConvertOptions().preprocess())
