@@ -14,7 +14,7 @@ time points into patients, e.g. ``BraTS-GLI-(\d+)-\d+``; so does a CSV manifest.
 
 BraTS 2013-2015 (the VSD names of the SMIR archive) keep each sequence in a folder
 of its own, ``<case>/VSD.Brain.XX.O.MR_Flair.<n>/VSD.Brain.XX.O.MR_Flair.<n>.mha``
-(``MR_T1``, ``MR_T1c``, ``MR_T2``), the label map in
+(``MR_T1``, ``MR_T1c``, ``MR_T2``; 2013 folders lack the ``.<n>``), the label map in
 ``VSD.Brain_3more.XX.O.OT.<n>/`` (convention ``brats2015``: 1 necrosis, 2 edema,
 3 non-enhancing, 4 enhancing). BraTS 2013 numbers its cases ``HG/0001``, ``LG/0001``:
 a case folder named by digits alone gets its parent's name in front (``HG_0001``).
@@ -55,8 +55,9 @@ STYLE_CONVENTIONS: dict[str, tuple[str, ...]] = {
     "brats2015": ("brats2015",),
 }
 #: A BraTS 2013-2015 sequence folder (group 1: the sequence) and label-map folder.
-VSD_SEQUENCE = re.compile(r"VSD\.Brain\.XX\.O\.MR_(Flair|T1|T1c|T2)\.\d+", re.I)
-VSD_LABELS = re.compile(r"VSD\.Brain_\d+more\.XX\.(?:O|XX)\.OT\.\d+", re.I)
+#: The folder names carry the file's number in 2015, not in 2013.
+VSD_SEQUENCE = re.compile(r"VSD\.Brain\.XX\.O\.MR_(Flair|T1|T1c|T2)(?:\.\d+)?", re.I)
+VSD_LABELS = re.compile(r"VSD\.Brain_\d+more\.XX\.(?:O|XX)\.OT(?:\.\d+)?", re.I)
 VSD_CHANNELS = {"flair": "flair", "t1": "t1", "t1c": "t1ce", "t2": "t2"}
 
 
@@ -82,6 +83,15 @@ def brats_case(folder: Path, names: set[str]) -> Case | None:
     return None
 
 
+def _vsd_file(folder: Path) -> Path:
+    """The ``.mha`` of a VSD folder: ``<folder>.mha`` (2015), else the one ``.mha`` in it."""
+    named = folder / f"{folder.name}.mha"
+    if named.exists():
+        return named
+    found = sorted(folder.glob("*.mha"))
+    return found[0] if len(found) == 1 else named  # none or several: the expected one is named
+
+
 def vsd_case(folder: Path, dirnames: list[str]) -> Case | None:
     """The BraTS 2013-2015 case a folder holding folders ``dirnames`` is, or None.
 
@@ -100,7 +110,7 @@ def vsd_case(folder: Path, dirnames: list[str]) -> Case | None:
         if key in found:
             raise SourceError(f"{folder}: two folders of {key}: {Path(found[key]).parent.name} "
                               f"and {name}")  # fmt: skip
-        found[key] = str(folder / name / f"{name}.mha")
+        found[key] = str(_vsd_file(folder / name))
     mask = found.pop("seg", None)
     if not found:
         return None
@@ -189,7 +199,7 @@ def _detect(folder: Path, names) -> bool:
     """A BraTS case folder, or a BraTS 2013-2015 sequence folder holding its ``.mha``."""
     if brats_case(folder, set(names)) is not None:
         return True
-    return bool(VSD_SEQUENCE.fullmatch(folder.name)) and f"{folder.name}.mha" in names
+    return bool(VSD_SEQUENCE.fullmatch(folder.name)) and any(n.endswith(".mha") for n in names)
 
 
 #: This layout, registered by the package.

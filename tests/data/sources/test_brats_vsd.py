@@ -12,12 +12,14 @@ from brainseg_d2.data.sources import SourceError, detect_layout, find_brats_case
 SEQUENCES = {"flair": "Flair", "t1": "T1", "t1ce": "T1c", "t2": "T2"}
 
 
-def write_vsd_case(case, folder, first_id=54512):
-    """A BraTS-2021-named case as BraTS 2015 writes one; half its core becomes 3."""
+def write_vsd_case(case, folder, first_id=54512, year=2015):
+    """A BraTS-2021-named case as BraTS 2015 writes one (2013: folders without the
+    file's number); half its core becomes 3."""
     for k, (channel, name) in enumerate(SEQUENCES.items()):
         vsd = f"VSD.Brain.XX.O.MR_{name}.{first_id + k}"
-        (folder / vsd).mkdir(parents=True)
-        sitk.WriteImage(sitk.ReadImage(case.channels[channel]), str(folder / vsd / f"{vsd}.mha"))
+        sub = folder / (vsd if year == 2015 else vsd.rsplit(".", 1)[0])
+        sub.mkdir(parents=True)
+        sitk.WriteImage(sitk.ReadImage(case.channels[channel]), str(sub / f"{vsd}.mha"))
     if case.mask:
         seg = sitk.ReadImage(case.mask)
         labels = sitk.GetArrayFromImage(seg)
@@ -25,9 +27,10 @@ def write_vsd_case(case, folder, first_id=54512):
         labels[tuple(core[: len(core) // 2].T)] = 3  # non-enhancing: NCR as necrosis is
         out = sitk.GetImageFromArray(labels)
         out.CopyInformation(seg)
-        vsd = f"VSD.Brain_3more.XX.O.OT.{first_id + 5}"
-        (folder / vsd).mkdir()
-        sitk.WriteImage(out, str(folder / vsd / f"{vsd}.mha"))
+        vsd = f"VSD.Brain_3more.XX.{'O' if year == 2015 else 'XX'}.OT.{first_id + 5}"
+        sub = folder / (vsd if year == 2015 else vsd.rsplit(".", 1)[0])
+        sub.mkdir()
+        sitk.WriteImage(out, str(sub / f"{vsd}.mha"))
 
 
 def test_2015_cases_read_as_their_2021_copies(tiny_cases, tmp_path):
@@ -54,9 +57,15 @@ def test_2015_cases_read_as_their_2021_copies(tiny_cases, tmp_path):
 def test_2013_numbered_cases_take_their_grade_folder(tiny_cases, tmp_path):
     case = find_brats_cases(tiny_cases)[0]
     root = tmp_path / "Image_Data"
-    write_vsd_case(case, root / "HG" / "0001")
-    write_vsd_case(case, root / "LG" / "0001")
-    assert [c.case_id for c in find_brats_cases(root)] == ["HG_0001", "LG_0001"]
+    write_vsd_case(case, root / "HG" / "0001", first_id=684, year=2013)
+    write_vsd_case(case, root / "LG" / "0001", first_id=700, year=2013)
+    cases = find_brats_cases(root)
+    assert [c.case_id for c in cases] == ["HG_0001", "LG_0001"]
+    assert cases[0].channels["flair"] == str(
+        root / "HG" / "0001" / "VSD.Brain.XX.O.MR_Flair" / "VSD.Brain.XX.O.MR_Flair.684.mha"
+    )
+    assert cases[0].mask.endswith("VSD.Brain_3more.XX.XX.OT/VSD.Brain_3more.XX.XX.OT.689.mha")
+    cases[0].check(list(SEQUENCES))
 
 
 def test_a_missing_or_doubled_sequence_is_named(tiny_cases, tmp_path):
