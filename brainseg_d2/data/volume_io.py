@@ -101,9 +101,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[sitk.Image]:
-    """Read 3D volumes of one 4D file, e.g. the sequences of a Decathlon image.
-
-    The file is read once; each volume keeps the file's spatial geometry.
+    """Read 3D volumes of one 4D file (once), each with the file's grid in space.
 
     Args:
         path: a 4D image file (NIfTI, MHA, NRRD, ...).
@@ -137,6 +135,8 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[sitk.Im
         _check_grid(frame, path)
         if not checked:
             _check_finite(frame, path)
+    if frames and path.name.lower().endswith((".nii", ".nii.gz")):
+        _warn_sform_disagrees(frames[0], reader, path)
     return frames
 
 

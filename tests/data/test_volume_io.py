@@ -14,6 +14,7 @@ from brainseg_d2.data.volume_io import (
     VolumeError,
     axis_transform,
     check_same_geometry,
+    read_frames,
     read_header,
     read_image,
     reorient_array,
@@ -254,3 +255,17 @@ def test_a_nifti_whose_sform_disagrees_is_read_with_a_warning(tmp_path, caplog):
     image = read_image(tmp_path / "moved.nii.gz")
     assert np.allclose(image.GetOrigin(), _volume().GetOrigin())  # ITK's choice: the qform
     assert "moved.nii.gz: its sform places the volume up to 5.0 mm" in caplog.text
+    # The same check for a 4D file (a Decathlon image), and its volumes read as 3D.
+    four = tmp_path / "four.nii.gz"
+    sitk.WriteImage(sitk.JoinSeries([_volume(), _volume()]), str(four))
+    loaded = nib.load(four)
+    out = nib.Nifti1Image(np.asarray(loaded.dataobj), None, loaded.header.copy())
+    out.set_qform(loaded.affine, 1)
+    shifted = loaded.affine.copy()
+    shifted[:3, 3] += (3.0, 4.0, 0.0)
+    out.set_sform(shifted, 2)
+    nib.save(out, tmp_path / "moved4d.nii.gz")
+    frames = read_frames(tmp_path / "moved4d.nii.gz", [1])
+    assert frames[0].GetSize() == _volume().GetSize()
+    assert np.allclose(frames[0].GetOrigin(), _volume().GetOrigin())
+    assert "moved4d.nii.gz: its sform places the volume up to 5.0 mm" in caplog.text
