@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from brainseg_d2.data.sources.common import SourceError
 from brainseg_d2.data.sources.decathlon import task_labels
 from brainseg_d2.evaluation.case_scores import ScoringSettings
 from brainseg_d2.evaluation.lesion_metrics import BRATS2023_LESION_SETTINGS, LesionSettings
@@ -132,13 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EvaluationError("--hd95-penalty must be a distance: need a finite value "
                                   f">= 0 mm, got {args.hd95_penalty}")
         # A Decathlon or nnU-Net task: its labelsTr, labelled as its dataset.json says.
-        ref, task_convention = task_labels(args.ref)
+        try:
+            ref, convention = task_labels(args.ref, args.label_convention)
+        except SourceError as exc:
+            raise EvaluationError(str(exc)) from None
         summary = evaluate_folders(
             args.pred,
             ref,
             args.output,
             pattern=args.pattern,
-            label_convention=args.label_convention or task_convention,
+            label_convention=convention,
             pred_label_convention=args.pred_label_convention,
             lesion=lesion,
             settings=ScoringSettings(hd95_penalty=args.hd95_penalty),

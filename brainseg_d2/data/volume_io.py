@@ -103,12 +103,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
 def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[sitk.Image]:
     """Read 3D volumes of one 4D file (once), each with the file's grid in space.
 
-    Args:
-        path: a 4D image file (NIfTI, MHA, NRRD, ...).
-        indices: which volumes (0-based, along the fourth axis).
-
-    Returns:
-        one 3D scalar image per index, in ``indices`` order.
+    ``indices`` are volumes along the fourth axis (0-based); one 3D scalar image is
+    returned for each, in that order.
 
     Raises:
         VolumeError: what :func:`read_image` refuses, a file that is not 4D, or an
@@ -141,12 +137,14 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[sitk.Im
 
 
 def check_frames(
-    header: sitk.ImageFileReader, path: str | os.PathLike, indices: Sequence[int]
-) -> int:
-    """The number of volumes of a 4D file, checked to hold every index in ``indices``.
+    header: sitk.ImageFileReader, path: str | os.PathLike, indices: Sequence[int],
+    total: int | None = None,
+) -> int:  # fmt: skip
+    """The number of volumes of a 4D file, checked to hold every index in ``indices``
+    (and to be ``total``, the sequences named for it, when given).
 
     Raises:
-        VolumeError: the file is not 4D, or an index is out of range.
+        VolumeError: the file is not 4D, an index is out of range, or another count.
     """
     if header.GetDimension() != 4:
         raise VolumeError(
@@ -157,6 +155,9 @@ def check_frames(
     for index in indices:
         if not 0 <= index < count:
             raise VolumeError(f"{path}: holds {count} volumes, so it has no volume {index}")
+    if total is not None and count != total:
+        raise VolumeError(f"{path}: holds {count} volumes, but {total} sequences are named "
+                          "for it (one per volume)")  # fmt: skip
     return count
 
 

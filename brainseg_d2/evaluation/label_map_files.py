@@ -116,6 +116,8 @@ def find_label_maps(
         names = set(files)
         entries += [(Path(d) / f, names) for f in files]
     for path, names in sorted(entries, key=lambda entry: entry[0]):
+        if path.name.startswith("._"):  # a macOS resource fork (Decathlon archives hold them)
+            continue
         if not path.name.lower().endswith(NIFTI_SUFFIXES) or not path.is_file():
             continue
         if _is_image(path, names):

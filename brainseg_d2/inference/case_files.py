@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from brainseg_d2.data.sources import Case, case_error, find_brats_cases, find_cases
+from brainseg_d2.data.sources.decathlon import task_folder
 from brainseg_d2.labels import (
     check_nothing_lost,
     check_writable,
@@ -190,17 +191,19 @@ def predict_cases(
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
     info = None  # read when needed: resuming a finished run needs no dataset at all
+    root = input  # what no output may lie in
     if layout == "brats":
         cases = find_brats_cases(input)
     elif layout == "decathlon":  # labelled as its dataset.json says
         cases = find_cases(input, layout)
+        root = task_folder(input)[0]  # never write into the task (its labelsTr above all)
     else:  # written as the training data was labelled, unless asked otherwise
         info = _dataset_info(cfg, dataset_info)
         register_dataset_conventions(info.to_json())  # a user's own, known by name
         own = "brats2021" if info.label_convention == "mixed" else info.label_convention
         cases = find_cases(input, layout, image_globs=image_globs, label_convention=own)
     outputs = output_paths(cases, output)
-    check_outputs(cases, outputs, input)
+    check_outputs(cases, outputs, root)
     present = [c for c in cases if os.path.lexists(outputs[c.case_id])]
     if present and existing == "skip":
         print(f"skipping {len(present)} of {len(cases)} cases whose output exists")

@@ -240,6 +240,11 @@ def test_a_decathlon_task_is_predicted_in_its_own_labels(
     # The same prediction, written as the Decathlon labels it: 1 edema, 2 core, 3 enhancing.
     as_msd = np.select([brats == 2, brats == 1, brats == 4], [1, 2, 3], 0)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), as_msd)
+    # Never into the task: its labelsTr would then hold predictions.
+    assert main(_args(weights_files, phantom_dataset, task / "imagesTs", task / "labelsTr",
+                      "good", "--raw")) == 2  # fmt: skip
+    assert "inside the input" in capsys.readouterr().err
+    assert sorted(p.name for p in (task / "labelsTr").iterdir()) == ["BRATS_001.nii.gz"]
     # The whole task folder: every case, the training case too.
     assert main(_args(weights_files, phantom_dataset, task, tmp_path / "all", "good",
                       "--raw")) == 0  # fmt: skip

@@ -193,6 +193,7 @@ def test_a_decathlon_task_is_scored_on_its_labels_in_its_convention(tmp_path, ca
                    "3": "enhancing tumour"},
         "training": [{"image": "./imagesTr/BRATS_001.nii.gz",
                       "label": "./labelsTr/BRATS_001.nii.gz"}], "test": []}))  # fmt: skip
+    (task / "labelsTr" / "._BRATS_001.nii.gz").write_bytes(b"\x00\x05\x16\x07")  # macOS
     pred = reference.copy()
     pred[pred == 3] = 2  # the enhancing part called non-enhancing
     _write(tmp_path / "pred" / "BRATS_001_pred.nii.gz", pred)
@@ -204,6 +205,14 @@ def test_a_decathlon_task_is_scored_on_its_labels_in_its_convention(tmp_path, ca
         dice = _dice(out)
         assert dice[("BRATS_001", "WT")] == dice[("BRATS_001", "TC")] == 1.0
         assert dice[("BRATS_001", "ET")] == 0.0 and dice[("BRATS_001", "edema")] == 1.0
+    # Labels the Decathlon's are not: the dataset.json is named, and a convention settles it.
+    spec = json.loads((task / "dataset.json").read_text())
+    spec["labels"] = {"0": "background", "1": "a", "2": "b", "3": "c"}
+    (task / "dataset.json").write_text(json.dumps(spec))
+    args = ("--pred", str(tmp_path / "pred"), "--ref", str(task), "--output", str(tmp_path / "o"))
+    code, err = _run(capsys, *args)
+    assert code == 2 and f"{task / 'dataset.json'}: labels" in err
+    assert _run(capsys, *args, "--label-convention", "msd")[0] == 0
     # Without a task around them, the same files need the convention named.
     plain = tmp_path / "plain"
     plain.mkdir()

@@ -84,12 +84,19 @@ def brats_case(folder: Path, names: set[str]) -> Case | None:
 
 
 def _vsd_file(folder: Path) -> Path:
-    """The ``.mha`` of a VSD folder: ``<folder>.mha`` (2015), else the one ``.mha`` in it."""
+    """The ``.mha`` of a VSD folder: ``<folder>.mha`` (2015), else the one ``.mha`` in it.
+
+    Raises:
+        SourceError: several ``.mha`` files and none named as the folder.
+    """
     named = folder / f"{folder.name}.mha"
-    if named.exists():
-        return named
     found = sorted(folder.glob("*.mha"))
-    return found[0] if len(found) == 1 else named  # none or several: the expected one is named
+    if named.exists() or not found:
+        return named  # a missing one is named when the case is checked
+    if len(found) > 1:
+        shown = ", ".join(p.name for p in found[:3])
+        raise SourceError(f"{folder}: holds {len(found)} .mha files ({shown}); expected one")
+    return found[0]
 
 
 def vsd_case(folder: Path, dirnames: list[str]) -> Case | None:

@@ -35,6 +35,7 @@ from brainseg_d2.data.sources.common import (
     check_input_dir,
     patient_of,
     sorted_unique,
+    walk,
 )
 from brainseg_d2.data.sources.registry import Layout, SourceQuery
 from brainseg_d2.data.sources.volume import Case
@@ -48,11 +49,13 @@ CHANNEL_ALIASES = {
     "t1ce": "t1ce", "t1gd": "t1ce", "t1c": "t1ce", "t1contrast": "t1ce", "t1post": "t1ce",
     "t2": "t2", "t2w": "t2",
 }  # fmt: skip
-#: The Decathlon's brain-tumour labels, by value, as ``_label_key`` writes names.
-MSD_LABELS = {1: "edema", 2: "nonenhancingtumor", 3: "enhancingtumor"}
-#: nnU-Net's region-based BraTS labels: region -> its values.
-MSD_REGIONS = {"wholetumor": (1, 2, 3), "tumorcore": (2, 3), "enhancingtumor": (3,)}
+#: The Decathlon's brain-tumour labels, by value, as ``_label_key`` writes names (it
+#: drops "tumour": nnU-Net v1's BraTS tasks name them "non-enhancing", "enhancing").
+MSD_LABELS = {1: "edema", 2: "nonenhancing", 3: "enhancing"}
+#: nnU-Net's region-based BraTS labels ("whole tumor": [1, 2, 3], ...): region -> values.
+MSD_REGIONS = {"whole": (1, 2, 3), "core": (2, 3), "enhancing": (3,)}
 IMAGE_FOLDERS = ("imagesTr", "imagesTs")
+TASK_FOLDERS = (*IMAGE_FOLDERS, "labelsTr")
 
 
 def channel_name(sequence: str) -> str:
@@ -62,7 +65,14 @@ def channel_name(sequence: str) -> str:
 
 
 def _label_key(name: str) -> str:
-    return re.sub(r"[^a-z]", "", name.lower()).replace("tumour", "tumor").replace("oedema", "edema")
+    key = re.sub(r"[^a-z]", "", name.lower()).replace("oedema", "edema")
+    return key.replace("tumour", "").replace("tumor", "")
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    """``path`` made absolute without following links: a linked file keeps its own name
+    (a DataLad or git-annex dataset links every image to a storage key)."""
+    return Path(os.path.abspath(path))
 
 
 def task_spec(folder: Path) -> dict | None:
@@ -86,47 +96,53 @@ def task_folder(input_path: str | os.PathLike) -> tuple[Path, str | None]:
     Raises:
         SourceError: ``input_path`` is neither a task folder nor one of its image folders.
     """
-    root = Path(input_path).resolve()
+    root = _absolute(input_path)
     check_input_dir(root)
     if task_spec(root) is not None:
         return root, None
-    if root.name in IMAGE_FOLDERS and task_spec(root.parent) is not None:
+    if root.name in TASK_FOLDERS and task_spec(root.parent) is not None:
+        if root.name == "labelsTr":
+            raise SourceError(f"{root} holds the task's label maps; give the task folder "
+                              f"{root.parent} or its imagesTr or imagesTs folder")  # fmt: skip
         return root.parent, root.name
+    below = next((Path(d) for d, _, _ in walk(root) if task_spec(Path(d)) is not None), None)
+    hint = f"; a task folder lies below it: {below}" if below is not None else ""
     raise SourceError(
         f"{root} is not a Decathlon or nnU-Net task folder (expected dataset.json naming "
         "'modality' or 'channel_names' beside imagesTr/ or imagesTs/), nor its imagesTr or "
-        "imagesTs folder"
+        f"imagesTs folder{hint}"
     )
 
 
 def is_task_input(input_path: str | os.PathLike) -> bool:
-    """True if ``input_path`` is a task folder or one of its image folders."""
-    folder = Path(input_path).resolve()
+    """True if ``input_path`` is a task folder or one of its folders (``labelsTr`` too,
+    so that :func:`task_folder` can say what to give instead)."""
+    folder = _absolute(input_path)
     return task_spec(folder) is not None or (
-        folder.name in IMAGE_FOLDERS and task_spec(folder.parent) is not None
+        folder.name in TASK_FOLDERS and task_spec(folder.parent) is not None
     )
 
 
-def task_labels(ref: str | os.PathLike) -> tuple[Path, str | None]:
+def task_labels(ref: str | os.PathLike, asked: str | None = None) -> tuple[Path, str | None]:
     """Where a task's reference label maps are, and their convention, for evaluation.
 
     Args:
         ref: a task folder, its ``labelsTr`` folder, or any other folder.
+        asked: the convention the user named, if any (it wins).
 
     Returns:
-        ``(labelsTr, "msd")`` for a task with the Decathlon's brain-tumour labels
-        (None for other labels); ``(ref, None)`` for a folder outside a task.
+        ``(labelsTr, convention)`` for a task (``msd`` for the Decathlon's
+        brain-tumour labels, else ``asked``); ``(ref, asked)`` outside a task.
+
+    Raises:
+        SourceError: a task whose labels are not the Decathlon's, and no ``asked``.
     """
     ref = Path(ref)
-    task = ref if task_spec(ref.resolve()) is not None else ref.parent
-    spec = task_spec(task.resolve()) if ref.name == "labelsTr" or task == ref else None
+    task = ref if task_spec(_absolute(ref)) is not None else ref.parent
+    spec = task_spec(_absolute(task)) if ref.name == "labelsTr" or task == ref else None
     if spec is None:
-        return ref, None
-    try:
-        convention = _convention(spec, task / "dataset.json", None)
-    except SourceError:
-        convention = None
-    return task / "labelsTr", convention
+        return ref, asked
+    return task / "labelsTr", _convention(spec, task / "dataset.json", asked)
 
 
 def _channels(spec: dict, where: Path) -> list[str]:
@@ -173,19 +189,30 @@ def _convention(spec: dict, where: Path, asked: str | None) -> str:
 
 
 def _listed_cases(spec: dict, root: Path, names: list[str], ending: str) -> list[Case]:
-    """Cases of a Decathlon / nnU-Net v1 ``dataset.json`` (``training`` and ``test`` lists)."""
-    entries = [(e.get("image"), e.get("label")) if isinstance(e, dict) else (None, None)
-               for e in spec.get("training") or []]  # fmt: skip
-    entries += [(e, None) for e in spec.get("test") or []]
-    cases = []
-    for image, label in entries:
-        if not isinstance(image, str) or not (label is None or isinstance(label, str)):
-            raise SourceError(f"{root / 'dataset.json'}: a case lists image {image!r} and "
-                              f"label {label!r}; expected file paths")  # fmt: skip
-        path = (root / image).resolve()
+    """Cases of a Decathlon / nnU-Net v1 ``dataset.json`` (``training`` and ``test`` lists).
+
+    Raises:
+        SourceError: an entry that is not a path, or an image listed twice.
+    """
+    where = root / "dataset.json"
+    entries = []
+    for key in ("training", "test"):
+        for entry in spec.get(key) or []:
+            image = entry.get("image") if isinstance(entry, dict) else entry
+            label = entry.get("label") if isinstance(entry, dict) and key == "training" else None
+            if not isinstance(image, str) or not (label is None or isinstance(label, str)):
+                raise SourceError(f"{where}: a {key} case lists image {image!r} and label "
+                                  f"{label!r}; expected file paths")  # fmt: skip
+            entries.append((key, image, label))
+    cases, listed = [], {}
+    for key, image, label in entries:
+        path = _absolute(root / image)
+        if path in listed:
+            raise SourceError(f"{where}: {image} is listed twice ({listed[path]} and {key})")
+        listed[path] = key
         case_id = path.name[: -len(ending)] if path.name.endswith(ending) else path.stem
         split = path.with_name(f"{case_id}_0000{ending}")
-        mask = str((root / label).resolve()) if label else None
+        mask = str(_absolute(root / label)) if label else None
         if path.exists() or not split.exists():  # one 4D file (a missing one is named)
             channels = {n: str(path) for n in names}
             frames = {n: i for i, n in enumerate(names)}
@@ -197,9 +224,11 @@ def _listed_cases(spec: dict, root: Path, names: list[str], ending: str) -> list
     return cases
 
 
-def _found_cases(root: Path, names: list[str], ending: str) -> list[Case]:
-    """Cases of an nnU-Net v2 dataset: every ``<case>_0000<ending>`` in an image folder."""
-    cases = []
+def _found_cases(root: Path, names: list[str], ending: str, query: SourceQuery) -> list[Case]:
+    """Cases of an nnU-Net v2 dataset: every ``<case>_0000<ending>`` in an image folder.
+    An ``imagesTr`` case without its label map is unlabelled, with a warning, as is a
+    label map without images."""
+    cases, trained, unlabelled = [], set(), []
     for folder in IMAGE_FOLDERS:
         images = root / folder
         if not images.is_dir():
@@ -212,7 +241,23 @@ def _found_cases(root: Path, names: list[str], ending: str) -> list[Case]:
             channels = {n: str(images / f"{case_id}_{i:04d}{ending}") for i, n in enumerate(names)}
             mask = str(label) if folder == "imagesTr" and label.is_file() else None
             cases.append(Case(case_id, case_id, channels, mask, "msd"))
+            if folder == "imagesTr":
+                trained.add(case_id)
+                unlabelled += [] if mask else [case_id]
+    labels = root / "labelsTr"
+    orphans = sorted(n for n in (os.listdir(labels) if labels.is_dir() else [])
+                     if n.endswith(ending) and not n.startswith(".")
+                     and n[: -len(ending)] not in trained)  # fmt: skip
+    _warn_some(query, root, f"imagesTr case(s) without labelsTr/<case>{ending}, read as "
+               "unlabelled", unlabelled)  # fmt: skip
+    _warn_some(query, root, "labelsTr file(s) of no imagesTr case, not read", orphans)
     return cases
+
+
+def _warn_some(query: SourceQuery, root: Path, what: str, items: list[str]) -> None:
+    if items:
+        more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+        query.warn(f"{root}: {len(items)} {what}: {', '.join(items[:3])}{more}")
 
 
 def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
@@ -229,7 +274,7 @@ def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
     if listed:
         cases = _listed_cases(spec, root, names, ending)
     else:
-        cases = _found_cases(root, names, ending)
+        cases = _found_cases(root, names, ending, query)
     if only is not None:
         cases = [c for c in cases if Path(next(iter(c.channels.values()))).parent.name == only]
     if not cases:

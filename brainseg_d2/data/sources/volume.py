@@ -38,7 +38,8 @@ class Case:
         expected: channel name -> where a channel missing from ``channels`` was
             looked for (for error messages).
         frames: channel name -> its volume in a 4D file (a Decathlon image holds
-            every sequence of a case); channels not named here are 3D files.
+            every sequence of a case; each of its volumes is a channel here);
+            channels not named here are 3D files.
     """
 
     case_id: str
@@ -125,7 +126,8 @@ class Case:
                 continue  # no mask, an image in memory, or a DICOM series (checked when read)
             header = read_header(path)
             if name in self.frames:
-                check_frames(header, path, [self.frames[name]])
+                total = sum(1 for c in self.frames if self.channels[c] == path)
+                check_frames(header, path, [self.frames[name]], total)
             elif header.GetDimension() != 3:
                 hint = ("; 2D slice sets convert with brainseg-convert --layout tcga_lgg or via"
                         if header.GetDimension() == 2 else "")  # fmt: skip

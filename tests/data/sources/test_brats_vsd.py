@@ -77,6 +77,12 @@ def test_a_missing_or_doubled_sequence_is_named(tiny_cases, tmp_path):
     with pytest.raises(SourceError, match="two folders of flair"):
         find_brats_cases(tmp_path / "cases")
     (folder / "VSD.Brain.XX.O.MR_Flair.1").rename(tmp_path / "away")
+    labels = next(folder.glob("VSD.Brain_3more*"))  # 2013 names: the one .mha inside is read
+    labels = labels.rename(folder / "VSD.Brain_3more.XX.XX.OT")
+    (labels / "copy.mha").write_bytes(next(labels.glob("*.mha")).read_bytes())
+    with pytest.raises(SourceError, match=r"VSD.Brain_3more.XX.XX.OT: holds 2 .mha files"):
+        find_brats_cases(tmp_path / "cases")
+    (labels / "copy.mha").unlink()
     (found,) = find_brats_cases(tmp_path / "cases")
     with pytest.raises(ValueError, match=r"missing channel 't2' \(.*VSD\.Brain\.XX\.O\.MR_T2\.<n>"):
         found.check(list(SEQUENCES))

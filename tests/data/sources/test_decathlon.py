@@ -81,7 +81,7 @@ def _spec(task):
             lambda s: s.update(modality={"0": "T1", "1": "T1w"}),
             "give channel names ['t1', 't1'], which must differ",
         ),
-        (lambda s: s["training"].append({"image": 7}), "a case lists image 7"),
+        (lambda s: s["training"].append({"image": 7}), "a training case lists image 7"),
         (lambda s: s.update(training=[], test=[]), "dataset.json lists none"),
     ],
     ids=["other-labels", "gap-in-sequences", "same-channel-twice", "not-a-path", "no-cases"],
@@ -116,7 +116,7 @@ def test_a_4d_image_short_of_a_sequence_is_named(write_task, tiny_cases, tmp_pat
     image = sitk.ReadImage(str(path))
     sitk.WriteImage(image[:, :, :, :3], str(path))
     case = find_cases(task)[0]
-    with pytest.raises(VolumeError, match=f"{path}: holds 3 volumes, so it has no volume 3"):
+    with pytest.raises(VolumeError, match=f"{path}: holds 3 volumes, but 4 sequences are named"):
         case.check(list(ORDER))
     with pytest.raises(VolumeError, match="holds 3 volumes, so it has no volume 3"):
         case.load(ConvertOptions().preprocess())
@@ -139,3 +139,74 @@ def test_a_nan_in_any_volume_of_a_4d_image_is_named(write_task, tiny_cases, tmp_
     case.check(list(ORDER))  # headers are fine
     with pytest.raises(VolumeError, match=f"{path}: contains NaN or Inf voxels"):
         case.load(ConvertOptions().preprocess())
+
+
+def test_linked_files_keep_their_listed_names(write_task, tiny_cases, tmp_path):
+    # A DataLad / git-annex dataset: every file a link to a storage key.
+    task = write_task(tiny_cases, tmp_path / "task")
+    store = tmp_path / "annex"
+    store.mkdir()
+    for path in [*task.glob("imagesT*/BRATS_*"), *task.glob("labelsTr/*")]:
+        key = store / f"MD5E-s{path.stat().st_size}--{path.parent.name}{path.name}"
+        path.rename(key)
+        path.symlink_to(key)
+    assert [c.case_id for c in find_cases(task)] == ["BRATS_001", "BRATS_002"]
+    assert [c.case_id for c in find_cases(task / "imagesTr")] == ["BRATS_001"]
+    linked = tmp_path / "elsewhere" / "imagesTs"  # an image folder linked into the task
+    linked.parent.mkdir()
+    (task / "imagesTs").rename(linked)
+    (task / "imagesTs").symlink_to(linked)
+    assert [c.case_id for c in find_cases(task / "imagesTs")] == ["BRATS_002"]
+
+
+@pytest.mark.parametrize("sequences", [3, 5], ids=["fewer-named", "more-named"])
+def test_a_4d_image_must_hold_one_volume_per_named_sequence(
+    sequences, write_task, tiny_cases, tmp_path
+):
+    task = write_task(tiny_cases, tmp_path / "task")
+    spec = _spec(task)
+    names = ["FLAIR", "T1w", "t1gd", "T2w", "ADC"][:sequences]
+    spec["modality"] = {str(i): n for i, n in enumerate(names)}
+    (task / "dataset.json").write_text(json.dumps(spec))
+    path = task / "imagesTr" / "BRATS_001.nii.gz"
+    with pytest.raises(VolumeError, match=re.escape(f"{path}: holds 4 volumes, but {sequences} ")):
+        find_cases(task)[0].check(["flair", "t1"])
+
+
+def test_nnunet_v1_brats_labels_and_test_entries_as_pairs(write_task, tiny_cases, tmp_path):
+    task = write_task(tiny_cases, tmp_path / "task", "v1")
+    spec = _spec(task)  # as nnU-Net v1's BraTS conversions write them
+    spec["labels"] = {"0": "background", "1": "edema", "2": "non-enhancing", "3": "enhancing"}
+    spec["test"] = [{"image": t, "label": t} for t in spec["test"]]
+    (task / "dataset.json").write_text(json.dumps(spec))
+    cases = find_cases(task)
+    assert [(c.case_id, c.labelled, c.label_convention) for c in cases] == [
+        ("BRATS_001", True, "msd"), ("BRATS_002", False, "msd")]  # fmt: skip
+    spec["test"].append(spec["training"][0]["image"])  # a training case listed again
+    (task / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(
+        SourceError, match=r"BRATS_001.nii.gz is listed twice \(training and test\)"
+    ):
+        find_cases(task)
+
+
+def test_nnunet_v2_names_what_it_passes_over(write_task, tiny_cases, tmp_path):
+    task = write_task(tiny_cases, tmp_path / "task", "v2", test_cases=0)
+    (task / "labelsTr" / "BRATS_002.nii.gz").rename(task / "labelsTr" / "BRATS_099.nii.gz")
+    warnings = []
+    cases = find_cases(task, on_warning=warnings.append)
+    assert [(c.case_id, c.labelled) for c in cases] == [("BRATS_001", True), ("BRATS_002", False)]
+    assert warnings == [
+        f"{task}: 1 imagesTr case(s) without labelsTr/<case>.nii.gz, read as unlabelled: BRATS_002",
+        f"{task}: 1 labelsTr file(s) of no imagesTr case, not read: BRATS_099.nii.gz",
+    ]
+
+
+def test_the_folder_to_give_is_named(write_task, tiny_cases, tmp_path):
+    task = write_task(tiny_cases, tmp_path / "data" / "Task01_BrainTumour")
+    with pytest.raises(
+        SourceError, match=f"holds the task's label maps; give the task folder {task}"
+    ):
+        find_cases(task / "labelsTr")
+    with pytest.raises(SourceError, match=f"a task folder lies below it: {task}"):
+        find_cases(tmp_path / "data", "decathlon")
