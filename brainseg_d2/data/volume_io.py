@@ -72,24 +72,14 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     path = Path(path)
     _check_exists(path)
     reader = None
-    checked = False  # read_nifti checks float voxels for NaN/Inf itself
-    try:
-        if path.is_dir():
-            image = _read_dicom_series(path)
-        elif path.name.lower().endswith((".nii", ".nii.gz")):
-            reader = read_header(path)
-            if reader.GetDimension() != 3:
-                raise VolumeError(
-                    f"{path}: expected a 3D volume, got {reader.GetDimension()}D of size "
-                    f"{reader.GetSize()}"
-                )
-            image, checked = read_nifti(path, reader)
-        else:
-            image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise VolumeError(f"{path}: cannot read ({_first_line(str(exc), path)})") from None
-    except NiftiError as exc:
-        raise VolumeError(str(exc)) from None
+    if not path.is_dir() and path.name.lower().endswith((".nii", ".nii.gz")):
+        reader = read_header(path)
+        if reader.GetDimension() != 3:
+            raise VolumeError(
+                f"{path}: expected a 3D volume, got {reader.GetDimension()}D of size "
+                f"{reader.GetSize()}"
+            )
+    image, checked = _read(path, reader)
     if image.GetDimension() != 3:
         raise VolumeError(
             f"{path}: expected a 3D volume, got {image.GetDimension()}D of size {image.GetSize()}"
@@ -98,6 +88,21 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     if reader is not None:
         _warn_sform_disagrees(image, reader, path)
     return image if checked else _check_finite(image, path)
+
+
+def _read(path: Path, nifti_header: sitk.ImageFileReader | None) -> tuple[sitk.Image, bool]:
+    """Read a file or DICOM folder (a NIfTI file through :func:`read_nifti` when its header
+    is given). Returns the image and whether its voxels were checked for NaN/Inf."""
+    try:
+        if path.is_dir():
+            return _read_dicom_series(path), False
+        if nifti_header is not None:
+            return read_nifti(path, nifti_header)
+        return sitk.ReadImage(str(path)), False
+    except RuntimeError as exc:
+        raise VolumeError(f"{path}: cannot read ({_first_line(str(exc), path)})") from None
+    except NiftiError as exc:
+        raise VolumeError(str(exc)) from None
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[sitk.Image]:
@@ -113,16 +118,8 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[sitk.Im
     path = Path(path)
     reader = read_header(path)
     count = check_frames(reader, path, indices)
-    checked = False
-    try:
-        if path.name.lower().endswith((".nii", ".nii.gz")):
-            image, checked = read_nifti(path, reader)
-        else:
-            image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise VolumeError(f"{path}: cannot read ({_first_line(str(exc), path)})") from None
-    except NiftiError as exc:
-        raise VolumeError(str(exc)) from None
+    nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+    image, checked = _read(path, reader if nifti else None)
     if image.GetDimension() != 4 or image.GetSize()[3] != count:  # what the header said
         raise VolumeError(f"{path}: expected a 4D image, got size {image.GetSize()}")
     size = [*image.GetSize()[:3], 0]
@@ -131,7 +128,7 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list[sitk.Im
         _check_grid(frame, path)
         if not checked:
             _check_finite(frame, path)
-    if frames and path.name.lower().endswith((".nii", ".nii.gz")):
+    if frames and nifti:
         _warn_sform_disagrees(frames[0], reader, path)
     return frames
 
