@@ -16,8 +16,9 @@ Sequences get the project's channel names (FLAIR -> ``flair``, T1w -> ``t1``,
 t1gd -> ``t1ce``, T2w -> ``t2``: :data:`CHANNEL_ALIASES`), so a BraTS config reads
 them as it reads BraTS folders. Labels are the Decathlon's brain-tumour ones
 (1 edema, 2 non-enhancing tumour, 3 enhancing: convention ``msd``), which nnU-Net's
-BraTS datasets keep (their region-based ``labels`` name the same values); other
-``labels`` need ``label_convention`` (a convention file). ``--input`` is the task
+BraTS datasets keep (nnU-Net v1 names them "non-enhancing" and "enhancing"; v2's
+region-based ``labels`` give the same values); other ``labels`` need
+``label_convention`` (a built-in one or a convention file). ``--input`` is the task
 folder (every case) or its ``imagesTr`` or ``imagesTs`` folder (those cases). The
 patient id is the case id unless ``patient_pattern`` says otherwise.
 """
