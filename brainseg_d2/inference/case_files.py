@@ -4,7 +4,7 @@
 (:mod:`brainseg_d2.cli.predict` is the command). Each case becomes
 ``<output>/<case>_pred.nii.gz`` (for one case, ``output`` may itself end with
 ``.nii.gz``) on the input's voxel grid, labels in the case's own convention
-(BraTS 2023+ names: ET = 3; 2018-2021 names: ET = 4; a Decathlon task: 3; see
+(BraTS 2023+ names: ET = 3; 2013-2021 names: ET = 4; a Decathlon task: 3; see
 :func:`~brainseg_d2.inference.volume_inputs.case_convention`) unless
 ``label_convention`` names one; a convention with a class the model cannot write
 is a bad case. Everything that can be checked without the model is checked first
@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from brainseg_d2.data.sources import Case, case_error, find_brats_cases, find_cases
-from brainseg_d2.data.sources.decathlon import task_folder
+from brainseg_d2.data.sources.decathlon import is_task_input, task_folder
 from brainseg_d2.labels import (
     check_nothing_lost,
     check_writable,
@@ -192,6 +192,8 @@ def predict_cases(
         raise ValueError(f"existing must be one of {EXISTING}, got {existing!r}")
     info = None  # read when needed: resuming a finished run needs no dataset at all
     root = input  # what no output may lie in
+    if layout == "auto" and is_task_input(input):
+        layout = "decathlon"
     if layout == "brats":
         cases = find_brats_cases(input)
     elif layout == "decathlon":  # labelled as its dataset.json says

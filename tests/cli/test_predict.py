@@ -240,6 +240,17 @@ def test_a_decathlon_task_is_predicted_in_its_own_labels(
     # The same prediction, written as the Decathlon labels it: 1 edema, 2 core, 3 enhancing.
     as_msd = np.select([brats == 2, brats == 1, brats == 4], [1, 2, 3], 0)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), as_msd)
+    # The API's layout "auto" finds the task too, and writes the same labels.
+    from brainseg_d2.cli.predict import build_parser, setup_cfg
+    from brainseg_d2.inference.case_files import predict_cases
+
+    args = build_parser().parse_args(_args(weights_files, phantom_dataset, task, out, "good",
+                                           "--raw"))  # fmt: skip
+    api = tmp_path / "api"
+    assert predict_cases(setup_cfg(args), task / "imagesTs", api, layout="auto", progress=False,
+                         dataset_info=args.dataset_info) == 0  # fmt: skip
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(api / "BRATS_002_pred.nii.gz")))
+    np.testing.assert_array_equal(written, as_msd)
     # Never into the task: its labelsTr would then hold predictions.
     assert main(_args(weights_files, phantom_dataset, task / "imagesTs", task / "labelsTr",
                       "good", "--raw")) == 2  # fmt: skip
