@@ -16,9 +16,11 @@ Sequences get the project's channel names (FLAIR -> ``flair``, T1w -> ``t1``,
 t1gd -> ``t1ce``, T2w -> ``t2``: :data:`CHANNEL_ALIASES`), so a BraTS config reads
 them as it reads BraTS folders. Labels are the Decathlon's brain-tumour ones
 (1 edema, 2 non-enhancing tumour, 3 enhancing: convention ``msd``), which nnU-Net's
-BraTS datasets keep (nnU-Net v1 names them "non-enhancing" and "enhancing"; v2's
-region-based ``labels`` give the same values); other ``labels`` need
-``label_convention`` (a built-in one or a convention file). ``--input`` is the task
+BraTS datasets keep (nnU-Net v1 names them "non-enhancing" and "enhancing"). BraTS
+2023-2024 names (NETC, SNFH, ET, RC) are ``brats2023`` / ``brats2024``, and v2's
+region-based ``labels`` (``"whole tumor": [1, 2, 3]``, ...) tell which value is which
+tissue; other ``labels`` need ``label_convention`` (a built-in one or a convention
+file). ``--input`` is the task
 folder (every case) or its ``imagesTr`` or ``imagesTs`` folder (those cases). The
 patient id is the case id unless ``patient_pattern`` says otherwise.
 """
@@ -40,7 +42,7 @@ from brainseg_d2.data.sources.common import (
 )
 from brainseg_d2.data.sources.registry import Layout, SourceQuery
 from brainseg_d2.data.sources.volume import Case
-from brainseg_d2.labels import get_convention
+from brainseg_d2.labels import CONVENTIONS, TISSUE_ED, TISSUE_ET, TISSUE_NCR, get_convention
 
 #: A sequence's name in ``dataset.json`` (lower case, letters and digits only) ->
 #: the project's channel name. Other names become channels of their own.
@@ -50,11 +52,16 @@ CHANNEL_ALIASES = {
     "t1ce": "t1ce", "t1gd": "t1ce", "t1c": "t1ce", "t1contrast": "t1ce", "t1post": "t1ce",
     "t2": "t2", "t2w": "t2",
 }  # fmt: skip
-#: The Decathlon's brain-tumour labels, by value, as ``_label_key`` writes names (it
-#: drops "tumour": nnU-Net v1's BraTS tasks name them "non-enhancing", "enhancing").
-MSD_LABELS = {1: "edema", 2: "nonenhancing", 3: "enhancing"}
-#: nnU-Net's region-based BraTS labels ("whole tumor": [1, 2, 3], ...): region -> values.
-MSD_REGIONS = {"whole": (1, 2, 3), "core": (2, 3), "enhancing": (3,)}
+#: Label names (as ``_label_key`` writes them: "tumour" dropped) -> the built-in
+#: convention they are: the Decathlon's (nnU-Net v1's BraTS tasks say "non-enhancing",
+#: "enhancing"), and BraTS 2023-2024's abbreviations.
+KNOWN_LABELS = {
+    "msd": {1: "edema", 2: "nonenhancing", 3: "enhancing"},
+    "brats2023": {1: "netc", 2: "snfh", 3: "et"},
+    "brats2024": {1: "netc", 2: "snfh", 3: "et", 4: "rc"},
+}
+#: Built-in conventions a region-based ``labels`` can turn out to be.
+REGION_CONVENTIONS = ("msd", "brats2023", "brats2021")
 IMAGE_FOLDERS = ("imagesTr", "imagesTs")
 TASK_FOLDERS = (*IMAGE_FOLDERS, "labelsTr")
 
@@ -164,28 +171,50 @@ def _channels(spec: dict, where: Path) -> list[str]:
 
 
 def _convention(spec: dict, where: Path, asked: str | None) -> str:
-    """``msd`` for the Decathlon's brain-tumour labels, else the one the user named."""
+    """The convention of a task's ``labels`` (:data:`KNOWN_LABELS`, or the tissue each
+    value is by nnU-Net's regions), else the one the user named.
+
+    Raises:
+        SourceError: labels of no built-in convention, and none named.
+    """
     if asked:
         get_convention(asked)  # a built-in or a user's registered one, else ValueError
         return asked
     labels = spec.get("labels")
     try:
         if all(str(k).isdigit() for k in labels):  # Decathlon / v1: value -> name
-            found = {int(k): _label_key(str(v)) for k, v in labels.items() if int(k)}
-            if found == MSD_LABELS:
-                return "msd"
+            named = {int(k): _label_key(str(v)) for k, v in labels.items() if int(k)}
         else:  # v2: name -> value, or region -> values
             found = {_label_key(k): v for k, v in labels.items() if v not in (0, [0])}
-            plain = {v: k for k, v in found.items() if isinstance(v, int)}
-            regions = {k: tuple(sorted(v)) for k, v in found.items() if isinstance(v, list)}
-            if plain == MSD_LABELS or regions == MSD_REGIONS:
-                return "msd"
-    except (AttributeError, TypeError, ValueError):
+            named = {v: k for k, v in found.items() if isinstance(v, int)}
+            regions = {k: set(v) for k, v in found.items() if isinstance(v, list)}
+            if regions:
+                return _region_convention(regions, where, labels)
+        return next(name for name, known in KNOWN_LABELS.items() if known == named)
+    except (AttributeError, TypeError, ValueError, StopIteration):
         pass
-    raise SourceError(
-        f"{where}: labels {labels!r} are not the Decathlon's brain-tumour labels (1 edema, "
-        "2 non-enhancing tumour, 3 enhancing); pass --label-convention: a built-in one "
-        "(brats2023: 1 NCR, 2 edema, 3 enhancing, ...) or a convention file"
+    raise _unknown_labels(where, labels)
+
+
+def _region_convention(regions: dict[str, set], where: Path, labels) -> str:
+    """The built-in convention whose tissues nnU-Net's regions give each value: the
+    enhancing region is ET, the core's other value the necrotic core, the whole
+    tumour's other value edema."""
+    whole, core, et = (regions.get(k, set()) for k in ("whole", "core", "enhancing"))
+    ncr, ed = core - et, whole - core
+    if len(regions) == 3 and len(et) == len(ncr) == len(ed) == 1 and et < core < whole:
+        values = {ed.pop(): TISSUE_ED, ncr.pop(): TISSUE_NCR, et.pop(): TISSUE_ET}
+        for name in REGION_CONVENTIONS:
+            if {v: t for v, t in CONVENTIONS[name].raw_to_tissue.items() if v} == values:
+                return name
+    raise _unknown_labels(where, labels)
+
+
+def _unknown_labels(where: Path, labels) -> SourceError:
+    return SourceError(
+        f"{where}: labels {labels!r} are not a built-in convention's (the Decathlon's 1 edema, "
+        "2 non-enhancing tumour, 3 enhancing; BraTS 2023's NETC, SNFH, ET); pass "
+        "--label-convention: a built-in one (brats2023, ...) or a convention file"
     )
 
 

@@ -71,7 +71,7 @@ def _spec(task):
     [
         (
             lambda s: s.update(labels={"0": "background", "1": "tumour"}),
-            "are not the Decathlon's brain-tumour labels",
+            "are not a built-in convention's",
         ),
         (
             lambda s: s.update(modality={"0": "FLAIR", "2": "T2w"}),
@@ -210,3 +210,33 @@ def test_the_folder_to_give_is_named(write_task, tiny_cases, tmp_path):
         find_cases(task / "labelsTr")
     with pytest.raises(SourceError, match=f"a task folder lies below it: {task}"):
         find_cases(tmp_path / "data", "decathlon")
+
+
+@pytest.mark.parametrize(
+    "labels, convention",
+    [
+        ({"background": 0, "NETC": 1, "SNFH": 2, "ET": 3}, "brats2023"),
+        ({"background": 0, "NETC": 1, "SNFH": 2, "ET": 3, "RC": 4}, "brats2024"),
+        ({"background": 0, "edema": 1, "non-enhancing tumor": 2, "enhancing tumour": 3}, "msd"),
+        ({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [1, 3],
+          "enhancing tumor": [3]}, "brats2023"),
+        ({"background": 0, "whole tumor": [1, 2, 4], "tumor core": [1, 4],
+          "enhancing tumor": [4]}, "brats2021"),
+        ({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+          "enhancing tumor": [2]}, None),  # no built-in has ET = 2
+        ({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3]}, None),
+    ],
+    ids=["2023-names", "2024-names", "msd-names", "2023-regions", "2021-regions",
+         "regions-of-no-built-in", "regions-without-et"],
+)  # fmt: skip
+def test_nnunet_v2_labels_name_their_convention(labels, convention, write_task, tiny_cases,
+                                                tmp_path):  # fmt: skip
+    task = write_task(tiny_cases, tmp_path / "task", "v2")
+    spec = _spec(task)
+    spec["labels"] = labels
+    (task / "dataset.json").write_text(json.dumps(spec))
+    if convention is None:
+        with pytest.raises(SourceError, match="are not a built-in convention's"):
+            find_cases(task)
+    else:
+        assert {c.label_convention for c in find_cases(task)} == {convention}
