@@ -18,6 +18,7 @@ from brainseg_d2.labels import (
     detect_convention,
     load_convention,
     raw_to_tissue,
+    relabel,
     resolve_convention,
     tissue_to_raw,
 )
@@ -57,6 +58,17 @@ def test_convention_round_trip(name):
     np.testing.assert_array_equal(back, expected)
     if name not in ("brats2024-ped", "brats2015"):
         np.testing.assert_array_equal(back, raw)
+
+
+def test_decathlon_and_brats_labels_are_rewritten_into_each_other_by_class_name():
+    msd = np.array([0, 1, 2, 3])  # edema, non-enhancing (necrotic) core, enhancing
+    brats = relabel(msd, CONVENTIONS["msd"], CONVENTIONS["brats2021"])
+    np.testing.assert_array_equal(brats, [0, 2, 1, 4])
+    np.testing.assert_array_equal(relabel(brats, CONVENTIONS["brats2021"], CONVENTIONS["msd"]),
+                                  msd)  # fmt: skip
+    np.testing.assert_array_equal(
+        relabel(np.array([0, 1, 2, 4]), CONVENTIONS["brats2015"], CONVENTIONS["msd"]), [0, 2, 1, 3]
+    )
 
 
 def test_brats2024_resection_cavity_is_its_own_class_not_a_tumour_region():

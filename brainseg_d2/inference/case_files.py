@@ -32,6 +32,7 @@ from brainseg_d2.labels import (
     check_writable,
     get_target,
     prediction_convention,
+    register_convention,
     register_dataset_conventions,
     resolve_convention,
 )
@@ -196,8 +197,11 @@ def predict_cases(
         layout = "decathlon"
     if layout == "brats":
         cases = find_brats_cases(input)
-    elif layout == "decathlon":  # labelled as its dataset.json says
-        cases = find_cases(input, layout)
+    elif layout == "decathlon":  # labelled as its dataset.json says, or as asked
+        asked = None
+        if label_convention:  # a task of other labels is read by the one written
+            asked = register_convention(resolve_convention(label_convention)).name
+        cases = find_cases(input, layout, label_convention=asked)
         root = task_folder(input)[0]  # never write into the task (its labelsTr above all)
     else:  # written as the training data was labelled, unless asked otherwise
         info = _dataset_info(cfg, dataset_info)

@@ -147,7 +147,7 @@ CONVENTIONS: dict[str, LabelConvention] = {
     "brats2015": LabelConvention(
         "brats2015",
         {0: 0, 1: TISSUE_NCR, 2: TISSUE_ED, 3: TISSUE_NCR, 4: TISSUE_ET},
-        classes={1: "necrosis", 2: "edema", 3: "non_enhancing", 4: "enhancing"},
+        classes={1: "necrotic", 2: "edema", 3: "non_enhancing", 4: "enhancing"},
         description="BraTS 2013-2015: 1 necrosis, 2 edema, 3 non-enhancing, 4 enhancing",
     ),
     # BraTS 2023+ GLI, MET, MEN, SSA, PED 2023: 1 NCR, 2 edema, 3 enhancing.
@@ -178,11 +178,12 @@ CONVENTIONS: dict[str, LabelConvention] = {
         description="BraTS 2024 PED: 1 ET, 2 non-enhancing, 3 cystic, 4 edema",
     ),
     # The Medical Segmentation Decathlon's brain tumours (Task01, BraTS 2016-2017 cases)
-    # and nnU-Net's BraTS datasets: 1 edema, 2 non-enhancing tumour, 3 enhancing.
+    # and nnU-Net's BraTS datasets: 1 edema, 2 non-enhancing tumour, 3 enhancing. Class
+    # names are the tissues' (2 is "necrotic", as BraTS 2021's 1 is), so that predictions
+    # are rewritten between these and the BraTS conventions by name.
     "msd": LabelConvention(
         "msd",
         {0: 0, 1: TISSUE_ED, 2: TISSUE_NCR, 3: TISSUE_ET},
-        classes={1: "edema", 2: "non_enhancing", 3: "enhancing"},
         description="Medical Segmentation Decathlon Task01 and nnU-Net BraTS: 1 edema, "
         "2 non-enhancing tumour, 3 enhancing",
     ),

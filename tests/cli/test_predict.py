@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -261,6 +262,17 @@ def test_a_decathlon_task_is_predicted_in_its_own_labels(
                       "--raw")) == 0  # fmt: skip
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
         "BRATS_001_pred.nii.gz", "BRATS_002_pred.nii.gz"]  # fmt: skip
+    # A task whose labels are no built-in's is predicted in the convention named.
+    spec = json.loads((task / "dataset.json").read_text())
+    spec["labels"] = {"0": "background", "1": "NCR", "2": "ED", "3": "ET"}
+    (task / "dataset.json").write_text(json.dumps(spec))
+    assert main(_args(weights_files, phantom_dataset, task / "imagesTs", tmp_path / "named",
+                      "good", "--raw")) == 2  # fmt: skip
+    assert "pass --label-convention" in capsys.readouterr().err
+    assert main(_args(weights_files, phantom_dataset, task / "imagesTs", tmp_path / "named",
+                      "good", "--raw", "--label-convention", "brats2023")) == 0  # fmt: skip
+    named = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "named/BRATS_002_pred.nii.gz")))
+    np.testing.assert_array_equal(named, np.where(brats == 4, 3, brats))  # 1 NCR, 2 ED, 3 ET
 
 
 def test_a_brats_2015_case_folder_is_predicted_in_its_labels(

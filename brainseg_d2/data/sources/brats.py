@@ -90,7 +90,7 @@ def _vsd_file(folder: Path) -> Path:
         SourceError: several ``.mha`` files and none named as the folder.
     """
     named = folder / f"{folder.name}.mha"
-    found = sorted(folder.glob("*.mha"))
+    found = sorted(p for p in folder.glob("*.mha") if not p.name.startswith("._"))  # macOS
     if named.exists() or not found:
         return named  # a missing one is named when the case is checked
     if len(found) > 1:

@@ -28,8 +28,10 @@ patient id is the case id unless ``patient_pattern`` says otherwise.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,17 +152,18 @@ def task_labels(ref: str | os.PathLike, asked: str | None = None) -> tuple[Path,
     spec = task_spec(_absolute(task)) if ref.name == "labelsTr" or task == ref else None
     if spec is None:
         return ref, asked
-    return task / "labelsTr", _convention(spec, task / "dataset.json", asked)
+    warn = logging.getLogger(__name__).warning
+    return task / "labelsTr", _convention(spec, task / "dataset.json", asked, warn)
 
 
 def _channels(spec: dict, where: Path) -> list[str]:
     """Channel names in file order (``modality`` / ``channel_names`` keys 0, 1, ...)."""
     named = spec.get("modality", spec.get("channel_names"))
     try:
-        order = sorted((int(k), str(v)) for k, v in named.items())
+        order = sorted((int(k), v) for k, v in named.items() if isinstance(v, str))
     except (AttributeError, TypeError, ValueError):
         order = []
-    if not order or [i for i, _ in order] != list(range(len(order))):
+    if not order or [i for i, _ in order] != list(range(len(named))):
         raise SourceError(f"{where}: 'modality' / 'channel_names' must map 0, 1, ... to "
                           f"sequence names, got {named!r}")  # fmt: skip
     names = [channel_name(v) for _, v in order]
@@ -170,52 +173,68 @@ def _channels(spec: dict, where: Path) -> list[str]:
     return names
 
 
-def _convention(spec: dict, where: Path, asked: str | None) -> str:
-    """The convention of a task's ``labels`` (:data:`KNOWN_LABELS`, or the tissue each
-    value is by nnU-Net's regions), else the one the user named.
+def _convention(
+    spec: dict, where: Path, asked: str | None, warn: Callable[[str], None] | None = None
+) -> str:
+    """The convention of a task's ``labels`` (:func:`recognised_convention`), else the
+    one the user named; a named one that contradicts recognised labels is used, and
+    ``warn`` (called with one line) says so.
 
     Raises:
         SourceError: labels of no built-in convention, and none named.
     """
+    found = recognised_convention(spec)
     if asked:
-        get_convention(asked)  # a built-in or a user's registered one, else ValueError
+        named = get_convention(asked)  # a built-in or a user's registered one, else ValueError
+        if found and named.raw_to_tissue != CONVENTIONS[found].raw_to_tissue and warn:
+            warn(f"{where}: its labels are convention {found}'s; --label-convention {asked} "
+                 "reads them otherwise")  # fmt: skip
         return asked
+    if found is None:
+        raise SourceError(
+            f"{where}: labels {spec.get('labels')!r} are not a built-in convention's (the "
+            "Decathlon's 1 edema, 2 non-enhancing tumour, 3 enhancing; BraTS 2023's NETC, "
+            "SNFH, ET); pass --label-convention: a built-in one (brats2023, ...) or a "
+            "convention file"
+        )
+    return found
+
+
+def recognised_convention(spec: dict) -> str | None:
+    """The built-in convention a task's ``labels`` are: by name (:data:`KNOWN_LABELS`),
+    or by nnU-Net's regions (:func:`_region_convention`); None if neither."""
     labels = spec.get("labels")
-    try:
-        if all(str(k).isdigit() for k in labels):  # Decathlon / v1: value -> name
-            named = {int(k): _label_key(str(v)) for k, v in labels.items() if int(k)}
-        else:  # v2: name -> value, or region -> values
-            found = {_label_key(k): v for k, v in labels.items() if v not in (0, [0])}
-            named = {v: k for k, v in found.items() if isinstance(v, int)}
-            regions = {k: set(v) for k, v in found.items() if isinstance(v, list)}
-            if regions:
-                return _region_convention(regions, where, labels)
-        return next(name for name, known in KNOWN_LABELS.items() if known == named)
-    except (AttributeError, TypeError, ValueError, StopIteration):
-        pass
-    raise _unknown_labels(where, labels)
+    if not isinstance(labels, dict):
+        return None
+    if all(str(k).isdigit() for k in labels):  # Decathlon / v1: value -> name
+        named = {int(k): _label_key(v) for k, v in labels.items() if int(k)
+                 and isinstance(v, str)}  # fmt: skip
+        if len(named) != len(labels) - ("0" in labels):
+            return None
+    else:  # v2: name -> value, or region -> values (the two are not mixed)
+        found = {_label_key(k): v for k, v in labels.items() if v not in (0, [0])}
+        if all(isinstance(v, list) for v in found.values()) and found:
+            return _region_convention(found)
+        if not all(type(v) is int for v in found.values()):
+            return None
+        named = {v: k for k, v in found.items()}
+    return next((name for name, known in KNOWN_LABELS.items() if known == named), None)
 
 
-def _region_convention(regions: dict[str, set], where: Path, labels) -> str:
+def _region_convention(regions: dict[str, list]) -> str | None:
     """The built-in convention whose tissues nnU-Net's regions give each value: the
     enhancing region is ET, the core's other value the necrotic core, the whole
     tumour's other value edema."""
-    whole, core, et = (regions.get(k, set()) for k in ("whole", "core", "enhancing"))
+    if any(type(v) is not int for values in regions.values() for v in values):
+        return None
+    whole, core, et = (set(regions.get(k, ())) for k in ("whole", "core", "enhancing"))
     ncr, ed = core - et, whole - core
-    if len(regions) == 3 and len(et) == len(ncr) == len(ed) == 1 and et < core < whole:
-        values = {ed.pop(): TISSUE_ED, ncr.pop(): TISSUE_NCR, et.pop(): TISSUE_ET}
-        for name in REGION_CONVENTIONS:
-            if {v: t for v, t in CONVENTIONS[name].raw_to_tissue.items() if v} == values:
-                return name
-    raise _unknown_labels(where, labels)
-
-
-def _unknown_labels(where: Path, labels) -> SourceError:
-    return SourceError(
-        f"{where}: labels {labels!r} are not a built-in convention's (the Decathlon's 1 edema, "
-        "2 non-enhancing tumour, 3 enhancing; BraTS 2023's NETC, SNFH, ET); pass "
-        "--label-convention: a built-in one (brats2023, ...) or a convention file"
-    )
+    if len(regions) != 3 or not (len(et) == len(ncr) == len(ed) == 1 and et < core < whole):
+        return None
+    values = {ed.pop(): TISSUE_ED, ncr.pop(): TISSUE_NCR, et.pop(): TISSUE_ET}
+    return next((name for name in REGION_CONVENTIONS
+                 if {v: t for v, t in CONVENTIONS[name].raw_to_tissue.items() if v} == values),
+                None)  # fmt: skip
 
 
 def _listed_cases(spec: dict, root: Path, names: list[str], ending: str) -> list[Case]:
@@ -226,13 +245,15 @@ def _listed_cases(spec: dict, root: Path, names: list[str], ending: str) -> list
     """
     where = root / "dataset.json"
     entries = []
-    for key in ("training", "test"):
+    for key in ("training", "test"):  # test cases are unlabelled (a "label" is not read)
         for entry in spec.get(key) or []:
-            image = entry.get("image") if isinstance(entry, dict) else entry
-            label = entry.get("label") if isinstance(entry, dict) and key == "training" else None
-            if not isinstance(image, str) or not (label is None or isinstance(label, str)):
-                raise SourceError(f"{where}: a {key} case lists image {image!r} and label "
-                                  f"{label!r}; expected file paths")  # fmt: skip
+            pair = isinstance(entry, dict)
+            image = entry.get("image") if pair else entry
+            label = entry.get("label") if pair and key == "training" else None
+            if (not isinstance(image, str) or (key == "training" and not pair)
+                    or not (label is None or isinstance(label, str))):  # fmt: skip
+                how = '{"image": ..., "label": ...}' if key == "training" else "a file path"
+                raise SourceError(f"{where}: a {key} case lists {entry!r}; expected {how}")
             entries.append((key, image, label))
     cases, listed = [], {}
     for key, image, label in entries:
@@ -296,7 +317,7 @@ def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
     where = root / "dataset.json"
     spec = task_spec(root)
     names = _channels(spec, where)
-    convention = _convention(spec, where, query.label_convention)
+    convention = _convention(spec, where, query.label_convention, query.warn)
     ending = spec.get("file_ending", ".nii.gz")
     if not isinstance(ending, str) or not ending.startswith("."):
         raise SourceError(f"{where}: file_ending must be like '.nii.gz', got {ending!r}")

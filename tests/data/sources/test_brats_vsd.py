@@ -59,6 +59,8 @@ def test_2013_numbered_cases_take_their_grade_folder(tiny_cases, tmp_path):
     root = tmp_path / "Image_Data"
     write_vsd_case(case, root / "HG" / "0001", first_id=684, year=2013)
     write_vsd_case(case, root / "LG" / "0001", first_id=700, year=2013)
+    for mha in list(root.rglob("*.mha")):  # macOS resource forks beside every file
+        (mha.parent / f"._{mha.name}").write_bytes(b"\x00\x05\x16\x07")
     cases = find_brats_cases(root)
     assert [c.case_id for c in cases] == ["HG_0001", "LG_0001"]
     assert cases[0].channels["flair"] == str(

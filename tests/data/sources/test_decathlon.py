@@ -81,10 +81,14 @@ def _spec(task):
             lambda s: s.update(modality={"0": "T1", "1": "T1w"}),
             "give channel names ['t1', 't1'], which must differ",
         ),
-        (lambda s: s["training"].append({"image": 7}), "a training case lists image 7"),
+        (lambda s: s["training"].append({"image": 7}), "a training case lists {'image': 7}"),
         (lambda s: s.update(training=[], test=[]), "dataset.json lists none"),
+        (lambda s: s["modality"].update({"3": True}), "must map 0, 1, ... to sequence names"),
+        (lambda s: s["training"].append("./imagesTr/BRATS_009.nii.gz"),
+         """a training case lists './imagesTr/BRATS_009.nii.gz'; expected {"image": ..."""),
     ],
-    ids=["other-labels", "gap-in-sequences", "same-channel-twice", "not-a-path", "no-cases"],
+    ids=["other-labels", "gap-in-sequences", "same-channel-twice", "not-a-path", "no-cases",
+         "a-boolean-sequence", "a-training-case-without-its-label"],
 )
 def test_a_bad_dataset_json_is_named(change, expected, write_task, tiny_cases, tmp_path):
     task = write_task(tiny_cases, tmp_path / "task")
@@ -225,9 +229,16 @@ def test_the_folder_to_give_is_named(write_task, tiny_cases, tmp_path):
         ({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
           "enhancing tumor": [2]}, None),  # no built-in has ET = 2
         ({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3]}, None),
+        ({"background": 0, "necrosis": 1, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+          "enhancing tumor": [3]}, None),  # values and regions mixed: 1 is which?
+        ({"background": 0, "edema": True, "non-enhancing tumor": 2, "enhancing tumour": 3},
+         None),
+        ({"background": 0, "whole tumor": [1.0, 2.0, 3.0], "tumor core": [2.0, 3.0],
+          "enhancing tumor": [3.0]}, None),
     ],
     ids=["2023-names", "2024-names", "msd-names", "2023-regions", "2021-regions",
-         "regions-of-no-built-in", "regions-without-et"],
+         "regions-of-no-built-in", "regions-without-et", "values-and-regions", "a-boolean",
+         "fractions"],
 )  # fmt: skip
 def test_nnunet_v2_labels_name_their_convention(labels, convention, write_task, tiny_cases,
                                                 tmp_path):  # fmt: skip
@@ -240,3 +251,14 @@ def test_nnunet_v2_labels_name_their_convention(labels, convention, write_task, 
             find_cases(task)
     else:
         assert {c.label_convention for c in find_cases(task)} == {convention}
+
+
+def test_a_named_convention_that_reads_the_labels_otherwise_is_warned(
+    write_task, tiny_cases, tmp_path
+):
+    task = write_task(tiny_cases, tmp_path / "task")
+    warnings = []
+    cases = find_cases(task, label_convention="brats2023", on_warning=warnings.append)
+    assert {c.label_convention for c in cases} == {"brats2023"}  # as asked
+    assert warnings == [f"{task / 'dataset.json'}: its labels are convention msd's; "
+                        "--label-convention brats2023 reads them otherwise"]  # fmt: skip
