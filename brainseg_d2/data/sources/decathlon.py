@@ -340,4 +340,9 @@ def _find(input_path: str | os.PathLike, query: SourceQuery) -> list[Case]:
 
 
 #: This layout, registered by the package.
-LAYOUT = Layout("decathlon", _find, detect=lambda folder, names: is_task_input(folder))
+LAYOUT = Layout(
+    "decathlon",
+    _find,  # a task folder holds dataset.json; other folders are looked at by name first
+    detect=lambda folder, names: ("dataset.json" in names or folder.name in TASK_FOLDERS)
+    and is_task_input(folder),
+)

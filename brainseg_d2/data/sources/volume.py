@@ -120,11 +120,13 @@ class Case:
         )
         if all_files:
             items.append(("mask", self.mask))
-        headers = {}
+        headers, read = {}, {}  # channel -> header; file -> header (a 4D file is read once)
         for name, path in items:
             if path is None or isinstance(path, sitk.Image) or os.path.isdir(path):
                 continue  # no mask, an image in memory, or a DICOM series (checked when read)
-            header = read_header(path)
+            if path not in read:
+                read[path] = read_header(path)
+            header = read[path]
             if name in self.frames:
                 total = sum(1 for c in self.frames if self.channels[c] == path)
                 check_frames(header, path, [self.frames[name]], total)
