@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Score NIfTI label maps from any tool against references; same as ``brainseg-evaluate``.
+"""Score any tool's label maps (NIfTI, MHA, NRRD) against references, as ``brainseg-evaluate``.
 
 Needs the package importable (``pip install -e .``); see ``--help``.
 """

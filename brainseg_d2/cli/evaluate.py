@@ -1,4 +1,4 @@
-"""``brainseg-evaluate``: score a folder of NIfTI label maps against references.
+"""``brainseg-evaluate``: score a folder of label maps against references.
 
 ::
 
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="brainseg-evaluate",
         description=(
-            "Score NIfTI label maps from any tool against reference label maps: Dice, IoU, "
+            "Score label maps (NIfTI, MHA/MHD, NRRD) from any tool against reference label "
+            "maps: Dice, IoU, "
             "HD95 (MONAI and panoptica conventions), sensitivity, specificity, precision, "
             "volume difference, BraTS 2023 lesion-wise Dice/HD95 and BraTS 2024+ RQ/SQ/PQ, "
             "per region and class."
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ref",
         required=True,
         type=Path,
-        help="folder of reference label maps, or a Decathlon or nnU-Net task folder (its "
-        "labelsTr, in the labels its dataset.json names)",
+        help="folder of reference label maps (BraTS case folders of any year included), or a "
+        "Decathlon or nnU-Net task folder (its labelsTr, in the labels its dataset.json names)",
     )
     p.add_argument("--output", required=True, type=Path, help="folder for the CSV and JSON")
     p.add_argument(
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--label-convention",
         help=f"one of {sorted(CONVENTIONS)} or a .json/.yaml convention file "
-        "(default: from each reference's BraTS name)",
+        "(default: from each reference's BraTS name or BraTS 2013-2015 folder)",
     )
     p.add_argument(
         "--pred-label-convention",

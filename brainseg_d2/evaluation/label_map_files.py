@@ -9,6 +9,13 @@ Reference folders may be BraTS-layout case folders:
 image files (``_flair``, ``-t2f``, ...) are skipped when the name is a BraTS one
 or a label map of the same case sits beside them (``<id>_seg``), as in the
 phantom's case folders and other BraTS-layout datasets with ids of their own.
+BraTS 2013-2015 case folders (SMIR's VSD names) hold each file in a folder of its
+own: the label map is the ``.mha`` in ``VSD.Brain_3more.XX.O.OT.<n>/``, its id
+the case folder's, as the converter names the case; the sequence folders
+(``VSD.Brain.XX.O.MR_Flair.<n>/``...) are skipped.
+
+Label maps are files of the single-file volume formats the converter reads
+(:data:`~brainseg_d2.data.volume_io.VOLUME_SUFFIXES`: NIfTI, MetaImage, NRRD).
 """
 
 from __future__ import annotations
@@ -18,15 +25,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from brainseg_d2.data.sources.brats import VSD_LABELS, VSD_SEQUENCE, vsd_case_id
 from brainseg_d2.data.sources.common import walk
-from brainseg_d2.labels import BRATS2021_CASE, BRATS2023_CASE, brats_task
+from brainseg_d2.data.volume_io import VOLUME_SUFFIXES
+from brainseg_d2.labels import BRATS2021_CASE, BRATS2023_CASE, brats_task, detect_convention
 
-__all__ = ["NIFTI_SUFFIXES", "CasePair", "EvaluationError", "case_id", "find_label_maps",
-           "match_cases"]  # fmt: skip
+__all__ = ["LABEL_MAP_SUFFIXES", "CasePair", "EvaluationError", "case_id", "find_label_maps",
+           "match_cases", "reference_convention"]  # fmt: skip
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-#: Trailing parts of a file stem that are not part of the case id.
-_ID_SUFFIX = re.compile(r"[_-](seg|pred|prediction|label|labels|mask|segmentation)$", re.I)
+#: File endings read as label maps (MetaImage and NRRD headers read their data files).
+LABEL_MAP_SUFFIXES = VOLUME_SUFFIXES
+#: Trailing parts of a file stem that are not part of the case id (3D Slicer: ``x.seg.nrrd``).
+_ID_SUFFIX = re.compile(r"[_.-](seg|pred|prediction|label|labels|mask|segmentation)$", re.I)
 #: BraTS image files (not label maps) inside case folders.
 _IMAGE_SUFFIX = re.compile(r"[_-](flair|t1|t1ce|t2|t1n|t1c|t2w|t2f)$", re.I)
 
@@ -37,7 +47,7 @@ class EvaluationError(ValueError):
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in NIFTI_SUFFIXES:
+    for suffix in LABEL_MAP_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -56,6 +66,8 @@ def case_id(
     """
     path = Path(path)
     stem = _stem(path)
+    if pattern is None and VSD_LABELS.fullmatch(path.parent.name):
+        return vsd_case_id(path.parent.parent)
     if pattern is not None:
         m = pattern.search(path.name)
         if m is None and root is not None:
@@ -81,6 +93,8 @@ def _is_image(path: Path, names: set[str]) -> bool:
 
     ``names``: the file names in ``path``'s folder.
     """
+    if VSD_SEQUENCE.fullmatch(path.parent.name):
+        return True
     stem = _stem(path)
     m = _IMAGE_SUFFIX.search(stem)
     if m is None:
@@ -91,7 +105,7 @@ def _is_image(path: Path, names: set[str]) -> bool:
     return any(
         _ID_SUFFIX.fullmatch(_stem(Path(n))[len(prefix):]) is not None
         for n in names
-        if n.startswith(prefix) and n.lower().endswith(NIFTI_SUFFIXES)
+        if n.startswith(prefix) and n.lower().endswith(LABEL_MAP_SUFFIXES)
     )
 
 
@@ -104,7 +118,7 @@ def find_label_maps(
     ``brainseg-predict`` find them (:func:`~brainseg_d2.data.sources.common.walk`).
 
     Raises:
-        EvaluationError: missing folder, no NIfTI file, or two files with one id
+        EvaluationError: missing folder, no label-map file, or two files with one id
             (the message names both).
     """
     root = Path(folder)
@@ -118,7 +132,7 @@ def find_label_maps(
     for path, names in sorted(entries, key=lambda entry: entry[0]):
         if path.name.startswith("._"):  # a macOS resource fork (Decathlon archives hold them)
             continue
-        if not path.name.lower().endswith(NIFTI_SUFFIXES) or not path.is_file():
+        if not path.name.lower().endswith(LABEL_MAP_SUFFIXES) or not path.is_file():
             continue
         if _is_image(path, names):
             continue
@@ -132,9 +146,25 @@ def find_label_maps(
             )
         found[cid] = path
     if not found:
-        what = "NIfTI label map" if pattern is None else f"NIfTI file matching {pattern.pattern!r}"
+        what = (
+            f"label map ({', '.join(LABEL_MAP_SUFFIXES)})"
+            if pattern is None
+            else f"label map matching {pattern.pattern!r}"
+        )
         raise EvaluationError(f"{role} {root} holds no {what}")
     return found
+
+
+def reference_convention(path: str | os.PathLike) -> str | None:
+    """The built-in label convention a reference's name implies, or None.
+
+    BraTS names give theirs (:func:`~brainseg_d2.labels.detect_convention`); a label
+    map in a BraTS 2013-2015 ``VSD.Brain_3more.XX.O.OT.<n>`` folder is ``brats2015``.
+    """
+    path = Path(path)
+    if VSD_LABELS.fullmatch(path.parent.name):
+        return "brats2015"
+    return detect_convention(path.name)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``brainseg-evaluate``: score a folder of NIfTI label maps from any tool against references.
+"""``brainseg-evaluate``: score any tool's label maps (NIfTI, MHA, NRRD) against references.
 
 The command is :mod:`brainseg_d2.cli.evaluate`::
 
@@ -20,7 +20,8 @@ read both, check that their geometry agrees, pick the label convention ->
   without reference are listed too. A prediction whose size, spacing, origin
   or direction differs from its reference is an error naming both files.
 * **Label conventions** come from each reference's name
-  (:func:`~brainseg_d2.labels.detect_convention`) unless ``--label-convention``
+  (:func:`~brainseg_d2.evaluation.label_map_files.reference_convention`: BraTS names,
+  BraTS 2013-2015 folders) unless ``--label-convention``
   names one or a JSON/YAML file (:func:`~brainseg_d2.labels.load_convention`).
   BraTS 2023 lesion-wise settings follow the BraTS task in the name (GLI
   otherwise) unless ``--challenge`` or the ``--lesion-*`` options say.
@@ -63,6 +64,7 @@ from brainseg_d2.evaluation.label_map_files import (
     CasePair,
     EvaluationError,
     match_cases,
+    reference_convention,
 )
 from brainseg_d2.evaluation.lesion_metrics import BRATS2023_LESION_SETTINGS, LesionSettings
 from brainseg_d2.evaluation.results_files import (
@@ -75,7 +77,6 @@ from brainseg_d2.labels import (
     CONVENTIONS,
     LabelConvention,
     brats_task,
-    detect_convention,
     relabel,
     resolve_convention,
 )
@@ -137,7 +138,7 @@ def _check_geometry(pred_image, ref_image, pred: Path, ref: Path) -> None:
 def _convention_for(ref: Path, spec: LabelConvention | None) -> LabelConvention:
     if spec is not None:
         return spec
-    name = detect_convention(ref.name)
+    name = reference_convention(ref)
     if name is None:
         raise EvaluationError(
             f"cannot tell the label convention of {ref} from its name; pass "
@@ -258,7 +259,7 @@ def evaluate_folders(
     """Score every reference in ``ref_dir`` against its prediction in ``pred_dir``.
 
     Args:
-        pred_dir, ref_dir: folders of NIfTI label maps (any depth).
+        pred_dir, ref_dir: folders of label maps (NIfTI, MetaImage, NRRD; any depth).
         output_dir: gets ``cases.csv``, ``lesions.csv`` and ``summary.json``.
         pattern: regex giving the case id of a file name (module docstring).
         label_convention: a built-in name, a convention file, or None to pick

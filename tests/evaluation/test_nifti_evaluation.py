@@ -262,11 +262,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys, brats_folders):
     err = _error(
         capsys, ["--pred", str(pred), "--ref", str(tmp_path / "empty"), "--output", str(out)]
     )
-    assert "holds no NIfTI label map" in err
+    assert "holds no label map (.nii.gz, .nii, .mha" in err
     err = _error(
         capsys, ["--pred", str(pred), "--ref", str(ref), "--output", str(out), "--pattern", "zzz"]
     )
-    assert "holds no NIfTI file matching 'zzz'" in err
+    assert "holds no label map matching 'zzz'" in err
     err = _error(
         capsys,
         ["--pred", str(pred), "--ref", str(ref), "--output", str(out), "--label-convention", "x"],

@@ -99,6 +99,11 @@ def _vsd_file(folder: Path) -> Path:
     return found[0]
 
 
+def vsd_case_id(folder: Path) -> str:
+    """A BraTS 2013-2015 case folder's id: its name, or ``HG_0001`` for ``HG/0001``."""
+    return f"{folder.parent.name}_{folder.name}" if folder.name.isdigit() else folder.name
+
+
 def vsd_case(folder: Path, dirnames: list[str]) -> Case | None:
     """The BraTS 2013-2015 case a folder holding folders ``dirnames`` is, or None.
 
@@ -121,7 +126,7 @@ def vsd_case(folder: Path, dirnames: list[str]) -> Case | None:
     mask = found.pop("seg", None)
     if not found:
         return None
-    case_id = f"{folder.parent.name}_{folder.name}" if folder.name.isdigit() else folder.name
+    case_id = vsd_case_id(folder)
     expected = {
         logical: str(folder / f"VSD.Brain.XX.O.MR_{seq}.<n>")
         for seq, logical in (("Flair", "flair"), ("T1", "t1"), ("T1c", "t1ce"), ("T2", "t2"))
