@@ -8,9 +8,12 @@
     brainseg-predict --config-file CFG --input scans/ --images 'flair=*_flair.mha' \\
         't1=*_t1.mha' 't1ce=*_t1ce.mha' 't2=*_t2.mha' --output OUT_DIR MODEL.WEIGHTS model.pth
     brainseg-predict --config-file CFG --input cases.csv --output OUT_DIR MODEL.WEIGHTS model.pth
+    brainseg-predict --config-file CFG --input FOLDER_OF_CASES --output OUT_DIR \
+        --weights fold0/model_final.pth fold1/model_final.pth fold2/model_final.pth
 
 What is written, checked and refused: :mod:`brainseg_d2.inference.case_files`.
-The weights must fit the model exactly (:func:`brainseg_d2.checkpoint.load_strict`).
+The weights must fit the model exactly (:func:`brainseg_d2.checkpoint.load_strict`);
+several ``--weights`` are an ensemble (:mod:`brainseg_d2.inference.ensemble`).
 
 Exit status: 0 success; 1 some cases skipped by ``--skip-bad`` (the others were
 predicted), or a system error; 2 bad input/config, bad weights or refused
@@ -20,6 +23,7 @@ overwrite; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -28,6 +32,9 @@ from brainseg_d2.labels import CONVENTIONS
 from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
 
 __all__ = ["build_parser", "main", "setup_cfg"]
+
+#: A config override's key (``MODEL.DEVICE``), as opposed to a file name.
+_CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
 
 
 def build_parser() -> ArgumentParser:
@@ -60,6 +67,14 @@ def build_parser() -> ArgumentParser:
         metavar="NAME=GLOB",
         help="pairs layout: one glob per channel the model reads, relative to --input "
         "(e.g. flair='*_flair.mha' t1='*_t1.mha' ...)",
+    )
+    p.add_argument(
+        "--weights",
+        nargs="+",
+        metavar="PTH",
+        help="the model's weights instead of MODEL.WEIGHTS; several (one per fold or seed, "
+        "one config) are an ensemble: their dense heads' probabilities are averaged before "
+        "post-processing",
     )
     p.add_argument(
         "--dataset-info",
@@ -128,7 +143,12 @@ def setup_cfg(args: argparse.Namespace):
     from brainseg_d2.engine.cfg_checks import check_cfg_values
 
     raw = ["BRAINSEG.POSTPROCESS.ENABLED", False] if args.raw else []
-    cfg = config_setup(args.config_file, [*args.opts, *raw])
+    weights = []
+    if getattr(args, "weights", None):
+        if "MODEL.WEIGHTS" in args.opts[::2]:
+            raise ValueError("weights given twice: pass --weights or MODEL.WEIGHTS, not both")
+        weights = ["MODEL.WEIGHTS", args.weights[0]]
+    cfg = config_setup(args.config_file, [*args.opts, *raw, *weights])
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model_final.pth`")
     check_cfg_values(cfg, SimpleNamespace(config_file=args.config_file, opts=args.opts,
@@ -159,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         layout=_layout(args),
         image_globs=args.images,
+        weights=args.weights,
     )
 
 
@@ -182,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # too; a glob is always named (NAME=GLOB) and a config key never holds "=".
     named = next((i for i, item in enumerate(args.images) if "=" not in item), len(args.images))
     args.images, args.opts = args.images[:named], [*args.images[named:], *args.opts]
+    if args.weights:  # "--weights A B KEY VALUE": the first config key ends the files
+        files = next((i for i, item in enumerate(args.weights) if _CONFIG_KEY.fullmatch(item)),
+                     len(args.weights))  # fmt: skip
+        args.weights, args.opts = args.weights[:files], [*args.weights[files:], *args.opts]
     try:
         if args.opts and any(c in args.opts[0] for c in "*?["):  # a glob, not a config key
             raise ValueError(f"--images takes NAME=GLOB, one per channel (e.g. "

@@ -46,6 +46,7 @@ from brainseg_d2.data.preprocess import PreprocessedVolume, preprocess_volume
 from brainseg_d2.data.sources import Case
 from brainseg_d2.inference.batching import batch_workers, run_in_order
 from brainseg_d2.inference.dataset_info import dataset_info_from_cfg, field_of_view_warning
+from brainseg_d2.inference.ensemble import build_inference_model
 from brainseg_d2.inference.score_threshold import ModelFn, score_threshold_pushed_down
 from brainseg_d2.inference.slice_inputs import brain_slices, inference_resize, slice_model_inputs
 from brainseg_d2.inference.volume_inputs import VolumeInput, case_convention, find_case
@@ -116,6 +117,7 @@ class VolumePredictor:
         batch_size: int | None = None,
         concurrent_batches: int | None = None,
         label_convention: str | os.PathLike | LabelConvention | None = None,
+        weights: Sequence[str | os.PathLike] | None = None,
     ):
         """
         Args:
@@ -128,7 +130,7 @@ class VolumePredictor:
                 uint8 tensor, ``height``, ``width``, plus ``slice_index``) and returning
                 one ``{"instances": Instances}`` per input with ``pred_masks`` (N, H, W),
                 ``scores`` and ``pred_classes``. Default: ``build_model(cfg)`` with
-                ``cfg.MODEL.WEIGHTS`` loaded, eval mode, on ``cfg.MODEL.DEVICE``.
+                ``weights`` loaded, eval mode, on ``cfg.MODEL.DEVICE``.
             batch_size: slices per forward pass; default ``cfg.BRAINSEG.INFERENCE.BATCH_SIZE``.
             concurrent_batches: on CPU (``cfg.MODEL.DEVICE``), forward passes run at
                 once on threads, each with one torch thread; 0: ``torch.get_num_threads()``;
@@ -138,13 +140,17 @@ class VolumePredictor:
                 or a ``.json``/``.yaml`` file); None writes each case in its own
                 (from its BraTS file names: ET = 3 for 2023+ names, 4 for 2018-2021
                 ones; inputs without names in the training dataset's).
+            weights: weights files of ``cfg``'s model (default ``[cfg.MODEL.WEIGHTS]``);
+                several are an ensemble, their dense heads' probabilities averaged
+                (:mod:`~brainseg_d2.inference.ensemble`).
 
         Raises:
             ValueError: bad dataset info, batch size, post-processing config, a
                 model whose ``NUM_CLASSES`` differs from the dataset's categories, or
                 a ``label_convention`` with a class the model cannot write, or without
                 one it writes (:func:`~brainseg_d2.labels.check_writable`,
-                :func:`~brainseg_d2.labels.check_nothing_lost`).
+                :func:`~brainseg_d2.labels.check_nothing_lost`); a missing or unfitting
+                weights file (:func:`~brainseg_d2.inference.ensemble.build_inference_model`).
         """
         self.cfg = cfg
         if dataset_info is None:
@@ -190,30 +196,11 @@ class VolumePredictor:
             )
         # Same augmentation as DefaultPredictor and the test-time mapper.
         self.resize = inference_resize(cfg)
-        self.model: ModelFn = self._build_model(cfg) if model is None else model
-
-    def _build_model(self, cfg) -> torch.nn.Module:
-        from detectron2.modeling import build_model
-
-        from brainseg_d2.checkpoint import load_strict
-        from brainseg_d2.engine import ensure_weights_available
-
-        if not cfg.MODEL.MASK_ON:
-            raise ValueError("MODEL.MASK_ON is False: volume prediction needs a mask head")
-        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-        if num_classes != len(self.category_names):
-            raise ValueError(
-                f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes} but the dataset's target "
-                f"'{self.target.name}' has {len(self.category_names)} categories "
-                f"{self.category_names}"
-            )
-        ensure_weights_available(cfg)
-        model = build_model(cfg)
-        model.eval()
-        if not cfg.MODEL.WEIGHTS:
-            logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
-        load_strict(model, cfg.MODEL.WEIGHTS)  # any missing or mismatched weight is an error
-        return model
+        if model is None:
+            model = build_inference_model(cfg, self.target.name, self.category_names, weights)
+        elif weights is not None:
+            raise ValueError("give a model or its weights, not both")
+        self.model: ModelFn = model
 
     @property
     def channels(self) -> list[str]:

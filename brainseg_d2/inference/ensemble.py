@@ -1,0 +1,134 @@
+"""The model a :class:`~brainseg_d2.inference.VolumePredictor` runs: one weights file, or several.
+
+Several weights files of one config are an ensemble, as nnU-Net predicts with the
+mean of its five folds: the models trained on the folds of ``brainseg-convert
+--folds K --fold I`` (or on one split with different ``SEED``\\ s) each run on the
+same slices, their dense heads' category probabilities (``sem_seg``, C x H x W)
+are averaged, and the post-processing thresholds the mean exactly as it
+thresholds one model's. Only the dense heads run (an instance's mask and score
+have no mean across models), so an ensemble needs ``BRAINSEG.MASK_SOURCE
+semantic`` and a :class:`~brainseg_d2.modeling.BrainSegRCNN`; every member takes
+the config's architecture, input size and post-processing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from torch import nn
+
+__all__ = ["ModelEnsemble", "build_inference_model"]
+
+logger = logging.getLogger(__name__)
+
+
+class ModelEnsemble(nn.Module):
+    """Models of one architecture whose category probabilities are averaged.
+
+    Called as a Detectron2 model in inference: a list of input dicts in, one
+    ``{"sem_seg": (C, height, width) float}`` per input out, the members' mean.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        """
+        Args:
+            models: two or more :class:`~brainseg_d2.modeling.BrainSegRCNN` in eval
+                mode; their instance branches are switched off for good.
+
+        Raises:
+            ValueError: fewer than two models, or one without a dense head.
+        """
+        from brainseg_d2.modeling import BrainSegRCNN
+
+        super().__init__()
+        if len(models) < 2:
+            raise ValueError(f"an ensemble needs two or more models, got {len(models)}")
+        for model in models:
+            if not isinstance(model, BrainSegRCNN):
+                raise ValueError(
+                    f"an ensemble averages dense heads: MODEL.META_ARCHITECTURE must be "
+                    f"BrainSegRCNN, got {type(model).__name__}"
+                )
+            # The attribute dense_head_only sets; set once here, so that batches run
+            # on several threads never switch it back and forth.
+            model.infer_instances = False
+        self.members = nn.ModuleList(models)
+
+    def forward(self, batched_inputs: list[dict]) -> list[dict]:
+        total = None
+        for model in self.members:
+            outputs = model(batched_inputs)
+            if total is None:
+                total = [out["sem_seg"].float() for out in outputs]
+            else:
+                for probs, out in zip(total, outputs):
+                    probs += out["sem_seg"]
+        return [{"sem_seg": probs / len(self.members)} for probs in total]
+
+
+def build_inference_model(
+    cfg, target: str, categories: Sequence[str], weights: Sequence[str | os.PathLike] | None = None
+) -> nn.Module:
+    """``build_model(cfg)`` with each weights file loaded; several are a :class:`ModelEnsemble`.
+
+    Args:
+        cfg: frozen config; ``MODEL.MASK_ON`` and ``ROI_HEADS.NUM_CLASSES`` are checked.
+        target, categories: the training dataset's target and its categories.
+        weights: weights files (local paths, or a model-zoo URL for one model);
+            None: ``[cfg.MODEL.WEIGHTS]``; an empty path loads nothing (warned).
+
+    Raises:
+        ValueError: a config that cannot predict volumes, a missing or unreadable
+            weights file, one that does not fit the model exactly
+            (:class:`~brainseg_d2.checkpoint.CheckpointError`), or an ensemble
+            without ``MASK_SOURCE semantic``. Each names the file or key at fault.
+    """
+    from detectron2.modeling import build_model
+
+    from brainseg_d2.checkpoint import load_strict
+    from brainseg_d2.engine import ensure_weights_available
+
+    if not cfg.MODEL.MASK_ON:
+        raise ValueError("MODEL.MASK_ON is False: volume prediction needs a mask head")
+    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(categories):
+        raise ValueError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but the "
+            f"dataset's target '{target}' has {len(categories)} categories {list(categories)}"
+        )
+    paths = [cfg.MODEL.WEIGHTS] if weights is None else [os.fspath(w) for w in weights]
+    if not paths:
+        raise ValueError("no weights file given")
+    if len(paths) > 1:
+        if cfg.BRAINSEG.MASK_SOURCE != "semantic":
+            raise ValueError(
+                "an ensemble averages the dense head's probabilities: it needs "
+                f"BRAINSEG.MASK_SOURCE semantic, not {cfg.BRAINSEG.MASK_SOURCE!r}"
+            )
+        for i, path in enumerate(paths):
+            if not path or not os.path.isfile(path):
+                raise ValueError(f"weights file {path!r} ({i + 1} of {len(paths)}) does not exist")
+    else:  # a model-zoo URL is fetched here, or fails in one line
+        ensure_weights_available(_with(cfg, paths[0]))
+    models = []
+    for path in paths:
+        model = build_model(cfg)
+        model.eval()
+        if not path:
+            logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
+        load_strict(model, path)  # any missing or mismatched weight is an error
+        models.append(model)
+    if len(models) == 1:
+        return models[0]
+    logger.info("ensemble of %d models: %s", len(models), ", ".join(paths))
+    return ModelEnsemble(models)
+
+
+def _with(cfg, path: str):
+    """A copy of ``cfg`` whose ``MODEL.WEIGHTS`` is ``path``."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = path
+    cfg.freeze()
+    return cfg

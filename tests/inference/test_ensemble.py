@@ -1,0 +1,125 @@
+"""Several weights files as one model: the dense heads' probabilities averaged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from brainseg_d2.cli.predict import main
+from brainseg_d2.config import setup_cfg
+from brainseg_d2.data.preprocess import preprocess_volume
+from brainseg_d2.data.sources import find_brats_cases
+from brainseg_d2.inference import VolumePredictor
+from brainseg_d2.inference.ensemble import ModelEnsemble
+from brainseg_d2.modeling import dense_head_only
+
+
+@pytest.fixture(scope="module")
+def two_models(weights_files, tmp_path_factory):
+    """The ``good`` weights and a second model of the same config drawn with another seed."""
+    cfg = setup_cfg(weights_files["config"], [*weights_files["opts"], "MODEL.WEIGHTS", ""])
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("second")
+    DetectionCheckpointer(build_model(cfg), save_dir=str(folder)).save("other")
+    return cfg, [weights_files["good"], folder / "other.pth"]
+
+
+def _predictor(phantom_dataset, cfg, weights=None, **kwargs):
+    info = phantom_dataset["dataset"] / "dataset.json"
+    return VolumePredictor(cfg, dataset_info=info, weights=weights, **kwargs)
+
+
+def test_the_ensemble_answers_the_mean_of_its_members(phantom_dataset, tiny_cases, two_models):
+    cfg, weights = two_models
+    ensemble = _predictor(phantom_dataset, cfg, weights)
+    assert isinstance(ensemble.model, ModelEnsemble) and len(ensemble.model.members) == 2
+    singles = [_predictor(phantom_dataset, cfg, [w]).model for w in weights]
+    case = find_brats_cases(tiny_cases)[0]
+    pre = preprocess_volume(case.read_channels(ensemble.channels), ensemble.options)
+    inputs = ensemble.model_inputs(pre, ensemble.brain_slices(pre))
+    with torch.inference_mode():
+        got = ensemble.model(inputs)
+        probs = []
+        for model in singles:
+            with dense_head_only(model):
+                probs.append([out["sem_seg"] for out in model(inputs)])
+    assert len(got) == len(inputs) and set(got[0]) == {"sem_seg"}
+    for i, out in enumerate(got):
+        torch.testing.assert_close(out["sem_seg"], (probs[0][i] + probs[1][i]) / 2)
+    assert not torch.equal(probs[0][0], probs[1][0])  # two different models
+
+
+def test_a_model_twice_predicts_what_it_predicts_alone(phantom_dataset, tiny_cases, two_models):
+    cfg, weights = two_models
+    case = find_brats_cases(tiny_cases)[0]
+    alone = _predictor(phantom_dataset, cfg, weights[:1]).predict(case)
+    twice = _predictor(phantom_dataset, cfg, [weights[0]] * 2).predict(case)
+    np.testing.assert_array_equal(twice.masks_raw, alone.masks_raw)
+    assert alone.masks_raw.any()
+    pair = _predictor(phantom_dataset, cfg, weights).predict(case)
+    assert not np.array_equal(pair.masks_raw, alone.masks_raw)
+
+
+def _args(weights_files, phantom_dataset, input_dir, output, *extra):
+    return [
+        "--config-file", weights_files["config"],
+        "--input", str(input_dir),
+        "--dataset-info", str(phantom_dataset["dataset"] / "dataset.json"),
+        "--output", str(output),
+        "--no-progress",
+        *map(str, extra),
+    ]  # fmt: skip
+
+
+def test_cli_weights_make_an_ensemble(weights_files, phantom_dataset, tiny_cases, two_models,
+                                      tmp_path, capsys):  # fmt: skip
+    cfg, weights = two_models
+    out = tmp_path / "out"
+    # The config overrides after the files are not taken for files.
+    args = _args(weights_files, phantom_dataset, tiny_cases, out, "--weights", *weights,
+                 *weights_files["opts"], "MODEL.DEVICE", "cpu")  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    expected = _predictor(phantom_dataset, cfg, weights).predict(find_brats_cases(tiny_cases)[1])
+    written = sitk.ReadImage(str(out / "Tiny_B_pred.nii.gz"))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected.label_image)
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (("MODEL.WEIGHTS", "{good}"), "weights given twice: pass --weights or MODEL.WEIGHTS"),
+        (("BRAINSEG.MASK_SOURCE", "instances"), "it needs BRAINSEG.MASK_SOURCE semantic"),
+        ((), "weights file '{missing}' (2 of 2) does not exist"),
+    ],
+    ids=["twice", "instances", "missing"],
+)
+def test_cli_bad_ensembles_are_one_line_and_write_nothing(
+    weights_files, phantom_dataset, tiny_cases, tmp_path, capsys, extra, expected
+):
+    names = {"good": weights_files["good"], "missing": tmp_path / "nowhere.pth"}
+    second = names["missing"] if not extra else weights_files["good"]
+    out = tmp_path / "out"
+    extra = [e.format(**names) for e in extra]
+    args = _args(weights_files, phantom_dataset, tiny_cases, out, "--weights",
+                 weights_files["good"], second, *weights_files["opts"], *extra)  # fmt: skip
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert expected.format(**names) in line
+    assert not out.exists()
+
+
+def test_cli_a_member_that_does_not_fit_is_named(weights_files, phantom_dataset, tiny_cases,
+                                                 tmp_path, capsys):  # fmt: skip
+    out = tmp_path / "out"
+    args = _args(weights_files, phantom_dataset, tiny_cases, out, "--weights",
+                 weights_files["good"], weights_files["five"], *weights_files["opts"])  # fmt: skip
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"weights {weights_files['five']}" in line and "do not fit the model" in line
+    assert not out.exists()
