@@ -4,6 +4,7 @@
     tools/tune_postprocess.py --config-file CFG MODEL.WEIGHTS output/model_final.pth
     tools/tune_postprocess.py --config-file CFG --dataset brats2021_val \\
         --output output/config_tuned.yaml MODEL.WEIGHTS output/model_final.pth
+    tools/tune_postprocess.py --config-file CFG --weights f0/model_final.pth f1/model_final.pth
 
 Runs the model once over every volume of the dataset, scores a grid of
 SCORE_THRESH x MIN_VOLUME_ML x COMPONENT_SCORE_THRESH on volume Dice, then
@@ -11,12 +12,19 @@ per-category thresholds, then (nested targets) the inner categories' minimum
 volume, the least total enhancing volume and the core's hull margin on volume
 and lesion-wise Dice (see brainseg_d2/evaluation/tuning/),
 prints the table and writes the config with the best setting, usable as
---config-file by every tool.
+--config-file by every tool. With several --weights the setting is chosen for
+their ensemble (brainseg-predict --weights: the averaged probabilities); the
+written config's MODEL.WEIGHTS is the first of them.
 """
 
 import sys
 
-from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
+from brainseg_d2.utils.cli import (
+    ArgumentParser,
+    print_error,
+    quiet_third_party_warnings,
+    split_trailing_opts,
+)
 
 quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
 
@@ -30,6 +38,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--output", type=Path, help="tuned config to write (default: OUTPUT_DIR/config_tuned.yaml)"
     )
+    p.add_argument("--weights", nargs="+", metavar="PTH",
+                   help="the model's weights instead of MODEL.WEIGHTS; several: tune for "
+                   "their ensemble (as brainseg-predict --weights predicts)")
     p.add_argument("opts", nargs="...", metavar="KEY VALUE",
                    help="config overrides, e.g. MODEL.WEIGHTS output/model_final.pth")
     return p
@@ -39,6 +50,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.eval_only, args.num_gpus, args.num_machines = True, 1, 1
     try:
+        if args.weights:  # "--weights A B KEY VALUE"; MODEL.WEIGHTS is the first, for the checks
+            args.weights, args.opts = split_trailing_opts(args.weights, args.opts)
+            if "MODEL.WEIGHTS" in args.opts[::2]:
+                raise ValueError("weights given twice: pass --weights or MODEL.WEIGHTS, not both")
+            args.opts = [*args.opts, "MODEL.WEIGHTS", args.weights[0]]
         from detectron2.utils.logger import setup_logger
 
         from brainseg_d2.config import setup_cfg
@@ -60,8 +76,16 @@ def main(argv=None) -> int:
         cfg = build_cfg_from_args(args)
         output = args.output or Path(cfg.OUTPUT_DIR) / "config_tuned.yaml"
         check_tuned_output(output)  # before the work, not after it
-        model = Trainer.build_model(cfg)
-        load_eval_weights(model, cfg)
+        if args.weights and len(args.weights) > 1:
+            from detectron2.data import MetadataCatalog
+
+            from brainseg_d2.inference.ensemble import build_inference_model
+
+            meta = MetadataCatalog.get(dataset)
+            model = build_inference_model(cfg, meta.target, meta.thing_classes, args.weights)
+        else:
+            model = Trainer.build_model(cfg)
+            load_eval_weights(model, cfg)
         setup_logger(name="brainseg_d2")
         best, results = tune_postprocess(model.eval(), cfg, dataset)
     except ValueError as exc:

@@ -23,18 +23,19 @@ overwrite; 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
 
 from brainseg_d2.labels import CONVENTIONS
-from brainseg_d2.utils.cli import ArgumentParser, print_error, quiet_third_party_warnings
+from brainseg_d2.utils.cli import (
+    ArgumentParser,
+    print_error,
+    quiet_third_party_warnings,
+    split_trailing_opts,
+)
 
 __all__ = ["build_parser", "main", "setup_cfg"]
-
-#: A config override's key (``MODEL.DEVICE``), as opposed to a file name.
-_CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
 
 
 def build_parser() -> ArgumentParser:
@@ -203,10 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # too; a glob is always named (NAME=GLOB) and a config key never holds "=".
     named = next((i for i, item in enumerate(args.images) if "=" not in item), len(args.images))
     args.images, args.opts = args.images[:named], [*args.images[named:], *args.opts]
-    if args.weights:  # "--weights A B KEY VALUE": the first config key ends the files
-        files = next((i for i, item in enumerate(args.weights) if _CONFIG_KEY.fullmatch(item)),
-                     len(args.weights))  # fmt: skip
-        args.weights, args.opts = args.weights[:files], [*args.weights[files:], *args.opts]
+    if args.weights:
+        args.weights, args.opts = split_trailing_opts(args.weights, args.opts)
     try:
         if args.opts and any(c in args.opts[0] for c in "*?["):  # a glob, not a config key
             raise ValueError(f"--images takes NAME=GLOB, one per channel (e.g. "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -142,3 +143,18 @@ def print_error(exc: BaseException, file: TextIO | None = None) -> None:
     """Print ``error: <line>`` for each line of :func:`error_lines` (to stderr)."""
     for line in error_lines(exc):
         print(f"error: {line}", file=file or sys.stderr)
+
+
+#: A config override's key (``MODEL.DEVICE``), as opposed to a file name.
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
+
+
+def split_trailing_opts(files: Sequence[str], opts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--weights A B KEY VALUE``: an ``nargs="+"`` option takes the config overrides too.
+
+    Returns:
+        ``(files, opts)``: the words before the first config key (:data:`CONFIG_KEY`),
+        and that key onwards followed by ``opts``.
+    """
+    end = next((i for i, word in enumerate(files) if CONFIG_KEY.fullmatch(word)), len(files))
+    return list(files[:end]), [*files[end:], *opts]

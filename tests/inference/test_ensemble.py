@@ -123,3 +123,30 @@ def test_cli_a_member_that_does_not_fit_is_named(weights_files, phantom_dataset,
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert f"weights {weights_files['five']}" in line and "do not fit the model" in line
     assert not out.exists()
+
+
+def test_tuning_for_an_ensemble(weights_files, phantom_dataset, two_models, tmp_path,
+                                monkeypatch, capsys):  # fmt: skip
+    """A model twice is tuned as it is alone; two models are tuned on their mean."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "tune_postprocess.py"
+    spec = importlib.util.spec_from_file_location("tune_postprocess_for_ensembles", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(phantom_dataset["root"]))
+    _, (good, other) = two_models
+    tables = {}
+    for name, weights in {"alone": [good], "twice": [good, good], "pair": [good, other]}.items():
+        out = tmp_path / f"{name}.yaml"
+        argv = ["--config-file", weights_files["config"], "--dataset", "phantom_val",
+                "--output", out, "--weights", *weights, *weights_files["opts"],
+                "DATASETS.TEST", "()"]  # fmt: skip
+        assert tool.main(list(map(str, argv))) == 0, capsys.readouterr().err
+        lines = capsys.readouterr().out.splitlines()  # the rows of every stage, and the best
+        tables[name] = [x for x in lines if x[:2] in ("* ", "  ") or x.startswith("best on")]
+        assert len(tables[name]) > 3
+        assert setup_cfg(str(out)).MODEL.WEIGHTS == str(good)
+    assert tables["twice"] == tables["alone"]
+    assert tables["pair"] != tables["alone"]
