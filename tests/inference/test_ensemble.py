@@ -125,8 +125,24 @@ def test_cli_a_member_that_does_not_fit_is_named(weights_files, phantom_dataset,
     assert not out.exists()
 
 
+@pytest.fixture
+def own_log_handlers():
+    """Remove the log handlers a tool adds (Detectron2's ``setup_logger``, cached) on exit:
+    they write to this test's captured streams, which later tests have closed."""
+    import logging
+
+    from detectron2.utils.logger import setup_logger
+
+    loggers = [logging.getLogger(name) for name in ("brainseg_d2", "detectron2", "fvcore")]
+    before = [list(logger.handlers) for logger in loggers]
+    yield
+    for logger, handlers in zip(loggers, before):
+        logger.handlers[:] = handlers
+    setup_logger.cache_clear()
+
+
 def test_tuning_for_an_ensemble(weights_files, phantom_dataset, two_models, tmp_path,
-                                monkeypatch, capsys):  # fmt: skip
+                                monkeypatch, capsys, own_log_handlers):  # fmt: skip
     """A model twice is tuned as it is alone; two models are tuned on their mean."""
     import importlib.util
     from pathlib import Path
