@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import warnings
@@ -153,8 +154,11 @@ def split_trailing_opts(files: Sequence[str], opts: Sequence[str]) -> tuple[list
     """``--weights A B KEY VALUE``: an ``nargs="+"`` option takes the config overrides too.
 
     Returns:
-        ``(files, opts)``: the words before the first config key (:data:`CONFIG_KEY`),
-        and that key onwards followed by ``opts``.
+        ``(files, opts)``: the words before the first config key (:data:`CONFIG_KEY`, and
+        not an existing file such as ``FOLD0.PTH``), and that key onwards followed by ``opts``.
     """
-    end = next((i for i, word in enumerate(files) if CONFIG_KEY.fullmatch(word)), len(files))
+    end = next(
+        (i for i, w in enumerate(files) if CONFIG_KEY.fullmatch(w) and not os.path.exists(w)),
+        len(files),
+    )
     return list(files[:end]), [*files[end:], *opts]

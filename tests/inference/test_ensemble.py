@@ -166,3 +166,16 @@ def test_tuning_for_an_ensemble(weights_files, phantom_dataset, two_models, tmp_
         assert setup_cfg(str(out)).MODEL.WEIGHTS == str(good)
     assert tables["twice"] == tables["alone"]
     assert tables["pair"] != tables["alone"]
+
+
+def test_trailing_config_overrides_are_split_from_the_weights(tmp_path, monkeypatch):
+    from brainseg_d2.utils.cli import split_trailing_opts
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FOLD0.PTH").write_bytes(b"")  # a file, although it reads like a key
+    words = ["a.pth", "FOLD0.PTH", "MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.1"]
+    assert split_trailing_opts(words, ["X.Y", "1"]) == (
+        ["a.pth", "FOLD0.PTH"],
+        ["MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.1", "X.Y", "1"],
+    )
+    assert split_trailing_opts(["a.pth"], []) == (["a.pth"], [])
