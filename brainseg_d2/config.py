@@ -181,6 +181,12 @@ def add_brainseg_config(cfg: _D2CfgNode) -> None:
     # head's inference cost. Instances are not augmented. For axial and coronal slices
     # only: on sagittal ones the mirror swaps front and back.
     _C.BRAINSEG.INFERENCE.FLIP_TTA = False
+    # Whole-volume prediction (VolumePredictor, brainseg-predict) with several models
+    # of this config: their dense heads' probabilities are averaged (inference/
+    # ensemble.py). Set by --weights A B ... of brainseg-predict and of
+    # tools/tune_postprocess.py, whose tuned config records it; () predicts with
+    # MODEL.WEIGHTS alone. Training and --eval-only use MODEL.WEIGHTS.
+    _C.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS = ()
 
 
 def get_brainseg_cfg() -> CfgNode:

@@ -13,8 +13,9 @@ volume, the least total enhancing volume and the core's hull margin on volume
 and lesion-wise Dice (see brainseg_d2/evaluation/tuning/),
 prints the table and writes the config with the best setting, usable as
 --config-file by every tool. With several --weights the setting is chosen for
-their ensemble (brainseg-predict --weights: the averaged probabilities); the
-written config's MODEL.WEIGHTS is the first of them.
+their ensemble (the averaged probabilities), and the written config predicts
+with the ensemble (BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS; MODEL.WEIGHTS is the
+first of them).
 """
 
 import sys
@@ -23,7 +24,7 @@ from brainseg_d2.utils.cli import (
     ArgumentParser,
     print_error,
     quiet_third_party_warnings,
-    split_trailing_opts,
+    weights_opts,
 )
 
 quiet_third_party_warnings()  # before torch and Detectron2 are imported: they warn on import
@@ -50,11 +51,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.eval_only, args.num_gpus, args.num_machines = True, 1, 1
     try:
-        if args.weights:  # "--weights A B KEY VALUE"; MODEL.WEIGHTS is the first, for the checks
-            args.weights, args.opts = split_trailing_opts(args.weights, args.opts)
-            if "MODEL.WEIGHTS" in args.opts[::2]:
-                raise ValueError("weights given twice: pass --weights or MODEL.WEIGHTS, not both")
-            args.opts = [*args.opts, "MODEL.WEIGHTS", args.weights[0]]
+        weights = weights_opts(args)  # first: it moves trailing overrides into args.opts
+        args.opts = [*args.opts, *weights]
         from detectron2.utils.logger import setup_logger
 
         from brainseg_d2.config import setup_cfg
@@ -76,13 +74,13 @@ def main(argv=None) -> int:
         cfg = build_cfg_from_args(args)
         output = args.output or Path(cfg.OUTPUT_DIR) / "config_tuned.yaml"
         check_tuned_output(output)  # before the work, not after it
-        if args.weights and len(args.weights) > 1:
+        if len(cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS) > 1:  # tuned for the ensemble
             from detectron2.data import MetadataCatalog
 
             from brainseg_d2.inference.ensemble import build_inference_model
 
             meta = MetadataCatalog.get(dataset)
-            model = build_inference_model(cfg, meta.target, meta.thing_classes, args.weights)
+            model = build_inference_model(cfg, meta.target, meta.thing_classes)
         else:
             model = Trainer.build_model(cfg)
             load_eval_weights(model, cfg)

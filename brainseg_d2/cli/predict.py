@@ -32,7 +32,7 @@ from brainseg_d2.utils.cli import (
     ArgumentParser,
     print_error,
     quiet_third_party_warnings,
-    split_trailing_opts,
+    weights_opts,
 )
 
 __all__ = ["build_parser", "main", "setup_cfg"]
@@ -144,11 +144,7 @@ def setup_cfg(args: argparse.Namespace):
     from brainseg_d2.engine.cfg_checks import check_cfg_values
 
     raw = ["BRAINSEG.POSTPROCESS.ENABLED", False] if args.raw else []
-    weights = []
-    if getattr(args, "weights", None):
-        if "MODEL.WEIGHTS" in args.opts[::2]:
-            raise ValueError("weights given twice: pass --weights or MODEL.WEIGHTS, not both")
-        weights = ["MODEL.WEIGHTS", args.weights[0]]
+    weights = weights_opts(args)  # first: it moves trailing overrides into args.opts
     cfg = config_setup(args.config_file, [*args.opts, *raw, *weights])
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model_final.pth`")
@@ -180,7 +176,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         layout=_layout(args),
         image_globs=args.images,
-        weights=args.weights,
     )
 
 
@@ -204,8 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # too; a glob is always named (NAME=GLOB) and a config key never holds "=".
     named = next((i for i, item in enumerate(args.images) if "=" not in item), len(args.images))
     args.images, args.opts = args.images[:named], [*args.images[named:], *args.opts]
-    if args.weights:
-        args.weights, args.opts = split_trailing_opts(args.weights, args.opts)
     try:
         if args.opts and any(c in args.opts[0] for c in "*?["):  # a glob, not a config key
             raise ValueError(f"--images takes NAME=GLOB, one per channel (e.g. "

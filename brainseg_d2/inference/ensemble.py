@@ -77,7 +77,8 @@ def build_inference_model(
         cfg: frozen config; ``MODEL.MASK_ON`` and ``ROI_HEADS.NUM_CLASSES`` are checked.
         target, categories: the training dataset's target and its categories.
         weights: weights files (local paths, or a model-zoo URL for one model);
-            None: ``[cfg.MODEL.WEIGHTS]``; an empty path loads nothing (warned).
+            None: ``BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS`` where set, else
+            ``[cfg.MODEL.WEIGHTS]``; an empty ``MODEL.WEIGHTS`` loads nothing (warned).
 
     Raises:
         ValueError: a config that cannot predict volumes, a missing or unreadable
@@ -97,19 +98,24 @@ def build_inference_model(
             f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but the "
             f"dataset's target '{target}' has {len(categories)} categories {list(categories)}"
         )
-    paths = [cfg.MODEL.WEIGHTS] if weights is None else [os.fspath(w) for w in weights]
-    if not paths:
+    named = weights is not None or bool(cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS)
+    if weights is None:
+        weights = cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS or [cfg.MODEL.WEIGHTS]
+    elif not weights:
         raise ValueError("no weights file given")
-    if len(paths) > 1:
-        if cfg.BRAINSEG.MASK_SOURCE != "semantic":
-            raise ValueError(
-                "an ensemble averages the dense head's probabilities: it needs "
-                f"BRAINSEG.MASK_SOURCE semantic, not {cfg.BRAINSEG.MASK_SOURCE!r}"
-            )
-        for i, path in enumerate(paths):
-            if not path or not os.path.isfile(path):
-                raise ValueError(f"weights file {path!r} ({i + 1} of {len(paths)}) does not exist")
-    else:  # a model-zoo URL is fetched here, or fails in one line
+    paths = [os.fspath(w) for w in weights]
+    if len(paths) > 1 and cfg.BRAINSEG.MASK_SOURCE != "semantic":
+        raise ValueError(
+            "an ensemble averages the dense head's probabilities: it needs "
+            f"BRAINSEG.MASK_SOURCE semantic, not {cfg.BRAINSEG.MASK_SOURCE!r}"
+        )
+    for i, path in enumerate(paths):
+        which = f"weights file {path!r}" + (f" ({i + 1} of {len(paths)})" if len(paths) > 1 else "")
+        if os.path.isdir(path):
+            raise ValueError(f"{which} is a folder, not a checkpoint")
+        if named and "://" not in path and not os.path.isfile(path):
+            raise ValueError(f"{which} does not exist")
+    if len(paths) == 1:  # a model-zoo URL is fetched here, or fails in one line
         ensure_weights_available(_with(cfg, paths[0]))
     models = []
     for path in paths:

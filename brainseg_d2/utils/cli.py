@@ -146,8 +146,9 @@ def print_error(exc: BaseException, file: TextIO | None = None) -> None:
         print(f"error: {line}", file=file or sys.stderr)
 
 
-#: A config override's key (``MODEL.DEVICE``), as opposed to a file name.
-CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
+
+#: A config override's key (``SEED``, ``MODEL.DEVICE``), as opposed to a file name.
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*")
 
 
 def split_trailing_opts(files: Sequence[str], opts: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -162,3 +163,29 @@ def split_trailing_opts(files: Sequence[str], opts: Sequence[str]) -> tuple[list
         len(files),
     )
     return list(files[:end]), [*files[end:], *opts]
+
+
+def weights_opts(args: argparse.Namespace) -> list[str]:
+    """Config overrides for ``--weights A [B ...]`` (``args.weights``, ``args.opts``).
+
+    Splits trailing overrides off ``args.weights`` (:func:`split_trailing_opts`), checks
+    the files, and returns ``MODEL.WEIGHTS A BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS [A, B]``
+    (``[]`` without ``--weights``).
+
+    Raises:
+        ValueError: no file, a folder or a missing file, or ``MODEL.WEIGHTS`` given too.
+    """
+    if getattr(args, "weights", None) is None:
+        return []
+    args.weights, args.opts = split_trailing_opts(args.weights, args.opts)
+    if not args.weights:
+        raise ValueError("--weights needs a weights file before the config overrides")
+    if "MODEL.WEIGHTS" in args.opts[::2]:
+        raise ValueError("weights given twice: pass --weights or MODEL.WEIGHTS, not both")
+    for path in args.weights:
+        if os.path.isdir(path):
+            raise ValueError(f"--weights {path} is a folder, not a checkpoint")
+        if "://" not in path and not os.path.isfile(path):
+            raise ValueError(f"--weights {path} does not exist")
+    return ["MODEL.WEIGHTS", args.weights[0],
+            "BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS", repr(list(args.weights))]  # fmt: skip

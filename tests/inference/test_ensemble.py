@@ -95,19 +95,24 @@ def test_cli_weights_make_an_ensemble(weights_files, phantom_dataset, tiny_cases
     [
         (("MODEL.WEIGHTS", "{good}"), "weights given twice: pass --weights or MODEL.WEIGHTS"),
         (("BRAINSEG.MASK_SOURCE", "instances"), "it needs BRAINSEG.MASK_SOURCE semantic"),
-        ((), "weights file '{missing}' (2 of 2) does not exist"),
+        ((), "--weights {missing} does not exist"),
+        (("folder",), "--weights {folder} is a folder, not a checkpoint"),
+        (("none",), "--weights needs a weights file before the config overrides"),
     ],
-    ids=["twice", "instances", "missing"],
+    ids=["twice", "instances", "missing", "folder", "none"],
 )
 def test_cli_bad_ensembles_are_one_line_and_write_nothing(
     weights_files, phantom_dataset, tiny_cases, tmp_path, capsys, extra, expected
 ):
-    names = {"good": weights_files["good"], "missing": tmp_path / "nowhere.pth"}
-    second = names["missing"] if not extra else weights_files["good"]
+    names = {"good": weights_files["good"], "missing": tmp_path / "nowhere.pth",
+             "folder": tmp_path}  # fmt: skip
+    files = [weights_files["good"], names["missing"] if not extra else weights_files["good"]]
+    if extra in (("folder",), ("none",)):
+        files, extra = ([tmp_path] if extra == ("folder",) else []), ()
     out = tmp_path / "out"
     extra = [e.format(**names) for e in extra]
-    args = _args(weights_files, phantom_dataset, tiny_cases, out, "--weights",
-                 weights_files["good"], second, *weights_files["opts"], *extra)  # fmt: skip
+    args = _args(weights_files, phantom_dataset, tiny_cases, out, "--weights", *files,
+                 *weights_files["opts"], *extra)  # fmt: skip
     assert main(args) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert expected.format(**names) in line
@@ -163,9 +168,14 @@ def test_tuning_for_an_ensemble(weights_files, phantom_dataset, two_models, tmp_
         lines = capsys.readouterr().out.splitlines()  # the rows of every stage, and the best
         tables[name] = [x for x in lines if x[:2] in ("* ", "  ") or x.startswith("best on")]
         assert len(tables[name]) > 3
-        assert setup_cfg(str(out)).MODEL.WEIGHTS == str(good)
+        tuned = setup_cfg(str(out))
+        assert tuned.MODEL.WEIGHTS == str(good)
+        assert tuned.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS == tuple(map(str, weights))
     assert tables["twice"] == tables["alone"]
     assert tables["pair"] != tables["alone"]
+    # The tuned config predicts with the ensemble it was tuned for.
+    predictor = _predictor(phantom_dataset, setup_cfg(str(tmp_path / "pair.yaml")))
+    assert isinstance(predictor.model, ModelEnsemble) and len(predictor.model.members) == 2
 
 
 def test_trailing_config_overrides_are_split_from_the_weights(tmp_path, monkeypatch):
@@ -178,4 +188,5 @@ def test_trailing_config_overrides_are_split_from_the_weights(tmp_path, monkeypa
         ["a.pth", "FOLD0.PTH"],
         ["MODEL.DEVICE", "cpu", "SOLVER.BASE_LR", "0.1", "X.Y", "1"],
     )
+    assert split_trailing_opts(["a.pth", "SEED", "3"], []) == (["a.pth"], ["SEED", "3"])
     assert split_trailing_opts(["a.pth"], []) == (["a.pth"], [])

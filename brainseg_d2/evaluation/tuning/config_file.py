@@ -35,9 +35,9 @@ def write_tuned_config(cfg, params: PostprocessParams, path: str | Path) -> Path
     """Write ``cfg`` with ``BRAINSEG.POSTPROCESS`` replaced by ``params`` as a full YAML config.
 
     The file can be passed as ``--config-file`` to every tool (it needs no
-    ``_BASE_``), from any folder: ``MODEL.WEIGHTS`` and ``BRAINSEG.DATASET_ROOT``
-    are written as absolute paths. An existing file is replaced only if this
-    function wrote it.
+    ``_BASE_``), from any folder: ``MODEL.WEIGHTS``, an ensemble's weights and
+    ``BRAINSEG.DATASET_ROOT`` are written as absolute paths. An existing file is
+    replaced only if this function wrote it.
 
     Raises:
         ValueError: ``path`` exists and was not written here.
@@ -51,6 +51,9 @@ def write_tuned_config(cfg, params: PostprocessParams, path: str | Path) -> Path
     # Local paths made absolute, so that the file works from any folder.
     if tuned.MODEL.WEIGHTS and "://" not in tuned.MODEL.WEIGHTS:
         tuned.MODEL.WEIGHTS = os.path.abspath(tuned.MODEL.WEIGHTS)
+    tuned.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS = [
+        w if "://" in w else os.path.abspath(w) for w in tuned.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS
+    ]
     if tuned.BRAINSEG.DATASET_ROOT:
         tuned.BRAINSEG.DATASET_ROOT = os.path.abspath(tuned.BRAINSEG.DATASET_ROOT)
     tuned.freeze()
