@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from brainseg_d2.data.io.metaimage import missing_data_file
 from brainseg_d2.data.io.nifti import NiftiError, read_nifti, sform_gap
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def _check_exists(path: Path) -> None:
     if path.is_file() and path.stat().st_size == 0:
         # ITK would say "Unable to determine ImageIO reader", which hides the cause.
         raise VolumeError(f"{path}: empty file (0 bytes)")
+    if (data := missing_data_file(path)) is not None:
+        raise VolumeError(f"{path}: its data file {data} does not exist")
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:

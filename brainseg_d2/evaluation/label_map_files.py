@@ -37,8 +37,10 @@ __all__ = ["LABEL_MAP_SUFFIXES", "CasePair", "EvaluationError", "case_id", "find
 LABEL_MAP_SUFFIXES = VOLUME_SUFFIXES
 #: Trailing parts of a file stem that are not part of the case id (3D Slicer: ``x.seg.nrrd``).
 _ID_SUFFIX = re.compile(r"[_.-](seg|pred|prediction|label|labels|mask|segmentation)$", re.I)
+#: Suffixes that make a file the label map of the file named without them.
+_LABEL_SUFFIX = re.compile(r"[_.-](seg|label|labels|segmentation)", re.I)
 #: BraTS image files (not label maps) inside case folders.
-_IMAGE_SUFFIX = re.compile(r"[_-](flair|t1|t1ce|t2|t1n|t1c|t2w|t2f)$", re.I)
+_IMAGE_SUFFIX = re.compile(r"[_-](flair|t1|t1ce|t2|t1n|t1c|t2w|t2f|t1w|t1gd|dwi|adc)$", re.I)
 
 
 class EvaluationError(ValueError):
@@ -89,13 +91,21 @@ def case_id(
 
 
 def _is_image(path: Path, names: set[str]) -> bool:
-    """A BraTS-layout image file: a sequence suffix, and a BraTS name or a label map beside it.
+    """An image, not a label map: a file beside its own label map (``x`` and ``x_seg``), or
+    a sequence suffix with a BraTS name or a label map beside it.
 
     ``names``: the file names in ``path``'s folder.
     """
     if VSD_SEQUENCE.fullmatch(path.parent.name):
         return True
     stem = _stem(path)
+    # 3D Slicer's "case01.nrrd" beside "case01.seg.nrrd" (or "_seg", "_label", ...).
+    if _ID_SUFFIX.search(stem) is None and any(
+        _LABEL_SUFFIX.fullmatch(_stem(Path(n))[len(stem) :])
+        for n in names
+        if n != path.name and n.startswith(stem) and n.lower().endswith(LABEL_MAP_SUFFIXES)
+    ):
+        return True
     m = _IMAGE_SUFFIX.search(stem)
     if m is None:
         return False

@@ -158,3 +158,35 @@ def test_an_nnunet_task_of_mha_files_is_scored_on_its_labels(tmp_path, capsys):
     )
     assert float(scores[("BRATS_001", "ET")]["dice"]) == 0.0
     assert scores[("BRATS_001", "WT")]["convention"] == "msd"
+
+
+def test_an_image_beside_its_label_map_is_not_a_reference(tmp_path):
+    ref = tmp_path / "ref"
+    _write(ref / "case01.seg.nrrd", _labels())  # 3D Slicer: the volume and its segmentation
+    _write(ref / "case01.nrrd", np.full(SHAPE, 300))
+    _write(ref / "pat02_label.mha", _labels())
+    _write(ref / "pat02_dwi.mha", np.full(SHAPE, 300))  # a sequence suffix beside a label
+    _write(ref / "pat03.nii.gz", _labels())
+    _write(ref / "pat03_mask.nii.gz", _labels() > 0)  # a mask is not said to be "the" label
+    with pytest.raises(ValueError, match="pat03.nii.gz and .*pat03_mask.nii.gz have the same"):
+        find_label_maps(ref)
+    (ref / "pat03_mask.nii.gz").unlink()
+    assert find_label_maps(ref) == {
+        "case01": ref / "case01.seg.nrrd",
+        "pat02": ref / "pat02_label.mha",
+        "pat03": ref / "pat03.nii.gz",
+    }
+
+
+def test_a_metaimage_header_without_its_data_names_the_data_file(tmp_path, capsys):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _write(ref / "case01_seg.mhd", _labels())
+    _write(pred / "case01.nii.gz", _labels())
+    data = next(p for p in ref.iterdir() if p.suffix in (".raw", ".zraw"))
+    data.unlink()
+    code, err = _run(capsys, "--pred", pred, "--ref", ref, "--output", tmp_path / "o",
+                     "--label-convention", "brats2021")  # fmt: skip
+    assert code == 2
+    (line,) = err.strip().splitlines()  # and nothing of ITK's own
+    assert line == f"error: {ref / 'case01_seg.mhd'}: its data file {data} does not exist"
+    assert not (tmp_path / "o").exists()
