@@ -90,9 +90,9 @@ def case_id(
     return _ID_SUFFIX.sub("", stem)
 
 
-def _is_image(path: Path, names: set[str]) -> bool:
-    """An image, not a label map: a file beside its own label map (``x`` and ``x_seg``), or
-    a sequence suffix with a BraTS name or a label map beside it.
+def _is_image(path: Path, names: set[str], beside_label: bool) -> bool:
+    """An image, not a label map: a sequence suffix with a BraTS name or a label map
+    beside it, or (``beside_label``) a file beside its own label map (``x``, ``x_seg``).
 
     ``names``: the file names in ``path``'s folder.
     """
@@ -100,7 +100,7 @@ def _is_image(path: Path, names: set[str]) -> bool:
         return True
     stem = _stem(path)
     # 3D Slicer's "case01.nrrd" beside "case01.seg.nrrd" (or "_seg", "_label", ...).
-    if _ID_SUFFIX.search(stem) is None and any(
+    if beside_label and _ID_SUFFIX.search(stem) is None and any(
         _LABEL_SUFFIX.fullmatch(_stem(Path(n))[len(stem) :])
         for n in names
         if n != path.name and n.startswith(stem) and n.lower().endswith(LABEL_MAP_SUFFIXES)
@@ -126,6 +126,8 @@ def find_label_maps(
 
     Case folders linked in from shared storage are found, as the converter and
     ``brainseg-predict`` find them (:func:`~brainseg_d2.data.sources.common.walk`).
+    ``role`` names the folder in errors; ``--ref`` without a ``pattern`` also skips a
+    file beside its own label map as an image (``x.nrrd`` by ``x.seg.nrrd``).
 
     Raises:
         EvaluationError: missing folder, no label-map file, or two files with one id
@@ -144,7 +146,9 @@ def find_label_maps(
             continue
         if not path.name.lower().endswith(LABEL_MAP_SUFFIXES) or not path.is_file():
             continue
-        if _is_image(path, names):
+        # References only: in a prediction folder "x" beside "x_seg" may be the prediction
+        # beside a copy of its reference, and a pattern names its files itself.
+        if _is_image(path, names, beside_label=role == "--ref" and pattern is None):
             continue
         cid = case_id(path, pattern, root)
         if cid is None:

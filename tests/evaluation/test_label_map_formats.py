@@ -169,9 +169,9 @@ def test_an_image_beside_its_label_map_is_not_a_reference(tmp_path):
     _write(ref / "pat03.nii.gz", _labels())
     _write(ref / "pat03_mask.nii.gz", _labels() > 0)  # a mask is not said to be "the" label
     with pytest.raises(ValueError, match="pat03.nii.gz and .*pat03_mask.nii.gz have the same"):
-        find_label_maps(ref)
+        find_label_maps(ref, role="--ref")
     (ref / "pat03_mask.nii.gz").unlink()
-    assert find_label_maps(ref) == {
+    assert find_label_maps(ref, role="--ref") == {
         "case01": ref / "case01.seg.nrrd",
         "pat02": ref / "pat02_label.mha",
         "pat03": ref / "pat03.nii.gz",
@@ -190,3 +190,15 @@ def test_a_metaimage_header_without_its_data_names_the_data_file(tmp_path, capsy
     (line,) = err.strip().splitlines()  # and nothing of ITK's own
     assert line == f"error: {ref / 'case01_seg.mhd'}: its data file {data} does not exist"
     assert not (tmp_path / "o").exists()
+
+
+def test_a_prediction_beside_a_copy_of_its_reference_is_never_skipped(tmp_path, capsys):
+    """Only references skip a file beside its own label map: in a prediction folder the
+    file may be the prediction, which the copy beside it must not replace."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    _write(ref / "case01_seg.nii.gz", _labels())
+    _write(pred / "case01_seg.nii.gz", _labels())  # a copy of the reference
+    _write(pred / "case01.nii.gz", np.roll(_labels(), 1, axis=2))  # the prediction
+    args = ["--pred", pred, "--ref", ref, "--label-convention", "brats2021"]
+    code, err = _run(capsys, *args, "--output", tmp_path / "o")
+    assert code == 2 and "have the same case id 'case01'" in err
