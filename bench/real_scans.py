@@ -44,7 +44,8 @@ def main() -> None:
 
     cfg = get_brainseg_cfg()
     cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.WEIGHTS", args.weights, *args.opts])
+    cfg.merge_from_list(["MODEL.WEIGHTS", args.weights, "BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS", (),
+                         *args.opts])  # this one model, whatever the config records
     cfg.freeze()
     predictor = VolumePredictor(cfg, dataset_info=args.dataset_info)
     target = predictor.target

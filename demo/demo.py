@@ -150,20 +150,6 @@ def setup_cfg(args: argparse.Namespace):
     return cfg
 
 
-def strict_model(cfg):
-    """The model of ``cfg``, in eval mode, with weights that fit it exactly (else ValueError)."""
-    from detectron2.modeling import build_model
-
-    from brainseg_d2.checkpoint import load_strict
-    from brainseg_d2.engine import ensure_weights_available
-
-    ensure_weights_available(cfg)
-    model = build_model(cfg)
-    model.eval()
-    load_strict(model, cfg.MODEL.WEIGHTS)
-    return model
-
-
 def read_slice(path: str, num_channels: int):
     """A 2D slice as ``(H, W, N)`` uint8, as a viewer shows it (EXIF orientation applied).
 
@@ -275,6 +261,7 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     from detectron2.data import transforms as T
 
     from brainseg_d2.data.transforms import apply_image_transform, image_to_tensor
+    from brainseg_d2.inference.ensemble import load_model
 
     out = Path(args.output)
     to_folder = len(paths) > 1 or out.is_dir() or not out.suffix
@@ -289,7 +276,7 @@ def run_images(args: argparse.Namespace, cfg, paths: Sequence[str]) -> int:
     info = dataset_info(args, cfg, required=False)
     names = category_names(info, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     metadata = make_metadata(names)
-    model = strict_model(cfg)
+    model = load_model(cfg)
     # What volume prediction reads: the dense head's category masks (BRAINSEG.MASK_SOURCE
     # semantic) at the score threshold, drawn as the case pictures are; else the instances.
     dense = cfg.BRAINSEG.MASK_SOURCE == "semantic"

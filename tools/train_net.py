@@ -40,15 +40,22 @@ def setup_logging(cfg, args) -> None:
                  abbrev_name="brainseg")  # fmt: skip
 
 
-def setup(args):
-    cfg = build_cfg_from_args(args)
-    setup_logging(cfg, args)
+def one_model(cfg):
+    """``cfg``, unless it records an ensemble: this tool trains and evaluates one model."""
+    members = cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS
+    if len(members) > 1:
+        raise ValueError(
+            f"the config records an ensemble of {len(members)} models "
+            "(BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS), and this tool trains or evaluates one: "
+            'add BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS "()" for MODEL.WEIGHTS alone, or score '
+            "the ensemble with brainseg-predict and brainseg-evaluate"
+        )
     return cfg
 
 
 def main(args):
     if args.eval_only:
-        cfg = build_cfg_from_args(args)
+        cfg = one_model(build_cfg_from_args(args))
         model = Trainer.build_model(cfg)
         load_eval_weights(model, cfg, resume=args.resume)
         setup_logging(cfg, args)
@@ -58,7 +65,8 @@ def main(args):
 
             verify_results(cfg, res)
         return res
-    cfg = setup(args)
+    cfg = one_model(build_cfg_from_args(args))  # before setup_logging writes OUTPUT_DIR
+    setup_logging(cfg, args)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
@@ -68,7 +76,7 @@ def cli(argv=None) -> int:
     args = argument_parser().parse_args(argv)
     try:
         if args.num_gpus * args.num_machines > 1:
-            build_cfg_from_args(args)  # errors here, as one line, not in every worker
+            one_model(build_cfg_from_args(args))  # errors here, as one line, not in every worker
         launch(
             main,
             args.num_gpus,

@@ -39,9 +39,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--output", type=Path, help="tuned config to write (default: OUTPUT_DIR/config_tuned.yaml)"
     )
-    p.add_argument("--weights", nargs="+", metavar="PTH",
-                   help="the model's weights instead of MODEL.WEIGHTS; several: tune for "
-                   "their ensemble (as brainseg-predict --weights predicts)")
+    p.add_argument("--weights", nargs="+", action="extend", metavar="PTH",
+                   help="the model's weights (sets MODEL.WEIGHTS); several: tune for their "
+                   "ensemble (as brainseg-predict --weights predicts), which the written "
+                   "config records (BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS)")
     p.add_argument("opts", nargs="...", metavar="KEY VALUE",
                    help="config overrides, e.g. MODEL.WEIGHTS output/model_final.pth")
     return p
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
             tune_postprocess,
             write_tuned_config,
         )
+        from brainseg_d2.inference.ensemble import build_inference_model, ensemble_members
 
         # The split to tune on is what the checks see as the test set (a training
         # config, the demo's among them, may have none).
@@ -74,10 +76,8 @@ def main(argv=None) -> int:
         cfg = build_cfg_from_args(args)
         output = args.output or Path(cfg.OUTPUT_DIR) / "config_tuned.yaml"
         check_tuned_output(output)  # before the work, not after it
-        if len(cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS) > 1:  # tuned for the ensemble
+        if len(ensemble_members(cfg)) > 1:  # tuned for the ensemble
             from detectron2.data import MetadataCatalog
-
-            from brainseg_d2.inference.ensemble import build_inference_model
 
             meta = MetadataCatalog.get(dataset)
             model = build_inference_model(cfg, meta.target, meta.thing_classes)

@@ -72,10 +72,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--weights",
         nargs="+",
+        action="extend",
         metavar="PTH",
-        help="the model's weights instead of MODEL.WEIGHTS; several (one per fold or seed, "
-        "one config) are an ensemble: their dense heads' probabilities are averaged before "
-        "post-processing",
+        help="the model's weights (sets MODEL.WEIGHTS, and replaces the ensemble a tuned "
+        "config records); several (one per fold or seed, one config) are an ensemble "
+        "(BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS): their dense heads' probabilities are "
+        "averaged before post-processing",
     )
     p.add_argument(
         "--dataset-info",
@@ -146,8 +148,11 @@ def setup_cfg(args: argparse.Namespace):
     raw = ["BRAINSEG.POSTPROCESS.ENABLED", False] if args.raw else []
     weights = weights_opts(args)  # first: it moves trailing overrides into args.opts
     cfg = config_setup(args.config_file, [*args.opts, *raw, *weights])
-    if not cfg.MODEL.WEIGHTS:
+    if not cfg.MODEL.WEIGHTS and not cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: add `MODEL.WEIGHTS path/to/model_final.pth`")
+    from brainseg_d2.inference.ensemble import ensemble_members
+
+    ensemble_members(cfg)  # an override that the config's ensemble would ignore
     check_cfg_values(cfg, SimpleNamespace(config_file=args.config_file, opts=args.opts,
                                           eval_only=True))  # fmt: skip
     return cfg

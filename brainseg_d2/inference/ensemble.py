@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-__all__ = ["ModelEnsemble", "build_inference_model"]
+__all__ = ["ModelEnsemble", "build_inference_model", "ensemble_members", "load_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,28 @@ class ModelEnsemble(nn.Module):
         return [{"sem_seg": probs / len(self.members)} for probs in total]
 
 
+def ensemble_members(cfg) -> list[str]:
+    """The weights files ``cfg`` predicts with: ``BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS``
+    where set, else ``[MODEL.WEIGHTS]``.
+
+    Raises:
+        ValueError: an ensemble whose first member is not ``MODEL.WEIGHTS`` (a
+            ``MODEL.WEIGHTS`` override given for a config that records an ensemble,
+            which would otherwise be ignored).
+    """
+    members = [os.fspath(w) for w in cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS]
+    if not members:
+        return [cfg.MODEL.WEIGHTS]
+    if cfg.MODEL.WEIGHTS and _local(cfg.MODEL.WEIGHTS) != _local(members[0]):
+        raise ValueError(
+            f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} is not the first of the config's ensemble "
+            f"(BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS, {len(members)} files from {members[0]}): "
+            "choose the models with --weights, or add BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS "
+            '"()" to use MODEL.WEIGHTS alone'
+        )
+    return members
+
+
 def build_inference_model(
     cfg, target: str, categories: Sequence[str], weights: Sequence[str | os.PathLike] | None = None
 ) -> nn.Module:
@@ -77,8 +99,8 @@ def build_inference_model(
         cfg: frozen config; ``MODEL.MASK_ON`` and ``ROI_HEADS.NUM_CLASSES`` are checked.
         target, categories: the training dataset's target and its categories.
         weights: weights files (local paths, or a model-zoo URL for one model);
-            None: ``BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS`` where set, else
-            ``[cfg.MODEL.WEIGHTS]``; an empty ``MODEL.WEIGHTS`` loads nothing (warned).
+            None: :func:`ensemble_members`; an empty ``MODEL.WEIGHTS`` loads nothing
+            (warned).
 
     Raises:
         ValueError: a config that cannot predict volumes, a missing or unreadable
@@ -86,11 +108,6 @@ def build_inference_model(
             (:class:`~brainseg_d2.checkpoint.CheckpointError`), or an ensemble
             without ``MASK_SOURCE semantic``. Each names the file or key at fault.
     """
-    from detectron2.modeling import build_model
-
-    from brainseg_d2.checkpoint import load_strict
-    from brainseg_d2.engine import ensure_weights_available
-
     if not cfg.MODEL.MASK_ON:
         raise ValueError("MODEL.MASK_ON is False: volume prediction needs a mask head")
     if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(categories):
@@ -98,9 +115,12 @@ def build_inference_model(
             f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but the "
             f"dataset's target '{target}' has {len(categories)} categories {list(categories)}"
         )
+    source = "weights file"
     named = weights is not None or bool(cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS)
     if weights is None:
-        weights = cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS or [cfg.MODEL.WEIGHTS]
+        if cfg.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS:
+            source = "BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS file"
+        weights = ensemble_members(cfg)
     elif not weights:
         raise ValueError("no weights file given")
     paths = [os.fspath(w) for w in weights]
@@ -110,25 +130,53 @@ def build_inference_model(
             f"BRAINSEG.MASK_SOURCE semantic, not {cfg.BRAINSEG.MASK_SOURCE!r}"
         )
     for i, path in enumerate(paths):
-        which = f"weights file {path!r}" + (f" ({i + 1} of {len(paths)})" if len(paths) > 1 else "")
+        which = f"{source} {path!r}" + (f" ({i + 1} of {len(paths)})" if len(paths) > 1 else "")
         if os.path.isdir(path):
             raise ValueError(f"{which} is a folder, not a checkpoint")
-        if named and "://" not in path and not os.path.isfile(path):
+        if named and path and "://" not in path and not os.path.isfile(path):
             raise ValueError(f"{which} does not exist")
-    if len(paths) == 1:  # a model-zoo URL is fetched here, or fails in one line
-        ensure_weights_available(_with(cfg, paths[0]))
-    models = []
-    for path in paths:
-        model = build_model(cfg)
-        model.eval()
-        if not path:
-            logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
-        load_strict(model, path)  # any missing or mismatched weight is an error
-        models.append(model)
+    models = [load_model(cfg, path) for path in paths]
     if len(models) == 1:
         return models[0]
     logger.info("ensemble of %d models: %s", len(models), ", ".join(paths))
     return ModelEnsemble(models)
+
+
+def load_model(cfg, path: str | None = None) -> nn.Module:
+    """``build_model(cfg)`` in eval mode with ``path`` (default ``MODEL.WEIGHTS``) loaded strictly.
+
+    For one model's detections (instances), which an ensemble does not give.
+
+    Raises:
+        ValueError: a remote file that cannot be fetched, a missing or unfitting one
+            (:class:`~brainseg_d2.checkpoint.CheckpointError`); ``path`` None with a
+            config that records an ensemble (:func:`ensemble_members`).
+    """
+    from detectron2.modeling import build_model
+
+    from brainseg_d2.checkpoint import load_strict
+    from brainseg_d2.engine import ensure_weights_available
+
+    if path is None:
+        members = ensemble_members(cfg)
+        if len(members) > 1:
+            raise ValueError(
+                f"this config predicts with an ensemble of {len(members)} models "
+                "(BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS), which gives no detections to draw: "
+                'add BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS "()" to use MODEL.WEIGHTS alone'
+            )
+        path = members[0]
+    ensure_weights_available(_with(cfg, path))  # a model-zoo URL is fetched, or one line
+    model = build_model(cfg)
+    model.eval()
+    if not path:
+        logger.warning("MODEL.WEIGHTS is empty: predicting with a randomly initialised model")
+    load_strict(model, path)  # any missing or mismatched weight is an error
+    return model
+
+
+def _local(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _with(cfg, path: str):

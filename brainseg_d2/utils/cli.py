@@ -156,12 +156,14 @@ def split_trailing_opts(files: Sequence[str], opts: Sequence[str]) -> tuple[list
 
     Returns:
         ``(files, opts)``: the words before the first config key (:data:`CONFIG_KEY`, and
-        not an existing file such as ``FOLD0.PTH``), and that key onwards followed by ``opts``.
+        neither an existing file nor a checkpoint's name such as ``FOLD0.PTH``), and that
+        key onwards followed by ``opts``.
     """
-    end = next(
-        (i for i, w in enumerate(files) if CONFIG_KEY.fullmatch(w) and not os.path.exists(w)),
-        len(files),
-    )
+    def is_key(word: str) -> bool:
+        return (CONFIG_KEY.fullmatch(word) is not None and not os.path.exists(word)
+                and not word.lower().endswith((".pth", ".pkl", ".pt")))  # fmt: skip
+
+    end = next((i for i, word in enumerate(files) if is_key(word)), len(files))
     return list(files[:end]), [*files[end:], *opts]
 
 
@@ -170,7 +172,8 @@ def weights_opts(args: argparse.Namespace) -> list[str]:
 
     Splits trailing overrides off ``args.weights`` (:func:`split_trailing_opts`), checks
     the files, and returns ``MODEL.WEIGHTS A BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS [A, B]``
-    (``[]`` without ``--weights``).
+    (for one file ``... ENSEMBLE_WEIGHTS ()``, so that it replaces a config's ensemble;
+    ``[]`` without ``--weights``).
 
     Raises:
         ValueError: no file, a folder or a missing file, or ``MODEL.WEIGHTS`` given too.
@@ -187,5 +190,5 @@ def weights_opts(args: argparse.Namespace) -> list[str]:
             raise ValueError(f"--weights {path} is a folder, not a checkpoint")
         if "://" not in path and not os.path.isfile(path):
             raise ValueError(f"--weights {path} does not exist")
-    return ["MODEL.WEIGHTS", args.weights[0],
-            "BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS", repr(list(args.weights))]  # fmt: skip
+    ensemble = repr(list(args.weights)) if len(args.weights) > 1 else "()"
+    return ["MODEL.WEIGHTS", args.weights[0], "BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS", ensemble]

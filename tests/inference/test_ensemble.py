@@ -170,7 +170,8 @@ def test_tuning_for_an_ensemble(weights_files, phantom_dataset, two_models, tmp_
         assert len(tables[name]) > 3
         tuned = setup_cfg(str(out))
         assert tuned.MODEL.WEIGHTS == str(good)
-        assert tuned.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS == tuple(map(str, weights))
+        recorded = tuple(map(str, weights)) if len(weights) > 1 else ()  # one model: none
+        assert tuned.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS == recorded
     assert tables["twice"] == tables["alone"]
     assert tables["pair"] != tables["alone"]
     # The tuned config predicts with the ensemble it was tuned for.
@@ -190,3 +191,74 @@ def test_trailing_config_overrides_are_split_from_the_weights(tmp_path, monkeypa
     )
     assert split_trailing_opts(["a.pth", "SEED", "3"], []) == (["a.pth"], ["SEED", "3"])
     assert split_trailing_opts(["a.pth"], []) == (["a.pth"], [])
+
+
+def test_a_config_that_records_an_ensemble(weights_files, phantom_dataset, tiny_cases,
+                                           two_models, tmp_path, capsys):  # fmt: skip
+    """MODEL.WEIGHTS cannot silently lose to a recorded ensemble; --weights replaces it."""
+    from brainseg_d2.inference.ensemble import ensemble_members, load_model
+
+    cfg, (good, other) = two_models
+    recorded = cfg.clone()
+    recorded.defrost()
+    recorded.MODEL.WEIGHTS = str(good)
+    recorded.BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS = (str(good), str(other))
+    config = tmp_path / "ensemble.yaml"
+    config.write_text(recorded.dump())
+    recorded.freeze()
+    assert ensemble_members(recorded) == [str(good), str(other)]
+    with pytest.raises(ValueError, match="gives no detections to draw"):
+        load_model(recorded)  # demo/demo.py's slice pictures
+    base = ["--config-file", config, "--input", tiny_cases, "--no-progress",
+            "--dataset-info", phantom_dataset["dataset"] / "dataset.json"]  # fmt: skip
+    # A MODEL.WEIGHTS override would be ignored by the ensemble: refused.
+    assert (
+        main([*map(str, base), "--output", str(tmp_path / "o1"), "MODEL.WEIGHTS", str(other)]) == 2
+    )
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"MODEL.WEIGHTS {other} is not the first of the config's ensemble" in line
+    assert not (tmp_path / "o1").exists()
+    # The config alone predicts with the ensemble; one --weights replaces it.
+    case = find_brats_cases(tiny_cases)[0]
+    for out, extra, weights in (("o2", [], [good, other]), ("o3", ["--weights", other], [other])):
+        assert main([*map(str, base), "--output", str(tmp_path / out), *map(str, extra)]) == 0
+        expected = _predictor(phantom_dataset, cfg, weights).predict(case).label_image
+        written = sitk.ReadImage(str(tmp_path / out / f"{case.case_id}_pred.nii.gz"))
+        np.testing.assert_array_equal(
+            sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected)
+        )
+    # tools/train_net.py trains and evaluates one model.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "train_net.py"
+    spec = importlib.util.spec_from_file_location("train_net_for_ensembles", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "eval"
+    assert tool.cli(["--config-file", str(config), "--eval-only", "OUTPUT_DIR", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "records an ensemble of 2 models" in line and not out.exists()
+
+
+def test_repeated_weights_add_up_and_a_missing_checkpoint_name_is_a_file(
+    weights_files, phantom_dataset, tiny_cases, two_models, tmp_path, capsys
+):
+    _, (good, other) = two_models
+    out = tmp_path / "out"
+    args = _args(weights_files, phantom_dataset, tiny_cases, out, "--weights", good,
+                 "--weights", other, *weights_files["opts"])  # fmt: skip
+    assert main(args) == 0
+    cfg = two_models[0]
+    expected = _predictor(phantom_dataset, cfg, [good, other]).predict(
+        find_brats_cases(tiny_cases)[0]
+    )
+    written = sitk.ReadImage(str(out / "Tiny_A_pred.nii.gz"))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected.label_image)
+    )
+    args = _args(weights_files, phantom_dataset, tiny_cases, tmp_path / "o2", "--weights", good,
+                 "FOLD1.PTH", *weights_files["opts"])  # fmt: skip
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "error: --weights FOLD1.PTH does not exist"
