@@ -8,7 +8,7 @@
     brainseg-predict --config-file CFG --input scans/ --images 'flair=*_flair.mha' \\
         't1=*_t1.mha' 't1ce=*_t1ce.mha' 't2=*_t2.mha' --output OUT_DIR MODEL.WEIGHTS model.pth
     brainseg-predict --config-file CFG --input cases.csv --output OUT_DIR MODEL.WEIGHTS model.pth
-    brainseg-predict --config-file CFG --input FOLDER_OF_CASES --output OUT_DIR \
+    brainseg-predict --config-file CFG --input FOLDER_OF_CASES --output OUT_DIR \\
         --weights fold0/model_final.pth fold1/model_final.pth fold2/model_final.pth
 
 What is written, checked and refused: :mod:`brainseg_d2.inference.case_files`.

@@ -177,8 +177,8 @@ def predict_cases(
             (:func:`~brainseg_d2.data.sources.find_cases`). Outside ``brats`` and
             ``decathlon`` a case's label convention is the training dataset's.
         image_globs: ``NAME=GLOB`` per channel, for ``pairs``.
-        weights: weights files (None: ``MODEL.WEIGHTS``); several are an ensemble
-            (:mod:`~brainseg_d2.inference.ensemble`).
+        weights: weights files (None: the config's, an ensemble it records or
+            ``MODEL.WEIGHTS``); several are an ensemble (:mod:`~brainseg_d2.inference.ensemble`).
 
     Returns:
         0, or 1 when ``skip_bad`` left cases out.

@@ -140,9 +140,9 @@ class VolumePredictor:
                 or a ``.json``/``.yaml`` file); None writes each case in its own
                 (from its BraTS file names: ET = 3 for 2023+ names, 4 for 2018-2021
                 ones; inputs without names in the training dataset's).
-            weights: weights files of ``cfg``'s model (default ``[cfg.MODEL.WEIGHTS]``);
-                several are an ensemble, their dense heads' probabilities averaged
-                (:mod:`~brainseg_d2.inference.ensemble`).
+            weights: weights files of ``cfg``'s model (default: the config's, an ensemble
+                it records or ``MODEL.WEIGHTS``); several are an ensemble, their dense
+                heads' probabilities averaged (:mod:`~brainseg_d2.inference.ensemble`).
 
         Raises:
             ValueError: bad dataset info, batch size, post-processing config, a

@@ -146,7 +146,6 @@ def print_error(exc: BaseException, file: TextIO | None = None) -> None:
         print(f"error: {line}", file=file or sys.stderr)
 
 
-
 #: A config override's key (``SEED``, ``MODEL.DEVICE``), as opposed to a file name.
 CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*")
 
@@ -159,6 +158,7 @@ def split_trailing_opts(files: Sequence[str], opts: Sequence[str]) -> tuple[list
         neither an existing file nor a checkpoint's name such as ``FOLD0.PTH``), and that
         key onwards followed by ``opts``.
     """
+
     def is_key(word: str) -> bool:
         return (CONFIG_KEY.fullmatch(word) is not None and not os.path.exists(word)
                 and not word.lower().endswith((".pth", ".pkl", ".pt")))  # fmt: skip
