@@ -19,6 +19,7 @@ from pathlib import Path
 from brainseg_d2.data.sources.common import SourceError
 from brainseg_d2.data.sources.decathlon import task_labels
 from brainseg_d2.evaluation.case_scores import ScoringSettings
+from brainseg_d2.evaluation.label_map_files import unlabelled_case_folders
 from brainseg_d2.evaluation.lesion_metrics import BRATS2023_LESION_SETTINGS, LesionSettings
 from brainseg_d2.evaluation.nifti_evaluation import EvaluationError, evaluate_folders
 from brainseg_d2.evaluation.results_files import NIFTI_FILES, REPORT_FILE
@@ -169,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             + file_list(summary["unmatched_predictions"]),
             file=sys.stderr,
         )
+    unlabelled = unlabelled_case_folders(ref)
+    if unlabelled:
+        shown = ", ".join(str(p) for p in unlabelled[:3])
+        more = f" and {len(unlabelled) - 3} more" if len(unlabelled) > 3 else ""
+        print(f"warning: {len(unlabelled)} case folder(s) under --ref hold images but no label "
+              f"map, so they are not scored: {shown}{more}", file=sys.stderr)  # fmt: skip
     if Path(args.pred).resolve() == Path(args.ref).resolve():
         print("warning: --pred and --ref are one folder: every case is scored against itself",
               file=sys.stderr)  # fmt: skip

@@ -31,7 +31,7 @@ from brainseg_d2.data.volume_io import VOLUME_SUFFIXES
 from brainseg_d2.labels import BRATS2021_CASE, BRATS2023_CASE, brats_task, detect_convention
 
 __all__ = ["LABEL_MAP_SUFFIXES", "CasePair", "EvaluationError", "case_id", "find_label_maps",
-           "match_cases", "reference_convention"]  # fmt: skip
+           "match_cases", "reference_convention", "unlabelled_case_folders"]  # fmt: skip
 
 #: File endings read as label maps (MetaImage and NRRD headers read their data files).
 LABEL_MAP_SUFFIXES = VOLUME_SUFFIXES
@@ -167,6 +167,29 @@ def find_label_maps(
         )
         raise EvaluationError(f"{role} {root} holds no {what}")
     return found
+
+
+def unlabelled_case_folders(folder: str | os.PathLike) -> list[Path]:
+    """Case folders under ``folder`` that hold images but no label map, sorted.
+
+    An incomplete download, or cases without a reference: they are not scored, and
+    their predictions show only as predictions without reference. A case folder is the
+    folder of its files, or of its BraTS 2013-2015 VSD folders.
+    """
+    with_images, with_labels = set(), set()
+    for d, _, files in walk(Path(folder)):
+        names = set(files)
+        for name in files:
+            path = Path(d) / name
+            if name.startswith("._") or not name.lower().endswith(LABEL_MAP_SUFFIXES):
+                continue
+            in_vsd = VSD_SEQUENCE.fullmatch(path.parent.name) or VSD_LABELS.fullmatch(
+                path.parent.name
+            )
+            case = path.parent.parent if in_vsd else path.parent
+            image = _is_image(path, names, beside_label=True)
+            (with_images if image else with_labels).add(case)
+    return sorted(with_images - with_labels)
 
 
 def reference_convention(path: str | os.PathLike) -> str | None:

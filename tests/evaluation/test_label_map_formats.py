@@ -202,3 +202,22 @@ def test_a_prediction_beside_a_copy_of_its_reference_is_never_skipped(tmp_path, 
     args = ["--pred", pred, "--ref", ref, "--label-convention", "brats2021"]
     code, err = _run(capsys, *args, "--output", tmp_path / "o")
     assert code == 2 and "have the same case id 'case01'" in err
+
+
+def test_reference_case_folders_without_a_label_map_are_named(tmp_path, capsys):
+    root, pred = tmp_path / "ref", tmp_path / "pred"
+    truth = _labels(et=4, netc=3)
+    _vsd_case(root / "HGG" / "brats_2013_pat0001_1", truth)
+    ot = _vsd_case(root / "HGG" / "brats_2013_pat0002_1", truth)
+    for path in ot.parent.iterdir():  # an incomplete download: the label folder is empty
+        path.unlink()
+    case = root / "HGG" / "BraTS2021_00003"
+    _write(case / "BraTS2021_00003_flair.nii.gz", np.full(SHAPE, 300))  # no _seg beside it
+    for cid in ("brats_2013_pat0001_1", "brats_2013_pat0002_1", "BraTS2021_00003"):
+        _write(pred / f"{cid}_pred.nii.gz", np.where(truth == 3, 1, truth))
+    code, err = _run(capsys, "--pred", pred, "--ref", root, "--output", tmp_path / "o")
+    assert code == 0, err
+    (line,) = [x for x in err.splitlines() if "hold images but no label map" in x]
+    assert line.startswith("warning: 2 case folder(s) under --ref")
+    assert str(case) in line and str(root / "HGG" / "brats_2013_pat0002_1") in line
+    assert {r for r, _ in _scores(tmp_path / "o")} == {"brats_2013_pat0001_1"}
