@@ -211,13 +211,13 @@ def _uses_instances(evaluator) -> bool:
     return bool(getattr(evaluator, "uses_instances", True))
 
 
-def ensure_weights_available(cfg) -> None:
-    """Fail early, clearly, when ``MODEL.WEIGHTS`` is remote and cannot be fetched.
+def ensure_weights_available(cfg, weights: str | None = None) -> None:
+    """Fail early, clearly, when ``weights`` (default ``MODEL.WEIGHTS``) cannot be had.
 
     Model-zoo URLs are fetched (and cached) by Detectron2's PathManager; offline,
     that fails deep inside the checkpointer. Resolve it here instead.
     """
-    weights = cfg.MODEL.WEIGHTS
+    weights = cfg.MODEL.WEIGHTS if weights is None else weights
     if not weights:
         return
     if weights.startswith(_REMOTE_PREFIXES):

@@ -150,7 +150,6 @@ def predict_cases(
     progress: bool = True,
     layout: str = "brats",
     image_globs: Sequence[str] = (),
-    weights: Sequence[str | os.PathLike] | None = None,
 ) -> int:
     """Predict every case of ``input`` into label-map files (module doc).
 
@@ -177,8 +176,6 @@ def predict_cases(
             (:func:`~brainseg_d2.data.sources.find_cases`). Outside ``brats`` and
             ``decathlon`` a case's label convention is the training dataset's.
         image_globs: ``NAME=GLOB`` per channel, for ``pairs``.
-        weights: weights files (None: the config's, an ensemble it records or
-            ``MODEL.WEIGHTS``); several are an ensemble (:mod:`~brainseg_d2.inference.ensemble`).
 
     Returns:
         0, or 1 when ``skip_bad`` left cases out.
@@ -249,9 +246,8 @@ def predict_cases(
         raise ProblemList([*bad.values(), *extra], what="bad cases")
     cases = [c for c in cases if c.case_id not in bad]
     predictor = VolumePredictor(
-        cfg, dataset_info=info, batch_size=batch_size, label_convention=requested,
-        weights=weights,
-    )  # fmt: skip
+        cfg, dataset_info=info, batch_size=batch_size, label_convention=requested
+    )
     single_case = len(cases) == 1 and Path(input).resolve().name == cases[0].case_id
     bar = tqdm(cases, desc="predicting", unit="case", disable=single_case or not progress)
     for case in bar:

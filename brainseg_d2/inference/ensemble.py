@@ -166,7 +166,7 @@ def load_model(cfg, path: str | None = None) -> nn.Module:
                 'add BRAINSEG.INFERENCE.ENSEMBLE_WEIGHTS "()" to use MODEL.WEIGHTS alone'
             )
         path = members[0]
-    ensure_weights_available(_with(cfg, path))  # a model-zoo URL is fetched, or one line
+    ensure_weights_available(cfg, path)  # a model-zoo URL is fetched, or one line
     model = build_model(cfg)
     model.eval()
     if not path:
@@ -178,11 +178,3 @@ def load_model(cfg, path: str | None = None) -> nn.Module:
 def _local(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
-
-def _with(cfg, path: str):
-    """A copy of ``cfg`` whose ``MODEL.WEIGHTS`` is ``path``."""
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.WEIGHTS = path
-    cfg.freeze()
-    return cfg
